@@ -1,0 +1,345 @@
+//! OTLP's message shapes as borrowed views over the wire format.
+//!
+//! All three export requests share one shape — resources holding scopes holding items — so the
+//! views are written once and parameterised by [`Signal`]. For traces an item is a span, for logs
+//! a log record, and for metrics the item counted is a data point (the unit OTLP's
+//! `partial_success.rejected_data_points` speaks of), reached through a metric.
+
+use crate::wire::{Error, Fields, Value};
+
+/// The three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// `ExportTraceServiceRequest`.
+    Traces,
+    /// `ExportMetricsServiceRequest`.
+    Metrics,
+    /// `ExportLogsServiceRequest`.
+    Logs,
+}
+
+impl Signal {
+    /// Every signal, in a fixed order.
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    /// The lowercase name used in configs, URLs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Field numbers shared by all three request shapes (see the OTLP .proto files).
+const REQUEST_RESOURCES: u32 = 1;
+const RESOURCE_GROUP_RESOURCE: u32 = 1;
+const RESOURCE_GROUP_SCOPES: u32 = 2;
+const SCOPE_GROUP_ITEMS: u32 = 2;
+const RESOURCE_ATTRIBUTES: u32 = 1;
+const KEY_VALUE_KEY: u32 = 1;
+const KEY_VALUE_VALUE: u32 = 2;
+// Span and LogRecord IDs.
+const SPAN_TRACE_ID: u32 = 1;
+const SPAN_SPAN_ID: u32 = 2;
+const LOG_TRACE_ID: u32 = 9;
+const LOG_SPAN_ID: u32 = 10;
+// Metric data fields (gauge, sum, histogram, exponential_histogram, summary) and their points.
+const METRIC_DATA_FIELDS: [u32; 5] = [5, 7, 9, 10, 11];
+const METRIC_DATA_POINTS: u32 = 1;
+
+/// Iterates the length-delimited values of field `number`, skipping every other field.
+fn messages(buf: &[u8], number: u32) -> impl Iterator<Item = Result<&[u8], Error>> {
+    Fields::new(buf).filter_map(move |field| match field {
+        Ok(field) if field.number == number => Some(field.bytes()),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// An export request of one signal, not yet looked at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    signal: Signal,
+    buf: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// Views `buf` as an encoded `Export*ServiceRequest` of `signal`.
+    pub fn new(signal: Signal, buf: &'a [u8]) -> Self {
+        Self { signal, buf }
+    }
+
+    /// The signal.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+
+    /// The `Resource{Spans,Metrics,Logs}` groups, in order.
+    pub fn resources(&self) -> impl Iterator<Item = Result<ResourceGroup<'a>, Error>> + 'a {
+        let signal = self.signal;
+        messages(self.buf, REQUEST_RESOURCES).map(move |r| r.map(|buf| ResourceGroup { signal, buf }))
+    }
+}
+
+/// One `Resource{Spans,Metrics,Logs}`: a resource and the scopes under it.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceGroup<'a> {
+    signal: Signal,
+    buf: &'a [u8],
+}
+
+impl<'a> ResourceGroup<'a> {
+    /// The encoded `Resource` message; empty when the group has none.
+    pub fn resource(&self) -> Result<&'a [u8], Error> {
+        let mut last = &[][..];
+        for resource in messages(self.buf, RESOURCE_GROUP_RESOURCE) {
+            // Protobuf merges repeated occurrences of a message field; OTLP senders emit one.
+            last = resource?;
+        }
+        Ok(last)
+    }
+
+    /// The resource's attributes.
+    pub fn attributes(&self) -> Result<Attributes<'a>, Error> {
+        Ok(Attributes::new(self.resource()?, RESOURCE_ATTRIBUTES))
+    }
+
+    /// The `Scope{Spans,Metrics,Logs}` groups, in order.
+    pub fn scopes(&self) -> impl Iterator<Item = Result<ScopeGroup<'a>, Error>> + 'a {
+        let signal = self.signal;
+        messages(self.buf, RESOURCE_GROUP_SCOPES).map(move |r| r.map(|buf| ScopeGroup { signal, buf }))
+    }
+}
+
+/// One `Scope{Spans,Metrics,Logs}`: an instrumentation scope and its items.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeGroup<'a> {
+    signal: Signal,
+    buf: &'a [u8],
+}
+
+impl<'a> ScopeGroup<'a> {
+    /// The encoded spans, metrics or log records of this scope.
+    pub fn items(&self) -> impl Iterator<Item = Result<&'a [u8], Error>> + 'a {
+        messages(self.buf, SCOPE_GROUP_ITEMS)
+    }
+
+    /// The signal the items belong to.
+    pub fn signal(&self) -> Signal {
+        self.signal
+    }
+}
+
+/// A borrowed `AnyValue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValue<'a> {
+    /// `string_value` (UTF-8 is not checked here; readers that need `&str` check it).
+    String(&'a [u8]),
+    /// `bool_value`.
+    Bool(bool),
+    /// `int_value`.
+    Int(i64),
+    /// `double_value`.
+    Double(f64),
+    /// `array_value`, still encoded.
+    Array(&'a [u8]),
+    /// `kvlist_value`, still encoded.
+    KvList(&'a [u8]),
+    /// `bytes_value`.
+    Bytes(&'a [u8]),
+    /// No value set.
+    Empty,
+}
+
+impl<'a> AnyValue<'a> {
+    /// Reads an encoded `AnyValue` message.
+    pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
+        let mut value = AnyValue::Empty;
+        for field in Fields::new(buf) {
+            let field = field?;
+            value = match (field.number, field.value) {
+                (1, Value::Bytes(b)) => AnyValue::String(b),
+                (2, Value::Varint(v)) => AnyValue::Bool(v != 0),
+                (3, Value::Varint(v)) => AnyValue::Int(v as i64),
+                (4, Value::Fixed64(v)) => AnyValue::Double(f64::from_bits(v)),
+                (5, Value::Bytes(b)) => AnyValue::Array(b),
+                (6, Value::Bytes(b)) => AnyValue::KvList(b),
+                (7, Value::Bytes(b)) => AnyValue::Bytes(b),
+                _ => continue,
+            };
+        }
+        Ok(value)
+    }
+
+    /// The string value, if this is a valid UTF-8 `string_value`.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            AnyValue::String(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One borrowed `KeyValue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeyValue<'a> {
+    /// The key's bytes.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: AnyValue<'a>,
+}
+
+/// Iterates the `KeyValue` attributes held in one field of a message.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    fields: Fields<'a>,
+    number: u32,
+}
+
+impl<'a> Attributes<'a> {
+    /// The attributes in field `number` of the message in `buf`.
+    pub fn new(buf: &'a [u8], number: u32) -> Self {
+        Self { fields: Fields::new(buf), number }
+    }
+
+    /// The value of the first attribute named `key`.
+    pub fn get(self, key: &str) -> Result<Option<AnyValue<'a>>, Error> {
+        for kv in self {
+            let kv = kv?;
+            if kv.key == key.as_bytes() {
+                return Ok(Some(kv.value));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<KeyValue<'a>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let field = match self.fields.next()? {
+                Ok(field) => field,
+                Err(e) => return Some(Err(e)),
+            };
+            if field.number != self.number {
+                continue;
+            }
+            return Some(field.bytes().and_then(parse_key_value));
+        }
+    }
+}
+
+fn parse_key_value(buf: &[u8]) -> Result<KeyValue<'_>, Error> {
+    let mut kv = KeyValue { key: &[], value: AnyValue::Empty };
+    for field in Fields::new(buf) {
+        let field = field?;
+        match field.number {
+            KEY_VALUE_KEY => kv.key = field.bytes()?,
+            KEY_VALUE_VALUE => kv.value = AnyValue::parse(field.bytes()?)?,
+            _ => {}
+        }
+    }
+    Ok(kv)
+}
+
+/// What one pass over a request found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Resource groups.
+    pub resources: u64,
+    /// Spans, metric data points or log records.
+    pub items: u64,
+    /// Items the OTLP spec says a receiver must reject: spans without a 16-byte trace ID and an
+    /// 8-byte span ID, log records whose IDs are present but of the wrong length.
+    pub invalid_items: u64,
+}
+
+/// Counts and checks a request's items in one pass, without allocating.
+///
+/// The walk descends to the items and checks the framing of everything on the way; inside an
+/// item it reads only the fields needed to validate it (the IDs of spans and log records, the
+/// data-point lists of metrics). Whatever a later stage reads, it checks as it reads.
+pub fn summarize(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
+    let mut summary = Summary::default();
+    for group in Request::new(signal, buf).resources() {
+        let group = group?;
+        summary.resources += 1;
+        group.resource()?;
+        for scope in group.scopes() {
+            for item in scope?.items() {
+                let item = item?;
+                match signal {
+                    Signal::Traces => {
+                        summary.items += 1;
+                        if !ids_valid(item, SPAN_TRACE_ID, SPAN_SPAN_ID, false)? {
+                            summary.invalid_items += 1;
+                        }
+                    }
+                    Signal::Logs => {
+                        summary.items += 1;
+                        if !ids_valid(item, LOG_TRACE_ID, LOG_SPAN_ID, true)? {
+                            summary.invalid_items += 1;
+                        }
+                    }
+                    Signal::Metrics => summary.items += data_points(item)?,
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Checks the trace and span IDs of a span or log record. IDs may be absent only where
+/// `optional` (log records); when present they must be 16 and 8 bytes.
+fn ids_valid(item: &[u8], trace_field: u32, span_field: u32, optional: bool) -> Result<bool, Error> {
+    let (mut trace_len, mut span_len) = (0, 0);
+    for field in Fields::new(item) {
+        let field = field?;
+        if field.number == trace_field {
+            trace_len = field.bytes()?.len();
+        } else if field.number == span_field {
+            span_len = field.bytes()?.len();
+        }
+    }
+    let trace_ok = trace_len == 16 || (optional && trace_len == 0);
+    let span_ok = span_len == 8 || (optional && span_len == 0);
+    Ok(trace_ok && span_ok)
+}
+
+/// Counts the data points of one encoded `Metric`.
+pub fn data_points(metric: &[u8]) -> Result<u64, Error> {
+    let mut points = 0;
+    for field in Fields::new(metric) {
+        let field = field?;
+        if METRIC_DATA_FIELDS.contains(&field.number) {
+            for point in messages(field.bytes()?, METRIC_DATA_POINTS) {
+                point?;
+                points += 1;
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// The distinct `service.name` values of a request's resources, in order of appearance.
+pub fn service_names(signal: Signal, buf: &[u8]) -> Result<Vec<&str>, Error> {
+    let mut names = Vec::new();
+    for group in Request::new(signal, buf).resources() {
+        if let Some(name) = group?.attributes()?.get("service.name")?.and_then(|v| v.as_str()) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
