@@ -1,1 +1,26 @@
+//! Sluice: a telemetry pipeline host.
+//!
+//! OTLP comes in over gRPC and HTTP, flows through pipelines declared in a TOML file, and leaves
+//! through exporters. Batches travel as the encoded bytes they arrived as; a stage that needs
+//! owned messages decodes a batch once and shares the result.
+//!
+//! # Layout
+//! - [`config`]: the pipeline TOML — typed, environment-substituted, validated with positions.
+//! - [`receivers`]: OTLP/gRPC and OTLP/HTTP servers and the checks every request passes.
+//! - [`pipeline`]: bounded queues from receivers, and the fan-out to exporters.
+//! - [`exporters`]: where batches leave — debug output, JSON Lines files, discard.
+//! - [`otlp`]: the batch type, owned decoding, the JSON mapping and export responses.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`]: every metric the host exports, named in one place.
+//! - [`runtime`]: builds the running host from a config and shuts it down in order.
 
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod exporters;
+pub mod metrics;
+pub mod otlp;
+pub mod pipeline;
+pub mod receivers;
+pub mod runtime;

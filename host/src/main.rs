@@ -1,1 +1,131 @@
-fn main() {}
+//! The `sluice` command: parses the CLI, sets up logging, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{self, LoadError};
+use tracing_subscriber::EnvFilter;
+
+/// Sluice: a telemetry pipeline host for OTLP, NVIDIA GPUs and WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipelines described by a config file until SIGTERM or SIGINT.
+    Run {
+        /// The pipeline TOML.
+        #[arg(short, long, default_value = "pipelines/default.toml", env = "SLUICE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and print every problem in it; exit 0 when it is valid.
+    Validate {
+        /// The pipeline TOML.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match config::load_file(file) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let c = &loaded.config;
+            println!(
+                "{} is valid: {} receivers, {} exporters, {} pipelines",
+                file.display(),
+                c.receivers.len(),
+                c.exporters.len(),
+                c.pipelines.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let loaded = match config::load_file(path) {
+        Ok(loaded) => loaded,
+        Err(error @ (LoadError::Read { .. } | LoadError::Invalid(_))) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(loaded.config.service.log_level);
+    for warning in &loaded.warnings {
+        tracing::warn!(config = %path.display(), "{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sluice::runtime::run(&loaded.config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `SLUICE_LOG` (or `RUST_LOG`) overrides the config's level, with the usual filter syntax.
+fn init_logging(level: config::LogLevel) {
+    let filter = std::env::var("SLUICE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(level.as_str()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM; only SIGINT stops the host");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => tracing::info!("Received SIGINT"),
+            _ = terminate.recv() => tracing::info!("Received SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -9,6 +9,7 @@ use crate::wire::{Error, Fields, Value};
 
 /// The three OTLP signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Signal {
     /// `ExportTraceServiceRequest`.
     Traces,

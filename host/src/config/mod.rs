@@ -1,0 +1,20 @@
+//! The pipeline TOML: parse, substitute the environment, type-check and validate — all before
+//! anything is built — and report every problem at once with its line and column.
+//!
+//! # Layout
+//! - [`schema`]: the typed config, one struct per table, with TOML examples.
+//! - [`env`]: `${VAR}` / `${VAR:-default}` substitution that keeps error positions true.
+//! - [`units`]: sizes (`"4MiB"`) and durations (`"10s"`).
+//! - [`diagnostic`]: errors with a file, line, column and caret.
+//! - `load`: reads the file and drives the rest; `validate`: checks that span components.
+
+pub mod diagnostic;
+pub mod env;
+mod load;
+pub mod schema;
+pub mod units;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use load::{LoadError, Loaded, load_file, parse};
+pub use schema::*;

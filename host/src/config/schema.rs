@@ -1,0 +1,376 @@
+//! The typed pipeline TOML. Every table denies unknown fields, so a typo is an error with its
+//! place in the file rather than a silently ignored setting.
+//!
+//! ```toml
+//! [service]
+//! admin_address = "127.0.0.1:8888"
+//!
+//! [receivers.otlp]
+//! type = "otlp"
+//!
+//! [exporters.out]
+//! type = "file"
+//! directory = "${SLUICE_DATA_DIR:-./data}"
+//!
+//! [pipelines.all]
+//! signals = ["traces", "metrics", "logs"]
+//! receivers = ["otlp"]
+//! exporters = ["out"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+use serde_spanned::Spanned;
+pub use sluice_wire::Signal;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// A validated config: every reference resolves and every value is in range.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host-wide settings.
+    pub service: ServiceConfig,
+    /// Receivers by name.
+    pub receivers: BTreeMap<ComponentId, ReceiverConfig>,
+    /// Exporters by name.
+    pub exporters: BTreeMap<ComponentId, ExporterConfig>,
+    /// Pipelines by name.
+    pub pipelines: BTreeMap<ComponentId, PipelineConfig>,
+}
+
+/// A component's name: letters, digits, `_`, `-` and `/`, as in `otlp` or `traces/tenant-a`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentId(String);
+
+impl ComponentId {
+    /// Checks `name` and wraps it.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/'));
+        if valid {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "invalid name `{name}`: use 1 to 64 letters, digits, `_`, `-` or `/` (e.g. `otlp` or `traces/tenant-a`)"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ComponentId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An address to listen on, written `IP:PORT` (`"0.0.0.0:4317"`, `"[::1]:4318"`) or
+/// `localhost:PORT`. Port 0 picks a free port, which the host logs once bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenAddress(pub SocketAddr);
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(port) = text.strip_prefix("localhost:") {
+            if let Ok(port) = port.parse::<u16>() {
+                return Ok(Self(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+            }
+        }
+        text.parse::<SocketAddr>().map(Self).map_err(|_| {
+            format!("invalid listen address `{text}`: expected IP:PORT, e.g. \"127.0.0.1:4317\" or \"0.0.0.0:4318\"")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The minimum level of the host's own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything, including per-batch detail.
+    Trace,
+    /// Diagnostic detail.
+    Debug,
+    /// Lifecycle events and problems (the default).
+    Info,
+    /// Problems only.
+    Warn,
+    /// Data loss and failures an operator must act on.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `[service]`: settings of the host itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Where `/healthz`, `/readyz` and `/metrics` are served: `admin_address = "127.0.0.1:8888"`.
+    pub admin_address: Spanned<ListenAddress>,
+    /// `log_level = "info"`; the `SLUICE_LOG` or `RUST_LOG` environment variable overrides it.
+    pub log_level: LogLevel,
+    /// How long a shutdown may take to drain queues and flush exporters: `shutdown_grace = "30s"`.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            admin_address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 8888)))),
+            log_level: LogLevel::Info,
+            shutdown_grace: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// `[receivers.NAME]`: a source of telemetry, chosen by `type`.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    /// `type = "otlp"`: OTLP over gRPC and HTTP.
+    Otlp(OtlpReceiverConfig),
+}
+
+impl ReceiverConfig {
+    /// The `type` names receivers can have.
+    pub const TYPES: &'static [&'static str] = &["otlp"];
+
+    /// The signals this receiver produces.
+    pub fn signals(&self) -> Vec<Signal> {
+        match self {
+            ReceiverConfig::Otlp(otlp) => otlp.signals.iter().map(|s| *s.get_ref()).collect(),
+        }
+    }
+}
+
+fn all_signals() -> Vec<Spanned<Signal>> {
+    Signal::ALL.iter().map(|s| Spanned::new(0..0, *s)).collect()
+}
+
+/// `type = "otlp"`: the OTLP receiver. Both transports are on by default.
+///
+/// ```toml
+/// [receivers.otlp]
+/// type = "otlp"
+/// signals = ["traces", "metrics", "logs"]
+/// grpc = { address = "0.0.0.0:4317", max_message_size = "4MiB" }
+/// http = { enabled = false }
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// Which signals to accept; the others are answered as unknown paths / unimplemented methods.
+    #[serde(default = "all_signals")]
+    pub signals: Vec<Spanned<Signal>>,
+    /// OTLP/gRPC settings.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    /// OTLP/HTTP settings.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `grpc = { ... }` of an OTLP receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `enabled = false` switches the gRPC listener off.
+    pub enabled: bool,
+    /// `address = "127.0.0.1:4317"`.
+    pub address: Spanned<ListenAddress>,
+    /// Largest accepted message, before and after decompression: `max_message_size = "4MiB"`.
+    pub max_message_size: ByteSize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4317)))),
+            max_message_size: ByteSize::mib(4),
+        }
+    }
+}
+
+/// `http = { ... }` of an OTLP receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `enabled = false` switches the HTTP listener off.
+    pub enabled: bool,
+    /// `address = "127.0.0.1:4318"`.
+    pub address: Spanned<ListenAddress>,
+    /// Largest accepted body after decompression: `max_body_size = "20MiB"`.
+    pub max_body_size: ByteSize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4318)))),
+            max_body_size: ByteSize::mib(20),
+        }
+    }
+}
+
+/// `[exporters.NAME]`: a destination, chosen by `type`, with its queue.
+#[derive(Debug, Clone)]
+pub struct ExporterConfig {
+    /// Batches that may wait for this exporter before it pushes back on its pipelines.
+    pub queue_size: usize,
+    /// What the exporter is.
+    pub kind: ExporterKind,
+}
+
+/// The exporter types.
+#[derive(Debug, Clone)]
+pub enum ExporterKind {
+    /// `type = "debug"`: a line per batch, or a full dump, on stdout.
+    Debug(DebugExporterConfig),
+    /// `type = "file"`: OTLP JSON Lines files, one per signal, rotated by size.
+    File(FileExporterConfig),
+    /// `type = "discard"`: counts and drops.
+    Discard(DiscardExporterConfig),
+}
+
+impl ExporterKind {
+    /// The `type` names exporters can have.
+    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard"];
+}
+
+/// How much the debug exporter prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verbosity {
+    /// One line per batch: signal, `service.name`, item count.
+    Summary,
+    /// The whole batch as OTLP JSON.
+    Detailed,
+}
+
+/// `type = "debug"`.
+///
+/// ```toml
+/// [exporters.console]
+/// type = "debug"
+/// verbosity = "summary"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugExporterConfig {
+    /// `verbosity = "summary" | "detailed"`.
+    #[serde(default = "summary")]
+    pub verbosity: Verbosity,
+}
+
+fn summary() -> Verbosity {
+    Verbosity::Summary
+}
+
+/// `type = "file"`: writes `traces.jsonl`, `metrics.jsonl` and `logs.jsonl` in `directory`.
+///
+/// ```toml
+/// [exporters.archive]
+/// type = "file"
+/// directory = "${SLUICE_DATA_DIR:-./data}"
+/// max_file_size = "100MiB"
+/// max_files = 5
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExporterConfig {
+    /// The folder the files go in; created if missing.
+    pub directory: Spanned<PathBuf>,
+    /// A file is rotated once it reaches this size: `max_file_size = "100MiB"`.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: Spanned<ByteSize>,
+    /// Rotated files kept per signal beside the live one; older ones are deleted.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+}
+
+fn default_max_file_size() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize::mib(100))
+}
+
+fn default_max_files() -> usize {
+    5
+}
+
+/// `type = "discard"`: takes no settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardExporterConfig {}
+
+/// `[pipelines.NAME]`: which receivers feed which exporters, per signal.
+///
+/// The processor chain (WebAssembly plugins) runs between the receivers and the exporters.
+///
+/// ```toml
+/// [pipelines.default]
+/// signals = ["traces", "metrics", "logs"]
+/// receivers = ["otlp"]
+/// exporters = ["console", "archive"]
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The signals this pipeline carries.
+    #[serde(default = "all_signals")]
+    pub signals: Vec<Spanned<Signal>>,
+    /// Receivers that feed it.
+    pub receivers: Spanned<Vec<Spanned<String>>>,
+    /// Exporters it feeds; every batch goes to each of them.
+    pub exporters: Spanned<Vec<Spanned<String>>>,
+    /// Batches that may wait for the pipeline before receivers answer "try later".
+    #[serde(default = "default_pipeline_queue")]
+    pub queue_size: Spanned<usize>,
+}
+
+fn default_pipeline_queue() -> Spanned<usize> {
+    Spanned::new(0..0, 128)
+}
+
+/// The default queue of an exporter, in batches.
+pub const DEFAULT_EXPORTER_QUEUE: usize = 256;

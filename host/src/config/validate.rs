@@ -1,0 +1,246 @@
+//! Checks that span components: references, listen addresses, signals. Pure: it reads the
+//! parsed tables and reports; nothing is bound or built.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use super::diagnostic::Diagnostic;
+use super::load::Component;
+use super::schema::*;
+use super::units::ByteSize;
+
+/// What parsing produced, including components whose tables had errors.
+pub(super) struct Parsed {
+    pub service: ServiceConfig,
+    pub receivers: BTreeMap<ComponentId, Component<ReceiverConfig>>,
+    pub exporters: BTreeMap<ComponentId, Component<ExporterConfig>>,
+    pub pipelines: BTreeMap<ComponentId, Component<PipelineConfig>>,
+}
+
+impl Parsed {
+    /// The config, once [`check`] found no errors (so every component parsed).
+    pub fn into_config(self) -> Config {
+        fn typed<T>(map: BTreeMap<ComponentId, Component<T>>) -> BTreeMap<ComponentId, T> {
+            map.into_iter().filter_map(|(id, c)| Some((id, c.config?))).collect()
+        }
+        Config {
+            service: self.service,
+            receivers: typed(self.receivers),
+            exporters: typed(self.exporters),
+            pipelines: typed(self.pipelines),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Outcome {
+    /// Spans here are in expanded-text coordinates; the caller maps them.
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    fn error(&mut self, span: Option<Range<usize>>, message: String) {
+        self.errors.push(Diagnostic::at(span, message));
+    }
+}
+
+/// Defaults carry the empty span; report those against the component's header instead.
+fn or_header(span: Range<usize>, header: &Option<Range<usize>>) -> Option<Range<usize>> {
+    if span.is_empty() { header.clone() } else { Some(span) }
+}
+
+fn names<T>(map: &BTreeMap<ComponentId, Component<T>>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.keys().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn signal_list(signals: &[Signal]) -> String {
+    signals.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn check(parsed: &Parsed) -> Outcome {
+    let mut out = Outcome::default();
+    check_receivers(parsed, &mut out);
+    check_exporters(parsed, &mut out);
+    check_pipelines(parsed, &mut out);
+    check_addresses(parsed, &mut out);
+    out
+}
+
+fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
+    for (id, receiver) in &parsed.receivers {
+        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
+        if !otlp.grpc.enabled && !otlp.http.enabled {
+            out.error(
+                receiver.header.clone(),
+                format!("receiver `{id}` has both `grpc` and `http` switched off"),
+            );
+        }
+        if otlp.signals.is_empty() {
+            out.error(
+                receiver.header.clone(),
+                format!("receiver `{id}` accepts no signals: list some in `signals`"),
+            );
+        }
+        check_duplicate_signals(&otlp.signals, &format!("receiver `{id}`"), out);
+        for (size, name) in [
+            (otlp.grpc.max_message_size, "grpc.max_message_size"),
+            (otlp.http.max_body_size, "http.max_body_size"),
+        ] {
+            if size < ByteSize(1024) {
+                out.error(
+                    receiver.header.clone(),
+                    format!("receiver `{id}`: `{name}` must be at least 1KiB, not {size}"),
+                );
+            }
+        }
+    }
+}
+
+fn check_duplicate_signals(signals: &[serde_spanned::Spanned<Signal>], what: &str, out: &mut Outcome) {
+    for (i, signal) in signals.iter().enumerate() {
+        if signals[..i].iter().any(|s| s.get_ref() == signal.get_ref()) {
+            out.error(Some(signal.span()), format!("{what}: signal `{}` is listed twice", signal.get_ref()));
+        }
+    }
+}
+
+fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
+    for (id, exporter) in &parsed.exporters {
+        let Some(config) = &exporter.config else { continue };
+        if let ExporterKind::File(file) = &config.kind {
+            if file.directory.get_ref().as_os_str().is_empty() {
+                out.error(Some(file.directory.span()), format!("exporter `{id}`: `directory` is empty"));
+            }
+            if *file.max_file_size.get_ref() < ByteSize(1024) {
+                out.error(
+                    or_header(file.max_file_size.span(), &exporter.header),
+                    format!("exporter `{id}`: `max_file_size` must be at least 1KiB"),
+                );
+            }
+        }
+    }
+}
+
+fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
+    if parsed.pipelines.is_empty() {
+        out.error(
+            None,
+            "nothing is wired: add a `[pipelines.NAME]` table with `receivers` and `exporters`".into(),
+        );
+    }
+    let mut used_receivers = Vec::new();
+    let mut used_exporters = Vec::new();
+    for (id, pipeline) in &parsed.pipelines {
+        let Some(config) = &pipeline.config else { continue };
+        let what = format!("pipeline `{id}`");
+        if config.signals.is_empty() {
+            out.error(pipeline.header.clone(), format!("{what} carries no signals: list some in `signals`"));
+        }
+        check_duplicate_signals(&config.signals, &what, out);
+        if *config.queue_size.get_ref() == 0 {
+            out.error(Some(config.queue_size.span()), format!("{what}: `queue_size` must be at least 1"));
+        }
+        if config.receivers.get_ref().is_empty() {
+            out.error(
+                Some(config.receivers.span()),
+                format!("{what} has no receivers: name at least one in `receivers`"),
+            );
+        }
+        if config.exporters.get_ref().is_empty() {
+            out.error(
+                Some(config.exporters.span()),
+                format!("{what} has no exporters: name at least one in `exporters`"),
+            );
+        }
+        let signals: Vec<Signal> = config.signals.iter().map(|s| *s.get_ref()).collect();
+        for (i, name) in config.receivers.get_ref().iter().enumerate() {
+            let span = Some(name.span());
+            if config.receivers.get_ref()[..i].iter().any(|n| n.get_ref() == name.get_ref()) {
+                out.error(span, format!("{what}: receiver `{}` is listed twice", name.get_ref()));
+                continue;
+            }
+            let Some((rid, receiver)) = parsed.receivers.get_key_value(name.get_ref().as_str()) else {
+                out.error(
+                    span,
+                    format!(
+                        "{what}: unknown receiver `{}` (defined receivers: {})",
+                        name.get_ref(),
+                        names(&parsed.receivers)
+                    ),
+                );
+                continue;
+            };
+            used_receivers.push(rid.clone());
+            let Some(receiver) = &receiver.config else { continue };
+            let produced = receiver.signals();
+            for signal in signals.iter().filter(|s| !produced.contains(s)) {
+                out.error(
+                    span.clone(),
+                    format!(
+                        "{what}: receiver `{rid}` does not produce {signal} (it is configured for {})",
+                        signal_list(&produced)
+                    ),
+                );
+            }
+        }
+        for (i, name) in config.exporters.get_ref().iter().enumerate() {
+            let span = Some(name.span());
+            if config.exporters.get_ref()[..i].iter().any(|n| n.get_ref() == name.get_ref()) {
+                out.error(span, format!("{what}: exporter `{}` is listed twice", name.get_ref()));
+                continue;
+            }
+            match parsed.exporters.get_key_value(name.get_ref().as_str()) {
+                Some((eid, _)) => used_exporters.push(eid.clone()),
+                None => out.error(
+                    span,
+                    format!(
+                        "{what}: unknown exporter `{}` (defined exporters: {})",
+                        name.get_ref(),
+                        names(&parsed.exporters)
+                    ),
+                ),
+            }
+        }
+    }
+    for id in parsed.receivers.keys().filter(|id| !used_receivers.contains(id)) {
+        out.warnings.push(format!("receiver `{id}` is not used by any pipeline and will not be started"));
+    }
+    for id in parsed.exporters.keys().filter(|id| !used_exporters.contains(id)) {
+        out.warnings.push(format!("exporter `{id}` is not used by any pipeline and will not be started"));
+    }
+}
+
+/// Two listeners on one address would fail at bind time, after other parts had started;
+/// catching it here keeps "validate" a promise that "run" will start.
+fn check_addresses(parsed: &Parsed, out: &mut Outcome) {
+    let mut seen: HashMap<ListenAddress, String> = HashMap::new();
+    let mut claim =
+        |address: &serde_spanned::Spanned<ListenAddress>, header: &Option<Range<usize>>, owner: String| {
+            let addr = *address.get_ref();
+            if addr.0.port() == 0 {
+                return;
+            }
+            if let Some(first) = seen.get(&addr) {
+                out.error(
+                    or_header(address.span(), header),
+                    format!("{owner}: address {addr} is already used by {first}"),
+                );
+            } else {
+                seen.insert(addr, owner);
+            }
+        };
+    claim(&parsed.service.admin_address, &None, "the admin listener".to_string());
+    for (id, receiver) in &parsed.receivers {
+        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
+        if otlp.grpc.enabled {
+            claim(&otlp.grpc.address, &receiver.header, format!("receiver `{id}` (grpc)"));
+        }
+        if otlp.http.enabled {
+            claim(&otlp.http.address, &receiver.header, format!("receiver `{id}` (http)"));
+        }
+    }
+}

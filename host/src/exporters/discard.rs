@@ -1,0 +1,18 @@
+//! `type = "discard"`: counts and drops, for benchmarks and tests.
+
+use super::{ExportError, Exporter};
+use crate::otlp::Batch;
+
+/// Drops every batch; the runner still counts its items as sent.
+#[derive(Debug, Default)]
+pub struct DiscardExporter;
+
+impl Exporter for DiscardExporter {
+    async fn export(&mut self, _batch: &Batch) -> Result<(), ExportError> {
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ExportError> {
+        Ok(())
+    }
+}

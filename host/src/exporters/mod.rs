@@ -1,0 +1,127 @@
+//! Exporters: where batches leave the host. Each exporter owns a bounded queue and a task that
+//! drains it, so a slow destination only ever slows itself.
+//!
+//! # Layout
+//! - [`debug`]: a summary line or a full dump per batch on stdout.
+//! - [`file`]: OTLP JSON Lines files, rotated by size.
+//! - [`discard`]: counts and drops.
+
+pub mod debug;
+pub mod discard;
+pub mod file;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{ComponentId, ExporterConfig, ExporterKind};
+use crate::metrics::{Metrics, PerSignal};
+use crate::otlp::{Batch, DecodeError};
+
+/// Why an exporter could not deliver a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The batch's bytes are not a valid request.
+    #[error("cannot decode the batch: {0}")]
+    Decode(#[from] DecodeError),
+    /// Writing failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A destination for batches. One task drives each exporter, so methods take `&mut self`.
+pub trait Exporter: Send + 'static {
+    /// Delivers one batch.
+    fn export(&mut self, batch: &Batch) -> impl Future<Output = Result<(), ExportError>> + Send;
+
+    /// Makes everything delivered so far durable; called once the queue has drained at shutdown.
+    fn flush(&mut self) -> impl Future<Output = Result<(), ExportError>> + Send;
+}
+
+/// The sending side of an exporter's queue, held by the pipelines that feed it.
+#[derive(Debug, Clone)]
+pub struct ExporterInput {
+    name: ComponentId,
+    tx: mpsc::Sender<Arc<Batch>>,
+    depth: Gauge,
+}
+
+impl ExporterInput {
+    /// Queues `batch`, waiting while the queue is full.
+    pub async fn send(&self, batch: Arc<Batch>) {
+        self.depth.inc();
+        if self.tx.send(batch).await.is_err() {
+            // The task only ends after every input is dropped, so this means it panicked.
+            self.depth.dec();
+            tracing::error!(exporter = %self.name, "Exporter task is gone; batch lost");
+        }
+    }
+}
+
+/// Why an exporter could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("exporter `{name}`: {source}")]
+pub struct BuildError {
+    name: ComponentId,
+    source: ExportError,
+}
+
+/// Builds the exporter `name` and starts the task that drains its queue.
+pub fn spawn(
+    name: &ComponentId,
+    config: &ExporterConfig,
+    metrics: &Metrics,
+) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
+    let (tx, rx) = mpsc::channel(config.queue_size);
+    let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
+    let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
+    let runner = Runner { name: name.clone(), rx, depth: depth.clone(), counters };
+    let fail = |source| BuildError { name: name.clone(), source };
+    let task = match &config.kind {
+        ExporterKind::Debug(c) => tokio::spawn(runner.run(debug::DebugExporter::new(name, c))),
+        ExporterKind::File(c) => tokio::spawn(runner.run(file::FileExporter::new(name, c).map_err(fail)?)),
+        ExporterKind::Discard(_) => tokio::spawn(runner.run(discard::DiscardExporter)),
+    };
+    Ok((ExporterInput { name: name.clone(), tx, depth }, task))
+}
+
+struct Runner {
+    name: ComponentId,
+    rx: mpsc::Receiver<Arc<Batch>>,
+    depth: Gauge,
+    counters: PerSignal<(Counter, Counter)>,
+}
+
+impl Runner {
+    async fn run(mut self, mut exporter: impl Exporter) {
+        while let Some(batch) = self.rx.recv().await {
+            self.depth.dec();
+            let (sent, failed) = self.counters.get(batch.signal());
+            match exporter.export(&batch).await {
+                Ok(()) => {
+                    sent.inc_by(batch.items());
+                }
+                Err(error) => {
+                    failed.inc_by(batch.items());
+                    tracing::error!(
+                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
+                        "Export failed; batch dropped"
+                    );
+                }
+            }
+        }
+        if let Err(error) = exporter.flush().await {
+            tracing::error!(exporter = %self.name, %error, "Flush at shutdown failed");
+        }
+        tracing::debug!(exporter = %self.name, "Exporter drained");
+    }
+}

@@ -1,0 +1,194 @@
+//! The host's own metrics, served on the admin listener's `/metrics`.
+//!
+//! Metric names live here and nowhere else. Hot paths never look a label set up per item: each
+//! component resolves its counters once when it is built and keeps the handles.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::Signal;
+
+/// Labels of receiver counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    /// Receiver name.
+    pub receiver: String,
+    /// `grpc` or `http`.
+    pub transport: String,
+    /// `traces`, `metrics` or `logs`.
+    pub signal: String,
+}
+
+/// Labels of refusal counters: why a request or its items were not accepted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Receiver name.
+    pub receiver: String,
+    /// `grpc` or `http`.
+    pub transport: String,
+    /// `traces`, `metrics` or `logs`; `unknown` when the request named none.
+    pub signal: String,
+    /// `malformed`, `invalid_item`, `too_large`, `unsupported`, `busy`.
+    pub reason: String,
+}
+
+/// Labels of exporter counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    /// Exporter name.
+    pub exporter: String,
+    /// `traces`, `metrics` or `logs`.
+    pub signal: String,
+}
+
+/// Labels of queue gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `pipeline` or `exporter`: which stage the queue feeds.
+    pub stage: String,
+    /// The component's name.
+    pub name: String,
+}
+
+/// Labels of the build info gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Every metric family the host exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Items (spans, data points, log records) accepted per receiver, transport and signal.
+    pub receiver_accepted_items: Family<ReceiverLabels, Counter>,
+    /// Items refused, by reason (items inside a refused request that could be counted).
+    pub receiver_refused_items: Family<RefusalLabels, Counter>,
+    /// Requests refused, by reason.
+    pub receiver_refused_requests: Family<RefusalLabels, Counter>,
+    /// Items an exporter delivered.
+    pub exporter_sent_items: Family<ExporterLabels, Counter>,
+    /// Items an exporter failed to deliver (lost).
+    pub exporter_failed_items: Family<ExporterLabels, Counter>,
+    /// Batches waiting in a queue.
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    /// Batches a queue can hold.
+    pub queue_capacity: Family<QueueLabels, Gauge>,
+    /// Every queue's depth gauge, to total at shutdown.
+    queues: Mutex<Vec<Gauge>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            receiver_accepted_items: Family::default(),
+            receiver_refused_items: Family::default(),
+            receiver_refused_requests: Family::default(),
+            exporter_sent_items: Family::default(),
+            exporter_failed_items: Family::default(),
+            queue_depth: Family::default(),
+            queue_capacity: Family::default(),
+            queues: Mutex::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "sluice_receiver_accepted_items",
+            "Spans, metric data points and log records accepted",
+            metrics.receiver_accepted_items.clone(),
+        );
+        registry.register(
+            "sluice_receiver_refused_items",
+            "Items refused, by reason",
+            metrics.receiver_refused_items.clone(),
+        );
+        registry.register(
+            "sluice_receiver_refused_requests",
+            "Requests refused, by reason",
+            metrics.receiver_refused_requests.clone(),
+        );
+        registry.register(
+            "sluice_exporter_sent_items",
+            "Items an exporter delivered",
+            metrics.exporter_sent_items.clone(),
+        );
+        registry.register(
+            "sluice_exporter_failed_items",
+            "Items an exporter failed to deliver",
+            metrics.exporter_failed_items.clone(),
+        );
+        registry.register("sluice_queue_depth", "Batches waiting in a queue", metrics.queue_depth.clone());
+        registry.register(
+            "sluice_queue_capacity",
+            "Batches a queue can hold",
+            metrics.queue_capacity.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("sluice_build", "Build information; the value is always 1", build);
+        Self { registry, ..metrics }
+    }
+
+    /// Batches waiting in every queue together.
+    pub fn queue_depth_total(&self) -> i64 {
+        self.queues.lock().map(|queues| queues.iter().map(Gauge::get).sum()).unwrap_or(0)
+    }
+
+    /// The registry, for encoding.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A bounded queue's depth gauge, with its capacity recorded beside it.
+    pub fn queue(&self, stage: &str, name: &str, capacity: usize) -> Gauge {
+        let labels = QueueLabels { stage: stage.into(), name: name.into() };
+        self.queue_capacity.get_or_create(&labels).set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        let depth = self.queue_depth.get_or_create(&labels).clone();
+        if let Ok(mut queues) = self.queues.lock() {
+            queues.push(depth.clone());
+        }
+        depth
+    }
+
+    /// An exporter's sent and failed counters for one signal.
+    pub fn exporter(&self, exporter: &str, signal: Signal) -> (Counter, Counter) {
+        let labels = ExporterLabels { exporter: exporter.into(), signal: signal.as_str().into() };
+        (
+            self.exporter_sent_items.get_or_create(&labels).clone(),
+            self.exporter_failed_items.get_or_create(&labels).clone(),
+        )
+    }
+}
+
+/// Per-signal counter handles, indexed by [`Signal`].
+#[derive(Debug, Clone, Default)]
+pub struct PerSignal<T>(pub [T; 3]);
+
+impl<T> PerSignal<T> {
+    /// Builds one value per signal.
+    pub fn new(mut make: impl FnMut(Signal) -> T) -> Self {
+        Self(Signal::ALL.map(&mut make))
+    }
+
+    /// The value for `signal`.
+    pub fn get(&self, signal: Signal) -> &T {
+        let index = match signal {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        };
+        &self.0[index]
+    }
+}

@@ -1,0 +1,143 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics` and `/v1/logs`, protobuf or JSON, optionally
+//! gzip- or zstd-compressed, answered in the request's own encoding.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, Limited};
+
+use super::compression::{self, DecompressError, Encoding};
+use super::ingest::{Ingest, Refusal, RefusalReason};
+use crate::config::Signal;
+use crate::otlp::{Format, RpcCode, export_response, status_body};
+
+/// The HTTP receiver's shared state.
+#[derive(Debug)]
+pub struct HttpReceiver {
+    /// Where requests go.
+    pub ingest: Ingest,
+    /// Largest body accepted, after decompression.
+    pub max_body_size: usize,
+}
+
+/// Routes for every signal the receiver's pipelines take; others answer 404.
+pub fn router(receiver: Arc<HttpReceiver>) -> Router {
+    let mut router = Router::new();
+    for signal in Signal::ALL {
+        if receiver.ingest.accepts(signal) {
+            let path = format!("/v1/{signal}");
+            router = router.route(
+                &path,
+                post(move |state: State<Arc<HttpReceiver>>, headers: HeaderMap, body: Body| {
+                    export(state, signal, headers, body)
+                }),
+            );
+        }
+    }
+    router
+        .fallback(|| async {
+            error(StatusCode::NOT_FOUND, RpcCode::Unimplemented, "unknown path", Format::Json)
+        })
+        .with_state(receiver)
+}
+
+fn content_type(format: Format) -> HeaderValue {
+    HeaderValue::from_static(match format {
+        Format::Protobuf => "application/x-protobuf",
+        Format::Json => "application/json",
+    })
+}
+
+fn error(status: StatusCode, code: RpcCode, message: &str, format: Format) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type(format))], status_body(code, message, format))
+        .into_response()
+}
+
+async fn export(
+    State(receiver): State<Arc<HttpReceiver>>,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ingest = &receiver.ingest;
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let format = match media_type.as_deref() {
+        Some("application/x-protobuf" | "application/protobuf") => Format::Protobuf,
+        Some("application/json") => Format::Json,
+        other => {
+            ingest.refused(Some(signal), RefusalReason::Unsupported, 0);
+            let message = format!(
+                "unsupported content type {:?}: use application/x-protobuf or application/json",
+                other.unwrap_or("")
+            );
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                RpcCode::InvalidArgument,
+                &message,
+                Format::Json,
+            );
+        }
+    };
+    let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
+    let Some(encoding) = Encoding::from_header(encoding_header) else {
+        ingest.refused(Some(signal), RefusalReason::Unsupported, 0);
+        let message = format!(
+            "unsupported content encoding {:?}: use gzip, zstd or none",
+            encoding_header.unwrap_or("")
+        );
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, RpcCode::InvalidArgument, &message, format);
+    };
+    let limit = receiver.max_body_size;
+    let too_large = || {
+        ingest.refused(Some(signal), RefusalReason::TooLarge, 0);
+        let message = format!("request body exceeds the limit of {limit} bytes");
+        error(StatusCode::PAYLOAD_TOO_LARGE, RpcCode::ResourceExhausted, &message, format)
+    };
+    let raw = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            ingest.refused(Some(signal), RefusalReason::Malformed, 0);
+            return error(
+                StatusCode::BAD_REQUEST,
+                RpcCode::InvalidArgument,
+                &format!("cannot read body: {e}"),
+                format,
+            );
+        }
+    };
+    let body = match compression::decompress(encoding, raw, limit) {
+        Ok(body) => body,
+        Err(DecompressError::TooLarge { .. }) => return too_large(),
+        Err(e @ DecompressError::Corrupt(_)) => {
+            ingest.refused(Some(signal), RefusalReason::Malformed, 0);
+            return error(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, &e.to_string(), format);
+        }
+    };
+    match ingest.accept(signal, format, body) {
+        Ok(outcome) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, content_type(format))],
+            export_response(signal, &outcome, format),
+        )
+            .into_response(),
+        Err(refusal @ Refusal::Malformed(_)) => {
+            error(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, &refusal.to_string(), format)
+        }
+        Err(refusal @ Refusal::Busy(_)) => {
+            let mut response =
+                error(StatusCode::SERVICE_UNAVAILABLE, RpcCode::Unavailable, &refusal.to_string(), format);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Receivers: where telemetry enters the host.
+//!
+//! # Layout
+//! - [`grpc`] and [`http`]: the two OTLP transports.
+//! - [`ingest`]: what both do with a body — validate, count, enqueue to every pipeline or none.
+//! - [`compression`]: gzip and zstd with a hard output limit.
+
+pub mod compression;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ComponentId, ReceiverConfig};
+use crate::metrics::{Metrics, PerSignal};
+use crate::pipeline::PipelineInput;
+use ingest::Ingest;
+
+/// A listener that is bound and serving.
+#[derive(Debug)]
+pub struct Listening {
+    /// `receiver `name` (transport)`, for logs.
+    pub label: String,
+    /// The bound address (the real port when the config said 0).
+    pub address: SocketAddr,
+    /// Ends once the server has stopped accepting and finished its in-flight requests.
+    pub task: JoinHandle<()>,
+}
+
+/// Why a receiver could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{label}: cannot listen on {address}: {source}")]
+pub struct StartError {
+    label: String,
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+/// Binds every enabled transport of receiver `id` and starts serving. `routes` holds, per signal,
+/// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
+pub async fn start(
+    id: &ComponentId,
+    config: &ReceiverConfig,
+    routes: &PerSignal<Vec<PipelineInput>>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Listening>, StartError> {
+    let ReceiverConfig::Otlp(otlp) = config;
+    let mut listening = Vec::new();
+    if otlp.grpc.enabled {
+        let receiver = grpc::GrpcReceiver {
+            ingest: Ingest::new(id, "grpc", routes.clone(), metrics.clone()),
+            max_message_size: otlp.grpc.max_message_size.as_usize(),
+        };
+        let label = format!("receiver `{id}` (grpc)");
+        let router = grpc::router(Arc::new(receiver));
+        listening.push(serve(label, otlp.grpc.address.get_ref().0, router, shutdown).await?);
+    }
+    if otlp.http.enabled {
+        let receiver = http::HttpReceiver {
+            ingest: Ingest::new(id, "http", routes.clone(), metrics.clone()),
+            max_body_size: otlp.http.max_body_size.as_usize(),
+        };
+        let label = format!("receiver `{id}` (http)");
+        let router = http::router(Arc::new(receiver));
+        listening.push(serve(label, otlp.http.address.get_ref().0, router, shutdown).await?);
+    }
+    Ok(listening)
+}
+
+/// Binds `address` and serves `router` until `shutdown`, then drains in-flight requests.
+pub async fn serve(
+    label: String,
+    address: SocketAddr,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> Result<Listening, StartError> {
+    let fail = |source| StartError { label: label.clone(), address, source };
+    let listener = TcpListener::bind(address).await.map_err(fail)?;
+    let address = listener.local_addr().map_err(fail)?;
+    let stop = shutdown.clone().cancelled_owned();
+    let task_label = label.clone();
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(component = %task_label, %error, "Server failed");
+        }
+    });
+    Ok(Listening { label, address, task })
+}
