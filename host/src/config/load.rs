@@ -56,8 +56,12 @@ pub fn parse(
     let (expanded, map) = env::expand(text, lookup).map_err(|errors| {
         fail(errors.into_iter().map(|e| Diagnostic::at(Some(e.span), e.message)).collect())
     })?;
-    let doc = Document::parse(expanded).map_err(|e| {
-        let message = e.message().trim_end().to_string();
+    let doc = Document::parse(expanded.clone()).map_err(|e| {
+        let mut message = e.message().trim_end().to_string();
+        if let (Some(span), "duplicate key") = (e.span(), message.as_str()) {
+            let key = expanded.get(span).unwrap_or("?").trim_matches('"');
+            message = format!("`{key}` is defined twice; names must be unique within a section");
+        }
         fail(vec![Diagnostic::at(e.span().map(|s| map.range_to_original(s)), message)])
     })?;
 
@@ -72,14 +76,25 @@ pub fn parse(
         }
     }
     let service = match root.get("service") {
-        Some(item) => parser.typed::<ServiceConfig>(item, "[service]", item.span()).unwrap_or_default(),
+        Some(item) => parser.typed::<ServiceConfig>(item, "`[service]`", item.span()).unwrap_or_default(),
         None => ServiceConfig::default(),
     };
     let receivers = parser.components(root, "receivers", "receiver", ReceiverConfig::TYPES, parse_receiver);
     let exporters = parser.components(root, "exporters", "exporter", ExporterKind::TYPES, parse_exporter);
     let pipelines = parser.pipelines(root);
 
-    let parsed = validate::Parsed { service, receivers, exporters, pipelines };
+    let declared = |section: &str| -> Vec<String> {
+        let table = root.get(section).and_then(Item::as_table_like);
+        table.map(|t| t.iter().map(|(name, _)| name.to_string()).collect()).unwrap_or_default()
+    };
+    let parsed = validate::Parsed {
+        service,
+        receivers,
+        exporters,
+        pipelines,
+        declared_receivers: declared("receivers"),
+        declared_exporters: declared("exporters"),
+    };
     let outcome = validate::check(&parsed);
     let mut errors = parser.errors;
     errors.extend(

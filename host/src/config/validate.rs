@@ -15,6 +15,10 @@ pub(super) struct Parsed {
     pub receivers: BTreeMap<ComponentId, Component<ReceiverConfig>>,
     pub exporters: BTreeMap<ComponentId, Component<ExporterConfig>>,
     pub pipelines: BTreeMap<ComponentId, Component<PipelineConfig>>,
+    /// Every name in `[receivers]`, valid or not, so a bad table isn't also reported as missing.
+    pub declared_receivers: Vec<String>,
+    /// Every name in `[exporters]`, likewise.
+    pub declared_exporters: Vec<String>,
 }
 
 impl Parsed {
@@ -164,6 +168,9 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
                 continue;
             }
             let Some((rid, receiver)) = parsed.receivers.get_key_value(name.get_ref().as_str()) else {
+                if parsed.declared_receivers.contains(name.get_ref()) {
+                    continue;
+                }
                 out.error(
                     span,
                     format!(
@@ -195,6 +202,7 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
             }
             match parsed.exporters.get_key_value(name.get_ref().as_str()) {
                 Some((eid, _)) => used_exporters.push(eid.clone()),
+                None if parsed.declared_exporters.contains(name.get_ref()) => {}
                 None => out.error(
                     span,
                     format!(
