@@ -137,7 +137,7 @@ impl Metrics {
         );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        registry.register("sluice_build", "Build information; the value is always 1", build);
+        registry.register("sluice_build_info", "Build information; the value is always 1", build);
         Self { registry, ..metrics }
     }
 

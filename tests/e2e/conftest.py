@@ -1,0 +1,176 @@
+"""Shared fixtures: start the real `sluice` binary with a generated config, talk to it, stop it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def sluice_binary() -> Path:
+    path = Path(os.environ.get("SLUICE_BIN", REPO / "target" / "debug" / "sluice"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: run `cargo build -p sluice-host` or `make test`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    """Returns (status, headers with lowercase names, body); never raises on HTTP error statuses."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+class Sluice:
+    """One running `sluice run` process with its ports and data directory."""
+
+    def __init__(self, tmp: Path, pipeline: str, grpc=True, http_enabled=True, extra_env=None):
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.admin_port = free_port()
+        self.config = tmp / "sluice.toml"
+        header = textwrap.dedent(f"""
+            [service]
+            admin_address = "127.0.0.1:{self.admin_port}"
+            shutdown_grace = "20s"
+        """)
+        self.config.write_text(header + textwrap.dedent(pipeline).format(
+            grpc=f"127.0.0.1:{self.grpc_port}", http=f"127.0.0.1:{self.http_port}", data=self.data))
+        env = dict(os.environ, SLUICE_LOG="info", **(extra_env or {}))
+        self.stdout = open(tmp / "stdout.log", "wb")
+        self.stderr = open(tmp / "stderr.log", "wb")
+        self.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(self.config)],
+                                        stdout=self.stdout, stderr=self.stderr, env=env)
+        self.wait_ready()
+
+    @property
+    def grpc_endpoint(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_base(self):
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def admin(self, path):
+        return http("GET", f"http://127.0.0.1:{self.admin_port}{path}")
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sluice exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                if self.admin("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"sluice not ready after {timeout}s:\n{self.logs()}")
+
+    def wait_metric(self, metric_name, expected, timeout=10, **labels):
+        """Waits until a sample reaches `expected` and returns its last value."""
+        deadline = time.time() + timeout
+        value = self.metric(metric_name, **labels)
+        while value != expected and time.time() < deadline:
+            time.sleep(0.05)
+            value = self.metric(metric_name, **labels)
+        return value
+
+    def metric(self, metric_name, **labels):
+        """The value of one sample on /metrics, or 0 when absent."""
+        name = metric_name
+        _, _, body = self.admin("/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            series, value = line.rsplit(" ", 1)
+            if series.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                return float(value)
+        return 0.0
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait, and return the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        self.stdout.close()
+        self.stderr.close()
+        return self.process.returncode
+
+    def logs(self):
+        self.stderr.flush()
+        return (self.tmp / "stderr.log").read_text(errors="replace")
+
+    def lines(self, signal_name):
+        """The file exporter's JSON objects for one signal."""
+        path = self.data / f"{signal_name}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+FILE_PIPELINE = """
+    [receivers.otlp]
+    type = "otlp"
+    grpc = {{ address = "{grpc}" }}
+    http = {{ address = "{http}", max_body_size = "1MiB" }}
+
+    [exporters.archive]
+    type = "file"
+    directory = "{data}"
+
+    [pipelines.all]
+    receivers = ["otlp"]
+    exporters = ["archive"]
+"""
+
+
+@pytest.fixture
+def sluice(tmp_path):
+    """A host with both OTLP transports feeding the file exporter."""
+    host = Sluice(tmp_path, FILE_PIPELINE)
+    yield host
+    if host.process.poll() is None:
+        host.stop()
+
+
+@pytest.fixture
+def make_sluice(tmp_path):
+    """Starts hosts with custom pipelines; stops whatever is left at the end."""
+    hosts = []
+
+    def make(pipeline, **kwargs):
+        sub = tmp_path / f"host{len(hosts)}"
+        sub.mkdir()
+        host = Sluice(sub, pipeline, **kwargs)
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        if host.process.poll() is None:
+            host.stop()
