@@ -165,7 +165,7 @@ def make_sluice(tmp_path):
 
     def make(pipeline, **kwargs):
         sub = tmp_path / f"host{len(hosts)}"
-        sub.mkdir()
+        sub.mkdir(exist_ok=True)
         host = Sluice(sub, pipeline, **kwargs)
         hosts.append(host)
         return host

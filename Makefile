@@ -1,0 +1,66 @@
+# Sluice: everything a fresh machine needs goes through these targets.
+#   make run   — build plugins and host (release), start the default pipeline
+#   make test  — the whole suite: Rust unit/integration tests and end-to-end tests with real peers
+
+CARGO  ?= cargo
+PYTHON ?= python3
+VENV   ?= .venv
+CONFIG ?= pipelines/default.toml
+WASM_TARGET := wasm32-wasip2
+
+.PHONY: all build release run test test-rust test-e2e plugins wasm-target venv lint bench clean
+
+all: build
+
+# Plugins are WebAssembly components in their own cargo workspace under plugins/.
+wasm-target:
+	@if command -v rustup >/dev/null 2>&1; then \
+		rustup target list --installed | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET); \
+	else \
+		echo "rustup not found: install the $(WASM_TARGET) target for your toolchain by hand" >&2; \
+	fi
+
+plugins: wasm-target
+	@if [ -n "$$(cd plugins && $(CARGO) metadata --no-deps --format-version 1 2>/dev/null | grep -o '"workspace_members":\[[^]]')" ]; then \
+		cd plugins && $(CARGO) build --release --target $(WASM_TARGET); \
+	else \
+		echo "plugins/: no plugin crates yet"; \
+	fi
+
+build: plugins
+	$(CARGO) build -p sluice-host
+
+release: plugins
+	$(CARGO) build --release -p sluice-host -p sluice-bench
+
+run: release
+	./target/release/sluice run --config $(CONFIG)
+
+$(VENV)/.installed: tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: test-rust test-e2e
+
+test-rust: plugins
+	$(CARGO) test --workspace
+
+test-e2e: build venv
+	SLUICE_BIN=$(CURDIR)/target/debug/sluice $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider \
+		-W ignore::DeprecationWarning
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+bench: release venv
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) data

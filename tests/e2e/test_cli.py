@@ -1,0 +1,97 @@
+"""The command line: validate, run with a bad config, --version and --help."""
+
+import socket
+import subprocess
+from pathlib import Path
+
+from conftest import REPO, Sluice, free_port, sluice_binary
+
+INVALID = REPO / "tests" / "config" / "invalid"
+
+
+def run(*args, cwd=REPO, env=None):
+    return subprocess.run([str(sluice_binary()), *args], cwd=cwd, capture_output=True, text=True, timeout=30,
+                          env=env)
+
+
+def test_validate_accepts_the_shipped_pipelines():
+    for path in sorted((REPO / "pipelines").glob("*.toml")):
+        result = run("validate", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "is valid" in result.stdout
+
+
+def test_validate_prints_every_golden_error():
+    cases = sorted(INVALID.glob("*.toml"))
+    assert len(cases) >= 12
+    for case in cases:
+        result = run("validate", case.name, cwd=INVALID, env={"PATH": "/usr/bin:/bin"})
+        assert result.returncode == 1, case.name
+        assert result.stderr == case.with_suffix(".err").read_text(), case.name
+
+
+def test_run_refuses_an_invalid_config():
+    result = run("run", "--config", str(INVALID / "unknown_receiver.toml"))
+    assert result.returncode == 1
+    assert "unknown receiver `jaeger`" in result.stderr
+    result = run("run", "--config", "/nonexistent/sluice.toml")
+    assert result.returncode == 1
+    assert "cannot read config file /nonexistent/sluice.toml" in result.stderr
+
+
+def test_run_reports_a_port_in_use(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "busy.toml"
+        config.write_text(f"""
+            [service]
+            admin_address = "127.0.0.1:{free_port()}"
+            [receivers.otlp]
+            type = "otlp"
+            grpc = {{ address = "127.0.0.1:{port}" }}
+            http = {{ enabled = false }}
+            [exporters.out]
+            type = "discard"
+            [pipelines.all]
+            receivers = ["otlp"]
+            exporters = ["out"]
+        """)
+        result = run("run", "--config", str(config))
+    assert result.returncode == 1
+    assert f"receiver `otlp` (grpc): cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_version_and_help():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("sluice ")
+    result = run("--help")
+    assert result.returncode == 0
+    assert "run" in result.stdout and "validate" in result.stdout
+
+
+def test_environment_substitution_reaches_the_running_host(tmp_path):
+    data = tmp_path / "custom-data"
+    host = Sluice(tmp_path, """
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{ address = "{grpc}" }}
+        http = {{ address = "127.0.0.1:${{TEST_HTTP_PORT}}" }}
+        [exporters.archive]
+        type = "file"
+        directory = "${{TEST_DATA_DIR:-/nonexistent}}"
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["archive"]
+    """, extra_env={"TEST_HTTP_PORT": str(port := free_port()), "TEST_DATA_DIR": str(data)})
+    try:
+        from conftest import http
+        from otlp_payloads import traces
+        status, _, _ = http("POST", f"http://127.0.0.1:{port}/v1/traces", traces(1).SerializeToString(),
+                            {"Content-Type": "application/x-protobuf"})
+        assert status == 200
+    finally:
+        assert host.stop() == 0
+    assert (data / "traces.jsonl").exists()
+    assert Path(data).is_dir()
