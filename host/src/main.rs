@@ -7,6 +7,13 @@ use clap::{Parser, Subcommand};
 use sluice::config::{self, LoadError};
 use tracing_subscriber::EnvFilter;
 
+/// glibc's malloc gives each thread that allocates its own arena and rarely hands freed memory
+/// back, so batches decoded on the file exporter's blocking threads kept tens of MiB resident.
+/// mimalloc keeps RSS near the data actually held and is faster on the small allocations an
+/// owned decode makes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: a telemetry pipeline host for OTLP, NVIDIA GPUs and WebAssembly plugins.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about, long_about = None, arg_required_else_help = true)]

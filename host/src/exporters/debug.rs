@@ -51,7 +51,7 @@ impl DebugExporter {
 }
 
 impl Exporter for DebugExporter {
-    async fn export(&mut self, batch: &Batch) -> Result<(), ExportError> {
+    fn export(&mut self, batch: &Batch) -> Result<(), ExportError> {
         let text = self.render(batch)?;
         let mut stdout = std::io::stdout().lock();
         stdout
@@ -60,7 +60,7 @@ impl Exporter for DebugExporter {
             .map_err(|source| ExportError::Io { context: "cannot write to stdout".into(), source })
     }
 
-    async fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<(), ExportError> {
         std::io::stdout()
             .flush()
             .map_err(|source| ExportError::Io { context: "cannot flush stdout".into(), source })

@@ -8,11 +8,11 @@ use crate::otlp::Batch;
 pub struct DiscardExporter;
 
 impl Exporter for DiscardExporter {
-    async fn export(&mut self, _batch: &Batch) -> Result<(), ExportError> {
+    fn export(&mut self, _batch: &Batch) -> Result<(), ExportError> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<(), ExportError> {
         Ok(())
     }
 }

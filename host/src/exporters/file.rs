@@ -123,18 +123,15 @@ impl FileExporter {
 }
 
 impl Exporter for FileExporter {
-    async fn export(&mut self, batch: &Batch) -> Result<(), ExportError> {
-        // File I/O blocks; let the runtime move other tasks off this worker meanwhile.
-        tokio::task::block_in_place(|| self.write_line(batch))
+    fn export(&mut self, batch: &Batch) -> Result<(), ExportError> {
+        self.write_line(batch)
     }
 
-    async fn flush(&mut self) -> Result<(), ExportError> {
-        tokio::task::block_in_place(|| {
-            for file in self.files.iter_mut().flatten() {
-                file.file.sync_data().map_err(io_error(format!("cannot sync {}", file.path.display())))?;
-            }
-            Ok(())
-        })
+    fn flush(&mut self) -> Result<(), ExportError> {
+        for file in self.files.iter_mut().flatten() {
+            file.file.sync_data().map_err(io_error(format!("cannot sync {}", file.path.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -161,8 +158,8 @@ mod tests {
         Batch::from_encoded(Signal::Traces, Bytes::from(request.encode_to_vec()), 1)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn writes_json_lines_and_rotates_by_size() {
+    #[test]
+    fn writes_json_lines_and_rotates_by_size() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = FileExporterConfig {
             directory: Spanned::new(0..0, dir.path().to_path_buf()),
@@ -171,9 +168,9 @@ mod tests {
         };
         let mut exporter = FileExporter::new(&ComponentId::new("f").expect("id"), &config).expect("new");
         for i in 0..10 {
-            exporter.export(&batch(&format!("span-{i}"))).await.expect("export");
+            exporter.export(&batch(&format!("span-{i}"))).expect("export");
         }
-        exporter.flush().await.expect("flush");
+        exporter.flush().expect("flush");
         let live = fs::read_to_string(dir.path().join("traces.jsonl")).expect("live file");
         let first: serde_json::Value =
             serde_json::from_str(live.lines().next().expect("a line")).expect("json");

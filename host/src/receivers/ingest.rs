@@ -135,8 +135,12 @@ impl Ingest {
                 let summary = sluice_wire::summarize(signal, &body)
                     .map_err(|e| Refusal::Malformed(format!("invalid protobuf {signal} request: {e}")))?;
                 if summary.invalid_items == 0 {
-                    // The common case: forward the bytes as they came.
-                    let batch = (summary.items > 0).then(|| Batch::from_encoded(signal, body, summary.items));
+                    // The common case: forward the bytes as they came. They are copied once into
+                    // an allocation of their own, because `body` may be a slice of the transport's
+                    // much larger read buffer, which a queued batch would otherwise keep alive.
+                    let payload = Bytes::copy_from_slice(&body);
+                    let batch =
+                        (summary.items > 0).then(|| Batch::from_encoded(signal, payload, summary.items));
                     return Ok((batch, ExportOutcome::default()));
                 }
                 // Rare: some items must go. Decode once, drop them, re-encode.

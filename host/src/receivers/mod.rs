@@ -84,6 +84,10 @@ pub async fn serve(
     let fail = |source| StartError { label: label.clone(), address, source };
     let listener = TcpListener::bind(address).await.map_err(fail)?;
     let address = listener.local_addr().map_err(fail)?;
+    // Small OTLP answers must not wait for Nagle's algorithm and the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let stop = shutdown.clone().cancelled_owned();
     let task_label = label.clone();
     let task = tokio::spawn(async move {

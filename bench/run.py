@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Sluice vs rotel-agent, side by side on the same load, each pinned to one core.
+
+For every scenario and host the script starts the host pinned to --host-core, drives it with
+`sluice-loadgen` pinned to --load-core (closed loop), and records:
+  spans/s           what the load generator got acknowledged per wall-clock second
+  spans/cpu-s       spans per CPU-second the host process used (utime+stime) — "per core"
+  RSS               the host's peak resident set (VmHWM) at the end of the run
+  p50 / p99         request latency seen by the generator
+Runs alternate between hosts (A B A B …) so drift on a shared machine hits both alike; the
+summary quotes medians. Results go to bench/results/<timestamp>.json and a Markdown table to stdout.
+
+  python3 bench/run.py --runs 3 --duration 10
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, process, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"host exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process and all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rotel_binary():
+    try:
+        import rotel
+        return Path(rotel.__file__).parent / "rotel-agent"
+    except ImportError:
+        return REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+            "site-packages" / "rotel" / "rotel-agent"
+
+
+def sluice_command(exporter, grpc_port, http_port, workdir):
+    exporters = {
+        "discard": '[exporters.out]\ntype = "discard"\n',
+        "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
+    }[exporter]
+    config = Path(workdir) / "sluice.toml"
+    config.write_text(f"""
+[service]
+admin_address = "127.0.0.1:{free_port()}"
+log_level = "warn"
+[receivers.otlp]
+type = "otlp"
+grpc = {{ address = "127.0.0.1:{grpc_port}" }}
+http = {{ address = "127.0.0.1:{http_port}" }}
+{exporters}
+[pipelines.all]
+receivers = ["otlp"]
+exporters = ["out"]
+""")
+    return [str(REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
+
+
+def rotel_command(exporter, grpc_port, http_port, workdir):
+    if exporter != "discard":
+        return None  # the published rotel-agent has no file exporter
+    return [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+            "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "blackhole",
+            "--pid-file", f"{workdir}/rotel.pid", "--log-file", f"{workdir}/rotel.log"]
+
+
+HOSTS = {"sluice": sluice_command, "rotel": rotel_command}
+
+
+def one_run(host, exporter, protocol, args):
+    with tempfile.TemporaryDirectory() as workdir:
+        grpc_port, http_port = free_port(), free_port()
+        command = HOSTS[host](exporter, grpc_port, http_port, workdir)
+        if command is None:
+            return None
+        process = subprocess.Popen(["taskset", "-c", str(args.host_core), *command],
+                                   stdout=subprocess.DEVNULL, stderr=open(f"{workdir}/host.err", "wb"))
+        try:
+            port = grpc_port if protocol == "grpc" else http_port
+            wait_port(port, process)
+            loadgen = subprocess.Popen(
+                ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
+                 "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
+                 "--connections", str(args.connections), "--batch", str(args.batch),
+                 "--attributes", str(args.attributes), "--duration", str(args.duration),
+                 "--warmup", str(args.warmup)],
+                stdout=subprocess.PIPE, text=True)
+            time.sleep(args.warmup)
+            cpu_start = cpu_seconds(process.pid)
+            time.sleep(args.duration)
+            cpu_used = cpu_seconds(process.pid) - cpu_start
+            out, _ = loadgen.communicate(timeout=args.duration + 60)
+            report = json.loads(out)
+            report.update(host=host, exporter=exporter, cpu_seconds=cpu_used,
+                          spans_per_cpu_second=report["spans"] / cpu_used if cpu_used else None,
+                          peak_rss_kib=peak_rss_kib(process.pid))
+            return report
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--attributes", type=int, default=10)
+    parser.add_argument("--host-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http")
+    parser.add_argument("--hosts", default="sluice,rotel")
+    args = parser.parse_args()
+
+    results = []
+    for scenario in args.scenarios.split(","):
+        exporter, protocol = scenario.split("/")
+        for run in range(args.runs):
+            for host in args.hosts.split(","):
+                report = one_run(host, exporter, protocol, args)
+                if report is None:
+                    continue
+                report["run"] = run
+                results.append(report)
+                print(f"{host:7} {exporter:8} {protocol:5} run {run}: {report['spans_per_second']:>12,.0f} spans/s "
+                      f"{report['spans_per_cpu_second'] or 0:>12,.0f} spans/cpu-s  rss {report['peak_rss_kib']:>7} KiB "
+                      f"p50 {report['p50_ms']:.2f} ms p99 {report['p99_ms']:.2f} ms errors {report['errors']}",
+                      file=sys.stderr, flush=True)
+
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out_dir / f"{stamp}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+
+    print("| scenario | host | spans/s (median) | spans per CPU-second (median) | peak RSS MiB (median) | p50 ms | p99 ms | runs |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    groups = {}
+    for r in results:
+        groups.setdefault((r["exporter"], r["protocol"], r["host"]), []).append(r)
+    for (exporter, protocol, host), runs in groups.items():
+        med = lambda key: statistics.median(r[key] for r in runs)
+        print(f"| {exporter} / {protocol} | {host} | {med('spans_per_second'):,.0f} | "
+              f"{med('spans_per_cpu_second'):,.0f} | {med('peak_rss_kib') / 1024:.1f} | "
+              f"{med('p50_ms'):.2f} | {med('p99_ms'):.2f} | {len(runs)} |")
+
+
+if __name__ == "__main__":
+    main()
