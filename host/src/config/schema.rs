@@ -90,10 +90,10 @@ impl FromStr for ListenAddress {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        if let Some(port) = text.strip_prefix("localhost:") {
-            if let Ok(port) = port.parse::<u16>() {
-                return Ok(Self(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
-            }
+        if let Some(port) = text.strip_prefix("localhost:")
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return Ok(Self(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
         }
         text.parse::<SocketAddr>().map(Self).map_err(|_| {
             format!("invalid listen address `{text}`: expected IP:PORT, e.g. \"127.0.0.1:4317\" or \"0.0.0.0:4318\"")

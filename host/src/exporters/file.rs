@@ -107,10 +107,11 @@ impl FileExporter {
         })?;
         self.line.push(b'\n');
         let len = self.line.len() as u64;
-        if let Some(file) = &self.files[slot(signal)] {
-            if file.size > 0 && file.size + len > self.max_file_size {
-                self.rotate(signal)?;
-            }
+        if let Some(file) = &self.files[slot(signal)]
+            && file.size > 0
+            && file.size + len > self.max_file_size
+        {
+            self.rotate(signal)?;
         }
         if self.files[slot(signal)].is_none() {
             self.files[slot(signal)] = Some(self.open(signal)?);

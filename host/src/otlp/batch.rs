@@ -48,6 +48,11 @@ impl Batch {
         &self.payload
     }
 
+    /// Whether anything has decoded this batch yet (receivers must not).
+    pub fn is_decoded(&self) -> bool {
+        self.decoded.get().is_some()
+    }
+
     /// The owned request, decoded on first use and shared afterwards.
     pub fn decoded(&self) -> Result<&Decoded, &DecodeError> {
         self.decoded.get_or_init(|| Decoded::from_protobuf(self.signal, &self.payload)).as_ref()

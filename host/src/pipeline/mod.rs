@@ -53,6 +53,17 @@ impl PipelineInput {
     }
 }
 
+/// A pipeline's bounded queue: the input receivers hold, and the end the worker drains.
+pub fn queue(
+    name: ComponentId,
+    size: usize,
+    metrics: &Metrics,
+) -> (PipelineInput, mpsc::Receiver<Arc<Batch>>) {
+    let (tx, rx) = mpsc::channel::<Arc<Batch>>(size);
+    let depth = metrics.queue("pipeline", name.as_str(), size);
+    (PipelineInput { name, tx, depth }, rx)
+}
+
 /// Starts a pipeline feeding `exporters`. It runs until every [`PipelineInput`] clone is dropped
 /// and its queue is drained, then drops its exporter inputs so they drain in turn.
 pub fn spawn(
@@ -61,9 +72,8 @@ pub fn spawn(
     exporters: Vec<ExporterInput>,
     metrics: &Metrics,
 ) -> (PipelineInput, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Arc<Batch>>(queue_size);
-    let depth = metrics.queue("pipeline", name.as_str(), queue_size);
-    let input = PipelineInput { name: name.clone(), tx, depth: depth.clone() };
+    let (input, mut rx) = queue(name.clone(), queue_size, metrics);
+    let depth = input.depth.clone();
     let task = tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
             depth.dec();

@@ -189,3 +189,79 @@ impl Ingest {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    use super::*;
+    use crate::pipeline;
+
+    fn request(trace_id_lengths: &[usize]) -> Vec<u8> {
+        let spans = trace_id_lengths
+            .iter()
+            .map(|&len| Span { trace_id: vec![7; len], span_id: vec![1; 8], ..Default::default() })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn ingest(queues: usize, size: usize) -> (Ingest, Vec<tokio::sync::mpsc::Receiver<Arc<Batch>>>) {
+        let metrics = Arc::new(Metrics::new());
+        let (inputs, receivers): (Vec<_>, Vec<_>) = (0..queues)
+            .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
+            .unzip();
+        let routes = PerSignal::new(|_| inputs.clone());
+        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", routes, metrics), receivers)
+    }
+
+    #[test]
+    fn valid_protobuf_is_forwarded_without_decoding() {
+        let (ingest, mut queues) = ingest(1, 4);
+        let body = Bytes::from(request(&[16, 16, 16]));
+        let outcome = ingest.accept(Signal::Traces, Format::Protobuf, body.clone()).expect("accepted");
+        assert_eq!(outcome, ExportOutcome::default());
+        let batch = queues[0].try_recv().expect("queued");
+        assert_eq!(batch.items(), 3);
+        assert!(!batch.is_decoded(), "the receive path must not decode");
+        assert_eq!(batch.payload(), &body);
+    }
+
+    #[test]
+    fn invalid_items_are_removed_and_reported() {
+        let (ingest, mut queues) = ingest(1, 4);
+        let outcome =
+            ingest.accept(Signal::Traces, Format::Protobuf, request(&[16, 3, 16]).into()).expect("ok");
+        assert_eq!(outcome.rejected, 1);
+        let batch = queues[0].try_recv().expect("queued");
+        assert_eq!(batch.items(), 2);
+        assert_eq!(sluice_wire::summarize(Signal::Traces, batch.payload()).expect("valid").invalid_items, 0);
+    }
+
+    #[test]
+    fn a_full_pipeline_refuses_without_delivering_to_any() {
+        let (ingest, mut queues) = ingest(2, 1);
+        // Fill the second pipeline only.
+        let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
+        ingest.routes.get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
+        let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into());
+        assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
+        assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let (ingest, _queues) = ingest(1, 1);
+        let refused = ingest.accept(Signal::Logs, Format::Protobuf, Bytes::from_static(b"\xff\xff"));
+        assert!(matches!(refused, Err(Refusal::Malformed(_))));
+        let refused = ingest.accept(Signal::Logs, Format::Json, Bytes::from_static(b"{"));
+        assert!(matches!(refused, Err(Refusal::Malformed(_))));
+    }
+}

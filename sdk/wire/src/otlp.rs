@@ -336,10 +336,9 @@ pub fn data_points(metric: &[u8]) -> Result<u64, Error> {
 pub fn service_names(signal: Signal, buf: &[u8]) -> Result<Vec<&str>, Error> {
     let mut names = Vec::new();
     for group in Request::new(signal, buf).resources() {
-        if let Some(name) = group?.attributes()?.get("service.name")?.and_then(|v| v.as_str()) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
+        let name = group?.attributes()?.get("service.name")?.and_then(|v| v.as_str());
+        if let Some(name) = name.filter(|n| !names.contains(n)) {
+            names.push(name);
         }
     }
     Ok(names)
