@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`schema`]: the typed config, one struct per table, with TOML examples.
-//! - [`env`]: `${VAR}` / `${VAR:-default}` substitution that keeps error positions true.
+//! - [`env`](mod@env): `${VAR}` / `${VAR:-default}` substitution that keeps error positions true.
 //! - [`units`]: sizes (`"4MiB"`) and durations (`"10s"`).
 //! - [`diagnostic`]: errors with a file, line, column and caret.
 //! - `load`: reads the file and drives the rest; `validate`: checks that span components.

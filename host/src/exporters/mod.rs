@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`debug`]: a summary line or a full dump per batch on stdout.
-//! - [`file`]: OTLP JSON Lines files, rotated by size.
+//! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`discard`]: counts and drops.
 
 pub mod debug;
