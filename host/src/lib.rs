@@ -12,6 +12,7 @@
 //! - [`otlp`]: the batch type, owned decoding, the JSON mapping and export responses.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`]: every metric the host exports, named in one place.
+//! - [`log_throttle`]: one log line per interval for a repeating problem.
 //! - [`runtime`]: builds the running host from a config and shuts it down in order.
 
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod config;
 pub mod exporters;
+pub mod log_throttle;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;

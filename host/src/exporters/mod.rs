@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{ComponentId, ExporterConfig, ExporterKind};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::otlp::{Batch, DecodeError};
 
@@ -89,7 +90,8 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(config.queue_size);
     let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
     let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
-    let runner = Runner { name: name.clone(), rx, depth: depth.clone(), counters };
+    let runner =
+        Runner { name: name.clone(), rx, depth: depth.clone(), counters, failures: LogThrottle::default() };
     let fail = |source| BuildError { name: name.clone(), source };
     let task = match &config.kind {
         ExporterKind::Debug(c) => {
@@ -110,6 +112,7 @@ struct Runner {
     rx: mpsc::Receiver<Arc<Batch>>,
     depth: Gauge,
     counters: PerSignal<(Counter, Counter)>,
+    failures: LogThrottle,
 }
 
 impl Runner {
@@ -123,10 +126,13 @@ impl Runner {
                 }
                 Err(error) => {
                     failed.inc_by(batch.items());
-                    tracing::error!(
-                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
-                        "Export failed; batch dropped"
-                    );
+                    if let Some(suppressed) = self.failures.check() {
+                        tracing::error!(
+                            exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
+                            similar_failures_not_logged = suppressed,
+                            "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
+                        );
+                    }
                 }
             }
         }

@@ -100,52 +100,55 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if !is_grpc {
-        ingest.refused(None, RefusalReason::Unsupported, 0);
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected content-type application/grpc")
-            .into_response();
+        let message = "expected content-type application/grpc";
+        ingest.reject(None, RefusalReason::Unsupported, message);
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response();
     }
     let Some(signal) = signal_for(request.uri().path()).filter(|s| ingest.accepts(*s)) else {
-        ingest.refused(None, RefusalReason::Unsupported, 0);
-        return status(RpcCode::Unimplemented, &format!("unknown method {}", request.uri().path()));
+        let message = format!("unknown method {}", request.uri().path());
+        ingest.reject(None, RefusalReason::Unsupported, &message);
+        return status(RpcCode::Unimplemented, &message);
+    };
+    let refuse = |code: RpcCode, reason: RefusalReason, message: &str| {
+        ingest.reject(Some(signal), reason, message);
+        status(code, message)
     };
     let encoding_header =
         request.headers().get("grpc-encoding").map(|v| v.to_str().unwrap_or("?").to_string());
     let limit = receiver.max_message_size;
     let too_large = |what: &str| {
-        ingest.refused(Some(signal), RefusalReason::TooLarge, 0);
-        status(RpcCode::ResourceExhausted, &format!("{what} exceeds the limit of {limit} bytes"))
-    };
-    let malformed = |message: String| {
-        ingest.refused(Some(signal), RefusalReason::Malformed, 0);
-        status(RpcCode::InvalidArgument, &message)
+        let message = format!("{what} exceeds the limit of {limit} bytes");
+        refuse(RpcCode::ResourceExhausted, RefusalReason::TooLarge, &message)
     };
     // The frame header is 5 bytes; anything longer than header + limit is over the limit.
     let raw = match Limited::new(request.into_body(), limit + 5).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large("message"),
-        Err(e) => return malformed(format!("cannot read request: {e}")),
+        Err(e) => {
+            return refuse(
+                RpcCode::InvalidArgument,
+                RefusalReason::Malformed,
+                &format!("cannot read request: {e}"),
+            );
+        }
     };
     let (compressed, message) = match parse_frame(raw) {
         Ok(frame) => frame,
-        Err(e) => {
-            ingest.refused(Some(signal), RefusalReason::Malformed, 0);
-            return status(RpcCode::Internal, &e);
-        }
+        Err(e) => return refuse(RpcCode::Internal, RefusalReason::Malformed, &e),
     };
     let message = if compressed {
         let encoding = Encoding::from_header(encoding_header.as_deref()).filter(|e| *e != Encoding::Identity);
         let Some(encoding) = encoding else {
-            ingest.refused(Some(signal), RefusalReason::Unsupported, 0);
             let name = encoding_header.unwrap_or_else(|| "identity".into());
-            return status(
-                RpcCode::Unimplemented,
-                &format!("unsupported grpc-encoding {name:?} for a compressed message"),
-            );
+            let message = format!("unsupported grpc-encoding {name:?} for a compressed message");
+            return refuse(RpcCode::Unimplemented, RefusalReason::Unsupported, &message);
         };
         match compression::decompress(encoding, message, limit) {
             Ok(message) => message,
             Err(DecompressError::TooLarge { .. }) => return too_large("decompressed message"),
-            Err(e @ DecompressError::Corrupt(_)) => return malformed(e.to_string()),
+            Err(e @ DecompressError::Corrupt(_)) => {
+                return refuse(RpcCode::InvalidArgument, RefusalReason::Malformed, &e.to_string());
+            }
         }
     } else {
         message
@@ -177,7 +180,85 @@ fn parse_frame(mut raw: Bytes) -> Result<(bool, Bytes), String> {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::config::ComponentId;
+    use crate::metrics::{Metrics, PerSignal};
+    use crate::pipeline;
+
+    fn logs_request(records: usize) -> Vec<u8> {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); records],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    async fn call(
+        compressed: &[u8],
+        encoding: &str,
+    ) -> (Option<String>, tokio::sync::mpsc::Receiver<std::sync::Arc<crate::otlp::Batch>>) {
+        let metrics = Arc::new(Metrics::new());
+        let (input, queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, &metrics);
+        let ingest = Ingest::new(
+            &ComponentId::new("otlp").expect("id"),
+            "grpc",
+            PerSignal::new(|_| vec![input.clone()]),
+            metrics,
+        );
+        let app = router(Arc::new(GrpcReceiver { ingest, max_message_size: 1 << 20 }));
+        let mut frame = vec![1];
+        frame.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+        frame.extend_from_slice(compressed);
+        let request = http::Request::post("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+            .header("content-type", "application/grpc")
+            .header("grpc-encoding", encoding)
+            .body(Body::from(frame))
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let header_status =
+            response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").to_string());
+        let collected = response.into_body().collect().await.expect("body");
+        let trailer_status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.to_str().expect("ascii").to_string());
+        (trailer_status.or(header_status), queue)
+    }
+
+    #[tokio::test]
+    async fn accepts_zstd_and_gzip_messages() {
+        let body = logs_request(3);
+        let zstd = zstd::encode_all(&body[..], 3).expect("zstd");
+        let (status, mut queue) = call(&zstd, "zstd").await;
+        assert_eq!(status.as_deref(), Some("0"));
+        assert_eq!(queue.try_recv().expect("queued").items(), 3);
+
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzip, &body).expect("gzip");
+        let (status, mut queue) = call(&gzip.finish().expect("gzip"), "gzip").await;
+        assert_eq!(status.as_deref(), Some("0"));
+        assert_eq!(queue.try_recv().expect("queued").items(), 3);
+    }
+
+    #[tokio::test]
+    async fn refuses_unknown_encodings_and_zstd_bombs() {
+        let (status, _) = call(b"whatever", "snappy").await;
+        assert_eq!(status.as_deref(), Some("12"));
+        let bomb = zstd::encode_all(&vec![0u8; 8 << 20][..], 3).expect("zstd");
+        let (status, mut queue) = call(&bomb, "zstd").await;
+        assert_eq!(status.as_deref(), Some("8"));
+        assert!(queue.try_recv().is_err());
+    }
 
     #[test]
     fn frames() {

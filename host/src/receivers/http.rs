@@ -65,6 +65,10 @@ async fn export(
     body: Body,
 ) -> Response {
     let ingest = &receiver.ingest;
+    let refuse = |status: StatusCode, code: RpcCode, reason: RefusalReason, message: &str, format: Format| {
+        ingest.reject(Some(signal), reason, message);
+        error(status, code, message, format)
+    };
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -74,14 +78,15 @@ async fn export(
         Some("application/x-protobuf" | "application/protobuf") => Format::Protobuf,
         Some("application/json") => Format::Json,
         other => {
-            ingest.refused(Some(signal), RefusalReason::Unsupported, 0);
             let message = format!(
                 "unsupported content type {:?}: use application/x-protobuf or application/json",
                 other.unwrap_or("")
             );
-            return error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            let status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return refuse(
+                status,
                 RpcCode::InvalidArgument,
+                RefusalReason::Unsupported,
                 &message,
                 Format::Json,
             );
@@ -89,39 +94,36 @@ async fn export(
     };
     let encoding_header = headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
     let Some(encoding) = Encoding::from_header(encoding_header) else {
-        ingest.refused(Some(signal), RefusalReason::Unsupported, 0);
         let message = format!(
             "unsupported content encoding {:?}: use gzip, zstd or none",
             encoding_header.unwrap_or("")
         );
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, RpcCode::InvalidArgument, &message, format);
+        let status = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return refuse(status, RpcCode::InvalidArgument, RefusalReason::Unsupported, &message, format);
     };
     let limit = receiver.max_body_size;
     let too_large = || {
-        ingest.refused(Some(signal), RefusalReason::TooLarge, 0);
         let message = format!("request body exceeds the limit of {limit} bytes");
-        error(StatusCode::PAYLOAD_TOO_LARGE, RpcCode::ResourceExhausted, &message, format)
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RpcCode::ResourceExhausted,
+            RefusalReason::TooLarge,
+            &message,
+            format,
+        )
+    };
+    let malformed = |message: &str| {
+        refuse(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, RefusalReason::Malformed, message, format)
     };
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
-            ingest.refused(Some(signal), RefusalReason::Malformed, 0);
-            return error(
-                StatusCode::BAD_REQUEST,
-                RpcCode::InvalidArgument,
-                &format!("cannot read body: {e}"),
-                format,
-            );
-        }
+        Err(e) => return malformed(&format!("cannot read body: {e}")),
     };
     let body = match compression::decompress(encoding, raw, limit) {
         Ok(body) => body,
         Err(DecompressError::TooLarge { .. }) => return too_large(),
-        Err(e @ DecompressError::Corrupt(_)) => {
-            ingest.refused(Some(signal), RefusalReason::Malformed, 0);
-            return error(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, &e.to_string(), format);
-        }
+        Err(e @ DecompressError::Corrupt(_)) => return malformed(&e.to_string()),
     };
     match ingest.accept(signal, format, body) {
         Ok(outcome) => (

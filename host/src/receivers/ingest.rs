@@ -7,6 +7,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{ComponentId, Signal};
+use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
 use crate::otlp::{Batch, Decoded, ExportOutcome, Format};
 use crate::pipeline::PipelineInput;
@@ -55,6 +56,7 @@ pub struct Ingest {
     accepted: PerSignal<Counter>,
     invalid: PerSignal<Counter>,
     metrics: Arc<Metrics>,
+    bad_request_log: LogThrottle,
 }
 
 impl Ingest {
@@ -80,7 +82,15 @@ impl Ingest {
             };
             metrics.receiver_refused_items.get_or_create(&labels).clone()
         });
-        Self { receiver: receiver.clone(), transport, routes, accepted, invalid, metrics }
+        Self {
+            receiver: receiver.clone(),
+            transport,
+            routes,
+            accepted,
+            invalid,
+            metrics,
+            bad_request_log: LogThrottle::default(),
+        }
     }
 
     /// The receiver's name.
@@ -93,8 +103,10 @@ impl Ingest {
         !self.routes.get(signal).is_empty()
     }
 
-    /// Counts a refused request (and its items, when known).
-    pub fn refused(&self, signal: Option<Signal>, reason: RefusalReason, items: u64) {
+    /// Counts a refused request and logs why — at most once per interval, since the client is
+    /// told in its answer and the refusal counters count every one. Backpressure is not logged:
+    /// it is the system working, and `sluice_queue_depth` shows it.
+    pub fn reject(&self, signal: Option<Signal>, reason: RefusalReason, problem: &str) {
         let labels = RefusalLabels {
             receiver: self.receiver.to_string(),
             transport: self.transport.into(),
@@ -102,8 +114,13 @@ impl Ingest {
             reason: reason.as_str().into(),
         };
         self.metrics.receiver_refused_requests.get_or_create(&labels).inc();
-        if items > 0 {
-            self.metrics.receiver_refused_items.get_or_create(&labels).inc_by(items);
+        if reason != RefusalReason::Busy
+            && let Some(suppressed) = self.bad_request_log.check()
+        {
+            tracing::warn!(
+                receiver = %self.receiver, transport = self.transport, signal = %labels.signal,
+                reason = reason.as_str(), similar_requests_not_logged = suppressed, "Refused a request: {problem}"
+            );
         }
     }
 
@@ -118,7 +135,7 @@ impl Ingest {
                 Refusal::Malformed(_) => RefusalReason::Malformed,
                 Refusal::Busy(_) => RefusalReason::Busy,
             };
-            self.refused(Some(signal), reason, 0);
+            self.reject(Some(signal), reason, &refusal.to_string());
         }
         result
     }
