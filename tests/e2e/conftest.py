@@ -99,24 +99,29 @@ class Sluice:
         return value
 
     def metric(self, metric_name, **labels):
-        """The value of one sample on /metrics, or 0 when absent."""
-        name = metric_name
+        """The sum of every series of `metric_name` whose labels include `labels` (0 when none)."""
         _, _, body = self.admin("/metrics")
+        total = 0.0
         for line in body.decode().splitlines():
-            if line.startswith("#") or not line.startswith(name):
+            if line.startswith("#") or not line.startswith(metric_name):
                 continue
             series, value = line.rsplit(" ", 1)
-            if series.split("{")[0] != name:
+            if series.split("{")[0] != metric_name:
                 continue
             if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                return float(value)
-        return 0.0
+                total += float(value)
+        return total
 
     def stop(self, timeout=30):
-        """SIGTERM, wait, and return the exit code."""
+        """SIGTERM, wait, and return the exit code (SIGKILL after `timeout`, failing the test)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=timeout)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"sluice did not stop within {timeout}s:\n{self.logs()}")
         self.stdout.close()
         self.stderr.close()
         return self.process.returncode

@@ -45,7 +45,16 @@ def test_stalled_exporter_backpressures_without_losing_or_blocking_data(make_slu
     fifo = stalled_dir / "traces.jsonl"
     os.mkfifo(fifo)
     host = make_sluice(STALLED_PIPELINE)
+    reader_out = []
+    reader = threading.Thread(target=lambda: reader_out.append(fifo.read_text()))
+    try:
+        check_backpressure(host, fifo, reader, reader_out)
+    finally:
+        if reader.ident is None:
+            reader.start()  # unblock the exporter whatever happened, so the host can stop
 
+
+def check_backpressure(host, fifo, reader, reader_out):
     accepted, refused_http, retry_after = [], 0, None
     for i in range(40):
         status, headers, _ = post(host, "/v1/traces", traces(1, prefix=f"b{i}").SerializeToString(), PROTOBUF)
@@ -75,8 +84,6 @@ def test_stalled_exporter_backpressures_without_losing_or_blocking_data(make_slu
     assert len(healthy_names) >= len(accepted) - 3
 
     # Unblock the destination: everything accepted reaches both exporters, nothing twice.
-    reader_out = []
-    reader = threading.Thread(target=lambda: reader_out.append(fifo.read_text()))
     reader.start()
     assert host.stop() == 0, host.logs()
     reader.join(timeout=30)
