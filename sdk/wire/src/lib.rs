@@ -10,10 +10,14 @@
 //! - [`wire`]: the protobuf wire format itself — varints, tags and a field iterator.
 //! - [`otlp`]: OTLP's message shapes on top of it — resources, scopes, items and attributes of
 //!   `Export{Trace,Metrics,Logs}ServiceRequest`, plus a one-pass [`otlp::summarize`].
+//! - [`rewrite`]: rebuild a request with items dropped or replaced, re-framing lengths.
+//! - [`edit`]: attribute and name edits on single encoded messages.
 
 #![deny(missing_docs)]
 
+pub mod edit;
 pub mod otlp;
+pub mod rewrite;
 pub mod wire;
 
 pub use otlp::{Signal, Summary, summarize};

@@ -71,6 +71,8 @@ pub struct Field<'a> {
     pub value: Value<'a>,
     /// Byte offset of the tag within the walked message (for error reports and splicing).
     pub offset: usize,
+    /// The whole encoded field — tag, length prefix and value — for copying it verbatim.
+    pub raw: &'a [u8],
 }
 
 impl<'a> Field<'a> {
@@ -162,7 +164,7 @@ impl<'a> Fields<'a> {
             }
             other => return Err(Error { offset, kind: ErrorKind::BadWireType(other) }),
         };
-        Ok(Field { number, value, offset })
+        Ok(Field { number, value, offset, raw: &self.buf[offset..self.pos] })
     }
 }
 
@@ -177,6 +179,44 @@ impl<'a> Iterator for Fields<'a> {
         self.failed = field.is_err();
         Some(field)
     }
+}
+
+/// Appends `value` as a varint.
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The encoded size of `value` as a varint.
+pub fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends a length-delimited field (a string, bytes or an embedded message).
+pub fn put_bytes_field(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_varint(out, (u64::from(number) << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// The encoded size of a length-delimited field holding `len` bytes.
+pub fn bytes_field_len(number: u32, len: usize) -> usize {
+    varint_len((u64::from(number) << 3) | 2) + varint_len(len as u64) + len
+}
+
+/// Appends a varint field.
+pub fn put_varint_field(out: &mut Vec<u8>, number: u32, value: u64) {
+    put_varint(out, u64::from(number) << 3);
+    put_varint(out, value);
+}
+
+/// Appends a fixed64 field.
+pub fn put_fixed64_field(out: &mut Vec<u8>, number: u32, value: u64) {
+    put_varint(out, (u64::from(number) << 3) | 1);
+    out.extend_from_slice(&value.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -216,6 +256,25 @@ mod tests {
             Fields::new(&long).next().map(|r| r.map_err(|e| e.kind)),
             Some(Err(ErrorKind::VarintTooLong))
         );
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let mut out = Vec::new();
+        put_varint_field(&mut out, 1, 300);
+        put_bytes_field(&mut out, 2, b"abc");
+        put_fixed64_field(&mut out, 3, 9);
+        let fields: Vec<_> = Fields::new(&out).collect::<Result<_, _>>().expect("valid");
+        assert_eq!(fields[0].value, Value::Varint(300));
+        assert_eq!(fields[1].value, Value::Bytes(b"abc"));
+        assert_eq!(fields[1].raw, &[0x12, 3, b'a', b'b', b'c']);
+        assert_eq!(fields[2].value, Value::Fixed64(9));
+        assert_eq!(bytes_field_len(2, 3), 5);
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            assert_eq!(buf.len(), varint_len(v), "{v}");
+        }
     }
 
     #[test]

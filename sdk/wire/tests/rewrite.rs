@@ -1,0 +1,192 @@
+//! Rebuilt and edited requests must decode (with prost) to exactly what was asked for.
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use sluice_wire::Signal;
+use sluice_wire::edit::{
+    AttrEdit, AttrValue, SetMode, edit_attributes, edit_metric_points, set_string_field,
+};
+use sluice_wire::rewrite::{ItemAction, rebuild, retain};
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn span(name: &str) -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        attributes: vec![kv("http.route", any_value::Value::StringValue(format!("/{name}")))],
+        ..Default::default()
+    }
+}
+
+fn traces() -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", any_value::Value::StringValue("a".into()))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![
+                    ScopeSpans {
+                        spans: vec![span("s0"), span("s1")],
+                        schema_url: "x".into(),
+                        ..Default::default()
+                    },
+                    ScopeSpans { spans: vec![span("s2")], ..Default::default() },
+                ],
+                schema_url: "r".into(),
+            },
+            ResourceSpans {
+                resource: None,
+                scope_spans: vec![ScopeSpans { spans: vec![span("s3")], ..Default::default() }],
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn names(request: &ExportTraceServiceRequest) -> Vec<Vec<Vec<String>>> {
+    request
+        .resource_spans
+        .iter()
+        .map(|r| r.scope_spans.iter().map(|s| s.spans.iter().map(|s| s.name.clone()).collect()).collect())
+        .collect()
+}
+
+#[test]
+fn retain_drops_items_and_empty_groups() {
+    let bytes = traces().encode_to_vec();
+    let kept = ExportTraceServiceRequest::decode(
+        &retain(Signal::Traces, &bytes, |n| n != 2 && n != 3).expect("valid")[..],
+    )
+    .expect("decodes");
+    assert_eq!(names(&kept), vec![vec![vec!["s0".to_string(), "s1".to_string()]]]);
+    assert_eq!(kept.resource_spans[0].scope_spans[0].schema_url, "x");
+    assert_eq!(kept.resource_spans[0].schema_url, "r");
+
+    let all = retain(Signal::Traces, &bytes, |_| true).expect("valid");
+    assert_eq!(all, bytes, "keeping everything reproduces the input byte for byte");
+    let none = retain(Signal::Traces, &bytes, |_| false).expect("valid");
+    assert!(none.is_empty());
+}
+
+#[test]
+fn rebuild_replaces_items_and_adds_missing_resources() {
+    let bytes = traces().encode_to_vec();
+    let tag = [AttrEdit::Set {
+        key: Cow::Borrowed("system"),
+        value: AttrValue::Str("graphistry".into()),
+        mode: SetMode::Upsert,
+    }];
+    let out = rebuild(
+        Signal::Traces,
+        &bytes,
+        |_, resource| Some(edit_attributes(resource, 1, &tag).expect("valid")),
+        |n, item| {
+            if n == 1 {
+                ItemAction::Replace(set_string_field(item, 5, "renamed").expect("valid"))
+            } else {
+                ItemAction::Keep
+            }
+        },
+    )
+    .expect("valid");
+    let out = ExportTraceServiceRequest::decode(&out[..]).expect("decodes");
+    assert_eq!(out.resource_spans[0].scope_spans[0].spans[1].name, "renamed");
+    for group in &out.resource_spans {
+        let resource = group.resource.as_ref().expect("every group has a resource now");
+        assert!(resource.attributes.iter().any(|kv| kv.key == "system"));
+    }
+    let first = &out.resource_spans[0].resource.as_ref().expect("resource").attributes;
+    assert_eq!(first.len(), 2, "service.name kept beside the new attribute");
+}
+
+#[test]
+fn attribute_edits_follow_their_modes() {
+    let item = span("x").encode_to_vec();
+    let edits = [
+        AttrEdit::Set {
+            key: "http.route".into(),
+            value: AttrValue::Str("/changed".into()),
+            mode: SetMode::Insert,
+        },
+        AttrEdit::Set { key: "new".into(), value: AttrValue::Int(-3), mode: SetMode::Update },
+        AttrEdit::Set { key: "added".into(), value: AttrValue::Bool(true), mode: SetMode::Insert },
+        AttrEdit::Rename { key: "http.route".into(), new_key: "route".into() },
+        AttrEdit::Set { key: "ratio".into(), value: AttrValue::Double(0.5), mode: SetMode::Upsert },
+        AttrEdit::Delete { key: "missing".into() },
+    ];
+    let out = Span::decode(&edit_attributes(&item, 9, &edits).expect("valid")[..]).expect("decodes");
+    let attrs: Vec<(String, Option<any_value::Value>)> =
+        out.attributes.into_iter().map(|kv| (kv.key, kv.value.and_then(|v| v.value))).collect();
+    assert_eq!(
+        attrs,
+        vec![
+            ("route".into(), Some(any_value::Value::StringValue("/x".into()))),
+            ("added".into(), Some(any_value::Value::BoolValue(true))),
+            ("ratio".into(), Some(any_value::Value::DoubleValue(0.5))),
+        ]
+    );
+    assert_eq!(out.name, "x");
+    assert_eq!(out.trace_id, vec![1; 16]);
+}
+
+#[test]
+fn metric_edits_reach_every_data_point() {
+    let metric = Metric {
+        name: "gpu.temp".into(),
+        data: Some(metric::Data::Gauge(Gauge { data_points: vec![NumberDataPoint::default(); 2] })),
+        ..Default::default()
+    };
+    let histogram = Metric {
+        name: "latency".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint::default()],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics { metrics: vec![metric, histogram], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    let tag =
+        [AttrEdit::Set { key: "host".into(), value: AttrValue::Str("n1".into()), mode: SetMode::Upsert }];
+    let out = rebuild(
+        Signal::Metrics,
+        &request.encode_to_vec(),
+        |_, _| None,
+        |n, item| {
+            let edited = edit_metric_points(item, &tag).expect("valid");
+            ItemAction::Replace(if n == 0 {
+                set_string_field(&edited, 1, "gpu.temperature").expect("valid")
+            } else {
+                edited
+            })
+        },
+    )
+    .expect("valid");
+    let out = ExportMetricsServiceRequest::decode(&out[..]).expect("decodes");
+    let metrics = &out.resource_metrics[0].scope_metrics[0].metrics;
+    assert_eq!(metrics[0].name, "gpu.temperature");
+    let Some(metric::Data::Gauge(gauge)) = &metrics[0].data else { panic!("gauge") };
+    assert!(gauge.data_points.iter().all(|p| p.attributes[0].key == "host"));
+    let Some(metric::Data::Histogram(h)) = &metrics[1].data else { panic!("histogram") };
+    assert_eq!(h.data_points[0].attributes[0].key, "host");
+    assert_eq!(h.aggregation_temporality, 2);
+}
