@@ -12,12 +12,14 @@
 //!   `Export{Trace,Metrics,Logs}ServiceRequest`, plus a one-pass [`otlp::summarize`].
 //! - [`rewrite`]: rebuild a request with items dropped or replaced, re-framing lengths.
 //! - [`edit`]: attribute and name edits on single encoded messages.
+//! - [`views`]: typed borrowed views of spans, metrics, log records and resources.
 
 #![deny(missing_docs)]
 
 pub mod edit;
 pub mod otlp;
 pub mod rewrite;
+pub mod views;
 pub mod wire;
 
 pub use otlp::{Signal, Summary, summarize};

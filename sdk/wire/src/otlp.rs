@@ -84,7 +84,7 @@ impl<'a> Request<'a> {
     }
 
     /// The `Resource{Spans,Metrics,Logs}` groups, in order.
-    pub fn resources(&self) -> impl Iterator<Item = Result<ResourceGroup<'a>, Error>> + 'a {
+    pub fn resources(self) -> impl Iterator<Item = Result<ResourceGroup<'a>, Error>> + 'a {
         let signal = self.signal;
         messages(self.buf, REQUEST_RESOURCES).map(move |r| r.map(|buf| ResourceGroup { signal, buf }))
     }
@@ -114,7 +114,7 @@ impl<'a> ResourceGroup<'a> {
     }
 
     /// The `Scope{Spans,Metrics,Logs}` groups, in order.
-    pub fn scopes(&self) -> impl Iterator<Item = Result<ScopeGroup<'a>, Error>> + 'a {
+    pub fn scopes(self) -> impl Iterator<Item = Result<ScopeGroup<'a>, Error>> + 'a {
         let signal = self.signal;
         messages(self.buf, RESOURCE_GROUP_SCOPES).map(move |r| r.map(|buf| ScopeGroup { signal, buf }))
     }
@@ -129,7 +129,7 @@ pub struct ScopeGroup<'a> {
 
 impl<'a> ScopeGroup<'a> {
     /// The encoded spans, metrics or log records of this scope.
-    pub fn items(&self) -> impl Iterator<Item = Result<&'a [u8], Error>> + 'a {
+    pub fn items(self) -> impl Iterator<Item = Result<&'a [u8], Error>> + 'a {
         messages(self.buf, SCOPE_GROUP_ITEMS)
     }
 

@@ -1,0 +1,74 @@
+//! Filters keep or drop items.
+
+use sluice_wire::views::{self, LogRecordView, MetricView, ResourceView, SpanView};
+
+use crate::{Config, Signal, Signals};
+
+/// A filter plugin. Override the `keep_*` methods for the signals it handles; the defaults keep
+/// everything.
+pub trait Filter: Sized + 'static {
+    /// The signals to be called for.
+    const SIGNALS: Signals = Signals::ALL;
+
+    /// Builds the plugin from its config; an error refuses the plugin with that message.
+    fn init(config: &Config) -> Result<Self, String>;
+
+    /// Whether to keep a span.
+    fn keep_span(&self, _span: &SpanView<'_>, _resource: &ResourceView<'_>) -> bool {
+        true
+    }
+
+    /// Whether to keep a metric (with all its data points).
+    fn keep_metric(&self, _metric: &MetricView<'_>, _resource: &ResourceView<'_>) -> bool {
+        true
+    }
+
+    /// Whether to keep a log record.
+    fn keep_log(&self, _log: &LogRecordView<'_>, _resource: &ResourceView<'_>) -> bool {
+        true
+    }
+}
+
+/// The indexes of the items `plugin` drops, ascending.
+pub fn dropped<F: Filter>(plugin: &F, signal: Signal, batch: &[u8]) -> Vec<u32> {
+    views::items(signal, batch)
+        .filter(|item| {
+            let keep = match signal {
+                Signal::Traces => plugin.keep_span(&SpanView::new(item.bytes), &item.resource),
+                Signal::Metrics => plugin.keep_metric(&MetricView::new(item.bytes), &item.resource),
+                Signal::Logs => plugin.keep_log(&LogRecordView::new(item.bytes), &item.resource),
+            };
+            !keep
+        })
+        .map(|item| item.index)
+        .collect()
+}
+
+/// Exports a [`Filter`] as the plugin's `filter` world.
+#[macro_export]
+macro_rules! export_filter {
+    ($plugin:ty) => {
+        const _: () = {
+            ::std::thread_local! {
+                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+            struct Exports;
+            impl $crate::bindings::filter::Guest for Exports {
+                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String> {
+                    let config = $crate::Config::from_json(&config)?;
+                    let plugin = <$plugin as $crate::Filter>::init(&config)?;
+                    INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
+                    ::std::result::Result::Ok($crate::__plugin_info(<$plugin as $crate::Filter>::SIGNALS))
+                }
+                fn filter(
+                    signal: $crate::bindings::types::Signal,
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, ::std::string::String> {
+                    $crate::__with_instance(&INSTANCE, |plugin| ::std::result::Result::Ok($crate::filter::dropped(plugin, signal.into(), &batch)))
+                }
+            }
+            $crate::bindings::filter::export_filter_world!(Exports with_types_in $crate::bindings::filter);
+        };
+    };
+}
