@@ -24,5 +24,6 @@ pub mod log_throttle;
 pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
+pub mod plugins;
 pub mod receivers;
 pub mod runtime;

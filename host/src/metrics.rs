@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::Signal;
@@ -55,6 +56,56 @@ pub struct QueueLabels {
     pub name: String,
 }
 
+/// Labels of plugin metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// The pipeline the plugin runs in.
+    pub pipeline: String,
+    /// The processor's name.
+    pub plugin: String,
+}
+
+/// Labels of plugin fault counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFaultLabels {
+    /// The pipeline the plugin runs in.
+    pub pipeline: String,
+    /// The processor's name.
+    pub plugin: String,
+    /// `trap`, `deadline`, `memory`, `error`, `init`, `invalid_answer`, `unavailable`,
+    /// `invalid_module`, `wrong_world`, `sha256_mismatch`, `unreadable`.
+    pub kind: String,
+}
+
+/// Counter and histogram handles for one plugin in one pipeline.
+#[derive(Debug, Clone)]
+pub struct PluginMetrics {
+    /// Calls made (batches the plugin was asked about).
+    pub calls: Counter,
+    /// Items in the batches it was given.
+    pub items_in: Counter,
+    /// Items in what it passed on.
+    pub items_out: Counter,
+    /// Items it dropped, or that were dropped by `on_error = "drop"`.
+    pub items_dropped: Counter,
+    /// Call duration.
+    pub duration: Histogram,
+    labels: PluginLabels,
+    faults: Family<PluginFaultLabels, Counter>,
+}
+
+impl PluginMetrics {
+    /// Counts a fault of `kind`.
+    pub fn fault(&self, kind: &str) {
+        let labels = PluginFaultLabels {
+            pipeline: self.labels.pipeline.clone(),
+            plugin: self.labels.plugin.clone(),
+            kind: kind.into(),
+        };
+        self.faults.get_or_create(&labels).inc();
+    }
+}
+
 /// Labels of the build info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -79,6 +130,18 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Batches a queue can hold.
     pub queue_capacity: Family<QueueLabels, Gauge>,
+    /// Calls per plugin.
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    /// Items into plugins.
+    pub plugin_items_in: Family<PluginLabels, Counter>,
+    /// Items out of plugins.
+    pub plugin_items_out: Family<PluginLabels, Counter>,
+    /// Items dropped by plugins.
+    pub plugin_items_dropped: Family<PluginLabels, Counter>,
+    /// Plugin faults by kind.
+    pub plugin_faults: Family<PluginFaultLabels, Counter>,
+    /// Plugin call durations.
+    pub plugin_call_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
 }
@@ -102,6 +165,15 @@ impl Metrics {
             queue_depth: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::default(),
+            plugin_calls: Family::default(),
+            plugin_items_in: Family::default(),
+            plugin_items_out: Family::default(),
+            plugin_items_dropped: Family::default(),
+            plugin_faults: Family::default(),
+            plugin_call_duration: Family::new_with_constructor(|| {
+                // 10 µs to ~1.3 s: a call on a small batch up to a deadline overrun.
+                Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+            }),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +207,29 @@ impl Metrics {
             "Batches a queue can hold",
             metrics.queue_capacity.clone(),
         );
+        registry.register("sluice_plugin_calls", "Plugin calls", metrics.plugin_calls.clone());
+        registry.register(
+            "sluice_plugin_items_in",
+            "Items given to a plugin",
+            metrics.plugin_items_in.clone(),
+        );
+        registry.register(
+            "sluice_plugin_items_out",
+            "Items a plugin passed on",
+            metrics.plugin_items_out.clone(),
+        );
+        registry.register(
+            "sluice_plugin_items_dropped",
+            "Items a plugin dropped, or dropped by its on_error policy",
+            metrics.plugin_items_dropped.clone(),
+        );
+        registry.register("sluice_plugin_faults", "Plugin faults by kind", metrics.plugin_faults.clone());
+        registry.register_with_unit(
+            "sluice_plugin_call_duration",
+            "Duration of one plugin call",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.plugin_call_duration.clone(),
+        );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
@@ -160,6 +255,20 @@ impl Metrics {
             queues.push(depth.clone());
         }
         depth
+    }
+
+    /// The handles for plugin `plugin` in pipeline `pipeline`.
+    pub fn plugin(&self, pipeline: &str, plugin: &str) -> PluginMetrics {
+        let labels = PluginLabels { pipeline: pipeline.into(), plugin: plugin.into() };
+        PluginMetrics {
+            calls: self.plugin_calls.get_or_create(&labels).clone(),
+            items_in: self.plugin_items_in.get_or_create(&labels).clone(),
+            items_out: self.plugin_items_out.get_or_create(&labels).clone(),
+            items_dropped: self.plugin_items_dropped.get_or_create(&labels).clone(),
+            duration: self.plugin_call_duration.get_or_create(&labels).clone(),
+            faults: self.plugin_faults.clone(),
+            labels,
+        }
     }
 
     /// An exporter's sent and failed counters for one signal.

@@ -20,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{ComponentId, Config, Signal};
 use crate::metrics::{Metrics, PerSignal};
 use crate::pipeline::PipelineInput;
+use crate::plugins::chain::Chain;
 use crate::{exporters, pipeline, receivers};
 
 /// A host that is serving.
@@ -65,7 +66,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut exporter_inputs = BTreeMap::new();
     let mut exporter_tasks = Vec::new();
     for pipeline in config.pipelines.values() {
-        for name in pipeline.exporters.get_ref() {
+        let route_exporters = pipeline.routes.values().flat_map(|list| list.get_ref());
+        for name in pipeline.exporters.get_ref().iter().chain(route_exporters) {
             let id = ComponentId::new(name.get_ref()).map_err(anyhow::Error::msg)?;
             if exporter_inputs.contains_key(&id) {
                 continue;
@@ -80,13 +82,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let mut routes: BTreeMap<ComponentId, PerSignal<Vec<PipelineInput>>> = BTreeMap::new();
     let mut pipeline_tasks = Vec::new();
     for (id, pipeline) in &config.pipelines {
-        let exporters = pipeline
-            .exporters
-            .get_ref()
-            .iter()
-            .map(|name| exporter_inputs[name.get_ref().as_str()].clone())
-            .collect();
-        let (input, task) = pipeline::spawn(id.clone(), *pipeline.queue_size.get_ref(), exporters, &metrics);
+        let inputs = |list: &[serde_spanned::Spanned<String>]| -> Vec<_> {
+            list.iter().map(|name| exporter_inputs[name.get_ref().as_str()].clone()).collect()
+        };
+        let destinations = pipeline::Destinations {
+            default: inputs(pipeline.exporters.get_ref()),
+            routes: pipeline
+                .routes
+                .iter()
+                .map(|(route, list)| (Arc::from(route.as_str()), inputs(list.get_ref())))
+                .collect(),
+        };
+        let chain = Chain::build(id, pipeline, config, &metrics, crate::plugins::loader::default_cache_dir());
+        let queue_size = *pipeline.queue_size.get_ref();
+        let (input, task) = pipeline::spawn(id.clone(), queue_size, chain, destinations, &metrics);
         pipeline_tasks.push(task);
         let signals: Vec<Signal> = pipeline.signals.iter().map(|s| *s.get_ref()).collect();
         for receiver in pipeline.receivers.get_ref() {

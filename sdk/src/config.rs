@@ -23,12 +23,18 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_json::from_str(text).map(|value| Self { value }).map_err(|e| format!("config is not valid JSON: {e}"))
+        serde_json::from_str(text)
+            .map(|value| Self { value })
+            .map_err(|e| format!("config is not valid JSON: {e}"))
     }
 
     /// Deserializes the table into `T` (use `#[serde(deny_unknown_fields)]` to catch typos).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let value = if self.value.is_null() { serde_json::Value::Object(Default::default()) } else { self.value.clone() };
+        let value = if self.value.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            self.value.clone()
+        };
         serde_json::from_value(value).map_err(|e| format!("invalid plugin config: {e}"))
     }
 

@@ -55,7 +55,10 @@ macro_rules! export_filter {
             }
             struct Exports;
             impl $crate::bindings::filter::Guest for Exports {
-                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String> {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String>
+                {
                     let config = $crate::Config::from_json(&config)?;
                     let plugin = <$plugin as $crate::Filter>::init(&config)?;
                     INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
@@ -65,10 +68,12 @@ macro_rules! export_filter {
                     signal: $crate::bindings::types::Signal,
                     batch: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<::std::vec::Vec<u32>, ::std::string::String> {
-                    $crate::__with_instance(&INSTANCE, |plugin| ::std::result::Result::Ok($crate::filter::dropped(plugin, signal.into(), &batch)))
+                    $crate::__with_instance(&INSTANCE, |plugin| {
+                        ::std::result::Result::Ok($crate::filter::dropped(plugin, signal.into(), &batch))
+                    })
                 }
             }
-            $crate::bindings::filter::export_filter_world!(Exports with_types_in $crate::bindings::filter);
+    $crate::bindings::filter::export_filter_world!(Exports with_types_in $crate::bindings::filter);
         };
     };
 }

@@ -52,9 +52,9 @@ pub use transform::{Edits, Transform};
 pub mod prelude {
     pub use crate::config::Config;
     pub use crate::filter::Filter;
+    pub use crate::pattern::Pattern;
     pub use crate::router::Router;
     pub use crate::transform::{Edits, Transform};
-    pub use crate::pattern::Pattern;
     pub use crate::{Signal, Signals};
     pub use sluice_wire::otlp::AnyValue;
     pub use sluice_wire::views::{LogRecordView, MetricView, ResourceView, SpanView};

@@ -65,7 +65,10 @@ macro_rules! export_router {
             }
             struct Exports;
             impl $crate::bindings::router::Guest for Exports {
-                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String> {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String>
+                {
                     let config = $crate::Config::from_json(&config)?;
                     let plugin = <$plugin as $crate::Router>::init(&config)?;
                     INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
@@ -75,10 +78,12 @@ macro_rules! export_router {
                     signal: $crate::bindings::types::Signal,
                     batch: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<$crate::bindings::types::Routing, ::std::string::String> {
-                    $crate::__with_instance(&INSTANCE, |plugin| ::std::result::Result::Ok($crate::router::routing(plugin, signal.into(), &batch)))
+                    $crate::__with_instance(&INSTANCE, |plugin| {
+                        ::std::result::Result::Ok($crate::router::routing(plugin, signal.into(), &batch))
+                    })
                 }
             }
-            $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
+    $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
         };
     };
 }

@@ -92,7 +92,10 @@ impl Edits {
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &str) {
-        self.edits.push(wit::Edit::DeleteAttribute(wit::DeleteAttribute { target: self.target, key: key.to_string() }));
+        self.edits.push(wit::Edit::DeleteAttribute(wit::DeleteAttribute {
+            target: self.target,
+            key: key.to_string(),
+        }));
     }
 
     /// Renames `key` to `new_key`, keeping the value.
@@ -107,7 +110,8 @@ impl Edits {
     /// Renames the metric being visited (ignored by the host for other items).
     pub fn rename_metric(&mut self, new_name: &str) {
         if let wit::Target::Item(item) = self.target {
-            self.edits.push(wit::Edit::RenameMetric(wit::RenameMetric { item, new_name: new_name.to_string() }));
+            self.edits
+                .push(wit::Edit::RenameMetric(wit::RenameMetric { item, new_name: new_name.to_string() }));
         }
     }
 }

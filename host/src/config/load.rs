@@ -94,6 +94,7 @@ pub fn parse(
         pipelines,
         declared_receivers: declared("receivers"),
         declared_exporters: declared("exporters"),
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     let outcome = validate::check(&parsed);
     let mut errors = parser.errors;

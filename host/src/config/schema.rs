@@ -42,6 +42,15 @@ pub struct Config {
     pub exporters: BTreeMap<ComponentId, ExporterConfig>,
     /// Pipelines by name.
     pub pipelines: BTreeMap<ComponentId, PipelineConfig>,
+    /// The folder of the config file; relative plugin paths are resolved against it.
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
 }
 
 /// A component's name: letters, digits, `_`, `-` and `/`, as in `otlp` or `traces/tenant-a`.
@@ -343,15 +352,20 @@ fn default_max_files() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct DiscardExporterConfig {}
 
-/// `[pipelines.NAME]`: which receivers feed which exporters, per signal.
-///
-/// The processor chain (WebAssembly plugins) runs between the receivers and the exporters.
+/// `[pipelines.NAME]`: which receivers feed which exporters, per signal, through which plugins.
 ///
 /// ```toml
 /// [pipelines.default]
 /// signals = ["traces", "metrics", "logs"]
 /// receivers = ["otlp"]
 /// exporters = ["console", "archive"]
+///
+/// [[pipelines.default.processors]]
+/// plugin = "../plugins/dist/drop-spans.wasm"
+/// config = { span_names = ["GET /healthz"] }
+///
+/// [pipelines.default.routes]
+/// tenant-a = ["vendor-a"]
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +380,102 @@ pub struct PipelineConfig {
     /// Batches that may wait for the pipeline before receivers answer "try later".
     #[serde(default = "default_pipeline_queue")]
     pub queue_size: Spanned<usize>,
+    /// The plugins every batch passes through, in order, before it reaches the exporters.
+    #[serde(default)]
+    pub processors: Vec<ProcessorConfig>,
+    /// Route name (as a router plugin answers it) → the exporters that route goes to. Items a
+    /// router leaves unrouted, or routes to a name not listed here, go to `exporters`.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+/// What happens to a batch when a plugin fails on it (trap, deadline, memory, error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Pass the batch on as the plugin received it (the default: a broken rule loses no data).
+    #[default]
+    Pass,
+    /// Drop the batch (for rules whose failure must not let data through, e.g. redaction).
+    Drop,
+}
+
+impl OnError {
+    /// The policy's name, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Pass => "pass",
+            OnError::Drop => "drop",
+        }
+    }
+}
+
+/// `limits = { ... }` of a processor: what one call may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Linear memory an instance may grow to: `memory = "64MiB"`.
+    pub memory: Spanned<ByteSize>,
+    /// Wall-clock time one call may take: `timeout = "100ms"` (rounded up to 5 ms ticks).
+    pub timeout: Spanned<HumanDuration>,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory: Spanned::new(0..0, ByteSize::mib(64)),
+            timeout: Spanned::new(0..0, HumanDuration(Duration::from_millis(100))),
+        }
+    }
+}
+
+/// `[[pipelines.NAME.processors]]`: one WebAssembly plugin in a pipeline's chain.
+///
+/// ```toml
+/// [[pipelines.default.processors]]
+/// plugin = "../plugins/dist/set-attributes.wasm"   # relative to this TOML file
+/// sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # optional pin
+/// config = { resource = [{ key = "system", value = "graphistry" }] }
+/// limits = { memory = "32MiB", timeout = "50ms" }
+/// on_error = "pass"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// The name in logs and metrics; the file name without `.wasm` when absent.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// The `.wasm` component, relative to the config file.
+    pub plugin: Spanned<PathBuf>,
+    /// The file's expected SHA-256 (hex); a different file is refused.
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+    /// The plugin's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Memory and time limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// What a failure does to the batch.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Environment variables the plugin may read; it sees no others.
+    #[serde(default)]
+    pub env: Vec<Spanned<String>>,
+}
+
+impl ProcessorConfig {
+    /// The processor's name: `name`, or the plugin's file stem.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.get_ref().clone(),
+            None => self
+                .plugin
+                .get_ref()
+                .file_stem()
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into()),
+        }
+    }
 }
 
 fn default_pipeline_queue() -> Spanned<usize> {

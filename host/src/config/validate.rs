@@ -19,6 +19,8 @@ pub(super) struct Parsed {
     pub declared_receivers: Vec<String>,
     /// Every name in `[exporters]`, likewise.
     pub declared_exporters: Vec<String>,
+    /// The folder of the config file.
+    pub base_dir: std::path::PathBuf,
 }
 
 impl Parsed {
@@ -32,6 +34,7 @@ impl Parsed {
             receivers: typed(self.receivers),
             exporters: typed(self.exporters),
             pipelines: typed(self.pipelines),
+            base_dir: self.base_dir,
         }
     }
 }
@@ -194,31 +197,91 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
                 );
             }
         }
-        for (i, name) in config.exporters.get_ref().iter().enumerate() {
-            let span = Some(name.span());
-            if config.exporters.get_ref()[..i].iter().any(|n| n.get_ref() == name.get_ref()) {
-                out.error(span, format!("{what}: exporter `{}` is listed twice", name.get_ref()));
-                continue;
+        let mut exporter_lists = vec![(String::new(), &config.exporters)];
+        exporter_lists
+            .extend(config.routes.iter().map(|(route, list)| (format!(" in route `{route}`"), list)));
+        for (list_name, list) in exporter_lists {
+            if list.get_ref().is_empty() && !list_name.is_empty() {
+                out.error(Some(list.span()), format!("{what}:{list_name} names no exporters"));
             }
-            match parsed.exporters.get_key_value(name.get_ref().as_str()) {
-                Some((eid, _)) => used_exporters.push(eid.clone()),
-                None if parsed.declared_exporters.contains(name.get_ref()) => {}
-                None => out.error(
-                    span,
-                    format!(
-                        "{what}: unknown exporter `{}` (defined exporters: {})",
-                        name.get_ref(),
-                        names(&parsed.exporters)
+            for (i, name) in list.get_ref().iter().enumerate() {
+                let span = Some(name.span());
+                if list.get_ref()[..i].iter().any(|n| n.get_ref() == name.get_ref()) {
+                    out.error(
+                        span,
+                        format!("{what}: exporter `{}` is listed twice{list_name}", name.get_ref()),
+                    );
+                    continue;
+                }
+                match parsed.exporters.get_key_value(name.get_ref().as_str()) {
+                    Some((eid, _)) => used_exporters.push(eid.clone()),
+                    None if parsed.declared_exporters.contains(name.get_ref()) => {}
+                    None => out.error(
+                        span,
+                        format!(
+                            "{what}: unknown exporter `{}`{list_name} (defined exporters: {})",
+                            name.get_ref(),
+                            names(&parsed.exporters)
+                        ),
                     ),
-                ),
+                }
             }
         }
+        check_processors(&what, config, &parsed.base_dir, out);
     }
     for id in parsed.receivers.keys().filter(|id| !used_receivers.contains(id)) {
         out.warnings.push(format!("receiver `{id}` is not used by any pipeline and will not be started"));
     }
     for id in parsed.exporters.keys().filter(|id| !used_exporters.contains(id)) {
         out.warnings.push(format!("exporter `{id}` is not used by any pipeline and will not be started"));
+    }
+}
+
+fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::Path, out: &mut Outcome) {
+    let mut names: Vec<String> = Vec::new();
+    for processor in &config.processors {
+        let name = processor.display_name();
+        let span = Some(processor.plugin.span());
+        if names.contains(&name) {
+            out.error(
+                processor.name.as_ref().map(|n| n.span()).or(span.clone()),
+                format!("{what}: two processors are named `{name}`; give one a `name`"),
+            );
+        }
+        names.push(name.clone());
+        let path = processor.plugin.get_ref();
+        let resolved = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+        if !resolved.is_file() {
+            out.error(
+                span.clone(),
+                format!("{what}: plugin file {} does not exist (run `make plugins`?)", resolved.display()),
+            );
+        }
+        if let Some(pin) = &processor.sha256
+            && (pin.get_ref().len() != 64 || !pin.get_ref().chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            out.error(
+                Some(pin.span()),
+                format!("{what}: processor `{name}`: `sha256` must be 64 hex digits"),
+            );
+        }
+        if processor.limits.memory.get_ref().0 < 1 << 20 {
+            let span = or_header(processor.limits.memory.span(), &span);
+            out.error(span, format!("{what}: processor `{name}`: `limits.memory` must be at least 1MiB"));
+        }
+        let timeout = processor.limits.timeout.get_ref().0;
+        if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
+            let span = or_header(processor.limits.timeout.span(), &span);
+            out.error(
+                span,
+                format!("{what}: processor `{name}`: `limits.timeout` must be between 1ms and 60s"),
+            );
+        }
+        if let Some(config) = &processor.config
+            && !config.is_object()
+        {
+            out.error(span.clone(), format!("{what}: processor `{name}`: `config` must be a table"));
+        }
     }
 }
 

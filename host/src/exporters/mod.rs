@@ -62,13 +62,14 @@ pub struct ExporterInput {
 }
 
 impl ExporterInput {
-    /// Queues `batch`, waiting while the queue is full.
-    pub async fn send(&self, batch: Arc<Batch>) {
+    /// Queues `batch`, blocking the calling thread while the queue is full (pipeline workers
+    /// run on threads of their own).
+    pub fn send_blocking(&self, batch: Arc<Batch>) {
         self.depth.inc();
-        if self.tx.send(batch).await.is_err() {
-            // The task only ends after every input is dropped, so this means it panicked.
+        if self.tx.blocking_send(batch).is_err() {
+            // The exporter only stops after every input is dropped, so this means it panicked.
             self.depth.dec();
-            tracing::error!(exporter = %self.name, "Exporter task is gone; batch lost");
+            tracing::error!(exporter = %self.name, "Exporter thread is gone; batch lost");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Pipelines: a bounded queue from the receivers, the stage that runs the processor chain, and
-//! the fan-out to exporters.
+//! Pipelines: a bounded queue from the receivers, the processor chain (WebAssembly plugins), and
+//! the fan-out to exporters by route.
 //!
 //! Receivers only ever `try_reserve` a pipeline's queue, so a full pipeline is answered with
 //! "retry later" instead of growing memory. The pipeline worker `send`s into each exporter's own
@@ -7,6 +7,7 @@
 //! the receivers then report as backpressure) but never drops or reorders another exporter's
 //! batches, which are already queued and keep flowing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,6 +18,7 @@ use crate::config::ComponentId;
 use crate::exporters::ExporterInput;
 use crate::metrics::Metrics;
 use crate::otlp::Batch;
+use crate::plugins::chain::Chain;
 
 /// The receiving end a receiver holds for one pipeline.
 #[derive(Debug, Clone)]
@@ -64,22 +66,47 @@ pub fn queue(
     (PipelineInput { name, tx, depth }, rx)
 }
 
-/// Starts a pipeline feeding `exporters`. It runs until every [`PipelineInput`] clone is dropped
-/// and its queue is drained, then drops its exporter inputs so they drain in turn.
+/// Where a pipeline's batches go: its default exporters, and those of each named route.
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    /// The pipeline's `exporters`.
+    pub default: Vec<ExporterInput>,
+    /// Route name → the route's exporters.
+    pub routes: HashMap<Arc<str>, Vec<ExporterInput>>,
+}
+
+impl Destinations {
+    fn for_route(&self, route: Option<&Arc<str>>) -> &[ExporterInput] {
+        route.and_then(|r| self.routes.get(r)).unwrap_or(&self.default)
+    }
+}
+
+/// Starts a pipeline: batches from its queue pass `chain`, then go to `destinations`. It runs
+/// on a thread of its own (plugins run synchronously under their deadlines) until every
+/// [`PipelineInput`] clone is dropped and its queue is drained, then drops its exporter inputs
+/// so they drain in turn.
 pub fn spawn(
     name: ComponentId,
     queue_size: usize,
-    exporters: Vec<ExporterInput>,
+    mut chain: Chain,
+    destinations: Destinations,
     metrics: &Metrics,
 ) -> (PipelineInput, JoinHandle<()>) {
     let (input, mut rx) = queue(name.clone(), queue_size, metrics);
     let depth = input.depth.clone();
-    let task = tokio::spawn(async move {
-        while let Some(batch) = rx.recv().await {
+    let task = tokio::task::spawn_blocking(move || {
+        while let Some(batch) = rx.blocking_recv() {
             depth.dec();
-            // The processor chain runs here, once per batch, before the fan-out.
-            for exporter in &exporters {
-                exporter.send(batch.clone()).await;
+            if chain.is_empty() {
+                for exporter in &destinations.default {
+                    exporter.send_blocking(batch.clone());
+                }
+                continue;
+            }
+            for part in chain.run(batch) {
+                for exporter in destinations.for_route(part.route.as_ref()) {
+                    exporter.send_blocking(part.batch.clone());
+                }
             }
         }
         tracing::debug!(pipeline = %name, "Pipeline drained");

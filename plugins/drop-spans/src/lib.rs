@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn config_parses_and_rejects_typos() {
-        let config = Config::from_json(r#"{"span_names": ["GET /healthz"], "min_log_severity": 9}"#).expect("json");
+        let config =
+            Config::from_json(r#"{"span_names": ["GET /healthz"], "min_log_severity": 9}"#).expect("json");
         let plugin = DropSpans::init(&config).expect("valid");
         assert_eq!(plugin.min_log_severity, 9);
         let typo = Config::from_json(r#"{"span_name": ["x"]}"#).expect("json");

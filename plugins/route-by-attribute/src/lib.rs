@@ -90,8 +90,9 @@ mod tests {
 
     #[test]
     fn config() {
-        let config = Config::from_json(r#"{"attribute": "tenant", "routes": {"acme": "a"}, "source": "resource"}"#)
-            .expect("json");
+        let config =
+            Config::from_json(r#"{"attribute": "tenant", "routes": {"acme": "a"}, "source": "resource"}"#)
+                .expect("json");
         let plugin = RouteByAttribute::init(&config).expect("valid");
         assert_eq!(plugin.source, Source::Resource);
         assert_eq!(plugin.pick(None, &ResourceView::new(&[])), None);

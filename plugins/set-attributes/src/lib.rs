@@ -211,9 +211,11 @@ mod tests {
         let ok = Config::from_json(r#"{"resource": [{"key": "system", "value": "graphistry"}], "redact": [{"keys": "*password*", "mode": "hash"}]}"#)
             .expect("json");
         assert!(SetAttributes::init(&ok).is_ok());
-        let no_value = Config::from_json(r#"{"attributes": [{"key": "a", "action": "insert"}]}"#).expect("json");
+        let no_value =
+            Config::from_json(r#"{"attributes": [{"key": "a", "action": "insert"}]}"#).expect("json");
         assert!(SetAttributes::init(&no_value).expect_err("missing value").contains("needs a `value`"));
-        let no_new_key = Config::from_json(r#"{"attributes": [{"key": "a", "action": "rename"}]}"#).expect("json");
+        let no_new_key =
+            Config::from_json(r#"{"attributes": [{"key": "a", "action": "rename"}]}"#).expect("json");
         assert!(SetAttributes::init(&no_new_key).is_err());
     }
 }

@@ -199,20 +199,29 @@ pub struct Item<'a> {
 /// Every item of a batch in order, with its resource. Stops at the first malformed part.
 pub fn items(signal: Signal, batch: &[u8]) -> impl Iterator<Item = Item<'_>> {
     let mut index = 0u32;
-    Request::new(signal, batch).resources().map_while(Result::ok).enumerate().flat_map(move |(r, group)| {
-        let resource = ResourceView::new(group.resource().unwrap_or(&[]));
-        group.scopes().map_while(Result::ok).flat_map(|scope| scope.items().map_while(Result::ok)).map(move |bytes| {
-            (r as u32, resource, bytes)
+    Request::new(signal, batch)
+        .resources()
+        .map_while(Result::ok)
+        .enumerate()
+        .flat_map(move |(r, group)| {
+            let resource = ResourceView::new(group.resource().unwrap_or(&[]));
+            group
+                .scopes()
+                .map_while(Result::ok)
+                .flat_map(|scope| scope.items().map_while(Result::ok))
+                .map(move |bytes| (r as u32, resource, bytes))
         })
-    })
-    .map(move |(resource_index, resource, bytes)| {
-        let item = Item { index, resource_index, resource, bytes };
-        index += 1;
-        item
-    })
+        .map(move |(resource_index, resource, bytes)| {
+            let item = Item { index, resource_index, resource, bytes };
+            index += 1;
+            item
+        })
 }
 
 /// Every resource of a batch in order.
 pub fn resources(signal: Signal, batch: &[u8]) -> impl Iterator<Item = ResourceView<'_>> {
-    Request::new(signal, batch).resources().map_while(Result::ok).map(|g| ResourceView::new(g.resource().unwrap_or(&[])))
+    Request::new(signal, batch)
+        .resources()
+        .map_while(Result::ok)
+        .map(|g| ResourceView::new(g.resource().unwrap_or(&[])))
 }

@@ -1,0 +1,234 @@
+//! Applying a plugin's answer to a batch: drops and routes splice the encoded bytes, edits
+//! rewrite only the resources and items they name. Nothing is decoded.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use sluice_wire::edit::{
+    AttrEdit, AttrValue, SetMode, edit_attributes, edit_metric_points, set_string_field,
+};
+use sluice_wire::rewrite::{ItemAction, rebuild};
+
+use super::bindings::types;
+use crate::config::Signal;
+use crate::otlp::Batch;
+
+/// Why an answer could not be applied (the plugin named items the batch doesn't have, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidAnswer(pub String);
+
+/// A batch after a plugin's answer.
+#[derive(Debug)]
+pub enum Applied {
+    /// Nothing changed: pass the original on.
+    Unchanged,
+    /// The rewritten batch (possibly with no items left).
+    Changed(Batch),
+}
+
+fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
+    let summary = sluice_wire::summarize(signal, &bytes)
+        .map_err(|e| InvalidAnswer(format!("rebuilt batch is invalid: {e}")))?;
+    Ok(Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), summary.items)))
+}
+
+/// Drops the items at `dropped` (indexes in batch order).
+pub fn drop_items(batch: &Batch, mut dropped: Vec<u32>) -> Result<Applied, InvalidAnswer> {
+    if dropped.is_empty() {
+        return Ok(Applied::Unchanged);
+    }
+    dropped.sort_unstable();
+    dropped.dedup();
+    let mut next = 0;
+    let bytes = rebuild(
+        batch.signal(),
+        batch.payload(),
+        |_, _| None,
+        |n, _| {
+            if dropped.get(next) == Some(&n) {
+                next += 1;
+                ItemAction::Drop
+            } else {
+                ItemAction::Keep
+            }
+        },
+    )
+    .map_err(|e| InvalidAnswer(e.to_string()))?;
+    if next < dropped.len() {
+        return Err(InvalidAnswer(format!(
+            "asked to drop item {}, but the batch has fewer items",
+            dropped[next]
+        )));
+    }
+    rebuilt(batch.signal(), bytes)
+}
+
+fn attr_value(value: &types::Value) -> AttrValue<'_> {
+    match value {
+        types::Value::String(s) => AttrValue::Str(Cow::Borrowed(s)),
+        types::Value::Int(i) => AttrValue::Int(*i),
+        types::Value::Double(d) => AttrValue::Double(*d),
+        types::Value::Boolean(b) => AttrValue::Bool(*b),
+    }
+}
+
+#[derive(Default)]
+struct Grouped<'a> {
+    resources: BTreeMap<u32, Vec<AttrEdit<'a>>>,
+    items: BTreeMap<u32, Vec<AttrEdit<'a>>>,
+    renames: BTreeMap<u32, &'a str>,
+}
+
+fn push<'a>(grouped: &mut Grouped<'a>, target: types::Target, edit: AttrEdit<'a>) {
+    match target {
+        types::Target::Resource(n) => grouped.resources.entry(n).or_default().push(edit),
+        types::Target::Item(n) => grouped.items.entry(n).or_default().push(edit),
+    }
+}
+
+fn group(edits: &[types::Edit]) -> Grouped<'_> {
+    let mut grouped = Grouped::default();
+    for edit in edits {
+        match edit {
+            types::Edit::SetAttribute(set) => {
+                let mode = match set.mode {
+                    types::SetMode::Insert => SetMode::Insert,
+                    types::SetMode::Update => SetMode::Update,
+                    types::SetMode::Upsert => SetMode::Upsert,
+                };
+                let edit =
+                    AttrEdit::Set { key: Cow::Borrowed(&set.key), value: attr_value(&set.value), mode };
+                push(&mut grouped, set.target, edit);
+            }
+            types::Edit::DeleteAttribute(delete) => {
+                push(&mut grouped, delete.target, AttrEdit::Delete { key: Cow::Borrowed(&delete.key) });
+            }
+            types::Edit::RenameAttribute(rename) => {
+                let edit = AttrEdit::Rename {
+                    key: Cow::Borrowed(&rename.key),
+                    new_key: Cow::Borrowed(&rename.new_key),
+                };
+                push(&mut grouped, rename.target, edit);
+            }
+            types::Edit::RenameMetric(rename) => {
+                grouped.renames.insert(rename.item, &rename.new_name);
+            }
+        }
+    }
+    grouped
+}
+
+/// Applies a transform's edits.
+pub fn edit(batch: &Batch, edits: &[types::Edit]) -> Result<Applied, InvalidAnswer> {
+    if edits.is_empty() {
+        return Ok(Applied::Unchanged);
+    }
+    let signal = batch.signal();
+    let grouped = group(edits);
+    let failure: RefCell<Option<String>> = RefCell::new(None);
+    let fail = |e: sluice_wire::Error| {
+        failure.borrow_mut().get_or_insert_with(|| e.to_string());
+    };
+    let (mut resources_seen, mut items_seen) = (0, 0);
+    let bytes = rebuild(
+        signal,
+        batch.payload(),
+        |n, resource| {
+            resources_seen = n + 1;
+            let edits = grouped.resources.get(&n)?;
+            edit_attributes(resource, 1, edits).map_err(&fail).ok()
+        },
+        |n, item| {
+            items_seen = n + 1;
+            let attr_edits = grouped.items.get(&n);
+            let rename = grouped.renames.get(&n).filter(|_| signal == Signal::Metrics);
+            if attr_edits.is_none() && rename.is_none() {
+                return ItemAction::Keep;
+            }
+            let mut edited = Cow::Borrowed(item);
+            if let Some(edits) = attr_edits {
+                let result = match signal {
+                    Signal::Traces => edit_attributes(item, 9, edits),
+                    Signal::Logs => edit_attributes(item, 6, edits),
+                    Signal::Metrics => edit_metric_points(item, edits),
+                };
+                match result {
+                    Ok(bytes) => edited = Cow::Owned(bytes),
+                    Err(e) => {
+                        fail(e);
+                        return ItemAction::Keep;
+                    }
+                }
+            }
+            if let Some(name) = rename {
+                match set_string_field(&edited, 1, name) {
+                    Ok(bytes) => edited = Cow::Owned(bytes),
+                    Err(e) => fail(e),
+                }
+            }
+            ItemAction::Replace(edited.into_owned())
+        },
+    )
+    .map_err(|e| InvalidAnswer(e.to_string()))?;
+    if let Some(message) = failure.into_inner() {
+        return Err(InvalidAnswer(format!("cannot apply an edit: {message}")));
+    }
+    let out_of_range = grouped.resources.keys().any(|&n| n >= resources_seen)
+        || grouped.items.keys().chain(grouped.renames.keys()).any(|&n| n >= items_seen);
+    if out_of_range {
+        return Err(InvalidAnswer("an edit names a resource or item the batch doesn't have".into()));
+    }
+    rebuilt(signal, bytes)
+}
+
+/// Splits a batch by a router's answer: one batch per route, `None` being the default route.
+pub fn route(
+    batch: &Batch,
+    routing: &types::Routing,
+) -> Result<Vec<(Option<String>, Applied)>, InvalidAnswer> {
+    if let Some(&bad) = routing.by_item.iter().find(|&&r| r as usize > routing.routes.len()) {
+        return Err(InvalidAnswer(format!(
+            "route index {bad} is past the {} routes named",
+            routing.routes.len()
+        )));
+    }
+    let name = |index: u32| (index > 0).then(|| routing.routes[index as usize - 1].clone());
+    let mut used: Vec<u32> = routing.by_item.clone();
+    used.sort_unstable();
+    used.dedup();
+    // Items past the end of `by_item` take the default route.
+    let mut total_items = 0u32;
+    for item in sluice_wire::views::items(batch.signal(), batch.payload()) {
+        total_items = item.index + 1;
+    }
+    if (routing.by_item.len() as u32) < total_items && !used.contains(&0) {
+        used.insert(0, 0);
+    }
+    if routing.by_item.len() as u32 > total_items {
+        return Err(InvalidAnswer("the routing names more items than the batch has".into()));
+    }
+    if used.len() <= 1 {
+        return Ok(vec![(used.first().and_then(|&r| name(r)), Applied::Unchanged)]);
+    }
+    let mut parts = Vec::with_capacity(used.len());
+    for route_index in used {
+        let bytes = rebuild(
+            batch.signal(),
+            batch.payload(),
+            |_, _| None,
+            |n, _| {
+                if routing.by_item.get(n as usize).copied().unwrap_or(0) == route_index {
+                    ItemAction::Keep
+                } else {
+                    ItemAction::Drop
+                }
+            },
+        )
+        .map_err(|e| InvalidAnswer(e.to_string()))?;
+        parts.push((name(route_index), rebuilt(batch.signal(), bytes)?));
+    }
+    Ok(parts)
+}

@@ -1,0 +1,178 @@
+//! A pipeline's processor chain: every batch passes each plugin in order, once per batch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::apply::{self, Applied};
+use super::runner::{Answer, Processor, Spec, Step};
+use crate::config::{ComponentId, Config, OnError, PipelineConfig};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::otlp::Batch;
+
+/// A batch on its way out of the chain, with the route a router chose (`None`: default).
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The route name.
+    pub route: Option<Arc<str>>,
+    /// The batch.
+    pub batch: Arc<Batch>,
+}
+
+struct Stage {
+    processor: Processor,
+    metrics: PluginMetrics,
+    faults_log: LogThrottle,
+}
+
+/// The processors of one pipeline.
+pub struct Chain {
+    pipeline: ComponentId,
+    stages: Vec<Stage>,
+}
+
+impl Chain {
+    /// Loads every processor of `pipeline`. Never fails: a plugin that cannot load is faulted
+    /// and its batches follow its `on_error` until a retry succeeds.
+    pub fn build(
+        id: &ComponentId,
+        pipeline: &PipelineConfig,
+        config: &Config,
+        metrics: &Metrics,
+        cache_dir: Option<PathBuf>,
+    ) -> Self {
+        let stages = pipeline
+            .processors
+            .iter()
+            .map(|p| {
+                let name: Arc<str> = p.display_name().into();
+                let env = p
+                    .env
+                    .iter()
+                    .filter_map(|key| {
+                        std::env::var(key.get_ref()).ok().map(|value| (key.get_ref().clone(), value))
+                    })
+                    .collect();
+                let spec = Spec {
+                    name: name.clone(),
+                    path: config.resolve(p.plugin.get_ref()),
+                    pin: p.sha256.as_ref().map(|s| s.get_ref().clone()),
+                    config_json: p.config.as_ref().map_or_else(|| "{}".into(), |c| c.to_string()),
+                    max_memory: p.limits.memory.get_ref().as_usize(),
+                    timeout: p.limits.timeout.get_ref().0,
+                    on_error: p.on_error,
+                    env,
+                    cache_dir: cache_dir.clone(),
+                };
+                let processor = Processor::new(spec);
+                Stage {
+                    metrics: metrics.plugin(id.as_str(), &name),
+                    processor,
+                    faults_log: LogThrottle::default(),
+                }
+            })
+            .collect();
+        Self { pipeline: id.clone(), stages }
+    }
+
+    /// Whether the chain has no processors.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Runs `batch` through every processor; returns what is left, by route.
+    pub fn run(&mut self, batch: Arc<Batch>) -> Vec<Routed> {
+        let mut parts = vec![Routed { route: None, batch }];
+        for stage in &mut self.stages {
+            let mut next = Vec::with_capacity(parts.len());
+            for part in parts {
+                stage.process(&self.pipeline, part, &mut next);
+            }
+            parts = next;
+            if parts.is_empty() {
+                break;
+            }
+        }
+        parts
+    }
+}
+
+impl Stage {
+    fn process(&mut self, pipeline: &ComponentId, part: Routed, out: &mut Vec<Routed>) {
+        let batch = &part.batch;
+        let started = Instant::now();
+        let step = self.processor.run(batch.signal(), batch.payload());
+        if matches!(step, Step::Skipped) {
+            out.push(part);
+            return;
+        }
+        self.metrics.calls.inc();
+        self.metrics.duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.items_in.inc_by(batch.items());
+        let applied = match step {
+            Step::Skipped => unreachable!("handled above"),
+            Step::Answered(Answer::Drop(dropped)) => {
+                apply::drop_items(batch, dropped).map(|a| vec![(None, a)])
+            }
+            Step::Answered(Answer::Edit(edits)) => apply::edit(batch, &edits).map(|a| vec![(None, a)]),
+            Step::Answered(Answer::Route(routing)) => apply::route(batch, &routing),
+            Step::Faulted(fault) => {
+                self.fault(pipeline, fault.kind, &fault.message, part, out);
+                return;
+            }
+        };
+        match applied {
+            Ok(results) => {
+                let mut items_out = 0;
+                for (route, applied) in results {
+                    let route = route.map(Arc::from).or_else(|| part.route.clone());
+                    let batch = match applied {
+                        Applied::Unchanged => part.batch.clone(),
+                        Applied::Changed(batch) => Arc::new(batch),
+                    };
+                    items_out += batch.items();
+                    if batch.items() > 0 {
+                        out.push(Routed { route, batch });
+                    }
+                }
+                self.metrics.items_out.inc_by(items_out);
+                self.metrics.items_dropped.inc_by(batch.items().saturating_sub(items_out));
+            }
+            Err(invalid) => self.fault(pipeline, "invalid_answer", &invalid.0, part, out),
+        }
+    }
+
+    fn fault(
+        &mut self,
+        pipeline: &ComponentId,
+        kind: &'static str,
+        message: &str,
+        part: Routed,
+        out: &mut Vec<Routed>,
+    ) {
+        self.metrics.fault(kind);
+        let policy = self.processor.on_error();
+        let items = part.batch.items();
+        match policy {
+            OnError::Pass => {
+                self.metrics.items_out.inc_by(items);
+                out.push(part);
+            }
+            OnError::Drop => {
+                self.metrics.items_dropped.inc_by(items);
+            }
+        }
+        if let Some(suppressed) = self.faults_log.check() {
+            let plugin = self.processor.name();
+            let action = match policy {
+                OnError::Pass => "passed on unchanged",
+                OnError::Drop => "dropped",
+            };
+            tracing::error!(
+                %pipeline, %plugin, kind, on_error = policy.as_str(), items, similar_faults_not_logged = suppressed,
+                "Plugin fault; batch {action}: {message}"
+            );
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! One plugin in one pipeline: its compiled component, its live instance, and what happens
+//! when it faults.
+//!
+//! An instance lives across calls (its store, memory and `init` state are reused). A trap,
+//! deadline overrun or out-of-memory discards it; the next batch gets a fresh instance, and a
+//! plugin that keeps failing waits longer and longer (100 ms doubling to 30 s) before the next
+//! try, its batches following `on_error` meanwhile. A plugin that cannot even be loaded (not
+//! Wasm, wrong world, pin mismatch) is retried from disk on the same schedule.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{filter, router, transform, types};
+use super::loader::{self, Kind, LoadError};
+use super::sandbox::{self, StoreState};
+use crate::config::{OnError, Signal};
+use crate::log_throttle::LogThrottle;
+
+/// Everything needed to build a processor.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Name in logs and metrics.
+    pub name: Arc<str>,
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// Expected SHA-256, if pinned.
+    pub pin: Option<String>,
+    /// The plugin's config as JSON text.
+    pub config_json: String,
+    /// Memory cap in bytes.
+    pub max_memory: usize,
+    /// Per-call deadline.
+    pub timeout: Duration,
+    /// What a fault does to the batch.
+    pub on_error: OnError,
+    /// Environment variables granted to the plugin (name, value).
+    pub env: Vec<(String, String)>,
+    /// Where compiled components are cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A plugin's answer for one batch.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// Indexes of the items to drop.
+    Drop(Vec<u32>),
+    /// Edits to apply.
+    Edit(Vec<types::Edit>),
+    /// Routes per item.
+    Route(types::Routing),
+}
+
+/// Why a call produced no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// `trap`, `deadline`, `memory`, `error`, `init`, `unavailable`, or a load failure kind.
+    pub kind: &'static str,
+    /// What happened, for the log.
+    pub message: String,
+}
+
+/// What running a plugin on a batch came to.
+#[derive(Debug)]
+pub enum Step {
+    /// The plugin doesn't handle this signal; it was not called.
+    Skipped,
+    /// It answered.
+    Answered(Answer),
+    /// It failed; the batch follows `on_error`.
+    Faulted(Fault),
+}
+
+enum Pre {
+    Filter(filter::FilterPre<StoreState>),
+    Transform(transform::TransformPre<StoreState>),
+    Router(router::RouterPre<StoreState>),
+}
+
+enum Instance {
+    Filter(filter::Filter),
+    Transform(transform::Transform),
+    Router(router::Router),
+}
+
+struct Live {
+    store: Store<StoreState>,
+    instance: Instance,
+    signals: types::Signals,
+}
+
+/// A plugin in a pipeline's chain.
+pub struct Processor {
+    spec: Spec,
+    pre: Option<Pre>,
+    kind: Option<Kind>,
+    live: Option<Live>,
+    consecutive_faults: u32,
+    retry_at: Option<Instant>,
+    plugin_log: Arc<LogThrottle>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+fn linker() -> &'static Linker<StoreState> {
+    static LINKER: std::sync::OnceLock<Linker<StoreState>> = std::sync::OnceLock::new();
+    LINKER.get_or_init(|| {
+        let mut linker = Linker::new(sandbox::engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
+        // Every world imports the same `host` interface, so the filter world's linking serves all.
+        filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).expect("host links once");
+        linker
+    })
+}
+
+impl Processor {
+    /// Loads the plugin; a load failure is logged and retried later, never fatal.
+    pub fn new(spec: Spec) -> Self {
+        let mut processor = Self {
+            spec,
+            pre: None,
+            kind: None,
+            live: None,
+            consecutive_faults: 0,
+            retry_at: None,
+            plugin_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
+        };
+        if let Err(fault) = processor.load() {
+            processor.back_off();
+            tracing::error!(plugin = %processor.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
+        }
+        processor
+    }
+
+    /// The name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.spec.name
+    }
+
+    /// The world, once loaded.
+    pub fn kind(&self) -> Option<Kind> {
+        self.kind
+    }
+
+    /// The failure policy.
+    pub fn on_error(&self) -> OnError {
+        self.spec.on_error
+    }
+
+    fn load(&mut self) -> Result<(), Fault> {
+        let engine = sandbox::engine();
+        let loaded =
+            loader::load(engine, &self.spec.path, self.spec.pin.as_deref(), self.spec.cache_dir.as_deref())
+                .map_err(|e: LoadError| Fault { kind: e.kind(), message: e.to_string() })?;
+        let link_error = |e: wasmtime::Error| Fault { kind: "wrong_world", message: format!("{e:#}") };
+        let instance_pre = linker().instantiate_pre(&loaded.component).map_err(link_error)?;
+        self.pre = Some(match loaded.kind {
+            Kind::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(link_error)?),
+            Kind::Transform => {
+                Pre::Transform(transform::TransformPre::new(instance_pre).map_err(link_error)?)
+            }
+            Kind::Router => Pre::Router(router::RouterPre::new(instance_pre).map_err(link_error)?),
+        });
+        self.kind = Some(loaded.kind);
+        tracing::info!(
+            plugin = %self.spec.name, world = loaded.kind.as_str(), sha256 = %loaded.sha256,
+            took_ms = loaded.took.as_secs_f64() * 1000.0,
+            compiled = if loaded.cached { "from cache" } else { "now" },
+            "Plugin loaded"
+        );
+        Ok(())
+    }
+
+    fn back_off(&mut self) {
+        self.consecutive_faults += 1;
+        let exponent = self.consecutive_faults.saturating_sub(1).min(16);
+        let delay = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    fn new_store(&self) -> Store<StoreState> {
+        let state = StoreState::new(
+            self.spec.name.clone(),
+            self.spec.max_memory,
+            &self.spec.env,
+            self.plugin_log.clone(),
+        );
+        let mut store = Store::new(sandbox::engine(), state);
+        store.limiter(|state| &mut state.limits);
+        store
+    }
+
+    /// Creates and initializes an instance.
+    fn instantiate(&mut self) -> Result<Live, Fault> {
+        if self.pre.is_none() {
+            self.load()?;
+        }
+        let mut store = self.new_store();
+        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
+        let config = self.spec.config_json.as_str();
+        let init_fault = |store: &Store<StoreState>, e: wasmtime::Error| classify(store, &e, "init");
+        let (instance, info) = match self.pre.as_ref().expect("loaded above") {
+            Pre::Filter(pre) => {
+                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
+                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
+                (Instance::Filter(i), info)
+            }
+            Pre::Transform(pre) => {
+                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
+                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
+                (Instance::Transform(i), info)
+            }
+            Pre::Router(pre) => {
+                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
+                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
+                (Instance::Router(i), info)
+            }
+        };
+        let info = info.map_err(|message| Fault {
+            kind: "init",
+            message: format!("the plugin refused its config: {message}"),
+        })?;
+        Ok(Live { store, instance, signals: info.signals })
+    }
+
+    /// Runs the plugin on one encoded batch.
+    pub fn run(&mut self, signal: Signal, batch: &[u8]) -> Step {
+        if self.live.is_none() {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Step::Faulted(Fault {
+                    kind: "unavailable",
+                    message: "waiting to retry after faults".into(),
+                });
+            }
+            match self.instantiate() {
+                Ok(live) => self.live = Some(live),
+                Err(fault) => {
+                    self.back_off();
+                    return Step::Faulted(fault);
+                }
+            }
+        }
+        let live = self.live.as_mut().expect("instantiated above");
+        let wanted = match signal {
+            Signal::Traces => types::Signals::TRACES,
+            Signal::Metrics => types::Signals::METRICS,
+            Signal::Logs => types::Signals::LOGS,
+        };
+        if !live.signals.contains(wanted) {
+            return Step::Skipped;
+        }
+        let wit_signal = match signal {
+            Signal::Traces => types::Signal::Traces,
+            Signal::Metrics => types::Signal::Metrics,
+            Signal::Logs => types::Signal::Logs,
+        };
+        let store = &mut live.store;
+        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
+        let result = match &live.instance {
+            Instance::Filter(i) => i.call_filter(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Drop)),
+            Instance::Transform(i) => {
+                i.call_transform(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Edit))
+            }
+            Instance::Router(i) => i.call_route(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Route)),
+        };
+        match result {
+            Ok(Ok(answer)) => {
+                self.consecutive_faults = 0;
+                self.retry_at = None;
+                Step::Answered(answer)
+            }
+            // The plugin said no, cleanly: its instance is fine and stays.
+            Ok(Err(message)) => Step::Faulted(Fault { kind: "error", message }),
+            Err(error) => {
+                let fault = classify(store, &error, "trap");
+                self.live = None;
+                self.back_off();
+                // The first fault retries at once; only repeated faults wait.
+                if self.consecutive_faults == 1 {
+                    self.retry_at = None;
+                }
+                Step::Faulted(fault)
+            }
+        }
+    }
+}
+
+/// Names a wasmtime error: deadline, memory cap, or another trap (with the guest's stderr).
+fn classify(store: &Store<StoreState>, error: &wasmtime::Error, otherwise: &'static str) -> Fault {
+    let state = store.data();
+    if matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return Fault {
+            kind: "deadline",
+            message: "the call ran past its deadline and was interrupted".into(),
+        };
+    }
+    if state.limits.hit {
+        return Fault {
+            kind: "memory",
+            message: "the plugin tried to grow its memory past `limits.memory`".into(),
+        };
+    }
+    let stderr = state.stderr();
+    let message = if stderr.is_empty() {
+        format!("{error:#}")
+    } else {
+        format!("{error:#}; the plugin wrote: {stderr}")
+    };
+    Fault { kind: otherwise, message }
+}

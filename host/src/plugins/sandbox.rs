@@ -1,0 +1,146 @@
+//! The sandbox every plugin call runs in: one engine with epoch interruption, a store per
+//! instance with a memory cap, and a WASI context that grants nothing.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::host;
+use crate::log_throttle::LogThrottle;
+
+/// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Bytes of a plugin's stderr kept for the fault log (a panic message fits).
+const STDERR_CAPTURE: usize = 4096;
+
+/// The process-wide engine, with its epoch ticker thread started on first use.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = Config::new();
+        // Deadlines: the store traps once the epoch passes its deadline.
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).expect("the engine configuration is valid");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("can spawn the epoch thread");
+        engine
+    })
+}
+
+/// The deadline, in epoch ticks, for a call allowed to run for `timeout`.
+pub fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+}
+
+/// Caps linear memory and remembers whether the cap was what stopped the guest.
+#[derive(Debug)]
+pub struct MemoryCap {
+    max_bytes: usize,
+    /// Set when a growth was refused, so the fault that follows is reported as out-of-memory.
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Everything a plugin instance's store holds.
+pub struct StoreState {
+    plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    /// The memory cap.
+    pub limits: MemoryCap,
+    log_throttle: Arc<LogThrottle>,
+}
+
+impl StoreState {
+    /// A fresh state for plugin `plugin`, allowed `max_memory` bytes of linear memory and the
+    /// environment variables named in `env` (nothing else).
+    pub fn new(
+        plugin: Arc<str>,
+        max_memory: usize,
+        env: &[(String, String)],
+        log_throttle: Arc<LogThrottle>,
+    ) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+        let mut wasi = WasiCtx::builder();
+        // No preopened directories, no network, no inherited stdio or environment: a plugin
+        // sees only its batch, its config and what `env` grants.
+        wasi.stderr(stderr.clone());
+        for (key, value) in env {
+            wasi.env(key, value);
+        }
+        Self {
+            plugin,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            stderr,
+            limits: MemoryCap { max_bytes: max_memory, hit: false },
+            log_throttle,
+        }
+    }
+
+    /// What the plugin wrote to stderr (a panic message, typically), trimmed.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: host::Level, message: String) {
+        let Some(suppressed) = self.log_throttle.check() else { return };
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Debug => tracing::debug!(plugin, suppressed, "{message}"),
+            host::Level::Info => tracing::info!(plugin, suppressed, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, suppressed, "{message}"),
+            host::Level::Error => tracing::error!(plugin, suppressed, "{message}"),
+        }
+    }
+}
+
+impl super::bindings::types::Host for StoreState {}
