@@ -35,6 +35,30 @@ enum Command {
         /// The pipeline TOML.
         file: PathBuf,
     },
+    /// Work with WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Run a plugin on an OTLP JSON batch and show what it kept, dropped, changed and routed.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// OTLP JSON: one Export*ServiceRequest per line (the file exporter's format) or one object.
+        #[arg(long)]
+        input: PathBuf,
+        /// A config entry, `key=value`; values that parse as JSON keep their type. Repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// The whole config as a JSON object (instead of --config pairs).
+        #[arg(long, conflicts_with = "config")]
+        config_json: Option<String>,
+        /// Write the resulting batches here as OTLP JSON Lines.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -42,6 +66,38 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Run { config } => run(&config),
+        Command::Plugin(PluginCommand::Test { plugin, input, config, config_json, output }) => {
+            plugin_test(plugin, input, &config, config_json, output)
+        }
+    }
+}
+
+fn plugin_test(
+    plugin: PathBuf,
+    input: PathBuf,
+    pairs: &[String],
+    config_json: Option<String>,
+    output: Option<PathBuf>,
+) -> ExitCode {
+    init_logging(config::LogLevel::Warn);
+    let config_json =
+        match config_json.map(Ok).unwrap_or_else(|| sluice::plugins::trial::config_from_pairs(pairs)) {
+            Ok(json) => json,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
+    let trial = sluice::plugins::trial::Trial { plugin, input, config_json, output };
+    match sluice::plugins::trial::run(&trial) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
