@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+PLUGINS = REPO / "plugins" / "dist"
+# One compiled-plugin cache for the whole test run, so only the first host compiles each plugin.
+PLUGIN_CACHE = Path(os.environ.get("SLUICE_TEST_CACHE", "/tmp/sluice-test-plugin-cache"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -44,7 +47,7 @@ def http(method, url, body=None, headers=None, timeout=10):
 class Sluice:
     """One running `sluice run` process with its ports and data directory."""
 
-    def __init__(self, tmp: Path, pipeline: str, grpc=True, http_enabled=True, extra_env=None):
+    def __init__(self, tmp: Path, pipeline: str, grpc=True, http_enabled=True, extra_env=None, wait=True):
         self.tmp = tmp
         self.data = tmp / "data"
         self.grpc_port = free_port()
@@ -57,13 +60,15 @@ class Sluice:
             shutdown_grace = "20s"
         """)
         self.config.write_text(header + textwrap.dedent(pipeline).format(
-            grpc=f"127.0.0.1:{self.grpc_port}", http=f"127.0.0.1:{self.http_port}", data=self.data))
-        env = dict(os.environ, SLUICE_LOG="info", **(extra_env or {}))
+            grpc=f"127.0.0.1:{self.grpc_port}", http=f"127.0.0.1:{self.http_port}", data=self.data,
+            plugins=PLUGINS))
+        env = {**os.environ, "SLUICE_LOG": "info", "SLUICE_CACHE_DIR": str(PLUGIN_CACHE), **(extra_env or {})}
         self.stdout = open(tmp / "stdout.log", "wb")
         self.stderr = open(tmp / "stderr.log", "wb")
         self.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(self.config)],
                                         stdout=self.stdout, stderr=self.stderr, env=env)
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     @property
     def grpc_endpoint(self):
@@ -127,7 +132,8 @@ class Sluice:
         return self.process.returncode
 
     def logs(self):
-        self.stderr.flush()
+        if not self.stderr.closed:
+            self.stderr.flush()
         return (self.tmp / "stderr.log").read_text(errors="replace")
 
     def lines(self, signal_name):

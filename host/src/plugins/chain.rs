@@ -65,12 +65,12 @@ impl Chain {
                     env,
                     cache_dir: cache_dir.clone(),
                 };
-                let processor = Processor::new(spec);
-                Stage {
-                    metrics: metrics.plugin(id.as_str(), &name),
-                    processor,
-                    faults_log: LogThrottle::default(),
+                let (processor, load_fault) = Processor::new(spec);
+                let metrics = metrics.plugin(id.as_str(), &name);
+                if let Some(fault) = load_fault {
+                    metrics.fault(fault.kind);
                 }
+                Stage { metrics, processor, faults_log: LogThrottle::default() }
             })
             .collect();
         Self { pipeline: id.clone(), stages }

@@ -118,8 +118,9 @@ fn linker() -> &'static Linker<StoreState> {
 }
 
 impl Processor {
-    /// Loads the plugin; a load failure is logged and retried later, never fatal.
-    pub fn new(spec: Spec) -> Self {
+    /// Loads the plugin. A load failure is logged, returned for counting, and retried later —
+    /// never fatal.
+    pub fn new(spec: Spec) -> (Self, Option<Fault>) {
         let mut processor = Self {
             spec,
             pre: None,
@@ -129,11 +130,12 @@ impl Processor {
             retry_at: None,
             plugin_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
         };
-        if let Err(fault) = processor.load() {
+        let fault = processor.load().err();
+        if let Some(fault) = &fault {
             processor.back_off();
             tracing::error!(plugin = %processor.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
         }
-        processor
+        (processor, fault)
     }
 
     /// The name.

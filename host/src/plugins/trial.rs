@@ -130,7 +130,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
         env: Vec::new(),
         cache_dir: super::loader::default_cache_dir(),
     };
-    let mut processor = Processor::new(spec);
+    let (mut processor, _) = Processor::new(spec);
     let Some(kind) = processor.kind() else {
         return Err(format!("cannot load {} (see the log line above)", trial.plugin.display()));
     };

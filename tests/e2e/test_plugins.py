@@ -1,0 +1,270 @@
+"""WebAssembly plugins in real pipelines: the shipped plugins' effects, routes, the Graphistry
+pipeline, the compile cache, `sluice plugin test`, and the sandbox: a plugin that loops, hoards
+memory, traps, panics, exports the wrong world or isn't Wasm at all never stops the host from
+answering clients, and later batches still flow."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import PLUGIN_CACHE, PLUGINS, REPO, Sluice, free_port, sluice_binary
+from otlp_payloads import attributes, logs, spans_in, traces
+from test_bad_input import PROTOBUF, post
+
+
+def plugin(name):
+    path = PLUGINS / f"{name}.wasm"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make plugins`")
+    return path
+
+
+def one_plugin_pipeline(processor_toml, exporters='["archive"]', extra=""):
+    return """
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{ address = "{grpc}" }}
+        http = {{ address = "{http}" }}
+
+        [exporters.archive]
+        type = "file"
+        directory = "{data}"
+    """ + extra + f"""
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = {exporters}
+    """ + processor_toml
+
+
+def send(host, request):
+    status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+    assert status == 200, body
+    return status
+
+
+def span_names(host):
+    return sorted(span["name"] for _, span in spans_in(host.lines("traces")))
+
+
+def test_three_plugin_chain_filters_tags_and_routes(make_sluice):
+    host = make_sluice(one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/drop-spans.wasm"
+        config = {{ span_names = ["GET /healthz"], span_attributes = {{ "http.route" = ["/internal/*"] }} }}
+
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/set-attributes.wasm"
+        config = {{ resource = [{{ key = "system", value = "graphistry" }}], attributes = [{{ key = "user.password", action = "delete" }}] }}
+
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/route-by-attribute.wasm"
+        config = {{ attribute = "tenant", routes = {{ acme = "acme" }} }}
+
+        [pipelines.all.routes]
+        acme = ["acme_files"]
+    """, extra="""
+        [exporters.acme_files]
+        type = "file"
+        directory = "{data}/acme"
+    """))
+    send(host, traces(3, prefix="keep", attrs={"tenant": "acme", "user.password": "x"}))
+    send(host, traces(2, prefix="other", attrs={"tenant": "globex"}))
+    health = traces(2, prefix="h")
+    health.resource_spans[0].scope_spans[0].spans[0].name = "GET /healthz"
+    health.resource_spans[0].scope_spans[0].spans[1].attributes.add(key="http.route").value.string_value = "/internal/x"
+    send(host, health)
+    # The all-health batch is empty after drop-spans, so later plugins are not called for it.
+    assert host.wait_metric("sluice_plugin_calls_total", 3, plugin="drop-spans") == 3
+    assert host.wait_metric("sluice_plugin_calls_total", 2, plugin="route-by-attribute") == 2
+    assert host.metric("sluice_plugin_items_dropped_total", plugin="drop-spans") == 2
+    assert host.metric("sluice_plugin_items_in_total", plugin="drop-spans") == 7
+    assert host.stop() == 0
+
+    default_spans = spans_in(host.lines("traces"))
+    assert sorted(s["name"] for _, s in default_spans) == ["other-0", "other-1"]
+    acme_lines = [json.loads(line) for line in (host.data / "acme" / "traces.jsonl").read_text().splitlines()]
+    acme_spans = spans_in(acme_lines)
+    assert sorted(s["name"] for _, s in acme_spans) == ["keep-0", "keep-1", "keep-2"]
+    for line in acme_lines:
+        for rs in line["resourceSpans"]:
+            assert attributes(rs["resource"])["system"] == "graphistry"
+    for _, span in acme_spans:
+        assert "user.password" not in attributes(span)
+        assert attributes(span)["tenant"] == "acme"
+
+
+def test_sample_traces_is_consistent_across_hosts(make_sluice):
+    pipeline = one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/sample-traces.wasm"
+        config = {{ percentage = 30.0 }}
+    """)
+    hosts = [make_sluice(pipeline), make_sluice(pipeline)]
+    for i in range(200):
+        trace_id = os.urandom(16)
+        request = traces(2, prefix=f"t{i}", trace_id=trace_id)
+        for host in hosts:
+            send(host, request)
+    for host in hosts:
+        assert host.stop() == 0
+    kept = [span_names(host) for host in hosts]
+    assert kept[0] == kept[1], "every host keeps the same traces"
+    assert 80 <= len(kept[0]) <= 160, len(kept[0])  # 30% of 200 traces × 2 spans = 120
+    # Both spans of a trace share its fate.
+    traces_kept = {name.rsplit("-", 1)[0] for name in kept[0]}
+    assert len(kept[0]) == 2 * len(traces_kept)
+
+
+def test_graphistry_pipeline_as_shipped(tmp_path):
+    ports = {name: free_port() for name in ("grpc", "http", "admin")}
+    env = dict(os.environ, SLUICE_GRPC_ADDRESS=f"127.0.0.1:{ports['grpc']}",
+               SLUICE_HTTP_ADDRESS=f"127.0.0.1:{ports['http']}", SLUICE_ADMIN_ADDRESS=f"127.0.0.1:{ports['admin']}",
+               SLUICE_DATA_DIR=str(tmp_path / "data"), GRAPHISTRY_INSTANCE="lab-7", SLUICE_CACHE_DIR=str(PLUGIN_CACHE))
+    host = Sluice.__new__(Sluice)
+    host.tmp, host.data = tmp_path, tmp_path / "data"
+    host.grpc_port, host.http_port, host.admin_port = ports["grpc"], ports["http"], ports["admin"]
+    host.stdout, host.stderr = open(tmp_path / "stdout.log", "wb"), open(tmp_path / "stderr.log", "wb")
+    host.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(REPO / "pipelines" / "graphistry.toml")],
+                                    stdout=host.stdout, stderr=host.stderr, env=env)
+    try:
+        host.wait_ready()
+        request = traces(1, prefix="x")
+        spans = request.resource_spans[0].scope_spans[0].spans
+        for name in ["GET /healthz", "datasets.list", "check_workers", "upload_dataset", "render"]:
+            span = spans.add()
+            span.CopyFrom(spans[0])
+            span.name = name
+        del spans[0]
+        send(host, request)
+    finally:
+        assert host.stop() == 0, host.logs()
+    lines = host.lines("traces")
+    assert span_names(host) == ["render", "upload_dataset"]
+    resource = attributes(lines[0]["resourceSpans"][0]["resource"])
+    assert resource["system"] == "graphistry" and resource["graphistry.instance"] == "lab-7"
+
+
+def test_compiled_plugins_are_cached_on_disk(make_sluice, tmp_path):
+    cache = tmp_path / "cache"
+    pipeline = one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/drop-spans.wasm"
+    """)
+    first = make_sluice(pipeline, extra_env={"SLUICE_CACHE_DIR": str(cache)})
+    assert first.stop() == 0
+    assert 'compiled="now"' in first.logs()
+    assert len(list(cache.glob("*.cwasm"))) == 1
+    second = make_sluice(pipeline, extra_env={"SLUICE_CACHE_DIR": str(cache)})
+    assert second.stop() == 0
+    assert 'compiled="from cache"' in second.logs()
+
+
+def test_a_pinned_plugin_with_another_hash_is_refused(make_sluice):
+    host = make_sluice(one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/drop-spans.wasm"
+        sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+        config = {{ span_names = ["*"] }}
+    """))
+    send(host, traces(2, prefix="pinned"))
+    assert host.wait_metric("sluice_plugin_faults_total", 1, plugin="drop-spans", kind="sha256_mismatch") == 1
+    assert host.stop() == 0
+    assert span_names(host) == ["pinned-0", "pinned-1"], "on_error = pass: the data went on unfiltered"
+    assert "but the config pins 0000" in host.logs()
+
+
+def test_plugin_test_command(tmp_path):
+    batch = tmp_path / "batch.json"
+    spans = [{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": f"{i + 1:016x}", "name": name}
+             for i, name in enumerate(["op-0", "GET /healthz", "op-2"])]
+    batch.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}))
+    result = subprocess.run([str(sluice_binary()), "plugin", "test", str(plugin("drop-spans")), "--input", str(batch),
+                             "--config", 'span_names=["GET /healthz"]', "--output", str(tmp_path / "out.jsonl")],
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ, SLUICE_CACHE_DIR=str(PLUGIN_CACHE)))
+    assert result.returncode == 0, result.stderr
+    assert "dropped 1: GET /healthz" in result.stdout
+    assert "kept 2: op-0, op-2" in result.stdout
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [s["name"] for _, s in spans_in(out)] == ["op-0", "op-2"]
+
+
+# --- The sandbox -------------------------------------------------------------------------------
+
+FAULTY = {
+    # fixture: (processor settings, the batch that triggers it, expected fault kind)
+    "loop-forever": ('limits = {{ timeout = "50ms" }}', "any", "deadline"),
+    "allocate-forever": ('limits = {{ memory = "16MiB" }}', "any", "memory"),
+    "trap": ("", "trap", "trap"),
+    "panic": ("", "panic", "trap"),
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(FAULTY))
+@pytest.mark.parametrize("on_error", ["pass", "drop"])
+def test_faulting_plugins_never_stop_the_host(make_sluice, fixture, on_error):
+    settings, trigger, kind = FAULTY[fixture]
+    host = make_sluice(one_plugin_pipeline(f"""
+        [[pipelines.all.processors]]
+        plugin = "{{plugins}}/fixture-{fixture}.wasm"
+        on_error = "{on_error}"
+        {settings}
+    """))
+    bad = traces(1, prefix="bad")
+    bad.resource_spans[0].scope_spans[0].spans[0].name = trigger
+    send(host, bad)
+    assert host.wait_metric("sluice_plugin_faults_total", 1, plugin=f"fixture-{fixture}", kind=kind) == 1, host.logs()
+    # The host still answers, and the next batches flow through a fresh instance (or, for the
+    # fixtures that fault on everything, follow on_error).
+    assert host.admin("/healthz")[0] == 200
+    for i in range(3):
+        send(host, traces(1, prefix=f"good{i}"))
+    assert host.wait_metric("sluice_plugin_items_in_total", 4, plugin=f"fixture-{fixture}") >= 2
+    assert host.stop() == 0, host.logs()
+    names = span_names(host)
+    logs_text = host.logs()
+    assert f"plugin=fixture-{fixture}" in logs_text and f"kind=\"{kind}\"" in logs_text
+    if fixture in ("trap", "panic"):
+        # Only the triggering batch faulted; the recreated instance kept everything after it.
+        assert [n for n in names if n.startswith("good")] == ["good0-0", "good1-0", "good2-0"]
+        assert ("trap" in names or "panic" in names) == (on_error == "pass")
+    else:
+        assert bool(names) == (on_error == "pass")
+    if fixture == "panic":
+        assert "a plugin bug" in logs_text, "the panic message reaches the log"
+
+
+@pytest.mark.parametrize("fixture,content,kind", [
+    ("wrong-world", None, "wrong_world"),
+    ("not-wasm", b"this is a text file, not a component\n", "invalid_module"),
+])
+def test_unloadable_plugins_follow_on_error(make_sluice, tmp_path, fixture, content, kind):
+    path = plugin("fixture-wrong-world") if content is None else tmp_path / "not-wasm.wasm"
+    if content is not None:
+        path.write_bytes(content)
+    host = make_sluice(one_plugin_pipeline(f"""
+        [[pipelines.all.processors]]
+        name = "broken"
+        plugin = "{path}"
+    """))
+    for i in range(3):
+        send(host, traces(1, prefix=f"b{i}"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 3, exporter="archive") == 3
+    assert host.metric("sluice_plugin_faults_total", plugin="broken", kind=kind) >= 1
+    assert host.stop() == 0
+    assert span_names(host) == ["b0-0", "b1-0", "b2-0"]
+
+
+def test_plugins_only_see_the_signals_they_ask_for(make_sluice):
+    host = make_sluice(one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/sample-traces.wasm"
+        config = {{ percentage = 0.0 }}
+    """))
+    post(host, "/v1/logs", logs(("kept",)).SerializeToString(), PROTOBUF)
+    send(host, traces(2))
+    assert host.wait_metric("sluice_plugin_calls_total", 1, plugin="sample-traces") == 1
+    assert host.stop() == 0
+    assert span_names(host) == []
+    assert len(host.lines("logs")) == 1
