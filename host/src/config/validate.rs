@@ -202,7 +202,7 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
             .extend(config.routes.iter().map(|(route, list)| (format!(" in route `{route}`"), list)));
         for (list_name, list) in exporter_lists {
             if list.get_ref().is_empty() && !list_name.is_empty() {
-                out.error(Some(list.span()), format!("{what}:{list_name} names no exporters"));
+                out.error(Some(list.span()), format!("{what}:{} names no exporters", list_name.trim_start_matches(" in")));
             }
             for (i, name) in list.get_ref().iter().enumerate() {
                 let span = Some(name.span());
@@ -278,9 +278,9 @@ fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::P
             );
         }
         if let Some(config) = &processor.config
-            && !config.is_object()
+            && !config.get_ref().is_object()
         {
-            out.error(span.clone(), format!("{what}: processor `{name}`: `config` must be a table"));
+            out.error(Some(config.span()), format!("{what}: processor `{name}`: `config` must be a table"));
         }
     }
 }
