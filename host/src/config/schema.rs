@@ -452,7 +452,7 @@ pub struct ProcessorConfig {
     pub sha256: Option<Spanned<String>>,
     /// The plugin's own settings, handed to its `init` as JSON.
     #[serde(default)]
-    pub config: Option<Spanned<serde_json::Value>>,
+    pub config: Option<serde_json::Value>,
     /// Memory and time limits.
     #[serde(default)]
     pub limits: PluginLimits,

@@ -277,10 +277,11 @@ fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::P
                 format!("{what}: processor `{name}`: `limits.timeout` must be between 1ms and 60s"),
             );
         }
+        // (A `[...processors.config]` table carries no span of its own, so this points at `plugin`.)
         if let Some(config) = &processor.config
-            && !config.get_ref().is_object()
+            && !config.is_object()
         {
-            out.error(Some(config.span()), format!("{what}: processor `{name}`: `config` must be a table"));
+            out.error(span.clone(), format!("{what}: processor `{name}`: `config` must be a table"));
         }
     }
 }

@@ -58,7 +58,7 @@ impl Chain {
                     name: name.clone(),
                     path: config.resolve(p.plugin.get_ref()),
                     pin: p.sha256.as_ref().map(|s| s.get_ref().clone()),
-                    config_json: p.config.as_ref().map_or_else(|| "{}".into(), |c| c.get_ref().to_string()),
+                    config_json: p.config.as_ref().map_or_else(|| "{}".into(), |c| c.to_string()),
                     max_memory: p.limits.memory.get_ref().as_usize(),
                     timeout: p.limits.timeout.get_ref().0,
                     on_error: p.on_error,
