@@ -68,7 +68,38 @@ def rotel_binary():
             "site-packages" / "rotel" / "rotel-agent"
 
 
+PLUGINS = REPO / "plugins" / "dist"
+
+# The rules each plugin scenario runs; the load generator names every 10th span "GET /healthz".
+PROCESSORS = {
+    "drop-spans": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/drop-spans.wasm"
+config = {{ span_names = ["GET /healthz"], span_attributes = {{ "http.route" = ["/internal/*"] }} }}
+""",
+    "set-attributes": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/set-attributes.wasm"
+config = {{ resource = [{{ key = "system", value = "graphistry" }}, {{ key = "graphistry.instance", value = "bench" }}] }}
+""",
+    "route-by-attribute": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/route-by-attribute.wasm"
+config = {{ attribute = "tenant", routes = {{ acme = "acme" }} }}
+""",
+    "sample-traces": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/sample-traces.wasm"
+config = {{ percentage = 50.0 }}
+""",
+}
+PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
+
+
 def sluice_command(exporter, grpc_port, http_port, workdir):
+    processors = PROCESSORS.get(exporter, "")
+    if processors:
+        exporter = "discard"
     exporters = {
         "discard": '[exporters.out]\ntype = "discard"\n',
         "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
@@ -86,7 +117,7 @@ http = {{ address = "127.0.0.1:{http_port}" }}
 [pipelines.all]
 receivers = ["otlp"]
 exporters = ["out"]
-""")
+{processors}""")
     return [str(REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
 
 
@@ -111,7 +142,7 @@ def one_run(host, exporter, protocol, args):
                                    stdout=subprocess.DEVNULL, stderr=open(f"{workdir}/host.err", "wb"))
         try:
             port = grpc_port if protocol == "grpc" else http_port
-            wait_port(port, process)
+            wait_port(port, process, timeout=60)
             loadgen = subprocess.Popen(
                 ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
                  "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
@@ -144,7 +175,9 @@ def main():
     parser.add_argument("--attributes", type=int, default=10)
     parser.add_argument("--host-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
-    parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http")
+    parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http",
+                        help="exporter/protocol pairs; the exporter may also be a plugin scenario: "
+                             + ", ".join(PROCESSORS) + " (each runs into discard)")
     parser.add_argument("--hosts", default="sluice,rotel")
     args = parser.parse_args()
 

@@ -202,7 +202,10 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
             .extend(config.routes.iter().map(|(route, list)| (format!(" in route `{route}`"), list)));
         for (list_name, list) in exporter_lists {
             if list.get_ref().is_empty() && !list_name.is_empty() {
-                out.error(Some(list.span()), format!("{what}:{} names no exporters", list_name.trim_start_matches(" in")));
+                out.error(
+                    Some(list.span()),
+                    format!("{what}:{} names no exporters", list_name.trim_start_matches(" in")),
+                );
             }
             for (i, name) in list.get_ref().iter().enumerate() {
                 let span = Some(name.span());

@@ -8,6 +8,8 @@ use crate::otlp::Batch;
 pub struct DiscardExporter;
 
 impl Exporter for DiscardExporter {
+    const BLOCKING: bool = false;
+
     fn export(&mut self, _batch: &Batch) -> Result<(), ExportError> {
         Ok(())
     }

@@ -1,8 +1,8 @@
-//! Exporters: where batches leave the host. Each exporter owns a bounded queue and a thread that
-//! drains it, so a slow destination only ever slows itself.
+//! Exporters: where batches leave the host. Each exporter owns a bounded queue and a task or thread
+//! that drains it, so a slow destination only ever slows itself.
 //!
-//! The exporters here do blocking work (file and terminal I/O, JSON rendering), so each runs on a
-//! long-lived thread of its own rather than hopping between runtime workers: that keeps the
+//! Exporters that do blocking work (file and terminal I/O, JSON rendering) run on a
+//! long-lived thread of their own rather than hopping between runtime workers: that keeps the
 //! runtime free for receivers, and every allocation a batch's decode makes is freed on the thread
 //! that made it (per-thread allocator caches otherwise held ~70 MiB under sustained file load).
 //!
@@ -46,6 +46,10 @@ pub enum ExportError {
 /// A destination for batches. One thread drives each exporter, so methods take `&mut self` and
 /// may block.
 pub trait Exporter: Send + 'static {
+    /// Whether `export` blocks (I/O, heavy CPU). Exporters that never block run as a plain task
+    /// instead of a thread, saving a thread hand-off per batch.
+    const BLOCKING: bool = true;
+
     /// Delivers one batch.
     fn export(&mut self, batch: &Batch) -> Result<(), ExportError>;
 
@@ -62,8 +66,18 @@ pub struct ExporterInput {
 }
 
 impl ExporterInput {
-    /// Queues `batch`, blocking the calling thread while the queue is full (pipeline workers
-    /// run on threads of their own).
+    /// Queues `batch`, waiting while the queue is full.
+    pub async fn send(&self, batch: Arc<Batch>) {
+        self.depth.inc();
+        if self.tx.send(batch).await.is_err() {
+            // The exporter only stops after every input is dropped, so this means it panicked.
+            self.depth.dec();
+            tracing::error!(exporter = %self.name, "Exporter is gone; batch lost");
+        }
+    }
+
+    /// Queues `batch`, blocking the calling thread while the queue is full (for pipelines that
+    /// run plugins on a thread of their own).
     pub fn send_blocking(&self, batch: Arc<Batch>) {
         self.depth.inc();
         if self.tx.blocking_send(batch).is_err() {
@@ -95,15 +109,9 @@ pub fn spawn(
         Runner { name: name.clone(), rx, depth: depth.clone(), counters, failures: LogThrottle::default() };
     let fail = |source| BuildError { name: name.clone(), source };
     let task = match &config.kind {
-        ExporterKind::Debug(c) => {
-            let exporter = debug::DebugExporter::new(name, c);
-            tokio::task::spawn_blocking(move || runner.run(exporter))
-        }
-        ExporterKind::File(c) => {
-            let exporter = file::FileExporter::new(name, c).map_err(fail)?;
-            tokio::task::spawn_blocking(move || runner.run(exporter))
-        }
-        ExporterKind::Discard(_) => tokio::task::spawn_blocking(move || runner.run(discard::DiscardExporter)),
+        ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
+        ExporterKind::File(c) => runner.spawn(file::FileExporter::new(name, c).map_err(fail)?),
+        ExporterKind::Discard(_) => runner.spawn(discard::DiscardExporter),
     };
     Ok((ExporterInput { name: name.clone(), tx, depth }, task))
 }
@@ -117,26 +125,44 @@ struct Runner {
 }
 
 impl Runner {
-    fn run(mut self, mut exporter: impl Exporter) {
-        while let Some(batch) = self.rx.blocking_recv() {
-            self.depth.dec();
-            let (sent, failed) = self.counters.get(batch.signal());
-            match exporter.export(&batch) {
-                Ok(()) => {
-                    sent.inc_by(batch.items());
+    fn spawn<E: Exporter>(mut self, mut exporter: E) -> JoinHandle<()> {
+        if E::BLOCKING {
+            return tokio::task::spawn_blocking(move || {
+                while let Some(batch) = self.rx.blocking_recv() {
+                    self.handle(&mut exporter, &batch);
                 }
-                Err(error) => {
-                    failed.inc_by(batch.items());
-                    if let Some(suppressed) = self.failures.check() {
-                        tracing::error!(
-                            exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
-                            similar_failures_not_logged = suppressed,
-                            "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
-                        );
-                    }
+                self.finish(&mut exporter);
+            });
+        }
+        tokio::spawn(async move {
+            while let Some(batch) = self.rx.recv().await {
+                self.handle(&mut exporter, &batch);
+            }
+            self.finish(&mut exporter);
+        })
+    }
+
+    fn handle(&mut self, exporter: &mut impl Exporter, batch: &Batch) {
+        self.depth.dec();
+        let (sent, failed) = self.counters.get(batch.signal());
+        match exporter.export(batch) {
+            Ok(()) => {
+                sent.inc_by(batch.items());
+            }
+            Err(error) => {
+                failed.inc_by(batch.items());
+                if let Some(suppressed) = self.failures.check() {
+                    tracing::error!(
+                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
+                        similar_failures_not_logged = suppressed,
+                        "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
+                    );
                 }
             }
         }
+    }
+
+    fn finish(&mut self, exporter: &mut impl Exporter) {
         if let Err(error) = exporter.flush() {
             tracing::error!(exporter = %self.name, %error, "Flush at shutdown failed");
         }

@@ -94,15 +94,22 @@ pub fn spawn(
 ) -> (PipelineInput, JoinHandle<()>) {
     let (input, mut rx) = queue(name.clone(), queue_size, metrics);
     let depth = input.depth.clone();
+    if chain.is_empty() {
+        // Nothing to run: fan out from a task, without a thread hand-off.
+        let task = tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                depth.dec();
+                for exporter in &destinations.default {
+                    exporter.send(batch.clone()).await;
+                }
+            }
+            tracing::debug!(pipeline = %name, "Pipeline drained");
+        });
+        return (input, task);
+    }
     let task = tokio::task::spawn_blocking(move || {
         while let Some(batch) = rx.blocking_recv() {
             depth.dec();
-            if chain.is_empty() {
-                for exporter in &destinations.default {
-                    exporter.send_blocking(batch.clone());
-                }
-                continue;
-            }
             for part in chain.run(batch) {
                 for exporter in destinations.for_route(part.route.as_ref()) {
                     exporter.send_blocking(part.batch.clone());

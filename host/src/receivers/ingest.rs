@@ -10,7 +10,7 @@ use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
 use crate::otlp::{Batch, Decoded, ExportOutcome, Format};
-use crate::pipeline::PipelineInput;
+use crate::pipeline::{PipelineInput, Reserved};
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +126,18 @@ impl Ingest {
 
     /// Checks, counts and enqueues one request body.
     pub fn accept(&self, signal: Signal, format: Format, body: Bytes) -> Result<ExportOutcome, Refusal> {
-        let result = self.prepare(signal, format, body).and_then(|(batch, outcome)| {
-            self.enqueue(batch)?;
+        // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
+        // matters most exactly then (clients retrying against a saturated host).
+        let result = self.reserve(signal).and_then(|slots| {
+            let (batch, outcome) = self.prepare(signal, format, body)?;
+            if let Some(batch) = batch {
+                let items = batch.items();
+                let batch = Arc::new(batch);
+                for slot in slots {
+                    slot.send(batch.clone());
+                }
+                self.accepted.get(signal).inc_by(items);
+            }
             Ok(outcome)
         });
         if let Err(refusal) = &result {
@@ -184,12 +194,10 @@ impl Ingest {
         Ok(((items > 0).then(|| Batch::from_decoded(decoded, items)), outcome))
     }
 
-    fn enqueue(&self, batch: Option<Batch>) -> Result<(), Refusal> {
-        let Some(batch) = batch else { return Ok(()) };
-        let signal = batch.signal();
+    /// Reserves a slot in every pipeline that takes `signal`: all or nothing, so a refusal never
+    /// leaves a batch half delivered (which the client's retry would duplicate).
+    fn reserve(&self, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
         let routes = self.routes.get(signal);
-        // All or nothing: reserve a slot in every pipeline before sending to any, so a refusal
-        // never leaves a batch half delivered (which the client's retry would duplicate).
         let mut slots = Vec::with_capacity(routes.len());
         for route in routes {
             match route.try_reserve() {
@@ -197,13 +205,7 @@ impl Ingest {
                 None => return Err(Refusal::Busy(route.name().clone())),
             }
         }
-        let items = batch.items();
-        let batch = Arc::new(batch);
-        for slot in slots {
-            slot.send(batch.clone());
-        }
-        self.accepted.get(signal).inc_by(items);
-        Ok(())
+        Ok(slots)
     }
 }
 

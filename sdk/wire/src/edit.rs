@@ -69,10 +69,13 @@ pub enum AttrEdit<'a> {
     },
 }
 
+/// An attribute's key and its encoded `AnyValue`, borrowed until an edit writes one.
+type KeyAndValue<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 /// Applies `edits`, in order, to the attributes held in field `attr_field` of `msg`.
 pub fn edit_attributes(msg: &[u8], attr_field: u32, edits: &[AttrEdit<'_>]) -> Result<Vec<u8>, Error> {
     // The attribute list as (key, encoded AnyValue), borrowed until an edit writes one.
-    let mut attrs: Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> = Vec::new();
+    let mut attrs: Vec<KeyAndValue<'_>> = Vec::new();
     let mut others: Vec<&[u8]> = Vec::new();
     for field in Fields::new(msg) {
         let field = field?;

@@ -211,12 +211,36 @@ impl<'a> Attributes<'a> {
         Self { fields: Fields::new(buf), number }
     }
 
-    /// The value of the first attribute named `key`.
-    pub fn get(self, key: &str) -> Result<Option<AnyValue<'a>>, Error> {
-        for kv in self {
-            let kv = kv?;
-            if kv.key == key.as_bytes() {
-                return Ok(Some(kv.value));
+    /// The value of the first attribute named `key`. Only the matching attribute's value is
+    /// parsed; the others are skipped after their key.
+    pub fn get(mut self, key: &str) -> Result<Option<AnyValue<'a>>, Error> {
+        for field in self.fields.by_ref() {
+            let field = field?;
+            if field.number != self.number {
+                continue;
+            }
+            let kv = field.bytes()?;
+            // Encoders write the key first (tag 0x0a, one-byte length): compare it in place and
+            // skip the attribute without walking it when it doesn't match.
+            if let [0x0a, len, rest @ ..] = kv
+                && *len < 0x80
+                && rest.len() >= *len as usize
+                && &rest[..*len as usize] != key.as_bytes()
+            {
+                continue;
+            }
+            let mut value = None;
+            let mut matched = false;
+            for part in Fields::new(field.bytes()?) {
+                let part = part?;
+                match part.number {
+                    KEY_VALUE_KEY => matched = part.bytes()? == key.as_bytes(),
+                    KEY_VALUE_VALUE => value = Some(part.bytes()?),
+                    _ => {}
+                }
+            }
+            if matched {
+                return value.map_or(Ok(Some(AnyValue::Empty)), |v| AnyValue::parse(v).map(Some));
             }
         }
         Ok(None)

@@ -113,7 +113,20 @@ impl<'a> Fields<'a> {
         Self { buf, pos: 0, failed: false }
     }
 
+    #[inline]
     fn read_varint(&mut self) -> Result<u64, Error> {
+        // Tags and the lengths of small fields fit in one byte: take that path without the loop.
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.read_long_varint()
+    }
+
+    #[cold]
+    fn read_long_varint(&mut self) -> Result<u64, Error> {
         let start = self.pos;
         let mut value: u64 = 0;
         for i in 0..10 {
