@@ -268,3 +268,24 @@ def test_plugins_only_see_the_signals_they_ask_for(make_sluice):
     assert host.stop() == 0
     assert span_names(host) == []
     assert len(host.lines("logs")) == 1
+
+
+@pytest.mark.parametrize("granted", [False, True])
+def test_plugins_reach_nothing_they_are_not_granted(make_sluice, granted):
+    """The probe plugin drops each probe span whose access worked: without grants, every probe
+    survives (no files, no network, no environment); granting one variable makes exactly that
+    probe succeed."""
+    grant = 'env = ["SLUICE_PROBE_SECRET"]' if granted else ""
+    host = make_sluice(one_plugin_pipeline(f"""
+        [[pipelines.all.processors]]
+        plugin = "{{plugins}}/fixture-snoop.wasm"
+        {grant}
+    """), extra_env={"SLUICE_PROBE_SECRET": "s3cret"})
+    request = traces(3)
+    for span, probe in zip(request.resource_spans[0].scope_spans[0].spans, ["fs-probe", "env-probe", "net-probe"]):
+        span.name = probe
+    send(host, request)
+    assert host.wait_metric("sluice_plugin_calls_total", 1, plugin="fixture-snoop") == 1
+    assert host.stop() == 0
+    expected = ["fs-probe", "net-probe"] if granted else ["env-probe", "fs-probe", "net-probe"]
+    assert span_names(host) == expected
