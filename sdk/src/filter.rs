@@ -49,20 +49,15 @@ pub fn dropped<F: Filter>(plugin: &F, signal: Signal, batch: &[u8]) -> Vec<u32> 
 macro_rules! export_filter {
     ($plugin:ty) => {
         const _: () = {
-            ::std::thread_local! {
-                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
+            $crate::__instance_slot!($plugin);
             struct Exports;
             impl $crate::bindings::filter::Guest for Exports {
                 fn init(
                     config: ::std::string::String,
                 ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String>
                 {
-                    let config = $crate::Config::from_json(&config)?;
-                    let plugin = <$plugin as $crate::Filter>::init(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
-                    ::std::result::Result::Ok($crate::__plugin_info(<$plugin as $crate::Filter>::SIGNALS))
+                    let signals = <$plugin as $crate::Filter>::SIGNALS;
+                    $crate::__init(&INSTANCE, &config, <$plugin as $crate::Filter>::init, signals)
                 }
                 fn filter(
                     signal: $crate::bindings::types::Signal,

@@ -160,6 +160,31 @@ pub fn __plugin_info(signals: Signals) -> wit::PluginInfo {
     wit::PluginInfo { signals: flags }
 }
 
+/// The export macros' `init`: parse the config, build the plugin, keep it in `slot`.
+#[doc(hidden)]
+pub fn __init<T>(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Option<T>>>,
+    config: &str,
+    build: fn(&Config) -> Result<T, String>,
+    signals: Signals,
+) -> Result<wit::PluginInfo, String> {
+    let plugin = build(&Config::from_json(config)?)?;
+    slot.with(|cell| *cell.borrow_mut() = Some(plugin));
+    Ok(__plugin_info(signals))
+}
+
+/// Declares the thread-local slot an export macro keeps its plugin instance in.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __instance_slot {
+    ($plugin:ty) => {
+        ::std::thread_local! {
+            static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                const { ::std::cell::RefCell::new(::std::option::Option::None) };
+        }
+    };
+}
+
 /// Runs `f` with the plugin instance stored by the export macro's `init`.
 #[doc(hidden)]
 pub fn __with_instance<T, R>(

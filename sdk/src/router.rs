@@ -59,20 +59,15 @@ pub fn routing<R: Router>(plugin: &R, signal: Signal, batch: &[u8]) -> wit::Rout
 macro_rules! export_router {
     ($plugin:ty) => {
         const _: () = {
-            ::std::thread_local! {
-                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
+            $crate::__instance_slot!($plugin);
             struct Exports;
             impl $crate::bindings::router::Guest for Exports {
                 fn init(
                     config: ::std::string::String,
                 ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String>
                 {
-                    let config = $crate::Config::from_json(&config)?;
-                    let plugin = <$plugin as $crate::Router>::init(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
-                    ::std::result::Result::Ok($crate::__plugin_info(<$plugin as $crate::Router>::SIGNALS))
+                    let signals = <$plugin as $crate::Router>::SIGNALS;
+                    $crate::__init(&INSTANCE, &config, <$plugin as $crate::Router>::init, signals)
                 }
                 fn route(
                     signal: $crate::bindings::types::Signal,

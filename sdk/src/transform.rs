@@ -160,17 +160,14 @@ pub fn edits<T: Transform>(plugin: &T, signal: Signal, batch: &[u8]) -> Vec<wit:
 macro_rules! export_transform {
     ($plugin:ty) => {
         const _: () = {
-            ::std::thread_local! {
-                static INSTANCE: ::std::cell::RefCell<::std::option::Option<$plugin>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
-            }
+            $crate::__instance_slot!($plugin);
             struct Exports;
             impl $crate::bindings::transform::Guest for Exports {
-                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String> {
-                    let config = $crate::Config::from_json(&config)?;
-                    let plugin = <$plugin as $crate::Transform>::init(&config)?;
-                    INSTANCE.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(plugin));
-                    ::std::result::Result::Ok($crate::__plugin_info(<$plugin as $crate::Transform>::SIGNALS))
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String> {
+                    let signals = <$plugin as $crate::Transform>::SIGNALS;
+                    $crate::__init(&INSTANCE, &config, <$plugin as $crate::Transform>::init, signals)
                 }
                 fn transform(
                     signal: $crate::bindings::types::Signal,
