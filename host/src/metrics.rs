@@ -106,6 +106,21 @@ impl PluginMetrics {
     }
 }
 
+/// One exporter's delivery counters for one signal.
+#[derive(Debug, Clone)]
+pub struct DeliveryCounters {
+    /// Delivered.
+    pub sent: Counter,
+    /// Given up on (lost).
+    pub failed: Counter,
+    /// Being retried.
+    pub retried: Counter,
+    /// Dropped on a full queue.
+    pub dropped: Counter,
+    /// Rejected by the destination.
+    pub rejected: Counter,
+}
+
 /// Labels of the build info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -126,6 +141,12 @@ pub struct Metrics {
     pub exporter_sent_items: Family<ExporterLabels, Counter>,
     /// Items an exporter failed to deliver (lost).
     pub exporter_failed_items: Family<ExporterLabels, Counter>,
+    /// Items an exporter will try again to deliver (counted per attempt).
+    pub exporter_retried_items: Family<ExporterLabels, Counter>,
+    /// Items an exporter dropped because its queue was full (`on_full = "drop"`).
+    pub exporter_dropped_items: Family<ExporterLabels, Counter>,
+    /// Items a destination accepted the request for but rejected (`partial_success`).
+    pub exporter_rejected_items: Family<ExporterLabels, Counter>,
     /// Batches waiting in a queue.
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Batches a queue can hold.
@@ -162,6 +183,9 @@ impl Metrics {
             receiver_refused_requests: Family::default(),
             exporter_sent_items: Family::default(),
             exporter_failed_items: Family::default(),
+            exporter_retried_items: Family::default(),
+            exporter_dropped_items: Family::default(),
+            exporter_rejected_items: Family::default(),
             queue_depth: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::default(),
@@ -200,6 +224,21 @@ impl Metrics {
             "sluice_exporter_failed_items",
             "Items an exporter failed to deliver",
             metrics.exporter_failed_items.clone(),
+        );
+        registry.register(
+            "sluice_exporter_retried_items",
+            "Items an exporter is retrying, per attempt",
+            metrics.exporter_retried_items.clone(),
+        );
+        registry.register(
+            "sluice_exporter_dropped_items",
+            "Items dropped because an exporter's queue was full (on_full = drop)",
+            metrics.exporter_dropped_items.clone(),
+        );
+        registry.register(
+            "sluice_exporter_rejected_items",
+            "Items a destination rejected through partial_success",
+            metrics.exporter_rejected_items.clone(),
         );
         registry.register("sluice_queue_depth", "Batches waiting in a queue", metrics.queue_depth.clone());
         registry.register(
@@ -268,6 +307,18 @@ impl Metrics {
             duration: self.plugin_call_duration.get_or_create(&labels).clone(),
             faults: self.plugin_faults.clone(),
             labels,
+        }
+    }
+
+    /// An exporter's counters for one signal: sent, failed, retried, dropped, rejected.
+    pub fn delivery(&self, exporter: &str, signal: Signal) -> DeliveryCounters {
+        let labels = ExporterLabels { exporter: exporter.into(), signal: signal.as_str().into() };
+        DeliveryCounters {
+            sent: self.exporter_sent_items.get_or_create(&labels).clone(),
+            failed: self.exporter_failed_items.get_or_create(&labels).clone(),
+            retried: self.exporter_retried_items.get_or_create(&labels).clone(),
+            dropped: self.exporter_dropped_items.get_or_create(&labels).clone(),
+            rejected: self.exporter_rejected_items.get_or_create(&labels).clone(),
         }
     }
 

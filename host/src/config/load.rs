@@ -289,6 +289,7 @@ fn parse_exporter(
         "debug" => parser.typed_value(rest, what, header).map(ExporterKind::Debug),
         "file" => parser.typed_value(rest, what, header).map(ExporterKind::File),
         "discard" => parser.typed_value(rest, what, header).map(ExporterKind::Discard),
+        "otlp" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Otlp(Box::new(c))),
         _ => None,
     }?;
     Some(ExporterConfig { queue_size: queue_size?, kind })

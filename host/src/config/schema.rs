@@ -281,11 +281,277 @@ pub enum ExporterKind {
     File(FileExporterConfig),
     /// `type = "discard"`: counts and drops.
     Discard(DiscardExporterConfig),
+    /// `type = "otlp"`: OTLP over gRPC or HTTP to any OTLP destination.
+    Otlp(Box<OtlpExporterConfig>),
 }
 
 impl ExporterKind {
     /// The `type` names exporters can have.
-    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard"];
+    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard", "otlp"];
+}
+
+/// A secret: never written in the TOML, but named there — `{ env = "NAME" }` or
+/// `{ file = "/run/secrets/name" }` — and read when used. A file is re-read whenever it changes,
+/// so a rotated Kubernetes secret takes effect on the next request.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// A file (its content, trailing newline removed).
+    File(PathBuf),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Where a secret comes from is fine to show; the secret itself never is.
+        match self {
+            SecretSource::Env(name) => write!(f, "env:{name}"),
+            SecretSource::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+/// A header value: plain text, or a secret source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A literal, for values that are not secret (`x-scope-orgid = "tenant-1"`).
+    Literal(String),
+    /// A secret.
+    Secret(SecretSource),
+}
+
+impl<'de> Deserialize<'de> for Credential {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Credential;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, { env = \"NAME\" } or { file = \"/path\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Credential, E> {
+                Ok(Credential::Literal(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Credential, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom("expected { env = \"NAME\" } or { file = \"/path\" }"));
+                };
+                let source = match key.as_str() {
+                    "env" => SecretSource::Env(map.next_value()?),
+                    "file" => SecretSource::File(map.next_value()?),
+                    other => return Err(de::Error::unknown_field(other, &["env", "file"])),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "unexpected `{extra}`: give either `env` or `file`"
+                    )));
+                }
+                Ok(Credential::Secret(source))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The OTLP transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+/// Request compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionConfig {
+    /// gzip (the default; every OTLP receiver accepts it).
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// None.
+    None,
+}
+
+/// `auth = { ... }`: credentials sent with every request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum AuthConfig {
+    /// HTTP basic auth (Grafana Cloud: instance ID and API token).
+    Basic {
+        /// The user name (or instance ID).
+        username: Spanned<Credential>,
+        /// The password (or token); must be `{ env = .. }` or `{ file = .. }`.
+        password: Spanned<Credential>,
+    },
+    /// `Authorization: Bearer <token>`; the token must be `{ env = .. }` or `{ file = .. }`.
+    Bearer {
+        /// The token.
+        token: Spanned<Credential>,
+    },
+}
+
+/// `tls = { ... }` of a client: how to trust the server and, for mTLS, who we are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsConfig {
+    /// PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// PEM client certificate chain, for mTLS.
+    pub cert_file: Option<Spanned<PathBuf>>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<Spanned<PathBuf>>,
+}
+
+/// `retry = { ... }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// `enabled = false` makes every failure final.
+    pub enabled: bool,
+    /// The first wait: `initial_backoff = "1s"`; it doubles, with jitter, up to `max_backoff`.
+    pub initial_backoff: HumanDuration,
+    /// The longest wait between attempts.
+    pub max_backoff: HumanDuration,
+    /// After this long, a batch is given up on, logged and counted: `max_elapsed = "5m"`.
+    pub max_elapsed: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_backoff: HumanDuration(Duration::from_secs(1)),
+            max_backoff: HumanDuration(Duration::from_secs(30)),
+            max_elapsed: HumanDuration(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `batch = { ... }`: requests are merged up to these sizes, or sent when `timeout` passes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Items per request.
+    pub max_items: u64,
+    /// Bytes per request (before compression).
+    pub max_bytes: ByteSize,
+    /// How long a partial request may wait for more.
+    pub timeout: HumanDuration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_items: 8192,
+            max_bytes: ByteSize::mib(4),
+            timeout: HumanDuration(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// What a full exporter queue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Hold the pipeline back, so receivers answer "retry later" (the default: nothing lost).
+    #[default]
+    Backpressure,
+    /// Drop the batch and count it (for destinations that must never slow the others).
+    Drop,
+}
+
+/// `type = "otlp"`.
+///
+/// ```toml
+/// [exporters.grafana]
+/// type = "otlp"
+/// protocol = "http/protobuf"
+/// endpoint = "${SLUICE_OTLP_ENDPOINT}"          # /v1/traces etc. are appended for HTTP
+/// auth = { basic = { username = { env = "SLUICE_OTLP_USERNAME" }, password = { file = "/run/secrets/otlp" } } }
+/// headers = { "x-scope-orgid" = "graphistry" }
+/// compression = "gzip"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpExporterConfig {
+    /// `grpc`, `http/protobuf` or `http/json`.
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Base URL: for gRPC the server; for HTTP the base to which `/v1/traces`, `/v1/metrics`
+    /// and `/v1/logs` are appended.
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// Full URL for traces (HTTP), overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<Spanned<String>>,
+    /// Full URL for metrics (HTTP), overriding `endpoint`.
+    #[serde(default)]
+    pub metrics_endpoint: Option<Spanned<String>>,
+    /// Full URL for logs (HTTP), overriding `endpoint`.
+    #[serde(default)]
+    pub logs_endpoint: Option<Spanned<String>>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    /// How long one attempt may take.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra headers (gRPC metadata); secret values as `{ env = .. }` / `{ file = .. }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<Credential>>,
+    /// Basic or bearer authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Merging batches into requests.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// What a full queue does.
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+fn default_otlp_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+impl OtlpExporterConfig {
+    /// The URL for `signal`: its own endpoint, else the base endpoint (+ `/v1/<signal>` for HTTP).
+    pub fn url_for(&self, signal: Signal) -> Option<String> {
+        let own = match signal {
+            Signal::Traces => &self.traces_endpoint,
+            Signal::Metrics => &self.metrics_endpoint,
+            Signal::Logs => &self.logs_endpoint,
+        };
+        if let Some(url) = own {
+            return Some(url.get_ref().clone());
+        }
+        let base = self.endpoint.as_ref()?.get_ref().trim_end_matches('/');
+        Some(match self.protocol {
+            OtlpProtocol::Grpc => base.to_string(),
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => format!("{base}/v1/{signal}"),
+        })
+    }
 }
 
 /// How much the debug exporter prints.

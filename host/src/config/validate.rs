@@ -118,6 +118,9 @@ fn check_duplicate_signals(signals: &[serde_spanned::Spanned<Signal>], what: &st
 fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
     for (id, exporter) in &parsed.exporters {
         let Some(config) = &exporter.config else { continue };
+        if let ExporterKind::Otlp(otlp) = &config.kind {
+            check_otlp(id, otlp, &exporter.header, out);
+        }
         if let ExporterKind::File(file) = &config.kind {
             if file.directory.get_ref().as_os_str().is_empty() {
                 out.error(Some(file.directory.span()), format!("exporter `{id}`: `directory` is empty"));
@@ -129,6 +132,72 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
                 );
             }
         }
+    }
+}
+
+/// Header names whose values are credentials: they must come from `env` or `file`.
+fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["authorization", "token", "key", "secret", "password", "auth"].iter().any(|s| name.contains(s))
+}
+
+fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range<usize>>, out: &mut Outcome) {
+    let what = format!("exporter `{id}`");
+    let urls: Vec<&serde_spanned::Spanned<String>> =
+        [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint]
+            .into_iter()
+            .flatten()
+            .collect();
+    if urls.is_empty() {
+        out.error(
+            header.clone(),
+            format!("{what} has no `endpoint`: give a base URL such as \"https://otlp.example.com:4317\""),
+        );
+    }
+    let mut plaintext = false;
+    for url in &urls {
+        match url.get_ref().parse::<http::Uri>() {
+            Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+                plaintext |= uri.scheme_str() == Some("http");
+            }
+            _ => out.error(
+                Some(url.span()),
+                format!("{what}: `{}` is not an http:// or https:// URL with a host", url.get_ref()),
+            ),
+        }
+    }
+    let tls = &otlp.tls;
+    if plaintext && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
+        out.error(header.clone(), format!("{what}: `tls` settings need https:// endpoints"));
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        out.error(header.clone(), format!("{what}: `tls.cert_file` and `tls.key_file` go together"));
+    }
+    for file in [&tls.ca_file, &tls.cert_file, &tls.key_file].into_iter().flatten() {
+        if !file.get_ref().is_file() {
+            out.error(Some(file.span()), format!("{what}: {} does not exist", file.get_ref().display()));
+        }
+    }
+    let literal_secret = |value: &serde_spanned::Spanned<Credential>, name: &str, out: &mut Outcome| {
+        if matches!(value.get_ref(), Credential::Literal(_)) {
+            out.error(
+                Some(value.span()),
+                format!("{what}: {name} is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
+            );
+        }
+    };
+    for (name, value) in &otlp.headers {
+        if is_sensitive_header(name) {
+            literal_secret(value, &format!("header `{name}`"), out);
+        }
+    }
+    match &otlp.auth {
+        Some(AuthConfig::Basic { password, .. }) => literal_secret(password, "the basic auth password", out),
+        Some(AuthConfig::Bearer { token }) => literal_secret(token, "the bearer token", out),
+        None => {}
+    }
+    if otlp.concurrency == 0 || otlp.batch.max_items == 0 {
+        out.error(header.clone(), format!("{what}: `concurrency` and `batch.max_items` must be at least 1"));
     }
 }
 

@@ -10,10 +10,12 @@
 //! - [`debug`]: a summary line or a full dump per batch on stdout.
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`discard`]: counts and drops.
+//! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 
 pub mod debug;
 pub mod discard;
 pub mod file;
+pub mod otlp;
 
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{ComponentId, ExporterConfig, ExporterKind};
+use crate::config::{ComponentId, ExporterConfig, ExporterKind, OnFull};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::otlp::{Batch, DecodeError};
@@ -63,11 +65,35 @@ pub struct ExporterInput {
     name: ComponentId,
     tx: mpsc::Sender<Arc<Batch>>,
     depth: Gauge,
+    /// With `on_full = "drop"`: counts what a full queue drops, per signal.
+    overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)>,
 }
 
 impl ExporterInput {
-    /// Queues `batch`, waiting while the queue is full.
+    /// With a drop-on-full policy: drops `batch` if the queue is full (counted, logged once per
+    /// interval) and returns `None`; otherwise gives the batch back to send.
+    fn try_without_waiting(&self, batch: Arc<Batch>) -> Option<Arc<Batch>> {
+        let Some((dropped, log)) = &self.overflow else { return Some(batch) };
+        self.depth.inc();
+        match self.tx.try_send(batch) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) => {
+                self.depth.dec();
+                dropped.get(batch.signal()).inc_by(batch.items());
+                if let Some(suppressed) = log.check() {
+                    tracing::warn!(
+                        exporter = %self.name, items = batch.items(), similar_drops_not_logged = suppressed,
+                        "Exporter queue full; batch dropped (on_full = \"drop\")"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Queues `batch`, waiting while the queue is full (or dropping it, with `on_full = "drop"`).
     pub async fn send(&self, batch: Arc<Batch>) {
+        let Some(batch) = self.try_without_waiting(batch) else { return };
         self.depth.inc();
         if self.tx.send(batch).await.is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
@@ -79,6 +105,7 @@ impl ExporterInput {
     /// Queues `batch`, blocking the calling thread while the queue is full (for pipelines that
     /// run plugins on a thread of their own).
     pub fn send_blocking(&self, batch: Arc<Batch>) {
+        let Some(batch) = self.try_without_waiting(batch) else { return };
         self.depth.inc();
         if self.tx.blocking_send(batch).is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
@@ -104,6 +131,19 @@ pub fn spawn(
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, rx) = mpsc::channel(config.queue_size);
     let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
+    if let ExporterKind::Otlp(otlp) = &config.kind {
+        let delivery = PerSignal::new(|signal| metrics.delivery(name.as_str(), signal));
+        let overflow = (otlp.on_full == OnFull::Drop)
+            .then(|| (PerSignal::new(|s| delivery.get(s).dropped.clone()), Arc::new(LogThrottle::default())));
+        let task = otlp::spawn(name, otlp, rx, depth.clone(), delivery).map_err(|message| BuildError {
+            name: name.clone(),
+            source: ExportError::Io {
+                context: "cannot set up the client".into(),
+                source: std::io::Error::other(message),
+            },
+        })?;
+        return Ok((ExporterInput { name: name.clone(), tx, depth, overflow }, task));
+    }
     let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
     let runner =
         Runner { name: name.clone(), rx, depth: depth.clone(), counters, failures: LogThrottle::default() };
@@ -112,8 +152,9 @@ pub fn spawn(
         ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
         ExporterKind::File(c) => runner.spawn(file::FileExporter::new(name, c).map_err(fail)?),
         ExporterKind::Discard(_) => runner.spawn(discard::DiscardExporter),
+        ExporterKind::Otlp(_) => unreachable!("handled above"),
     };
-    Ok((ExporterInput { name: name.clone(), tx, depth }, task))
+    Ok((ExporterInput { name: name.clone(), tx, depth, overflow: None }, task))
 }
 
 struct Runner {

@@ -1,0 +1,84 @@
+//! The HTTP/1.1 and HTTP/2 client every OTLP exporter sends through, with rustls for `https://`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{ClientTlsConfig, OtlpProtocol};
+
+/// The client type.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings: the configured CA (or the system roots) and, for mTLS, our certificate.
+pub fn tls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(ca) => {
+            for cert in read_certs(ca.get_ref())? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", ca.get_ref().display()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert.get_ref())?;
+            let key = PrivateKeyDer::from_pem_file(key.get_ref())
+                .map_err(|e| format!("{} is not a PEM private key: {e}", key.get_ref().display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    // ALPN (h2 for gRPC, h2 or http/1.1 for HTTP) is set by the connector builder below.
+    Ok(config)
+}
+
+/// A client for `protocol`: gRPC speaks HTTP/2 only (prior knowledge on `http://`), HTTP picks
+/// by ALPN.
+pub fn build(tls: &ClientTlsConfig, protocol: OtlpProtocol) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(tls)?).https_or_http();
+    let connector = match protocol {
+        OtlpProtocol::Grpc => builder.enable_http2().wrap_connector(http),
+        _ => builder.enable_http1().enable_http2().wrap_connector(http),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client.pool_idle_timeout(std::time::Duration::from_secs(60));
+    if protocol == OtlpProtocol::Grpc {
+        client.http2_only(true);
+    }
+    Ok(client.build(connector))
+}

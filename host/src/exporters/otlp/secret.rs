@@ -1,0 +1,65 @@
+//! Secrets named in the config, read when a request needs them. A file is re-read whenever its
+//! modification time or size changes, so a rotated secret is used from the next request on.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::config::{Credential, SecretSource};
+
+/// A header value or credential, resolved on use.
+#[derive(Debug)]
+pub struct Secret {
+    credential: Credential,
+    cache: Mutex<Option<(SystemTime, u64, String)>>,
+}
+
+impl Secret {
+    /// Wraps `credential`.
+    pub fn new(credential: Credential) -> Self {
+        Self { credential, cache: Mutex::new(None) }
+    }
+
+    /// The current value. The error names the source, never the value.
+    pub fn value(&self) -> Result<String, String> {
+        match &self.credential {
+            Credential::Literal(value) => Ok(value.clone()),
+            Credential::Secret(SecretSource::Env(name)) => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
+            }
+            Credential::Secret(SecretSource::File(path)) => {
+                let meta =
+                    std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+                let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some((modified, len, value)) = cache.as_ref()
+                    && (*modified, *len) == stamp
+                {
+                    return Ok(value.clone());
+                }
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let value = text.trim_end_matches(['\n', '\r']).to_string();
+                *cache = Some((stamp.0, stamp.1, value.clone()));
+                Ok(value)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_file_is_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").expect("write");
+        let secret = Secret::new(Credential::Secret(SecretSource::File(path.clone())));
+        assert_eq!(secret.value().as_deref(), Ok("first"));
+        std::fs::write(&path, "second-token\n").expect("write");
+        assert_eq!(secret.value().as_deref(), Ok("second-token"));
+        let missing = Secret::new(Credential::Secret(SecretSource::Env("SLUICE_TEST_SURELY_UNSET".into())));
+        assert!(missing.value().expect_err("unset").contains("SLUICE_TEST_SURELY_UNSET"));
+    }
+}
