@@ -65,7 +65,8 @@ fn shipped_pipelines_are_valid() {
         if path.extension().is_some_and(|e| e == "toml") {
             let text = fs::read_to_string(&path).expect("readable");
             // The variables a deployment must set (no default in the file), with example values.
-            let deployment = |name: &str| (name == "SLUICE_OTLP_ENDPOINT").then(|| "https://otlp.example.com".to_string());
+            let deployment =
+                |name: &str| (name == "SLUICE_OTLP_ENDPOINT").then(|| "https://otlp.example.com".to_string());
             if let Err(diagnostics) = sluice::config::parse(&path, &text, &deployment) {
                 panic!("{diagnostics}");
             }

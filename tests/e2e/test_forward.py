@@ -1,0 +1,298 @@
+"""The OTLP exporter against real and scripted destinations: rotel-agent downstream, retries,
+permanent errors, a dead destination, secret rotation, TLS and mTLS."""
+
+import ssl
+import subprocess
+import time
+
+import pytest
+import trustme
+
+from conftest import free_port
+from downstream import Downstream, partial_success
+from otlp_payloads import logs, metrics, points_in, records_in, spans_in, traces
+from test_bad_input import PROTOBUF, post
+from test_flow import _wait_port, rotel_binary
+
+FAST_RETRY = 'retry = {{ initial_backoff = "100ms", max_backoff = "500ms", max_elapsed = "20s" }}'
+
+
+def forwarder(make_sluice, exporters_toml, exporters='["out"]', **kwargs):
+    return make_sluice("""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{ address = "{grpc}" }}
+        http = {{ address = "{http}" }}
+    """ + exporters_toml + f"""
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = {exporters}
+    """, **kwargs)
+
+
+def send(host, request, path="/v1/traces"):
+    status, _, body = post(host, path, request.SerializeToString(), PROTOBUF)
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
+    sink = make_sluice("""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{ address = "{grpc}" }}
+        http = {{ address = "{http}" }}
+        [exporters.archive]
+        type = "file"
+        directory = "{data}"
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["archive"]
+    """)
+    rotel_grpc, rotel_http = free_port(), free_port()
+    rotel = subprocess.Popen(
+        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{rotel_grpc}",
+         "--otlp-http-endpoint", f"127.0.0.1:{rotel_http}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://{sink.grpc_endpoint}", "--batch-timeout", "50ms",
+         "--pid-file", str(tmp_path / "rotel.pid"), "--log-file", str(tmp_path / "rotel.log")],
+        stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_port(rotel_grpc)
+        endpoint = f"http://127.0.0.1:{rotel_grpc}" if protocol == "grpc" else f"http://127.0.0.1:{rotel_http}"
+        host = forwarder(make_sluice, f"""
+            [exporters.out]
+            type = "otlp"
+            protocol = "{protocol}"
+            endpoint = "{endpoint}"
+            batch = {{{{ timeout = "50ms" }}}}
+        """)
+        send(host, traces(4, service="fwd", prefix="f", attrs={"tenant": "acme"}))
+        send(host, metrics((7.5, 8.5), service="fwd"), "/v1/metrics")
+        send(host, logs(("alpha", "beta"), service="fwd"), "/v1/logs")
+        assert host.stop() == 0, host.logs()
+        deadline = time.time() + 20
+        while time.time() < deadline and len(sink.lines("logs")) == 0:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        rotel.terminate()
+        rotel.wait(timeout=20)
+    assert sink.stop() == 0
+    spans = spans_in(sink.lines("traces"))
+    assert sorted(s["name"] for _, s in spans) == ["f-0", "f-1", "f-2", "f-3"]
+    assert {svc for svc, _ in spans} == {"fwd"}
+    assert all(any(a["key"] == "tenant" for a in s["attributes"]) for _, s in spans)
+    assert sorted(p["asDouble"] for _, _, _, p in points_in(sink.lines("metrics"))) == [7.5, 8.5]
+    assert sorted(r["body"]["stringValue"] for _, r in records_in(sink.lines("logs"))) == ["alpha", "beta"]
+
+
+def test_retries_503_with_retry_after_then_delivers_once(make_sluice):
+    down = Downstream(answer=lambda n, _: (503, {"Retry-After": "1"}, b"busy") if n < 2 else
+                      (200, {}, partial_success(0)))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        {FAST_RETRY}
+    """)
+    send(host, traces(3, prefix="r"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 3, exporter="out", timeout=15) == 3
+    assert host.metric("sluice_exporter_retried_items_total", exporter="out") == 6
+    assert host.metric("sluice_exporter_failed_items_total", exporter="out") == 0
+    assert host.stop() == 0
+    assert len(down.requests) == 3
+    assert down.requests[2]["names"] == ["r-0", "r-1", "r-2"]
+    assert down.requests[0]["path"] == "/v1/traces"
+    down.close()
+
+
+def test_permanent_errors_are_dropped_and_counted_not_retried(make_sluice):
+    down = Downstream(answer=lambda n, _: (400, {}, b"bad data"))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        {FAST_RETRY}
+    """)
+    send(host, traces(2))
+    assert host.wait_metric("sluice_exporter_failed_items_total", 2, exporter="out") == 2
+    time.sleep(0.5)
+    assert len(down.requests) == 1
+    assert host.metric("sluice_exporter_retried_items_total", exporter="out") == 0
+    assert host.stop() == 0
+    assert "Delivery failed; items dropped: HTTP 400" in host.logs()
+    down.close()
+
+
+def test_partial_success_is_counted(make_sluice):
+    down = Downstream(answer=lambda n, _: (200, {}, partial_success(1)))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+    """)
+    send(host, traces(3))
+    assert host.wait_metric("sluice_exporter_rejected_items_total", 1, exporter="out") == 1
+    assert host.metric("sluice_exporter_sent_items_total", exporter="out") == 2
+    assert host.stop() == 0
+    down.close()
+
+
+def test_destination_down_at_start_then_up_receives_everything_once(make_sluice):
+    port = free_port()
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "http://127.0.0.1:{port}"
+        {FAST_RETRY}
+    """)
+    for i in range(5):
+        send(host, traces(2, prefix=f"d{i}"))
+    assert host.wait_metric("sluice_exporter_retried_items_total", 2, exporter="out") >= 2
+    down = Downstream(port=port)
+    expected = sorted(f"d{i}-{k}" for i in range(5) for k in range(2))
+    deadline = time.time() + 20
+    while time.time() < deadline and down.delivered() != expected:
+        time.sleep(0.1)
+    assert host.stop() == 0
+    assert down.delivered() == expected, "everything queued arrives, exactly once"
+    down.close()
+
+
+def test_a_dead_destination_does_not_hold_back_a_live_one(make_sluice):
+    live = Downstream()
+    host = forwarder(make_sluice, f"""
+        [exporters.dead]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "http://127.0.0.1:{free_port()}"
+        on_full = "drop"
+        queue_size = 2
+        concurrency = 1
+        batch = {{{{ max_items = 1 }}}}
+        {FAST_RETRY}
+
+        [exporters.live]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{live.url}"
+        batch = {{{{ timeout = "20ms" }}}}
+    """, exporters='["dead", "live"]')
+    expected = []
+    for i in range(30):
+        send(host, traces(1, prefix=f"l{i}"))
+        expected.append(f"l{i}-0")
+    deadline = time.time() + 10
+    while time.time() < deadline and live.delivered() != sorted(expected):
+        time.sleep(0.05)
+    assert live.delivered() == sorted(expected)
+    assert host.metric("sluice_exporter_dropped_items_total", exporter="dead") > 0
+    host.process.kill()
+    live.close()
+
+
+def test_a_rotated_token_file_is_used_on_the_next_request(make_sluice, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    down = Downstream()
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        auth = {{{{ bearer = {{{{ token = {{{{ file = "{token}" }}}} }}}} }}}}
+        batch = {{{{ max_items = 1 }}}}
+    """)
+    send(host, traces(1, prefix="before"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 1, exporter="out") == 1
+    token.write_text("second-token-rotated\n")
+    send(host, traces(1, prefix="after"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 2, exporter="out") == 2
+    assert host.metric("sluice_exporter_failed_items_total", exporter="out") == 0
+    assert host.stop() == 0
+    tokens = [r["headers"]["authorization"] for r in down.requests]
+    assert tokens == ["Bearer first-token", "Bearer second-token-rotated"]
+    assert "first-token" not in host.logs() and "second-token" not in host.logs()
+    down.close()
+
+
+def test_http_json_protocol(make_sluice):
+    down = Downstream(answer=lambda n, _: (200, {}, b"{}"))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/json"
+        endpoint = "{down.url}"
+        compression = "none"
+    """)
+    send(host, traces(2, prefix="j"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 2, exporter="out") == 2
+    assert host.stop() == 0
+    assert down.delivered() == ["j-0", "j-1"]
+    span = down.requests[0]["json"]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert span["traceId"] == "01" * 16
+    down.close()
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+def tls_server(ca, require_client_cert=False):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    return context
+
+
+@pytest.mark.parametrize("mtls", [False, True])
+def test_tls_and_mtls(make_sluice, tmp_path, ca, mtls):
+    down = Downstream(tls=tls_server(ca, require_client_cert=mtls))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    client_tls = ""
+    if mtls:
+        client = ca.issue_cert("sluice-client")
+        client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+        client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        tls = {{{{ ca_file = "{ca_file}"{client_tls} }}}}
+    """)
+    send(host, traces(2, prefix="tls"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 2, exporter="out") == 2, host.logs()
+    assert host.stop() == 0
+    assert down.delivered() == ["tls-0", "tls-1"]
+    down.close()
+
+
+def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
+    down = Downstream(tls=tls_server(ca))
+    other = trustme.CA()
+    other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        tls = {{{{ ca_file = "{tmp_path}/other.pem" }}}}
+        retry = {{{{ enabled = false }}}}
+    """)
+    send(host, traces(1))
+    assert host.wait_metric("sluice_exporter_failed_items_total", 1, exporter="out") == 1
+    assert host.stop() == 0
+    failure = [line for line in host.logs().splitlines() if "Delivery failed" in line]
+    assert failure and "exporter=out" in failure[0] and "certificate" in failure[0].lower(), failure
+    assert down.requests == []
+    down.close()
