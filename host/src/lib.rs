@@ -14,6 +14,8 @@
 //! - [`metrics`]: every metric the host exports, named in one place.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
 //! - [`runtime`]: builds the running host from a config and shuts it down in order.
+//! - [`secret`]: credentials named in the config, read when used.
+//! - [`tls`]: TLS for the receivers.
 
 #![deny(missing_docs)]
 
@@ -27,3 +29,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod receivers;
 pub mod runtime;
+pub mod secret;
+pub mod tls;

@@ -296,3 +296,109 @@ def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
     assert failure and "exporter=out" in failure[0] and "certificate" in failure[0].lower(), failure
     assert down.requests == []
     down.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("mtls", [False, True])
+def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
+    server = ca.issue_cert("localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    client_ca = f', client_ca_file = "{tmp_path}/ca.pem"' if mtls else ""
+    # Doubled braces survive the harness's str.format of the pipeline text.
+    tls = f'tls = {{{{ cert_file = "{tmp_path}/server.pem", key_file = "{tmp_path}/server.key"{client_ca} }}}}'
+    sink = make_sluice(f"""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{{{ address = "{{grpc}}", {tls} }}}}
+        http = {{{{ address = "{{http}}", {tls} }}}}
+        [exporters.archive]
+        type = "file"
+        directory = "{{data}}"
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["archive"]
+    """)
+    port = sink.grpc_port if protocol == "grpc" else sink.http_port
+    client_tls = ""
+    if mtls:
+        client = ca.issue_cert("sluice-forwarder")
+        client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
+        client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "{protocol}"
+        endpoint = "https://localhost:{port}"
+        tls = {{{{ ca_file = "{tmp_path}/ca.pem"{client_tls} }}}}
+    """)
+    send(host, traces(3, prefix="secure"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 3, exporter="out") == 3, host.logs()
+    assert host.stop() == 0
+    assert sink.stop() == 0
+    assert sorted(s["name"] for _, s in spans_in(sink.lines("traces"))) == ["secure-0", "secure-1", "secure-2"]
+
+
+def test_mtls_receiver_refuses_clients_without_a_certificate(make_sluice, tmp_path, ca):
+    server = ca.issue_cert("localhost")
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    sink = make_sluice(f"""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{{{ enabled = false }}}}
+        http = {{{{ address = "{{http}}", tls = {{{{ cert_file = "{tmp_path}/server.pem", key_file = "{tmp_path}/server.key", client_ca_file = "{tmp_path}/ca.pem" }}}} }}}}
+        [exporters.archive]
+        type = "file"
+        directory = "{{data}}"
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["archive"]
+    """)
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "https://localhost:{sink.http_port}"
+        tls = {{{{ ca_file = "{tmp_path}/ca.pem" }}}}
+        retry = {{{{ enabled = false }}}}
+    """)
+    send(host, traces(1))
+    assert host.wait_metric("sluice_exporter_failed_items_total", 1, exporter="out") == 1
+    assert host.stop() == 0
+    assert sink.stop() == 0
+    assert sink.lines("traces") == []
+
+
+def test_receiver_requires_its_bearer_token(make_sluice, tmp_path):
+    token = tmp_path / "ingest-token"
+    token.write_text("let-me-in\n")
+    sink = make_sluice(f"""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{{{ address = "{{grpc}}" }}}}
+        http = {{{{ address = "{{http}}" }}}}
+        auth = {{{{ bearer = {{{{ token = {{{{ file = "{token}" }}}} }}}} }}}}
+        [exporters.archive]
+        type = "file"
+        directory = "{{data}}"
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["archive"]
+    """)
+    body = traces(1, prefix="authed").SerializeToString()
+    assert post(sink, "/v1/traces", body, PROTOBUF)[0] == 401
+    assert post(sink, "/v1/traces", body, {**PROTOBUF, "Authorization": "Bearer wrong"})[0] == 401
+    assert post(sink, "/v1/traces", body, {**PROTOBUF, "Authorization": "Bearer let-me-in"})[0] == 200
+    import grpc as grpclib
+    from test_bad_input import grpc_call
+    with pytest.raises(grpclib.RpcError) as error:
+        grpc_call(sink, "traces", body)
+    assert error.value.code() == grpclib.StatusCode.UNAUTHENTICATED
+    grpc_call(sink, "traces", body, metadata=[("authorization", "Bearer let-me-in")])
+    assert sink.stop() == 0
+    assert len(spans_in(sink.lines("traces"))) == 2
+    assert "let-me-in" not in sink.logs()

@@ -217,6 +217,34 @@ pub struct OtlpReceiverConfig {
     /// OTLP/HTTP settings.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Require `Authorization: Bearer <token>` on every request:
+    /// `auth = { bearer = { token = { file = "/run/secrets/ingest-token" } } }`.
+    #[serde(default)]
+    pub auth: Option<ReceiverAuthConfig>,
+}
+
+/// `auth = { ... }` of a receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum ReceiverAuthConfig {
+    /// A bearer token clients must send; `{ env = .. }` or `{ file = .. }`.
+    Bearer {
+        /// The expected token.
+        token: Spanned<Credential>,
+    },
+}
+
+/// `tls = { ... }` of a receiver transport: serve TLS, and for mTLS require client certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain the listener presents.
+    pub cert_file: Spanned<PathBuf>,
+    /// PEM private key of that certificate.
+    pub key_file: Spanned<PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate they signed (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<Spanned<PathBuf>>,
 }
 
 /// `grpc = { ... }` of an OTLP receiver.
@@ -229,6 +257,8 @@ pub struct GrpcConfig {
     pub address: Spanned<ListenAddress>,
     /// Largest accepted message, before and after decompression: `max_message_size = "4MiB"`.
     pub max_message_size: ByteSize,
+    /// Serve TLS (and optionally require client certificates).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -237,6 +267,7 @@ impl Default for GrpcConfig {
             enabled: true,
             address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4317)))),
             max_message_size: ByteSize::mib(4),
+            tls: None,
         }
     }
 }
@@ -251,6 +282,8 @@ pub struct HttpConfig {
     pub address: Spanned<ListenAddress>,
     /// Largest accepted body after decompression: `max_body_size = "20MiB"`.
     pub max_body_size: ByteSize,
+    /// Serve TLS (and optionally require client certificates).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -259,6 +292,7 @@ impl Default for HttpConfig {
             enabled: true,
             address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4318)))),
             max_body_size: ByteSize::mib(20),
+            tls: None,
         }
     }
 }

@@ -93,6 +93,25 @@ fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
             );
         }
         check_duplicate_signals(&otlp.signals, &format!("receiver `{id}`"), out);
+        let tls_files = [&otlp.grpc.tls, &otlp.http.tls].into_iter().flatten().flat_map(|tls| {
+            [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()].into_iter().flatten()
+        });
+        for file in tls_files {
+            if !file.get_ref().is_file() {
+                out.error(
+                    Some(file.span()),
+                    format!("receiver `{id}`: {} does not exist", file.get_ref().display()),
+                );
+            }
+        }
+        if let Some(ReceiverAuthConfig::Bearer { token }) = &otlp.auth
+            && matches!(token.get_ref(), Credential::Literal(_))
+        {
+            out.error(
+                Some(token.span()),
+                format!("receiver `{id}`: the bearer token is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
+            );
+        }
         for (size, name) in [
             (otlp.grpc.max_message_size, "grpc.max_message_size"),
             (otlp.http.max_body_size, "http.max_body_size"),

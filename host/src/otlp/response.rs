@@ -35,6 +35,8 @@ pub enum RpcCode {
     Internal = 13,
     /// The host is busy or shutting down; retry later.
     Unavailable = 14,
+    /// Missing or wrong credentials.
+    Unauthenticated = 16,
 }
 
 /// `google.rpc.Status`, the body of every OTLP error answer.

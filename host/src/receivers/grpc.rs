@@ -113,6 +113,9 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
         ingest.reject(Some(signal), reason, message);
         status(code, message)
     };
+    if let Err(message) = ingest.authorize(request.headers()) {
+        return refuse(RpcCode::Unauthenticated, RefusalReason::Unauthenticated, message);
+    }
     let encoding_header =
         request.headers().get("grpc-encoding").map(|v| v.to_str().unwrap_or("?").to_string());
     let limit = receiver.max_message_size;

@@ -69,6 +69,15 @@ async fn export(
         ingest.reject(Some(signal), reason, message);
         error(status, code, message, format)
     };
+    if let Err(message) = ingest.authorize(&headers) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            RpcCode::Unauthenticated,
+            RefusalReason::Unauthenticated,
+            message,
+            Format::Json,
+        );
+    }
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -11,6 +11,12 @@ use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
 use crate::otlp::{Batch, Decoded, ExportOutcome, Format};
 use crate::pipeline::{PipelineInput, Reserved};
+use crate::secret::Secret;
+
+/// Compares without an early exit, so response timing doesn't leak how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +40,8 @@ pub enum RefusalReason {
     Unsupported,
     /// Backpressure.
     Busy,
+    /// Missing or wrong credentials.
+    Unauthenticated,
 }
 
 impl RefusalReason {
@@ -43,6 +51,7 @@ impl RefusalReason {
             RefusalReason::TooLarge => "too_large",
             RefusalReason::Unsupported => "unsupported",
             RefusalReason::Busy => "busy",
+            RefusalReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -57,6 +66,7 @@ pub struct Ingest {
     invalid: PerSignal<Counter>,
     metrics: Arc<Metrics>,
     bad_request_log: LogThrottle,
+    auth: Option<Arc<Secret>>,
 }
 
 impl Ingest {
@@ -66,6 +76,7 @@ impl Ingest {
         transport: &'static str,
         routes: PerSignal<Vec<PipelineInput>>,
         metrics: Arc<Metrics>,
+        auth: Option<Arc<Secret>>,
     ) -> Self {
         let labels = |signal: Signal| ReceiverLabels {
             receiver: receiver.to_string(),
@@ -90,12 +101,32 @@ impl Ingest {
             invalid,
             metrics,
             bad_request_log: LogThrottle::default(),
+            auth,
         }
     }
 
     /// The receiver's name.
     pub fn receiver(&self) -> &ComponentId {
         &self.receiver
+    }
+
+    /// Checks `Authorization: Bearer <token>` when the receiver requires a token. The error is
+    /// what the client is told; neither the expected nor the offered token is ever logged.
+    pub fn authorize(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
+        let Some(expected) = &self.auth else { return Ok(()) };
+        let Ok(expected) = expected.value() else {
+            tracing::error!(receiver = %self.receiver, "The receiver's bearer token cannot be read; refusing requests");
+            return Err("the receiver cannot check credentials right now");
+        };
+        let offered = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match offered {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err("invalid bearer token"),
+            None => Err("missing bearer token"),
+        }
     }
 
     /// Whether any pipeline takes `signal` from this receiver.
@@ -238,7 +269,7 @@ mod tests {
             .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
             .unzip();
         let routes = PerSignal::new(|_| inputs.clone());
-        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", routes, metrics), receivers)
+        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", routes, metrics, None), receivers)
     }
 
     #[test]

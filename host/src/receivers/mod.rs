@@ -52,26 +52,59 @@ pub async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Vec<Listening>, StartError> {
     let ReceiverConfig::Otlp(otlp) = config;
+    let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
+        Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
+    });
     let mut listening = Vec::new();
     if otlp.grpc.enabled {
         let receiver = grpc::GrpcReceiver {
-            ingest: Ingest::new(id, "grpc", routes.clone(), metrics.clone()),
+            ingest: Ingest::new(id, "grpc", routes.clone(), metrics.clone(), auth.clone()),
             max_message_size: otlp.grpc.max_message_size.as_usize(),
         };
         let label = format!("receiver `{id}` (grpc)");
         let router = grpc::router(Arc::new(receiver));
-        listening.push(serve(label, otlp.grpc.address.get_ref().0, router, shutdown).await?);
+        listening.push(
+            serve_maybe_tls(label, otlp.grpc.address.get_ref().0, router, otlp.grpc.tls.as_ref(), shutdown)
+                .await?,
+        );
     }
     if otlp.http.enabled {
         let receiver = http::HttpReceiver {
-            ingest: Ingest::new(id, "http", routes.clone(), metrics.clone()),
+            ingest: Ingest::new(id, "http", routes.clone(), metrics.clone(), auth.clone()),
             max_body_size: otlp.http.max_body_size.as_usize(),
         };
         let label = format!("receiver `{id}` (http)");
         let router = http::router(Arc::new(receiver));
-        listening.push(serve(label, otlp.http.address.get_ref().0, router, shutdown).await?);
+        listening.push(
+            serve_maybe_tls(label, otlp.http.address.get_ref().0, router, otlp.http.tls.as_ref(), shutdown)
+                .await?,
+        );
     }
     Ok(listening)
+}
+
+/// Like [`serve`], over TLS when `tls` is set.
+async fn serve_maybe_tls(
+    label: String,
+    address: SocketAddr,
+    router: axum::Router,
+    tls: Option<&crate::config::ServerTlsConfig>,
+    shutdown: &CancellationToken,
+) -> Result<Listening, StartError> {
+    let Some(tls) = tls else { return serve(label, address, router, shutdown).await };
+    let fail = |source| StartError { label: label.clone(), address, source };
+    let acceptor = crate::tls::acceptor(tls).map_err(|e| fail(std::io::Error::other(e)))?;
+    let tcp = TcpListener::bind(address).await.map_err(fail)?;
+    let listener = crate::tls::TlsListener::new(tcp, acceptor, label.clone()).map_err(fail)?;
+    let address = axum::serve::Listener::local_addr(&listener).map_err(fail)?;
+    let stop = shutdown.clone().cancelled_owned();
+    let task_label = label.clone();
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(component = %task_label, %error, "Server failed");
+        }
+    });
+    Ok(Listening { label, address, task })
 }
 
 /// Binds `address` and serves `router` until `shutdown`, then drains in-flight requests.

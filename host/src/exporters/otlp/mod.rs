@@ -11,11 +11,9 @@
 //!
 //! # Layout
 //! - `client`: the hyper client with rustls.
-//! - `secret`: credentials read on use, files re-read when they change.
 //! - `wire`: request bodies per protocol, and reading answers.
 
 mod client;
-mod secret;
 mod wire;
 
 use std::sync::Arc;
@@ -29,12 +27,12 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use self::secret::Secret;
 use self::wire::Verdict;
 use crate::config::{AuthConfig, ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::otlp::Batch;
+use crate::secret::Secret;
 
 /// Everything the senders share.
 struct Shared {
