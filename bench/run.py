@@ -96,11 +96,14 @@ config = {{ percentage = 50.0 }}
 PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
 
 
-def sluice_command(exporter, grpc_port, http_port, workdir):
-    processors = PROCESSORS.get(exporter, "")
-    if processors:
+def sluice_command(exporter, grpc_port, http_port, workdir, sink=None):
+    processors = PROCESSORS.get(exporter.removeprefix("forward-"), "")
+    if exporter.startswith("forward"):
+        exporter = "forward"
+    elif processors:
         exporter = "discard"
     exporters = {
+        "forward": f'[exporters.out]\ntype = "otlp"\nprotocol = "grpc"\nendpoint = "http://127.0.0.1:{sink}"\n',
         "discard": '[exporters.out]\ntype = "discard"\n',
         "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
     }[exporter]
@@ -121,12 +124,16 @@ exporters = ["out"]
     return [str(REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
 
 
-def rotel_command(exporter, grpc_port, http_port, workdir):
-    if exporter != "discard":
-        return None  # the published rotel-agent has no file exporter
-    return [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-            "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "blackhole",
-            "--pid-file", f"{workdir}/rotel.pid", "--log-file", f"{workdir}/rotel.log"]
+def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
+    common = [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+              "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+              "--pid-file", f"{workdir}/rotel.pid", "--log-file", f"{workdir}/rotel.log"]
+    if exporter == "discard":
+        return common + ["--exporter", "blackhole"]
+    if exporter == "forward":
+        return common + ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink}",
+                         "--otlp-exporter-protocol", "grpc"]
+    return None  # the published rotel-agent has no file exporter and no Wasm plugins
 
 
 HOSTS = {"sluice": sluice_command, "rotel": rotel_command}
@@ -135,8 +142,21 @@ HOSTS = {"sluice": sluice_command, "rotel": rotel_command}
 def one_run(host, exporter, protocol, args):
     with tempfile.TemporaryDirectory() as workdir:
         grpc_port, http_port = free_port(), free_port()
-        command = HOSTS[host](exporter, grpc_port, http_port, workdir)
+        sink_process = None
+        sink = None
+        if exporter.startswith("forward"):
+            # The destination: a Sluice receiving into discard, on the load generator's core.
+            sink, sink_http = free_port(), free_port()
+            sink_dir = Path(workdir) / "sink"
+            sink_dir.mkdir()
+            sink_command = sluice_command("discard", sink, sink_http, sink_dir)
+            sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), *sink_command],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(sink, sink_process)
+        command = HOSTS[host](exporter, grpc_port, http_port, workdir, sink)
         if command is None:
+            if sink_process:
+                sink_process.terminate()
             return None
         process = subprocess.Popen(["taskset", "-c", str(args.host_core), *command],
                                    stdout=subprocess.DEVNULL, stderr=open(f"{workdir}/host.err", "wb"))
@@ -163,6 +183,9 @@ def one_run(host, exporter, protocol, args):
         finally:
             process.terminate()
             process.wait(timeout=30)
+            if sink_process:
+                sink_process.terminate()
+                sink_process.wait(timeout=30)
 
 
 def main():
@@ -177,7 +200,8 @@ def main():
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http",
                         help="exporter/protocol pairs; the exporter may also be a plugin scenario: "
-                             + ", ".join(PROCESSORS) + " (each runs into discard)")
+                             + ", ".join(PROCESSORS) + " (each runs into discard), `forward` (OTLP gRPC out "
+                             "to a sink Sluice on the load core) or forward-<plugin scenario>")
     parser.add_argument("--hosts", default="sluice,rotel")
     args = parser.parse_args()
 

@@ -217,6 +217,7 @@ mod tests {
             "grpc",
             PerSignal::new(|_| vec![input.clone()]),
             metrics,
+            None,
         );
         let app = router(Arc::new(GrpcReceiver { ingest, max_message_size: 1 << 20 }));
         let mut frame = vec![1];
