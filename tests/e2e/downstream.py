@@ -17,6 +17,7 @@ class Downstream:
     def __init__(self, port=0, answer=None, tls: ssl.SSLContext | None = None):
         """`answer(n, request)` returns (status, headers, response_bytes) for request number n."""
         self.requests = []
+        self.closed = False
         self.lock = threading.Lock()
         self.answer = answer or (lambda n, request: (200, {}, ExportTraceServiceResponse().SerializeToString()))
         outer = self
@@ -29,6 +30,11 @@ class Downstream:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.closed:
+                    # Gone: hang up without an answer, like a crashed destination.
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 content_type = self.headers.get("Content-Type", "")
@@ -71,6 +77,7 @@ class Downstream:
             return sorted(n for r in self.requests for n in r["names"])
 
     def close(self):
+        self.closed = True
         self.server.shutdown()
         self.server.server_close()
 

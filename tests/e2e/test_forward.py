@@ -10,7 +10,7 @@ import trustme
 
 from conftest import free_port
 from downstream import Downstream, partial_success
-from otlp_payloads import logs, metrics, points_in, records_in, spans_in, traces
+from otlp_payloads import attributes, points_in, records_in, spans_in, traces
 from test_bad_input import PROTOBUF, post
 from test_flow import _wait_port, rotel_binary
 
@@ -66,9 +66,7 @@ def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
             endpoint = "{endpoint}"
             batch = {{{{ timeout = "50ms" }}}}
         """)
-        send(host, traces(4, service="fwd", prefix="f", attrs={"tenant": "acme"}))
-        send(host, metrics((7.5, 8.5), service="fwd"), "/v1/metrics")
-        send(host, logs(("alpha", "beta"), service="fwd"), "/v1/logs")
+        send_with_the_sdk(host)
         assert host.stop() == 0, host.logs()
         deadline = time.time() + 20
         while time.time() < deadline and len(sink.lines("logs")) == 0:
@@ -81,9 +79,47 @@ def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
     spans = spans_in(sink.lines("traces"))
     assert sorted(s["name"] for _, s in spans) == ["f-0", "f-1", "f-2", "f-3"]
     assert {svc for svc, _ in spans} == {"fwd"}
-    assert all(any(a["key"] == "tenant" for a in s["attributes"]) for _, s in spans)
-    assert sorted(p["asDouble"] for _, _, _, p in points_in(sink.lines("metrics"))) == [7.5, 8.5]
-    assert sorted(r["body"]["stringValue"] for _, r in records_in(sink.lines("logs"))) == ["alpha", "beta"]
+    assert all(attributes(s)["tenant"] == "acme" for _, s in spans)
+    points = points_in(sink.lines("metrics"))
+    assert {attributes(p)["queue"]: int(p["asInt"]) for _, name, _, p in points if name == "fwd_jobs"} == {"gpu": 5}
+    records = records_in(sink.lines("logs"))
+    assert sorted(r["body"]["stringValue"] for _, r in records) == ["alpha", "beta"]
+
+
+def send_with_the_sdk(host):
+    """Traces, metrics and logs from the Python OpenTelemetry SDK, into `host` over HTTP."""
+    import logging
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from test_sdk import exporters
+
+    span_exporter, metric_exporter, log_exporter = exporters("http", host)
+    resource = Resource.create({"service.name": "fwd"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    for i in range(4):
+        with tracer_provider.get_tracer("fwd").start_as_current_span(f"f-{i}") as span:
+            span.set_attribute("tenant", "acme")
+    tracer_provider.shutdown()
+    reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
+    meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+    meter_provider.get_meter("fwd").create_counter("fwd_jobs").add(5, {"queue": "gpu"})
+    meter_provider.shutdown()
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
+    logger = logging.getLogger("fwd.e2e")
+    logger.propagate = False
+    handler = LoggingHandler(level=logging.INFO, logger_provider=logger_provider)
+    logger.addHandler(handler)
+    for body in ("alpha", "beta"):
+        logger.warning(body)
+    logger_provider.shutdown()
+    logger.removeHandler(handler)
 
 
 def test_retries_503_with_retry_after_then_delivers_once(make_sluice):
@@ -161,6 +197,34 @@ def test_destination_down_at_start_then_up_receives_everything_once(make_sluice)
     assert host.stop() == 0
     assert down.delivered() == expected, "everything queued arrives, exactly once"
     down.close()
+
+
+def test_destination_down_mid_stream_then_back_receives_everything_once(make_sluice):
+    down = Downstream()
+    port = down.port
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "http://127.0.0.1:{port}"
+        batch = {{{{ max_items = 1 }}}}
+        {FAST_RETRY}
+    """)
+    send(host, traces(1, prefix="m0"))
+    assert host.wait_metric("sluice_exporter_sent_items_total", 1, exporter="out") == 1
+    down.close()
+    for i in range(1, 6):
+        send(host, traces(1, prefix=f"m{i}"))
+    assert host.wait_metric("sluice_exporter_retried_items_total", 1, exporter="out") >= 1
+    back = Downstream(port=port)
+    expected = [f"m{i}-0" for i in range(1, 6)]
+    deadline = time.time() + 20
+    while time.time() < deadline and back.delivered() != sorted(expected):
+        time.sleep(0.1)
+    assert host.stop() == 0
+    assert down.delivered() == ["m0-0"]
+    assert back.delivered() == sorted(expected), "queued during the outage, delivered once after it"
+    back.close()
 
 
 def test_a_dead_destination_does_not_hold_back_a_live_one(make_sluice):
