@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (every receiver is bound and
-//! every pipeline built, and no shutdown has begun) and `/metrics` (Prometheus text format).
+//! every pipeline built, and no shutdown has begun), `/metrics` (Prometheus text format) and
+//! `/reload` (`POST` to reload the config, `GET` for the last outcome).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +9,18 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use std::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+
+/// A reload asked for over HTTP, with where to send the outcome.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// The summary of what changed, or every error.
+    pub reply: oneshot::Sender<Result<String, String>>,
+}
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -19,6 +29,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once everything is serving; cleared when shutdown begins.
     pub ready: AtomicBool,
+    /// Where `POST /reload` sends its request.
+    pub reload: mpsc::Sender<ReloadRequest>,
+    /// The last reload's outcome, for `GET /reload`.
+    pub last_reload: Mutex<Option<Result<String, String>>>,
 }
 
 /// The admin routes.
@@ -27,7 +41,33 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload).get(last_reload))
         .with_state(state)
+}
+
+/// `POST /reload`: 200 with what changed, 400 with every error (the old config keeps serving).
+async fn reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let (reply, outcome) = oneshot::channel();
+    if state.reload.send(ReloadRequest { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down\n".to_string());
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => (StatusCode::OK, format!("reloaded: {summary}\n")),
+        Ok(Err(errors)) => (
+            StatusCode::BAD_REQUEST,
+            format!("reload failed; the previous configuration keeps serving\n{errors}\n"),
+        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down\n".to_string()),
+    }
+}
+
+/// `GET /reload`: the last reload's outcome.
+async fn last_reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    match &*state.last_reload.lock().unwrap_or_else(|p| p.into_inner()) {
+        None => (StatusCode::OK, "no reload yet\n".to_string()),
+        Some(Ok(summary)) => (StatusCode::OK, format!("last reload succeeded: {summary}\n")),
+        Some(Err(errors)) => (StatusCode::OK, format!("last reload failed:\n{errors}\n")),
+    }
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

@@ -13,7 +13,9 @@
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`metrics`]: every metric the host exports, named in one place.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
-//! - [`runtime`]: builds the running host from a config and shuts it down in order.
+//! - [`runtime`]: builds the running host from a config, rebuilds what a reload changes, and
+//!   shuts it down in order.
+//! - [`reload`]: what triggers a reload — file changes, SIGHUP.
 //! - [`secret`]: credentials named in the config, read when used.
 //! - [`tls`]: TLS for the receivers.
 
@@ -28,6 +30,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod plugins;
 pub mod receivers;
+pub mod reload;
 pub mod runtime;
 pub mod secret;
 pub mod tls;

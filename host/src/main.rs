@@ -143,7 +143,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sluice::runtime::run(&loaded.config, shutdown_signal())) {
+    match runtime.block_on(sluice::runtime::run(&loaded.config, path, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

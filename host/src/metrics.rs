@@ -121,6 +121,13 @@ pub struct DeliveryCounters {
     pub rejected: Counter,
 }
 
+/// Labels of the reload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: String,
+}
+
 /// Labels of the build info gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -163,6 +170,8 @@ pub struct Metrics {
     pub plugin_faults: Family<PluginFaultLabels, Counter>,
     /// Plugin call durations.
     pub plugin_call_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    /// Reloads by result.
+    pub reloads: Family<ReloadLabels, Counter>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
 }
@@ -189,6 +198,7 @@ impl Metrics {
             queue_depth: Family::default(),
             queue_capacity: Family::default(),
             queues: Mutex::default(),
+            reloads: Family::default(),
             plugin_calls: Family::default(),
             plugin_items_in: Family::default(),
             plugin_items_out: Family::default(),
@@ -269,10 +279,16 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             metrics.plugin_call_duration.clone(),
         );
+        registry.register("sluice_reload", "Configuration reloads by result", metrics.reloads.clone());
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
         Self { registry, ..metrics }
+    }
+
+    /// Counts a reload with `result` `success` or `failure`.
+    pub fn reload(&self, result: &str) {
+        self.reloads.get_or_create(&ReloadLabels { result: result.into() }).inc();
     }
 
     /// Batches waiting in every queue together.

@@ -32,7 +32,7 @@ pub use sluice_wire::Signal;
 use super::units::{ByteSize, HumanDuration};
 
 /// A validated config: every reference resolves and every value is in range.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Host-wide settings.
     pub service: ServiceConfig,
@@ -152,7 +152,7 @@ impl LogLevel {
 }
 
 /// `[service]`: settings of the host itself.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// Where `/healthz`, `/readyz` and `/metrics` are served: `admin_address = "127.0.0.1:8888"`.
@@ -174,7 +174,7 @@ impl Default for ServiceConfig {
 }
 
 /// `[receivers.NAME]`: a source of telemetry, chosen by `type`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReceiverConfig {
     /// `type = "otlp"`: OTLP over gRPC and HTTP.
     Otlp(OtlpReceiverConfig),
@@ -205,7 +205,7 @@ fn all_signals() -> Vec<Spanned<Signal>> {
 /// grpc = { address = "0.0.0.0:4317", max_message_size = "4MiB" }
 /// http = { enabled = false }
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
     /// Which signals to accept; the others are answered as unknown paths / unimplemented methods.
@@ -224,7 +224,7 @@ pub struct OtlpReceiverConfig {
 }
 
 /// `auth = { ... }` of a receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum ReceiverAuthConfig {
     /// A bearer token clients must send; `{ env = .. }` or `{ file = .. }`.
@@ -235,7 +235,7 @@ pub enum ReceiverAuthConfig {
 }
 
 /// `tls = { ... }` of a receiver transport: serve TLS, and for mTLS require client certificates.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// PEM certificate chain the listener presents.
@@ -248,7 +248,7 @@ pub struct ServerTlsConfig {
 }
 
 /// `grpc = { ... }` of an OTLP receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
     /// `enabled = false` switches the gRPC listener off.
@@ -273,7 +273,7 @@ impl Default for GrpcConfig {
 }
 
 /// `http = { ... }` of an OTLP receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// `enabled = false` switches the HTTP listener off.
@@ -298,7 +298,7 @@ impl Default for HttpConfig {
 }
 
 /// `[exporters.NAME]`: a destination, chosen by `type`, with its queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExporterConfig {
     /// Batches that may wait for this exporter before it pushes back on its pipelines.
     pub queue_size: usize,
@@ -307,7 +307,7 @@ pub struct ExporterConfig {
 }
 
 /// The exporter types.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExporterKind {
     /// `type = "debug"`: a line per batch, or a full dump, on stdout.
     Debug(DebugExporterConfig),
@@ -415,7 +415,7 @@ pub enum CompressionConfig {
 }
 
 /// `auth = { ... }`: credentials sent with every request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum AuthConfig {
     /// HTTP basic auth (Grafana Cloud: instance ID and API token).
@@ -433,7 +433,7 @@ pub enum AuthConfig {
 }
 
 /// `tls = { ... }` of a client: how to trust the server and, for mTLS, who we are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsConfig {
     /// PEM file of CA certificates to trust instead of the system roots.
@@ -445,7 +445,7 @@ pub struct ClientTlsConfig {
 }
 
 /// `retry = { ... }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// `enabled = false` makes every failure final.
@@ -470,7 +470,7 @@ impl Default for RetryConfig {
 }
 
 /// `batch = { ... }`: requests are merged up to these sizes, or sent when `timeout` passes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
     /// Items per request.
@@ -513,7 +513,7 @@ pub enum OnFull {
 /// headers = { "x-scope-orgid" = "graphistry" }
 /// compression = "gzip"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// `grpc`, `http/protobuf` or `http/json`.
@@ -605,7 +605,7 @@ pub enum Verbosity {
 /// type = "debug"
 /// verbosity = "summary"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebugExporterConfig {
     /// `verbosity = "summary" | "detailed"`.
@@ -626,7 +626,7 @@ fn summary() -> Verbosity {
 /// max_file_size = "100MiB"
 /// max_files = 5
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileExporterConfig {
     /// The folder the files go in; created if missing.
@@ -648,7 +648,7 @@ fn default_max_files() -> usize {
 }
 
 /// `type = "discard"`: takes no settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardExporterConfig {}
 
@@ -667,7 +667,7 @@ pub struct DiscardExporterConfig {}
 /// [pipelines.default.routes]
 /// tenant-a = ["vendor-a"]
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// The signals this pipeline carries.
@@ -711,7 +711,7 @@ impl OnError {
 }
 
 /// `limits = { ... }` of a processor: what one call may use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
     /// Linear memory an instance may grow to: `memory = "64MiB"`.
@@ -739,7 +739,7 @@ impl Default for PluginLimits {
 /// limits = { memory = "32MiB", timeout = "50ms" }
 /// on_error = "pass"
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessorConfig {
     /// The name in logs and metrics; the file name without `.wasm` when absent.

@@ -215,7 +215,7 @@ mod tests {
         let ingest = Ingest::new(
             &ComponentId::new("otlp").expect("id"),
             "grpc",
-            PerSignal::new(|_| vec![input.clone()]),
+            Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| vec![input.clone()]))),
             metrics,
             None,
         );

@@ -25,19 +25,26 @@ pub struct HttpReceiver {
     pub max_body_size: usize,
 }
 
-/// Routes for every signal the receiver's pipelines take; others answer 404.
+/// A route per signal; a signal no pipeline takes (checked per request, since a reload can
+/// change it) answers 404 like an unknown path.
 pub fn router(receiver: Arc<HttpReceiver>) -> Router {
     let mut router = Router::new();
     for signal in Signal::ALL {
-        if receiver.ingest.accepts(signal) {
-            let path = format!("/v1/{signal}");
-            router = router.route(
-                &path,
-                post(move |state: State<Arc<HttpReceiver>>, headers: HeaderMap, body: Body| {
-                    export(state, signal, headers, body)
-                }),
-            );
-        }
+        let path = format!("/v1/{signal}");
+        router = router.route(
+            &path,
+            post(move |state: State<Arc<HttpReceiver>>, headers: HeaderMap, body: Body| async move {
+                if !state.ingest.accepts(signal) {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        RpcCode::Unimplemented,
+                        "no pipeline takes this signal",
+                        Format::Json,
+                    );
+                }
+                export(state, signal, headers, body).await
+            }),
+        );
     }
     router
         .fallback(|| async {

@@ -56,12 +56,16 @@ impl RefusalReason {
     }
 }
 
+/// Per signal, the pipelines a receiver feeds. Shared by the receiver's transports and swapped
+/// as a whole on reload, so every request sees one consistent set.
+pub type Routes = Arc<arc_swap::ArcSwap<PerSignal<Vec<PipelineInput>>>>;
+
 /// One receiver transport's entry into the pipelines.
 #[derive(Debug)]
 pub struct Ingest {
     receiver: ComponentId,
     transport: &'static str,
-    routes: PerSignal<Vec<PipelineInput>>,
+    routes: Routes,
     accepted: PerSignal<Counter>,
     invalid: PerSignal<Counter>,
     metrics: Arc<Metrics>,
@@ -74,7 +78,7 @@ impl Ingest {
     pub fn new(
         receiver: &ComponentId,
         transport: &'static str,
-        routes: PerSignal<Vec<PipelineInput>>,
+        routes: Routes,
         metrics: Arc<Metrics>,
         auth: Option<Arc<Secret>>,
     ) -> Self {
@@ -131,7 +135,7 @@ impl Ingest {
 
     /// Whether any pipeline takes `signal` from this receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
-        !self.routes.get(signal).is_empty()
+        !self.routes.load().get(signal).is_empty()
     }
 
     /// Counts a refused request and logs why — at most once per interval, since the client is
@@ -159,7 +163,8 @@ impl Ingest {
     pub fn accept(&self, signal: Signal, format: Format, body: Bytes) -> Result<ExportOutcome, Refusal> {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
-        let result = self.reserve(signal).and_then(|slots| {
+        let routes = self.routes.load_full();
+        let result = Self::reserve(&routes, signal).and_then(|slots| {
             let (batch, outcome) = self.prepare(signal, format, body)?;
             if let Some(batch) = batch {
                 let items = batch.items();
@@ -227,8 +232,8 @@ impl Ingest {
 
     /// Reserves a slot in every pipeline that takes `signal`: all or nothing, so a refusal never
     /// leaves a batch half delivered (which the client's retry would duplicate).
-    fn reserve(&self, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
-        let routes = self.routes.get(signal);
+    fn reserve(routes: &PerSignal<Vec<PipelineInput>>, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
+        let routes = routes.get(signal);
         let mut slots = Vec::with_capacity(routes.len());
         for route in routes {
             match route.try_reserve() {
@@ -268,7 +273,7 @@ mod tests {
         let (inputs, receivers): (Vec<_>, Vec<_>) = (0..queues)
             .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
             .unzip();
-        let routes = PerSignal::new(|_| inputs.clone());
+        let routes = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
         (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", routes, metrics, None), receivers)
     }
 
@@ -300,7 +305,7 @@ mod tests {
         let (ingest, mut queues) = ingest(2, 1);
         // Fill the second pipeline only.
         let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
-        ingest.routes.get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
+        ingest.routes.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
         let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into());
         assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
         assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");

@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ComponentId, ReceiverConfig};
-use crate::metrics::{Metrics, PerSignal};
-use crate::pipeline::PipelineInput;
+use crate::metrics::Metrics;
 use ingest::Ingest;
 
 /// A listener that is bound and serving.
@@ -47,7 +46,7 @@ pub struct StartError {
 pub async fn start(
     id: &ComponentId,
     config: &ReceiverConfig,
-    routes: &PerSignal<Vec<PipelineInput>>,
+    routes: &ingest::Routes,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Listening>, StartError> {
