@@ -139,7 +139,7 @@ impl Running {
     /// Builds what `config` describes, reusing what `self.topology` already has unchanged.
     /// On error, everything built for the attempt is dropped and the old topology is untouched
     /// (except receivers whose settings changed on the same address, which had to let go of it).
-    async fn apply(&mut self, config: &Config) -> anyhow::Result<ReloadSummary> {
+    async fn apply(&mut self, config: &Config, reloading: bool) -> anyhow::Result<ReloadSummary> {
         let mut summary = ReloadSummary::default();
         let old = &mut self.topology;
 
@@ -215,6 +215,9 @@ impl Running {
                         )
                     })
                     .await?;
+                    if reloading && !chain.load_failures().is_empty() {
+                        anyhow::bail!("pipeline `{id}`: {}", chain.load_failures().join("; "));
+                    }
                     let (input, task) = pipeline::spawn(
                         id.clone(),
                         *wanted.queue_size.get_ref(),
@@ -351,7 +354,7 @@ impl Running {
         for warning in &loaded.warnings {
             tracing::warn!(config = %path.display(), "{warning}");
         }
-        self.apply(&new).await.map_err(|e| format!("{e:#}"))
+        self.apply(&new, true).await.map_err(|e| format!("{e:#}"))
     }
 
     /// Stops accepting, drains every queue into the exporters, flushes them, and stops the
@@ -431,7 +434,7 @@ pub async fn start(
         admin_task: admin_listener.task,
         topology: Topology::default(),
     };
-    if let Err(error) = running.apply(config).await {
+    if let Err(error) = running.apply(config, false).await {
         running.admin_stop.cancel();
         return Err(error);
     }

@@ -30,6 +30,7 @@ struct Stage {
 pub struct Chain {
     pipeline: ComponentId,
     stages: Vec<Stage>,
+    load_failures: Vec<String>,
 }
 
 impl Chain {
@@ -42,6 +43,7 @@ impl Chain {
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
     ) -> Self {
+        let mut load_failures = Vec::new();
         let stages = pipeline
             .processors
             .iter()
@@ -67,13 +69,20 @@ impl Chain {
                 };
                 let (processor, load_fault) = Processor::new(spec);
                 let metrics = metrics.plugin(id.as_str(), &name);
-                if let Some(fault) = load_fault {
+                if let Some(fault) = &load_fault {
                     metrics.fault(fault.kind);
+                    load_failures.push(format!("plugin `{name}` cannot be loaded: {}", fault.message));
                 }
                 Stage { metrics, processor, faults_log: LogThrottle::default() }
             })
             .collect();
-        Self { pipeline: id.clone(), stages }
+        Self { pipeline: id.clone(), stages, load_failures }
+    }
+
+    /// Why plugins failed to load, one line each. At start-up such a plugin is faulted and its
+    /// batches follow `on_error`; a reload refuses the new chain and keeps the old one.
+    pub fn load_failures(&self) -> &[String] {
+        &self.load_failures
     }
 
     /// Whether the chain has no processors.
