@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 
 /// How often the files are looked at.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 type Stamp = Vec<Option<(u64, SystemTime, u64)>>;
 
