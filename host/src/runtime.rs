@@ -351,6 +351,13 @@ impl Running {
                 new.service.admin_address.get_ref()
             ));
         }
+        if new.service.log_level != self.config.service.log_level {
+            return Err(format!(
+                "`service.log_level` changed from {} to {}: the log level is set at start (SLUICE_LOG overrides it); restart to apply",
+                self.config.service.log_level.as_str(),
+                new.service.log_level.as_str()
+            ));
+        }
         for warning in &loaded.warnings {
             tracing::warn!(config = %path.display(), "{warning}");
         }

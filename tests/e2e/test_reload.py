@@ -194,3 +194,52 @@ def test_reloads_under_load_lose_and_duplicate_nothing(make_sluice, tmp_path):
     assert logs.count("Reloaded:") >= 18, logs.count("Reloaded:")
     assert "unknown exporter `nowhere`" in logs, "the invalid TOML was refused"
     assert "plugin `rule` cannot be loaded" in logs, "the broken .wasm was refused; the old chain kept serving"
+
+
+def test_a_configmap_style_symlink_swap_triggers_a_reload(tmp_path):
+    """Kubernetes mounts a ConfigMap as `NAME -> ..data/NAME`, `..data -> ..<timestamp>`, and
+    updates it by pointing `..data` at a new folder."""
+    import os
+    mount = tmp_path / "configmap"
+    first = mount / "..2026_11_25_a"
+    first.mkdir(parents=True)
+    import subprocess
+    from conftest import PLUGIN_CACHE, free_port, sluice_binary
+    ports = {"grpc": free_port(), "http": free_port(), "admin": free_port()}
+    def config_text(extra_exporter):
+        exporters = '["archive", "extra"]' if extra_exporter else '["archive"]'
+        text = f'[service]\nadmin_address = "127.0.0.1:{ports["admin"]}"\n' + BASE + (
+            '\n[exporters.extra]\ntype = "discard"\n' if extra_exporter else "") + pipeline(exporters)
+        text = text.format(grpc=f"127.0.0.1:{ports['grpc']}", http=f"127.0.0.1:{ports['http']}",
+                           data=tmp_path / "data", plugins=PLUGINS)
+        return "\n".join(line.strip() for line in text.splitlines())
+    (first / "sluice.toml").write_text(config_text(False))
+    os.symlink(first.name, mount / "..data")
+    os.symlink("..data/sluice.toml", mount / "sluice.toml")
+    log = open(tmp_path / "stderr.log", "wb")
+    process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(mount / "sluice.toml")],
+                               stderr=log, env={**os.environ, "SLUICE_CACHE_DIR": str(PLUGIN_CACHE)})
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if http("GET", f"http://127.0.0.1:{ports['admin']}/readyz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        second = mount / "..2026_11_25_b"
+        second.mkdir()
+        (second / "sluice.toml").write_text(config_text(True))
+        os.symlink(second.name, mount / "..data_tmp")
+        os.replace(mount / "..data_tmp", mount / "..data")  # the atomic swap kubelet does
+        deadline = time.time() + 10
+        body = b""
+        while time.time() < deadline:
+            body = http("GET", f"http://127.0.0.1:{ports['admin']}/reload")[2]
+            if b"last reload succeeded" in body:
+                break
+            time.sleep(0.1)
+        assert b"rebuilt: exporter extra" in body, body
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0
