@@ -13,7 +13,7 @@
 //! Batches already accepted finish on the pipelines they entered; the replaced pipelines and
 //! exporters drain and stop on their own. A reload that fails leaves the old topology serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ use crate::config::{ComponentId, Config, ExporterConfig, PipelineConfig, Receive
 use crate::exporters::ExporterInput;
 use crate::metrics::{Metrics, PerSignal};
 use crate::pipeline::PipelineInput;
-use crate::plugins::chain::Chain;
+use crate::plugins::chain::{Chain, ProcessorKey, SharedProcessor};
 use crate::receivers::ingest::Routes;
 use crate::{exporters, pipeline, receivers};
 
@@ -100,6 +100,8 @@ pub struct Running {
     admin_stop: CancellationToken,
     admin_task: JoinHandle<()>,
     topology: Topology,
+    /// Plugin instances by pipeline, name, file and settings, for reloads to reuse.
+    processors: HashMap<ProcessorKey, SharedProcessor>,
 }
 
 fn plugin_hashes(config: &Config, pipeline: &PipelineConfig) -> Vec<String> {
@@ -172,6 +174,7 @@ impl Running {
         }
 
         let mut pipelines: BTreeMap<ComponentId, BuiltPipeline> = BTreeMap::new();
+        let mut processors: HashMap<ProcessorKey, SharedProcessor> = HashMap::new();
         for (id, wanted) in &config.pipelines {
             let hashes = plugin_hashes(config, wanted);
             let exporters_kept =
@@ -183,6 +186,9 @@ impl Running {
             let built = match reuse {
                 Some(existing) => {
                     summary.kept.push(format!("pipeline {id}"));
+                    let prefix = format!("{id}\u{0}");
+                    let kept = self.processors.iter().filter(|(key, _)| key.belongs_to(&prefix));
+                    processors.extend(kept.map(|(key, processor)| (key.clone(), processor.clone())));
                     BuiltPipeline {
                         config: wanted.clone(),
                         plugin_hashes: hashes,
@@ -204,17 +210,14 @@ impl Running {
                     };
                     let (chain, metrics) = (config.clone(), self.metrics.clone());
                     let (pipeline_id, pipeline_config) = (id.clone(), wanted.clone());
+                    let previous = self.processors.clone();
                     // Loading plugins compiles them (or reads the cache): keep it off the runtime.
                     let chain = tokio::task::spawn_blocking(move || {
-                        Chain::build(
-                            &pipeline_id,
-                            &pipeline_config,
-                            &chain,
-                            &metrics,
-                            crate::plugins::loader::default_cache_dir(),
-                        )
+                        let cache = crate::plugins::loader::default_cache_dir();
+                        Chain::build(&pipeline_id, &pipeline_config, &chain, &metrics, cache, &previous)
                     })
                     .await?;
+                    processors.extend(chain.shared_processors());
                     if reloading && !chain.load_failures().is_empty() {
                         anyhow::bail!("pipeline `{id}`: {}", chain.load_failures().join("; "));
                     }
@@ -315,6 +318,7 @@ impl Running {
         }
         old.exporters = exporters;
         old.pipelines = pipelines;
+        self.processors = processors;
         old.receivers = receivers_built;
         old.draining.retain(|task| !task.is_finished());
         self.config = config.clone();
@@ -440,6 +444,7 @@ pub async fn start(
         admin_stop,
         admin_task: admin_listener.task,
         topology: Topology::default(),
+        processors: HashMap::new(),
     };
     if let Err(error) = running.apply(config, false).await {
         running.admin_stop.cancel();

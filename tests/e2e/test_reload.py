@@ -243,3 +243,24 @@ def test_a_configmap_style_symlink_swap_triggers_a_reload(tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+def test_an_unchanged_plugin_keeps_its_instance(make_sluice):
+    def chain(tag):
+        return pipeline(processors=f"""
+            [[pipelines.all.processors]]
+            plugin = "{{plugins}}/drop-spans.wasm"
+            config = {{{{ span_names = ["GET /healthz"] }}}}
+            [[pipelines.all.processors]]
+            plugin = "{{plugins}}/set-attributes.wasm"
+            config = {{{{ resource = [{{{{ key = "tag", value = "{tag}" }}}}] }}}}
+        """)
+    host = make_sluice(BASE + chain("one"))
+    write_config(host, BASE + chain("two"))
+    status, _, body = reload(host)
+    assert status == 200, body
+    assert b"rebuilt: pipeline all" in body
+    assert host.stop() == 0
+    logs = host.logs()
+    assert logs.count("Plugin loaded plugin=drop-spans") == 1, "same file, same config: same instance"
+    assert logs.count("Plugin loaded plugin=set-attributes") == 2

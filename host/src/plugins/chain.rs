@@ -1,7 +1,10 @@
 //! A pipeline's processor chain: every batch passes each plugin in order, once per batch.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
@@ -20,8 +23,37 @@ pub struct Routed {
     pub batch: Arc<Batch>,
 }
 
+/// A processor a reload can hand from an old chain to a new one, with its live instance.
+pub type SharedProcessor = Arc<Mutex<Processor>>;
+
+/// What makes two processors the same: pipeline, name, file content and every setting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProcessorKey(String);
+
+impl ProcessorKey {
+    /// Whether the key is for a processor of the pipeline whose `{id}\0` prefix is given.
+    pub fn belongs_to(&self, pipeline_prefix: &str) -> bool {
+        self.0.starts_with(pipeline_prefix)
+    }
+
+    fn new(pipeline: &ComponentId, name: &str, spec: &Spec, sha256: &str) -> Self {
+        Self(format!(
+            "{pipeline}\u{0}{name}\u{0}{}\u{0}{sha256}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+            spec.path.display(),
+            spec.config_json,
+            spec.max_memory,
+            spec.timeout,
+            spec.on_error,
+            spec.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            spec.pin,
+        ))
+    }
+}
+
 struct Stage {
-    processor: Processor,
+    processor: SharedProcessor,
+    name: Arc<str>,
+    on_error: OnError,
     metrics: PluginMetrics,
     faults_log: LogThrottle,
 }
@@ -31,10 +63,12 @@ pub struct Chain {
     pipeline: ComponentId,
     stages: Vec<Stage>,
     load_failures: Vec<String>,
+    shared: Vec<(ProcessorKey, SharedProcessor)>,
 }
 
 impl Chain {
-    /// Loads every processor of `pipeline`. Never fails: a plugin that cannot load is faulted
+    /// Loads every processor of `pipeline`, reusing from `previous` any whose file and settings
+    /// are unchanged (it keeps its instance). Never fails: a plugin that cannot load is faulted
     /// and its batches follow its `on_error` until a retry succeeds.
     pub fn build(
         id: &ComponentId,
@@ -42,7 +76,9 @@ impl Chain {
         config: &Config,
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
+        previous: &HashMap<ProcessorKey, SharedProcessor>,
     ) -> Self {
+        let mut shared = Vec::new();
         let mut load_failures = Vec::new();
         let stages = pipeline
             .processors
@@ -67,16 +103,32 @@ impl Chain {
                     env,
                     cache_dir: cache_dir.clone(),
                 };
-                let (processor, load_fault) = Processor::new(spec);
+                let sha256 =
+                    std::fs::read(&spec.path).map(|b| hex::encode(Sha256::digest(b))).unwrap_or_default();
+                let key = ProcessorKey::new(id, &name, &spec, &sha256);
                 let metrics = metrics.plugin(id.as_str(), &name);
-                if let Some(fault) = &load_fault {
-                    metrics.fault(fault.kind);
-                    load_failures.push(format!("plugin `{name}` cannot be loaded: {}", fault.message));
-                }
-                Stage { metrics, processor, faults_log: LogThrottle::default() }
+                let processor = match previous.get(&key) {
+                    Some(existing) => existing.clone(),
+                    None => {
+                        let (processor, load_fault) = Processor::new(spec);
+                        if let Some(fault) = &load_fault {
+                            metrics.fault(fault.kind);
+                            load_failures
+                                .push(format!("plugin `{name}` cannot be loaded: {}", fault.message));
+                        }
+                        Arc::new(Mutex::new(processor))
+                    }
+                };
+                shared.push((key, processor.clone()));
+                Stage { metrics, processor, name, on_error: p.on_error, faults_log: LogThrottle::default() }
             })
             .collect();
-        Self { pipeline: id.clone(), stages, load_failures }
+        Self { pipeline: id.clone(), stages, load_failures, shared }
+    }
+
+    /// The processors, for the next reload to reuse.
+    pub fn shared_processors(&self) -> Vec<(ProcessorKey, SharedProcessor)> {
+        self.shared.clone()
     }
 
     /// Why plugins failed to load, one line each. At start-up such a plugin is faulted and its
@@ -111,7 +163,12 @@ impl Stage {
     fn process(&mut self, pipeline: &ComponentId, part: Routed, out: &mut Vec<Routed>) {
         let batch = &part.batch;
         let started = Instant::now();
-        let step = self.processor.run(batch.signal(), batch.payload());
+        // Uncontended except during a reload, while the old chain finishes its last batches.
+        let step = self
+            .processor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .run(batch.signal(), batch.payload());
         if matches!(step, Step::Skipped) {
             out.push(part);
             return;
@@ -161,7 +218,7 @@ impl Stage {
         out: &mut Vec<Routed>,
     ) {
         self.metrics.fault(kind);
-        let policy = self.processor.on_error();
+        let policy = self.on_error;
         let items = part.batch.items();
         match policy {
             OnError::Pass => {
@@ -173,7 +230,7 @@ impl Stage {
             }
         }
         if let Some(suppressed) = self.faults_log.check() {
-            let plugin = self.processor.name();
+            let plugin = &self.name;
             let action = match policy {
                 OnError::Pass => "passed on unchanged",
                 OnError::Drop => "dropped",
