@@ -20,7 +20,8 @@ use crate::config::ServerTlsConfig;
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every certificate in a PEM file; an error names the file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -34,7 +35,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The acceptor for `config`: our certificate, and a client verifier when a client CA is set.
 pub fn acceptor(config: &ServerTlsConfig) -> Result<TlsAcceptor, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certs(config.cert_file.get_ref())?;
+    let chain = read_certs(config.cert_file.get_ref())?;
     let key = PrivateKeyDer::from_pem_file(config.key_file.get_ref())
         .map_err(|e| format!("{} is not a PEM private key: {e}", config.key_file.get_ref().display()))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -43,7 +44,7 @@ pub fn acceptor(config: &ServerTlsConfig) -> Result<TlsAcceptor, String> {
     let builder = match &config.client_ca_file {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in certs(ca.get_ref())? {
+            for cert in read_certs(ca.get_ref())? {
                 roots.add(cert).map_err(|e| format!("{}: {e}", ca.get_ref().display()))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)

@@ -302,6 +302,14 @@ def test_http_json_protocol(make_sluice):
     down.close()
 
 
+def write_certificates(ca, folder, name="server", host="localhost"):
+    """Writes NAME.pem and NAME.key issued by `ca` for `host`, and the CA as ca.pem."""
+    cert = ca.issue_cert(host)
+    cert.cert_chain_pems[0].write_to_path(str(folder / f"{name}.pem"))
+    cert.private_key_pem.write_to_path(str(folder / f"{name}.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+
+
 @pytest.fixture(scope="module")
 def ca():
     return trustme.CA()
@@ -323,9 +331,7 @@ def test_tls_and_mtls(make_sluice, tmp_path, ca, mtls):
     ca.cert_pem.write_to_path(str(ca_file))
     client_tls = ""
     if mtls:
-        client = ca.issue_cert("sluice-client")
-        client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
-        client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        write_certificates(ca, tmp_path, "client", "sluice-client")
         client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
     host = forwarder(make_sluice, f"""
         [exporters.out]
@@ -365,10 +371,7 @@ def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("mtls", [False, True])
 def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
-    server = ca.issue_cert("localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    write_certificates(ca, tmp_path)
     client_ca = f', client_ca_file = "{tmp_path}/ca.pem"' if mtls else ""
     # Doubled braces survive the harness's str.format of the pipeline text.
     tls = f'tls = {{{{ cert_file = "{tmp_path}/server.pem", key_file = "{tmp_path}/server.key"{client_ca} }}}}'
@@ -387,9 +390,7 @@ def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
     port = sink.grpc_port if protocol == "grpc" else sink.http_port
     client_tls = ""
     if mtls:
-        client = ca.issue_cert("sluice-forwarder")
-        client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.pem"))
-        client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+        write_certificates(ca, tmp_path, "client", "sluice-forwarder")
         client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
     host = forwarder(make_sluice, f"""
         [exporters.out]
@@ -406,10 +407,7 @@ def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
 
 
 def test_mtls_receiver_refuses_clients_without_a_certificate(make_sluice, tmp_path, ca):
-    server = ca.issue_cert("localhost")
-    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    write_certificates(ca, tmp_path)
     sink = make_sluice(f"""
         [receivers.otlp]
         type = "otlp"

@@ -95,15 +95,7 @@ async fn serve_maybe_tls(
     let acceptor = crate::tls::acceptor(tls).map_err(|e| fail(std::io::Error::other(e)))?;
     let tcp = TcpListener::bind(address).await.map_err(fail)?;
     let listener = crate::tls::TlsListener::new(tcp, acceptor, label.clone()).map_err(fail)?;
-    let address = axum::serve::Listener::local_addr(&listener).map_err(fail)?;
-    let stop = shutdown.clone().cancelled_owned();
-    let task_label = label.clone();
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-            tracing::error!(component = %task_label, %error, "Server failed");
-        }
-    });
-    Ok(Listening { label, address, task })
+    spawn_server(label.clone(), listener, router, shutdown).map_err(fail)
 }
 
 /// Binds `address` and serves `router` until `shutdown`, then drains in-flight requests.
@@ -115,11 +107,24 @@ pub async fn serve(
 ) -> Result<Listening, StartError> {
     let fail = |source| StartError { label: label.clone(), address, source };
     let listener = TcpListener::bind(address).await.map_err(fail)?;
-    let address = listener.local_addr().map_err(fail)?;
     // Small OTLP answers must not wait for Nagle's algorithm and the peer's delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    spawn_server(label.clone(), listener, router, shutdown).map_err(fail)
+}
+
+fn spawn_server<L>(
+    label: String,
+    listener: L,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> std::io::Result<Listening>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: Send,
+{
+    let address = listener.local_addr()?;
     let stop = shutdown.clone().cancelled_owned();
     let task_label = label.clone();
     let task = tokio::spawn(async move {

@@ -1,6 +1,5 @@
 //! The HTTP/1.1 and HTTP/2 client every OTLP exporter sends through, with rustls for `https://`.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,24 +9,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ClientTlsConfig, OtlpProtocol};
+use crate::tls::read_certs;
 
 /// The client type.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    Ok(certs)
-}
 
 /// The TLS settings: the configured CA (or the system roots) and, for mTLS, our certificate.
 pub fn tls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, String> {
