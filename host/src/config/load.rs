@@ -290,6 +290,7 @@ fn parse_exporter(
         "file" => parser.typed_value(rest, what, header).map(ExporterKind::File),
         "discard" => parser.typed_value(rest, what, header).map(ExporterKind::Discard),
         "otlp" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Otlp(Box::new(c))),
+        "prometheus" => parser.typed_value(rest, what, header).map(ExporterKind::Prometheus),
         _ => None,
     }?;
     Some(ExporterConfig { queue_size: queue_size?, kind })

@@ -317,11 +317,43 @@ pub enum ExporterKind {
     Discard(DiscardExporterConfig),
     /// `type = "otlp"`: OTLP over gRPC or HTTP to any OTLP destination.
     Otlp(Box<OtlpExporterConfig>),
+    /// `type = "prometheus"`: a Prometheus scrape endpoint.
+    Prometheus(PrometheusExporterConfig),
 }
 
 impl ExporterKind {
     /// The `type` names exporters can have.
-    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard", "otlp"];
+    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard", "otlp", "prometheus"];
+}
+
+/// `type = "prometheus"`: serves the metrics it receives for Prometheus to scrape.
+///
+/// ```toml
+/// [exporters.prometheus]
+/// type = "prometheus"
+/// address = "0.0.0.0:8889"
+/// resource_to_labels = ["k8s.cluster.name"]
+/// const_labels = { deployment = "graphistry" }
+/// expiry = "5m"
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusExporterConfig {
+    /// Where `/metrics` is served.
+    pub address: Spanned<ListenAddress>,
+    /// Resource attributes copied onto every series as labels.
+    #[serde(default)]
+    pub resource_to_labels: Vec<String>,
+    /// Labels added to every series.
+    #[serde(default)]
+    pub const_labels: BTreeMap<String, String>,
+    /// A series not updated for this long disappears from the endpoint.
+    #[serde(default = "default_expiry")]
+    pub expiry: HumanDuration,
+}
+
+fn default_expiry() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 /// A secret: never written in the TOML, but named there — `{ env = "NAME" }` or

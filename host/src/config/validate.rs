@@ -397,6 +397,11 @@ fn check_addresses(parsed: &Parsed, out: &mut Outcome) {
             }
         };
     claim(&parsed.service.admin_address, &None, "the admin listener".to_string());
+    for (id, exporter) in &parsed.exporters {
+        if let Some(ExporterConfig { kind: ExporterKind::Prometheus(prometheus), .. }) = &exporter.config {
+            claim(&prometheus.address, &exporter.header, format!("exporter `{id}`"));
+        }
+    }
     for (id, receiver) in &parsed.receivers {
         let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
         if otlp.grpc.enabled {

@@ -11,11 +11,13 @@
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`discard`]: counts and drops.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
+//! - [`prometheus`]: a Prometheus scrape endpoint.
 
 pub mod debug;
 pub mod discard;
 pub mod file;
 pub mod otlp;
+pub mod prometheus;
 
 use std::sync::Arc;
 
@@ -152,6 +154,9 @@ pub fn spawn(
         ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
         ExporterKind::File(c) => runner.spawn(file::FileExporter::new(name, c).map_err(fail)?),
         ExporterKind::Discard(_) => runner.spawn(discard::DiscardExporter),
+        ExporterKind::Prometheus(c) => {
+            runner.spawn(prometheus::PrometheusExporter::start(name, c).map_err(fail)?)
+        }
         ExporterKind::Otlp(_) => unreachable!("handled above"),
     };
     Ok((ExporterInput { name: name.clone(), tx, depth, overflow: None }, task))

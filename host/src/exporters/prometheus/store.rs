@@ -1,0 +1,472 @@
+//! The series a Prometheus scrape sees: OTLP metrics translated per the OpenTelemetry
+//! "Prometheus and OpenMetrics compatibility" spec, accumulated (delta → cumulative) and expired
+//! when their source stops sending.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogramDataPoint, metric, number_data_point,
+};
+
+use super::names::{metric_name, sanitize_label};
+
+/// Label pairs, sorted by name.
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Value {
+    Number(f64),
+    /// Upper bounds and per-bucket (not cumulative) counts; the last count is the +Inf bucket.
+    Histogram {
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        sum: f64,
+        count: u64,
+    },
+    Summary {
+        quantiles: Vec<(f64, f64)>,
+        sum: f64,
+        count: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Series {
+    value: Value,
+    updated: Instant,
+}
+
+#[derive(Debug)]
+struct Family {
+    kind: Kind,
+    help: String,
+    series: HashMap<Labels, Series>,
+}
+
+/// What the exporter's settings add to every series.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Resource attributes copied onto every series as labels.
+    pub resource_to_labels: Vec<String>,
+    /// Labels added to every series.
+    pub const_labels: Vec<(String, String)>,
+    /// How long a series lives without an update.
+    pub expiry: Duration,
+}
+
+/// Every series, by family.
+#[derive(Debug, Default)]
+pub struct Store {
+    families: BTreeMap<String, Family>,
+    options: Options,
+}
+
+fn any_to_string(value: &Option<AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Option<AnyValue>> {
+    attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+}
+
+/// `job` and `instance` from the resource, as the spec derives them.
+fn job_and_instance(resource: &[KeyValue]) -> (String, String) {
+    let name = find(resource, "service.name").map(any_to_string).unwrap_or_default();
+    let job = match find(resource, "service.namespace").map(any_to_string) {
+        Some(namespace) if !namespace.is_empty() => format!("{namespace}/{name}"),
+        _ => name,
+    };
+    let instance = find(resource, "service.instance.id").map(any_to_string).unwrap_or_default();
+    (job, instance)
+}
+
+fn labels(attributes: &[KeyValue], base: &Labels) -> Labels {
+    let mut out: Labels = base.clone();
+    for kv in attributes {
+        let key = sanitize_label(&kv.key);
+        let value = any_to_string(&kv.value);
+        // Two keys that sanitize alike are joined, as the spec says.
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) if !base.iter().any(|(k, _)| *k == key) => {
+                existing.push(';');
+                existing.push_str(&value);
+            }
+            Some(_) => {}
+            None => out.push((key, value)),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Classic buckets from an exponential histogram: each populated bucket's upper bound is
+/// base^(index+1), base = 2^(2^-scale); negative buckets and the zero bucket count below the
+/// first bound.
+fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, Vec<u64>) {
+    let base = 2f64.powf(2f64.powi(-point.scale));
+    let mut bounds = Vec::new();
+    let mut counts = Vec::new();
+    let below = point.zero_count + point.negative.as_ref().map_or(0, |b| b.bucket_counts.iter().sum());
+    if let Some(positive) = &point.positive {
+        for (i, count) in positive.bucket_counts.iter().enumerate() {
+            let index = positive.offset as i64 + i as i64;
+            bounds.push(base.powi((index + 1) as i32));
+            counts.push(*count);
+        }
+    }
+    if let Some(first) = counts.first_mut() {
+        *first += below;
+    } else {
+        bounds.push(point.zero_threshold.max(0.0));
+        counts.push(below);
+    }
+    counts.push(0); // +Inf holds nothing beyond the last bucket
+    (bounds, counts)
+}
+
+impl Store {
+    /// A store applying `options`.
+    pub fn new(options: Options) -> Self {
+        Self { families: BTreeMap::new(), options }
+    }
+
+    fn family(&mut self, name: String, kind: Kind, help: &str) -> Option<&mut Family> {
+        let family = self.families.entry(name).or_insert_with(|| Family {
+            kind,
+            help: help.to_string(),
+            series: HashMap::new(),
+        });
+        // A name reused with another type keeps its first type; the newcomer is skipped.
+        (family.kind == kind).then_some(family)
+    }
+
+    fn put(
+        &mut self,
+        name: String,
+        kind: Kind,
+        help: &str,
+        labels: Labels,
+        value: Value,
+        delta: bool,
+        now: Instant,
+    ) {
+        let Some(family) = self.family(name, kind, help) else { return };
+        match family.series.get_mut(&labels) {
+            Some(series) if delta => {
+                series.value = match (&series.value, value) {
+                    (Value::Number(old), Value::Number(add)) => Value::Number(old + add),
+                    (
+                        Value::Histogram { bounds, counts, sum, count },
+                        Value::Histogram {
+                            bounds: new_bounds,
+                            counts: new_counts,
+                            sum: add_sum,
+                            count: add_count,
+                        },
+                    ) if *bounds == new_bounds => Value::Histogram {
+                        bounds: new_bounds,
+                        counts: counts.iter().zip(&new_counts).map(|(a, b)| a + b).collect(),
+                        sum: sum + add_sum,
+                        count: count + add_count,
+                    },
+                    (_, value) => value,
+                };
+                series.updated = now;
+            }
+            Some(series) => {
+                series.value = value;
+                series.updated = now;
+            }
+            None => {
+                family.series.insert(labels, Series { value, updated: now });
+            }
+        }
+    }
+
+    /// Adds a batch of metrics.
+    pub fn update(&mut self, request: &ExportMetricsServiceRequest, now: Instant) {
+        let delta = AggregationTemporality::Delta as i32;
+        for resource_metrics in &request.resource_metrics {
+            let resource = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            let (job, instance) = job_and_instance(resource);
+            let mut base: Labels = self.options.const_labels.clone();
+            base.push(("job".into(), job.clone()));
+            base.push(("instance".into(), instance.clone()));
+            for key in &self.options.resource_to_labels {
+                if let Some(value) = find(resource, key) {
+                    base.push((sanitize_label(key), any_to_string(value)));
+                }
+            }
+            // target_info carries the resource attributes that are not job and instance.
+            let info: Vec<KeyValue> = resource
+                .iter()
+                .filter(|kv| {
+                    !matches!(kv.key.as_str(), "service.name" | "service.namespace" | "service.instance.id")
+                })
+                .cloned()
+                .collect();
+            let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
+            self.put(
+                "target_info".into(),
+                Kind::Gauge,
+                "Target metadata",
+                labels(&info, &info_base),
+                Value::Number(1.0),
+                false,
+                now,
+            );
+            for scope in &resource_metrics.scope_metrics {
+                for m in &scope.metrics {
+                    self.add_metric(m, &base, delta, now);
+                }
+            }
+        }
+    }
+
+    fn add_metric(
+        &mut self,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        base: &Labels,
+        delta: i32,
+        now: Instant,
+    ) {
+        let number = |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            None => 0.0,
+        };
+        match &m.data {
+            Some(metric::Data::Gauge(g)) => {
+                let name = metric_name(&m.name, &m.unit, true, false);
+                for p in &g.data_points {
+                    self.put(
+                        name.clone(),
+                        Kind::Gauge,
+                        &m.description,
+                        labels(&p.attributes, base),
+                        Value::Number(number(p)),
+                        false,
+                        now,
+                    );
+                }
+            }
+            Some(metric::Data::Sum(s)) => {
+                let (kind, counter) =
+                    if s.is_monotonic { (Kind::Counter, true) } else { (Kind::Gauge, false) };
+                let name = metric_name(&m.name, &m.unit, !counter, counter);
+                let is_delta = s.aggregation_temporality == delta;
+                for p in &s.data_points {
+                    let value = Value::Number(number(p));
+                    self.put(
+                        name.clone(),
+                        kind,
+                        &m.description,
+                        labels(&p.attributes, base),
+                        value,
+                        is_delta,
+                        now,
+                    );
+                }
+            }
+            Some(metric::Data::Histogram(h)) => {
+                let name = metric_name(&m.name, &m.unit, false, false);
+                let is_delta = h.aggregation_temporality == delta;
+                for p in &h.data_points {
+                    let mut counts = p.bucket_counts.clone();
+                    counts.resize(p.explicit_bounds.len() + 1, 0);
+                    let value = Value::Histogram {
+                        bounds: p.explicit_bounds.clone(),
+                        counts,
+                        sum: p.sum.unwrap_or(0.0),
+                        count: p.count,
+                    };
+                    self.put(
+                        name.clone(),
+                        Kind::Histogram,
+                        &m.description,
+                        labels(&p.attributes, base),
+                        value,
+                        is_delta,
+                        now,
+                    );
+                }
+            }
+            Some(metric::Data::ExponentialHistogram(h)) => {
+                let name = metric_name(&m.name, &m.unit, false, false);
+                let is_delta = h.aggregation_temporality == delta;
+                for p in &h.data_points {
+                    let (bounds, counts) = exponential_to_classic(p);
+                    let value =
+                        Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count };
+                    self.put(
+                        name.clone(),
+                        Kind::Histogram,
+                        &m.description,
+                        labels(&p.attributes, base),
+                        value,
+                        is_delta,
+                        now,
+                    );
+                }
+            }
+            Some(metric::Data::Summary(s)) => {
+                let name = metric_name(&m.name, &m.unit, false, false);
+                for p in &s.data_points {
+                    let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+                    let value = Value::Summary { quantiles, sum: p.sum, count: p.count };
+                    self.put(
+                        name.clone(),
+                        Kind::Summary,
+                        &m.description,
+                        labels(&p.attributes, base),
+                        value,
+                        false,
+                        now,
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Drops series not updated within the expiry, and families left empty.
+    pub fn expire(&mut self, now: Instant) {
+        let expiry = self.options.expiry;
+        for family in self.families.values_mut() {
+            family.series.retain(|_, s| now.duration_since(s.updated) <= expiry);
+        }
+        self.families.retain(|_, f| !f.series.is_empty());
+    }
+
+    /// Number of live series.
+    pub fn len(&self) -> usize {
+        self.families.values().map(|f| f.series.len()).sum()
+    }
+
+    /// Whether there are no series.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        let mut out = String::with_capacity(self.len() * 96);
+        for (name, family) in &self.families {
+            let help = family.help.replace('\\', "\\\\").replace('\n', "\\n");
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
+            let mut series: Vec<_> = family.series.iter().collect();
+            series.sort_by(|a, b| a.0.cmp(b.0));
+            for (labels, s) in series {
+                match &s.value {
+                    Value::Number(v) => sample(&mut out, name, "", labels, None, *v),
+                    Value::Histogram { bounds, counts, sum, count } => {
+                        let mut cumulative = 0;
+                        for (bound, c) in bounds.iter().zip(counts) {
+                            cumulative += c;
+                            sample(
+                                &mut out,
+                                name,
+                                "_bucket",
+                                labels,
+                                Some(("le", &format_float(*bound))),
+                                cumulative as f64,
+                            );
+                        }
+                        sample(&mut out, name, "_bucket", labels, Some(("le", "+Inf")), *count as f64);
+                        sample(&mut out, name, "_sum", labels, None, *sum);
+                        sample(&mut out, name, "_count", labels, None, *count as f64);
+                    }
+                    Value::Summary { quantiles, sum, count } => {
+                        for (q, v) in quantiles {
+                            sample(&mut out, name, "", labels, Some(("quantile", &format_float(*q))), *v);
+                        }
+                        sample(&mut out, name, "_sum", labels, None, *sum);
+                        sample(&mut out, name, "_count", labels, None, *count as f64);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn format_float(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &Labels,
+    extra: Option<(&str, &str)>,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    let mut pairs = labels
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect::<Vec<_>>();
+    if let Some(extra) = extra {
+        pairs.push(extra);
+    }
+    if !pairs.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {}", format_float(value));
+}

@@ -1,0 +1,114 @@
+"""Debian's real Prometheus scrapes Sluice's `prometheus` exporter; the series the Python SDK's
+gauge, counter, histogram and a metric with units produce are queried back through its API."""
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from conftest import free_port, http
+from test_sdk import exporters
+
+
+def prometheus_binary():
+    path = shutil.which("prometheus")
+    if path is None:
+        pytest.fail("Debian's `prometheus` is not installed (`apt-get install prometheus`; .ci/run does it)")
+    return path
+
+
+def query(port, promql):
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(promql)}"
+    status, _, body = http("GET", url)
+    assert status == 200, body
+    return json.loads(body)["data"]["result"]
+
+
+def test_prometheus_scrapes_sdk_metrics(make_sluice, tmp_path):
+    scrape_port = free_port()
+    host = make_sluice(f"""
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{{{ address = "{{grpc}}" }}}}
+        http = {{{{ address = "{{http}}" }}}}
+        [exporters.prom]
+        type = "prometheus"
+        address = "127.0.0.1:{scrape_port}"
+        const_labels = {{{{ deployment = "e2e" }}}}
+        [pipelines.metrics]
+        signals = ["metrics"]
+        receivers = ["otlp"]
+        exporters = ["prom"]
+    """)
+    resource = Resource.create({"service.name": "gpu-api", "service.instance.id": "node-7"})
+    _, metric_exporter, _ = exporters("http", host)
+    reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(resource=resource, metric_readers=[reader])
+    meter = provider.get_meter("e2e")
+    meter.create_gauge("gpu.temperature", unit="Cel").set(71.5, {"gpu": "0"})
+    counter = meter.create_counter("jobs.done")
+    counter.add(5, {"queue": "render"})
+    counter.add(2, {"queue": "render"})
+    histogram = meter.create_histogram("job.duration", unit="s")
+    for value in (0.2, 3.0, 12.0):
+        histogram.record(value)
+    meter.create_up_down_counter("memory.used", unit="By").add(2048)
+    provider.force_flush()
+
+    prom_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"""
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: sluice
+    honor_labels: true
+    static_configs:
+      - targets: ["127.0.0.1:{scrape_port}"]
+""")
+    prometheus = subprocess.Popen(
+        [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        results = []
+        while time.time() < deadline:
+            try:
+                results = query(prom_port, "gpu_temperature_celsius")
+            except (OSError, AssertionError):
+                results = []
+            if results:
+                break
+            time.sleep(0.5)
+        assert results, (tmp_path / "prometheus.log").read_text()[-2000:]
+        [gauge] = results
+        assert gauge["metric"]["job"] == "gpu-api" and gauge["metric"]["instance"] == "node-7"
+        assert gauge["metric"]["gpu"] == "0" and gauge["metric"]["deployment"] == "e2e"
+        assert float(gauge["value"][1]) == 71.5
+
+        [jobs] = query(prom_port, "jobs_done_total")
+        assert jobs["metric"]["queue"] == "render" and float(jobs["value"][1]) == 7
+
+        [count] = query(prom_port, "job_duration_seconds_count")
+        assert float(count["value"][1]) == 3
+        [total] = query(prom_port, "job_duration_seconds_sum")
+        assert float(total["value"][1]) == pytest.approx(15.2)
+        buckets = {b["metric"]["le"]: float(b["value"][1]) for b in query(prom_port, "job_duration_seconds_bucket")}
+        assert buckets["+Inf"] == 3 and buckets["5"] == 2, buckets
+
+        [memory] = query(prom_port, "memory_used_bytes")
+        assert float(memory["value"][1]) == 2048
+        [info] = query(prom_port, "target_info")
+        assert info["metric"]["job"] == "gpu-api" and "telemetry_sdk_language" in info["metric"]
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+        provider.shutdown()
+    assert host.stop() == 0
