@@ -59,6 +59,13 @@ struct Series {
     updated: Instant,
 }
 
+/// A family's identity, as a point being stored names it.
+struct Meta<'a> {
+    name: String,
+    kind: Kind,
+    help: &'a str,
+}
+
 #[derive(Debug)]
 struct Family {
     kind: Kind,
@@ -170,17 +177,8 @@ impl Store {
         (family.kind == kind).then_some(family)
     }
 
-    fn put(
-        &mut self,
-        name: String,
-        kind: Kind,
-        help: &str,
-        labels: Labels,
-        value: Value,
-        delta: bool,
-        now: Instant,
-    ) {
-        let Some(family) = self.family(name, kind, help) else { return };
+    fn put(&mut self, meta: &Meta<'_>, labels: Labels, value: Value, delta: bool, now: Instant) {
+        let Some(family) = self.family(meta.name.clone(), meta.kind, meta.help) else { return };
         match family.series.get_mut(&labels) {
             Some(series) if delta => {
                 series.value = match (&series.value, value) {
@@ -236,15 +234,8 @@ impl Store {
                 .cloned()
                 .collect();
             let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
-            self.put(
-                "target_info".into(),
-                Kind::Gauge,
-                "Target metadata",
-                labels(&info, &info_base),
-                Value::Number(1.0),
-                false,
-                now,
-            );
+            let meta = Meta { name: "target_info".into(), kind: Kind::Gauge, help: "Target metadata" };
+            self.put(&meta, labels(&info, &info_base), Value::Number(1.0), false, now);
             for scope in &resource_metrics.scope_metrics {
                 for m in &scope.metrics {
                     self.add_metric(m, &base, delta, now);
@@ -270,9 +261,7 @@ impl Store {
                 let name = metric_name(&m.name, &m.unit, true, false);
                 for p in &g.data_points {
                     self.put(
-                        name.clone(),
-                        Kind::Gauge,
-                        &m.description,
+                        &Meta { name: name.clone(), kind: Kind::Gauge, help: &m.description },
                         labels(&p.attributes, base),
                         Value::Number(number(p)),
                         false,
@@ -288,9 +277,7 @@ impl Store {
                 for p in &s.data_points {
                     let value = Value::Number(number(p));
                     self.put(
-                        name.clone(),
-                        kind,
-                        &m.description,
+                        &Meta { name: name.clone(), kind, help: &m.description },
                         labels(&p.attributes, base),
                         value,
                         is_delta,
@@ -311,9 +298,7 @@ impl Store {
                         count: p.count,
                     };
                     self.put(
-                        name.clone(),
-                        Kind::Histogram,
-                        &m.description,
+                        &Meta { name: name.clone(), kind: Kind::Histogram, help: &m.description },
                         labels(&p.attributes, base),
                         value,
                         is_delta,
@@ -329,9 +314,7 @@ impl Store {
                     let value =
                         Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count };
                     self.put(
-                        name.clone(),
-                        Kind::Histogram,
-                        &m.description,
+                        &Meta { name: name.clone(), kind: Kind::Histogram, help: &m.description },
                         labels(&p.attributes, base),
                         value,
                         is_delta,
@@ -345,9 +328,7 @@ impl Store {
                     let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
                     let value = Value::Summary { quantiles, sum: p.sum, count: p.count };
                     self.put(
-                        name.clone(),
-                        Kind::Summary,
-                        &m.description,
+                        &Meta { name: name.clone(), kind: Kind::Summary, help: &m.description },
                         labels(&p.attributes, base),
                         value,
                         false,
