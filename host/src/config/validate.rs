@@ -68,8 +68,47 @@ fn signal_list(signals: &[Signal]) -> String {
     signals.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// An exporter aimed at one of this host's own receivers would feed its output back in forever.
+fn check_loops(parsed: &Parsed, out: &mut Outcome) {
+    let mut listeners: Vec<(std::net::SocketAddr, String)> = Vec::new();
+    for (id, receiver) in &parsed.receivers {
+        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
+        if otlp.grpc.enabled {
+            listeners.push((otlp.grpc.address.get_ref().0, format!("receiver `{id}` (grpc)")));
+        }
+        if otlp.http.enabled {
+            listeners.push((otlp.http.address.get_ref().0, format!("receiver `{id}` (http)")));
+        }
+    }
+    let local = |host: &str| {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+    };
+    for (id, exporter) in &parsed.exporters {
+        let Some(ExporterConfig { kind: ExporterKind::Otlp(otlp), .. }) = &exporter.config else { continue };
+        let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
+        for url in urls.into_iter().flatten() {
+            let Ok(uri) = url.get_ref().parse::<http::Uri>() else { continue };
+            let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else { continue };
+            if !local(host) {
+                continue;
+            }
+            let own = listeners.iter().find(|(address, _)| {
+                address.port() == port && (address.ip().is_loopback() || address.ip().is_unspecified())
+            });
+            if let Some((address, owner)) = own {
+                out.error(
+                    Some(url.span()),
+                    format!("exporter `{id}` sends to {owner} on {address}, this host's own receiver: that would loop forever"),
+                );
+            }
+        }
+    }
+}
+
 pub(super) fn check(parsed: &Parsed) -> Outcome {
     let mut out = Outcome::default();
+    check_loops(parsed, &mut out);
     check_receivers(parsed, &mut out);
     check_exporters(parsed, &mut out);
     check_pipelines(parsed, &mut out);
