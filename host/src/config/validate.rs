@@ -82,7 +82,8 @@ fn check_loops(parsed: &Parsed, out: &mut Outcome) {
     }
     let local = |host: &str| {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
     };
     for (id, exporter) in &parsed.exporters {
         let Some(ExporterConfig { kind: ExporterKind::Otlp(otlp), .. }) = &exporter.config else { continue };
