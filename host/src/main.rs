@@ -143,7 +143,11 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(sluice::runtime::run(&loaded.config, path, shutdown_signal())) {
+    let outcome = runtime.block_on(sluice::runtime::run(&loaded.config, path, shutdown_signal()));
+    // When the grace period ran out, an exporter may still be stuck in a blocking call (a hung
+    // disk or pipe): don't let it hold the process up after the error is reported.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -47,7 +47,7 @@ def http(method, url, body=None, headers=None, timeout=10):
 class Sluice:
     """One running `sluice run` process with its ports and data directory."""
 
-    def __init__(self, tmp: Path, pipeline: str, grpc=True, http_enabled=True, extra_env=None, wait=True):
+    def __init__(self, tmp: Path, pipeline: str, extra_env=None, wait=True, grace="20s"):
         self.tmp = tmp
         self.data = tmp / "data"
         self.grpc_port = free_port()
@@ -57,7 +57,7 @@ class Sluice:
         header = textwrap.dedent(f"""
             [service]
             admin_address = "127.0.0.1:{self.admin_port}"
-            shutdown_grace = "20s"
+            shutdown_grace = "{grace}"
         """)
         self.config.write_text(header + textwrap.dedent(pipeline).format(
             grpc=f"127.0.0.1:{self.grpc_port}", http=f"127.0.0.1:{self.http_port}", data=self.data,

@@ -189,3 +189,17 @@ def _wait_port(port, timeout=15):
                 return
         time.sleep(0.05)
     raise AssertionError(f"nothing listening on {port}")
+
+
+def test_a_stuck_exporter_cannot_hold_the_process_past_its_grace_period(make_sluice, tmp_path):
+    """Shutdown gives up after `shutdown_grace`, says how much was still queued, and exits 1."""
+    stalled_dir = tmp_path / "host0" / "data" / "stalled"
+    stalled_dir.mkdir(parents=True)
+    os.mkfifo(stalled_dir / "traces.jsonl")  # nobody ever reads it
+    host = make_sluice(STALLED_PIPELINE, grace="1s")
+    status, _, _ = post(host, "/v1/traces", traces(1, prefix="stuck").SerializeToString(), PROTOBUF)
+    assert status == 200
+    time.sleep(0.3)
+    host.process.send_signal(15)
+    assert host.process.wait(timeout=15) == 1
+    assert "Shutdown grace period ran out" in host.logs()
