@@ -8,12 +8,14 @@
 //!
 //! # Layout
 //! - [`debug`]: a summary line or a full dump per batch on stdout.
+//! - [`delivery`]: sending over HTTP with credentials, TLS and retries, for the network exporters.
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`discard`]: counts and drops.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`prometheus`]: a Prometheus scrape endpoint.
 
 pub mod debug;
+pub mod delivery;
 pub mod discard;
 pub mod file;
 pub mod otlp;

@@ -12,7 +12,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::config::{ClientTlsConfig, OtlpProtocol};
+use crate::config::ClientTlsConfig;
 use crate::tls::read_certs;
 
 /// The client type.
@@ -52,21 +52,22 @@ pub fn tls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, String>
     Ok(config)
 }
 
-/// A client for `protocol`: gRPC speaks HTTP/2 only (prior knowledge on `http://`), HTTP picks
-/// by ALPN.
-pub fn build(tls: &ClientTlsConfig, protocol: OtlpProtocol) -> Result<HttpClient, String> {
+/// A client: HTTP/2 only for gRPC (prior knowledge on `http://`), else HTTP/1.1 or HTTP/2 by
+/// ALPN.
+pub fn build(tls: &ClientTlsConfig, http2_only: bool) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     let builder =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(tls)?).https_or_http();
-    let connector = match protocol {
-        OtlpProtocol::Grpc => builder.enable_http2().wrap_connector(http),
-        _ => builder.enable_http1().enable_http2().wrap_connector(http),
+    let connector = if http2_only {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().enable_http2().wrap_connector(http)
     };
     let mut client = Client::builder(TokioExecutor::new());
     client.pool_idle_timeout(std::time::Duration::from_secs(60));
-    if protocol == OtlpProtocol::Grpc {
+    if http2_only {
         client.http2_only(true);
     }
     Ok(client.build(connector))

@@ -13,38 +13,29 @@
 //! - `client`: the hyper client with rustls.
 //! - `wire`: request bodies per protocol, and reading answers.
 
-mod client;
+pub(super) mod client;
 mod wire;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
-use http_body_util::{BodyExt, Full};
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use prometheus_client::metrics::gauge::Gauge;
-use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use self::wire::Verdict;
-use crate::config::{AuthConfig, ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
-use crate::log_throttle::LogThrottle;
+use super::delivery::{Delivery, Judge, Settings};
+use crate::config::{ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::otlp::Batch;
-use crate::secret::Secret;
 
 /// Everything the senders share.
 struct Shared {
-    name: ComponentId,
     config: OtlpExporterConfig,
-    client: client::HttpClient,
     urls: PerSignal<Option<http::Uri>>,
-    headers: Vec<(HeaderName, Secret)>,
-    auth: Option<(Secret, Option<Secret>)>,
-    counters: PerSignal<DeliveryCounters>,
-    failure_log: LogThrottle,
-    retry_log: LogThrottle,
+    delivery: Delivery,
 }
 
 #[derive(Default)]
@@ -84,7 +75,6 @@ pub fn spawn(
     depth: Gauge,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
-    let client = client::build(&config.tls, config.protocol)?;
     let urls = PerSignal::new(|signal| {
         let url = config.url_for(signal)?;
         let url = match config.protocol {
@@ -93,32 +83,17 @@ pub fn spawn(
         };
         url.parse::<http::Uri>().ok()
     });
-    let headers = config
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|e| format!("header `{name}`: {e}"))?;
-            Ok((name, Secret::new(value.get_ref().clone())))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let auth = config.auth.as_ref().map(|auth| match auth {
-        AuthConfig::Basic { username, password } => {
-            (Secret::new(username.get_ref().clone()), Some(Secret::new(password.get_ref().clone())))
-        }
-        AuthConfig::Bearer { token } => (Secret::new(token.get_ref().clone()), None),
-    });
-    let shared = Arc::new(Shared {
-        name: name.clone(),
-        config: config.clone(),
-        client,
-        urls,
-        headers,
-        auth,
+    let delivery = Delivery::new(Settings {
+        name,
+        tls: &config.tls,
+        http2_only: config.protocol == OtlpProtocol::Grpc,
+        headers: &config.headers,
+        auth: config.auth.as_ref(),
+        retry: &config.retry,
+        timeout: config.timeout.0,
         counters,
-        failure_log: LogThrottle::default(),
-        retry_log: LogThrottle::default(),
-    });
+    })?;
+    let shared = Arc::new(Shared { config: config.clone(), urls, delivery });
     Ok(tokio::spawn(batch_and_send(shared, rx, depth)))
 }
 
@@ -179,7 +154,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>,
     }
     // Wait for every request in flight.
     let _ = senders.acquire_many(concurrency as u32).await;
-    tracing::debug!(exporter = %shared.name, "Exporter drained");
+    tracing::debug!(exporter = %shared.delivery.name(), "Exporter drained");
 }
 
 /// Waits for a free sender, then delivers in the background.
@@ -198,143 +173,33 @@ async fn send(
 }
 
 impl Shared {
-    fn counters(&self, signal: Signal) -> &DeliveryCounters {
-        self.counters.get(signal)
-    }
-
-    fn give_up(&self, signal: Signal, items: u64, reason: &str) {
-        self.counters(signal).failed.inc_by(items);
-        if let Some(suppressed) = self.failure_log.check() {
-            tracing::error!(
-                exporter = %self.name, %signal, items, similar_failures_not_logged = suppressed,
-                "Delivery failed; items dropped: {reason}"
-            );
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let retry = &self.config.retry;
-        let base = retry.initial_backoff.0.saturating_mul(2u32.saturating_pow(attempt.min(20)));
-        let capped = base.min(retry.max_backoff.0);
-        // ±50% jitter keeps a fleet of hosts from retrying in lockstep.
-        capped.mul_f64(rand::rng().random_range(0.5..1.5))
-    }
-
     async fn deliver(&self, signal: Signal, payload: Bytes, items: u64) {
         let Some(url) = self.urls.get(signal).clone() else {
-            self.give_up(signal, items, &format!("no endpoint is configured for {signal}"));
-            return;
+            let reason = format!("no endpoint is configured for {signal}");
+            return self.delivery.give_up(signal, items, &reason);
         };
         let (body, content_type) =
             match wire::body(self.config.protocol, self.config.compression, signal, &payload) {
                 Ok(body) => body,
-                Err(reason) => return self.give_up(signal, items, &reason),
+                Err(reason) => return self.delivery.give_up(signal, items, &reason),
             };
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            let verdict = self.attempt(&url, body.clone(), content_type).await;
-            let (reason, after) = match verdict {
-                Verdict::Delivered { rejected } => {
-                    let rejected = rejected.min(items);
-                    self.counters(signal).sent.inc_by(items - rejected);
-                    self.counters(signal).rejected.inc_by(rejected);
-                    return;
-                }
-                Verdict::Permanent { reason } => return self.give_up(signal, items, &reason),
-                Verdict::Retry { reason, after } => (reason, after),
-            };
-            let delay = after.unwrap_or_else(|| self.backoff(attempt)).max(self.backoff(attempt) / 4);
-            if !self.config.retry.enabled || started.elapsed() + delay > self.config.retry.max_elapsed.0 {
-                let reason =
-                    format!("{reason} (gave up after {} attempts in {:?})", attempt + 1, started.elapsed());
-                return self.give_up(signal, items, &reason);
-            }
-            self.counters(signal).retried.inc_by(items);
-            if let Some(suppressed) = self.retry_log.check() {
-                tracing::warn!(
-                    exporter = %self.name, %signal, items, retry_in = ?delay, similar_retries_not_logged = suppressed,
-                    "Delivery will be retried: {reason}"
-                );
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
-    }
-
-    fn request(
-        &self,
-        url: &http::Uri,
-        body: Bytes,
-        content_type: &'static str,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut request =
-            http::Request::post(url.clone()).body(Full::new(body)).map_err(|e| e.to_string())?;
-        let headers = request.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))));
+        let mut fixed = HeaderMap::new();
+        fixed.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let encoding = wire::encoding_name(self.config.compression);
         if self.config.protocol == OtlpProtocol::Grpc {
-            headers.insert("te", HeaderValue::from_static("trailers"));
-            headers.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,zstd,identity"));
+            fixed.insert("te", HeaderValue::from_static("trailers"));
+            fixed.insert("grpc-accept-encoding", HeaderValue::from_static("gzip,zstd,identity"));
             if let Some(encoding) = encoding {
-                headers.insert("grpc-encoding", HeaderValue::from_static(encoding));
+                fixed.insert("grpc-encoding", HeaderValue::from_static(encoding));
             }
         } else if let Some(encoding) = encoding {
-            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            fixed.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
         }
-        let sensitive = |value: String| -> Result<HeaderValue, String> {
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| "a credential holds characters a header can't".to_string())?;
-            value.set_sensitive(true);
-            Ok(value)
+        let judge: Judge = match self.config.protocol {
+            OtlpProtocol::Grpc => wire::grpc_verdict,
+            OtlpProtocol::HttpProtobuf => |s, h, _, b| wire::http_verdict(s, h, b, false),
+            OtlpProtocol::HttpJson => |s, h, _, b| wire::http_verdict(s, h, b, true),
         };
-        for (name, secret) in &self.headers {
-            headers.insert(name.clone(), sensitive(secret.value()?)?);
-        }
-        match &self.auth {
-            Some((user, Some(password))) => {
-                let pair = format!("{}:{}", user.value()?, password.value()?);
-                let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair);
-                headers.insert(AUTHORIZATION, sensitive(format!("Basic {encoded}"))?);
-            }
-            Some((token, None)) => {
-                headers.insert(AUTHORIZATION, sensitive(format!("Bearer {}", token.value()?))?);
-            }
-            None => {}
-        }
-        Ok(request)
-    }
-
-    async fn attempt(&self, url: &http::Uri, body: Bytes, content_type: &'static str) -> Verdict {
-        let request = match self.request(url, body, content_type) {
-            Ok(request) => request,
-            // A missing secret file may appear (a Kubernetes mount): worth retrying.
-            Err(reason) => return Verdict::Retry { reason, after: None },
-        };
-        let exchange = async {
-            let response =
-                self.client.request(request).await.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.map_err(|e| format!("reading the answer: {e}"))?;
-            let trailers = collected.trailers().cloned();
-            Ok::<_, String>((parts, trailers, collected.to_bytes()))
-        };
-        match tokio::time::timeout(self.config.timeout.0, exchange).await {
-            Err(_) => Verdict::Retry {
-                reason: format!("no answer within {:?}", self.config.timeout.0),
-                after: None,
-            },
-            Ok(Err(reason)) => {
-                Verdict::Retry { reason: format!("cannot reach {url}: {reason}"), after: None }
-            }
-            Ok(Ok((parts, trailers, body))) => match self.config.protocol {
-                OtlpProtocol::Grpc => {
-                    wire::grpc_verdict(parts.status, &parts.headers, trailers.as_ref(), &body)
-                }
-                OtlpProtocol::HttpProtobuf => wire::http_verdict(parts.status, &parts.headers, &body, false),
-                OtlpProtocol::HttpJson => wire::http_verdict(parts.status, &parts.headers, &body, true),
-            },
-        }
+        self.delivery.deliver(signal, items, &url, body, &fixed, judge).await;
     }
 }

@@ -8,6 +8,7 @@ use http::{HeaderMap, StatusCode};
 use prost::Message;
 
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
+use crate::exporters::delivery::Verdict;
 use crate::otlp::Decoded;
 
 /// The gRPC method path of each signal's `Export`.
@@ -73,28 +74,6 @@ pub fn body(
         OtlpProtocol::HttpProtobuf => (Bytes::from(compressed), "application/x-protobuf"),
         OtlpProtocol::HttpJson => (Bytes::from(compressed), "application/json"),
     })
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Delivered; `rejected` items were refused through `partial_success`.
-    Delivered {
-        /// Items the destination rejected.
-        rejected: u64,
-    },
-    /// Try again, after at least `after` if the destination said so.
-    Retry {
-        /// Why.
-        reason: String,
-        /// The destination's requested delay.
-        after: Option<Duration>,
-    },
-    /// Don't try again.
-    Permanent {
-        /// Why.
-        reason: String,
-    },
 }
 
 #[derive(Clone, PartialEq, Message)]

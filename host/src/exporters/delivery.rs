@@ -1,0 +1,240 @@
+//! Sending requests to a destination: the HTTP client (rustls), credentials read on use,
+//! per-attempt timeouts, retries with exponential backoff and jitter (honouring what the
+//! destination asks for), and the delivery counters. Shared by every exporter that speaks HTTP
+//! (OTLP over gRPC or HTTP, Prometheus remote write); each brings its own body and its own way
+//! of reading an answer.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use rand::Rng;
+use serde_spanned::Spanned;
+
+use crate::config::{AuthConfig, ClientTlsConfig, ComponentId, Credential, RetryConfig, Signal};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{DeliveryCounters, PerSignal};
+use crate::secret::Secret;
+
+pub use super::otlp::client::HttpClient;
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered; `rejected` items were refused through a partial-success answer.
+    Delivered {
+        /// Items the destination rejected.
+        rejected: u64,
+    },
+    /// Try again, after at least `after` if the destination said so.
+    Retry {
+        /// Why.
+        reason: String,
+        /// The destination's requested delay.
+        after: Option<Duration>,
+    },
+    /// Don't try again.
+    Permanent {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads an answer: status, headers, trailers (gRPC) and body.
+pub type Judge = fn(StatusCode, &HeaderMap, Option<&HeaderMap>, &[u8]) -> Verdict;
+
+/// Where and how one exporter sends.
+pub struct Delivery {
+    name: ComponentId,
+    client: HttpClient,
+    headers: Vec<(HeaderName, Secret)>,
+    auth: Option<(Secret, Option<Secret>)>,
+    retry: RetryConfig,
+    timeout: Duration,
+    counters: PerSignal<DeliveryCounters>,
+    failure_log: LogThrottle,
+    retry_log: LogThrottle,
+}
+
+/// What a [`Delivery`] is built from.
+pub struct Settings<'a> {
+    /// The exporter's name.
+    pub name: &'a ComponentId,
+    /// TLS for `https://`.
+    pub tls: &'a ClientTlsConfig,
+    /// HTTP/2 only (gRPC), or HTTP/1.1 and HTTP/2 by ALPN.
+    pub http2_only: bool,
+    /// Extra headers.
+    pub headers: &'a BTreeMap<String, Spanned<Credential>>,
+    /// Basic or bearer auth.
+    pub auth: Option<&'a AuthConfig>,
+    /// Retries.
+    pub retry: &'a RetryConfig,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Delivery counters per signal.
+    pub counters: PerSignal<DeliveryCounters>,
+}
+
+impl Delivery {
+    /// Builds the client and resolves header names.
+    pub fn new(settings: Settings<'_>) -> Result<Self, String> {
+        let headers = settings
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|e| format!("header `{name}`: {e}"))?;
+                Ok((name, Secret::new(value.get_ref().clone())))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let auth = settings.auth.map(|auth| match auth {
+            AuthConfig::Basic { username, password } => {
+                (Secret::new(username.get_ref().clone()), Some(Secret::new(password.get_ref().clone())))
+            }
+            AuthConfig::Bearer { token } => (Secret::new(token.get_ref().clone()), None),
+        });
+        Ok(Self {
+            name: settings.name.clone(),
+            client: super::otlp::client::build(settings.tls, settings.http2_only)?,
+            headers,
+            auth,
+            retry: settings.retry.clone(),
+            timeout: settings.timeout,
+            counters: settings.counters,
+            failure_log: LogThrottle::default(),
+            retry_log: LogThrottle::default(),
+        })
+    }
+
+    /// The exporter's name.
+    pub fn name(&self) -> &ComponentId {
+        &self.name
+    }
+
+    fn counters(&self, signal: Signal) -> &DeliveryCounters {
+        self.counters.get(signal)
+    }
+
+    /// Counts `items` as lost and logs why (once per interval).
+    pub fn give_up(&self, signal: Signal, items: u64, reason: &str) {
+        self.counters(signal).failed.inc_by(items);
+        if let Some(suppressed) = self.failure_log.check() {
+            tracing::error!(
+                exporter = %self.name, %signal, items, similar_failures_not_logged = suppressed,
+                "Delivery failed; items dropped: {reason}"
+            );
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry.initial_backoff.0.saturating_mul(2u32.saturating_pow(attempt.min(20)));
+        let capped = base.min(self.retry.max_backoff.0);
+        // ±50% jitter keeps a fleet of hosts from retrying in lockstep.
+        capped.mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+
+    /// POSTs `body` to `url` with `fixed` headers until it is delivered, refused for good, or
+    /// `retry.max_elapsed` has passed; counts the outcome for `items` items of `signal`.
+    pub async fn deliver(
+        &self,
+        signal: Signal,
+        items: u64,
+        url: &http::Uri,
+        body: Bytes,
+        fixed: &HeaderMap,
+        judge: Judge,
+    ) {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let (reason, after) = match self.attempt(url, body.clone(), fixed, judge).await {
+                Verdict::Delivered { rejected } => {
+                    let rejected = rejected.min(items);
+                    self.counters(signal).sent.inc_by(items - rejected);
+                    self.counters(signal).rejected.inc_by(rejected);
+                    return;
+                }
+                Verdict::Permanent { reason } => return self.give_up(signal, items, &reason),
+                Verdict::Retry { reason, after } => (reason, after),
+            };
+            let delay = after.unwrap_or_else(|| self.backoff(attempt)).max(self.backoff(attempt) / 4);
+            if !self.retry.enabled || started.elapsed() + delay > self.retry.max_elapsed.0 {
+                let reason =
+                    format!("{reason} (gave up after {} attempts in {:?})", attempt + 1, started.elapsed());
+                return self.give_up(signal, items, &reason);
+            }
+            self.counters(signal).retried.inc_by(items);
+            if let Some(suppressed) = self.retry_log.check() {
+                tracing::warn!(
+                    exporter = %self.name, %signal, items, retry_in = ?delay, similar_retries_not_logged = suppressed,
+                    "Delivery will be retried: {reason}"
+                );
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    fn request(
+        &self,
+        url: &http::Uri,
+        body: Bytes,
+        fixed: &HeaderMap,
+    ) -> Result<http::Request<Full<Bytes>>, String> {
+        let mut request =
+            http::Request::post(url.clone()).body(Full::new(body)).map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))));
+        for (name, value) in fixed {
+            headers.insert(name.clone(), value.clone());
+        }
+        let sensitive = |value: String| -> Result<HeaderValue, String> {
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| "a credential holds characters a header can't".to_string())?;
+            value.set_sensitive(true);
+            Ok(value)
+        };
+        for (name, secret) in &self.headers {
+            headers.insert(name.clone(), sensitive(secret.value()?)?);
+        }
+        match &self.auth {
+            Some((user, Some(password))) => {
+                let pair = format!("{}:{}", user.value()?, password.value()?);
+                let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pair);
+                headers.insert(AUTHORIZATION, sensitive(format!("Basic {encoded}"))?);
+            }
+            Some((token, None)) => {
+                headers.insert(AUTHORIZATION, sensitive(format!("Bearer {}", token.value()?))?);
+            }
+            None => {}
+        }
+        Ok(request)
+    }
+
+    async fn attempt(&self, url: &http::Uri, body: Bytes, fixed: &HeaderMap, judge: Judge) -> Verdict {
+        let request = match self.request(url, body, fixed) {
+            Ok(request) => request,
+            // A missing secret file may appear (a Kubernetes mount): worth retrying.
+            Err(reason) => return Verdict::Retry { reason, after: None },
+        };
+        let exchange = async {
+            let response =
+                self.client.request(request).await.map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.map_err(|e| format!("reading the answer: {e}"))?;
+            let trailers = collected.trailers().cloned();
+            Ok::<_, String>((parts, trailers, collected.to_bytes()))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Verdict::Retry { reason: format!("no answer within {:?}", self.timeout), after: None },
+            Ok(Err(reason)) => {
+                Verdict::Retry { reason: format!("cannot reach {url}: {reason}"), after: None }
+            }
+            Ok(Ok((parts, trailers, body))) => judge(parts.status, &parts.headers, trailers.as_ref(), &body),
+        }
+    }
+}
