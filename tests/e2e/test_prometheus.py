@@ -112,3 +112,69 @@ scrape_configs:
         prometheus.wait(timeout=30)
         provider.shutdown()
     assert host.stop() == 0
+
+
+def test_remote_write_into_prometheus(make_sluice, tmp_path):
+    prom_port = free_port()
+    prometheus = subprocess.Popen(
+        [prometheus_binary(), f"--config.file={write_empty_config(tmp_path)}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+         "--web.enable-remote-write-receiver"],
+        stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if http("GET", f"http://127.0.0.1:{prom_port}/-/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        host = make_sluice(f"""
+            [receivers.otlp]
+            type = "otlp"
+            grpc = {{{{ address = "{{grpc}}" }}}}
+            http = {{{{ address = "{{http}}" }}}}
+            [exporters.remote]
+            type = "prometheus_remote_write"
+            endpoint = "http://127.0.0.1:{prom_port}/api/v1/write"
+            [pipelines.metrics]
+            signals = ["metrics"]
+            receivers = ["otlp"]
+            exporters = ["remote"]
+        """)
+        resource = Resource.create({"service.name": "gpu-api", "service.instance.id": "node-7"})
+        _, metric_exporter, _ = exporters("http", host)
+        reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
+        provider = MeterProvider(resource=resource, metric_readers=[reader])
+        meter = provider.get_meter("e2e")
+        meter.create_gauge("gpu.temperature", unit="Cel").set(64.0, {"gpu": "1"})
+        meter.create_counter("jobs.done").add(9, {"queue": "render"})
+        histogram = meter.create_histogram("job.duration", unit="s")
+        for value in (0.2, 3.0):
+            histogram.record(value)
+        provider.force_flush()
+        assert host.wait_metric("sluice_exporter_sent_items_total", 4, exporter="remote") >= 3, host.logs()
+        results = []
+        while time.time() < deadline and not results:
+            results = query(prom_port, "gpu_temperature_celsius")
+            time.sleep(0.2)
+        [gauge] = results
+        assert gauge["metric"]["job"] == "gpu-api" and gauge["metric"]["gpu"] == "1"
+        assert float(gauge["value"][1]) == 64.0
+        [jobs] = query(prom_port, "jobs_done_total")
+        assert float(jobs["value"][1]) == 9 and jobs["metric"]["queue"] == "render"
+        [count] = query(prom_port, "job_duration_seconds_count")
+        assert float(count["value"][1]) == 2
+        assert host.metric("sluice_exporter_failed_items_total", exporter="remote") == 0
+        provider.shutdown()
+        assert host.stop() == 0
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
+
+
+def write_empty_config(tmp_path):
+    config = tmp_path / "prometheus-empty.yml"
+    config.write_text("global:\n  scrape_interval: 1m\n")
+    return config

@@ -291,6 +291,9 @@ fn parse_exporter(
         "discard" => parser.typed_value(rest, what, header).map(ExporterKind::Discard),
         "otlp" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Otlp(Box::new(c))),
         "prometheus" => parser.typed_value(rest, what, header).map(ExporterKind::Prometheus),
+        "prometheus_remote_write" => {
+            parser.typed_value(rest, what, header).map(|c| ExporterKind::RemoteWrite(Box::new(c)))
+        }
         _ => None,
     }?;
     Some(ExporterConfig { queue_size: queue_size?, kind })

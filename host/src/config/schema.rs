@@ -319,11 +319,57 @@ pub enum ExporterKind {
     Otlp(Box<OtlpExporterConfig>),
     /// `type = "prometheus"`: a Prometheus scrape endpoint.
     Prometheus(PrometheusExporterConfig),
+    /// `type = "prometheus_remote_write"`: Prometheus remote write 1.0.
+    RemoteWrite(Box<RemoteWriteExporterConfig>),
+}
+
+/// `type = "prometheus_remote_write"`: pushes metrics with the remote write 1.0 protocol
+/// (snappy-compressed protobuf), with the same credentials, TLS and retries as `otlp`.
+///
+/// ```toml
+/// [exporters.mimir]
+/// type = "prometheus_remote_write"
+/// endpoint = "https://prometheus.example.com/api/v1/write"
+/// auth = { basic = { username = { env = "PROM_USER" }, password = { file = "/run/secrets/prom" } } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteExporterConfig {
+    /// The remote write URL.
+    pub endpoint: Spanned<String>,
+    /// How long one attempt may take.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: HumanDuration,
+    /// Extra headers; secret values as `{ env = .. }` / `{ file = .. }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<Credential>>,
+    /// Basic or bearer authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// What a full queue does.
+    #[serde(default)]
+    pub on_full: OnFull,
+    /// Resource attributes copied onto every series as labels.
+    #[serde(default)]
+    pub resource_to_labels: Vec<String>,
+    /// Labels added to every series.
+    #[serde(default)]
+    pub const_labels: BTreeMap<String, String>,
+    /// How long accumulated (delta → cumulative) state is kept for a series that stops.
+    #[serde(default = "default_expiry")]
+    pub expiry: HumanDuration,
 }
 
 impl ExporterKind {
     /// The `type` names exporters can have.
-    pub const TYPES: &'static [&'static str] = &["debug", "file", "discard", "otlp", "prometheus"];
+    pub const TYPES: &'static [&'static str] =
+        &["debug", "file", "discard", "otlp", "prometheus", "prometheus_remote_write"];
 }
 
 /// `type = "prometheus"`: serves the metrics it receives for Prometheus to scrape.

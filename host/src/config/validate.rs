@@ -180,6 +180,15 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
         if let ExporterKind::Otlp(otlp) = &config.kind {
             check_otlp(id, otlp, &exporter.header, out);
         }
+        if let ExporterKind::RemoteWrite(remote) = &config.kind {
+            let client = Client {
+                urls: vec![&remote.endpoint],
+                tls: &remote.tls,
+                headers: &remote.headers,
+                auth: remote.auth.as_ref(),
+            };
+            check_client(&format!("exporter `{id}`"), client, &exporter.header, out);
+        }
         if let ExporterKind::File(file) = &config.kind {
             if file.directory.get_ref().as_os_str().is_empty() {
                 out.error(Some(file.directory.span()), format!("exporter `{id}`: `directory` is empty"));
@@ -200,21 +209,23 @@ fn is_sensitive_header(name: &str) -> bool {
     ["authorization", "token", "key", "secret", "password", "auth"].iter().any(|s| name.contains(s))
 }
 
-fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range<usize>>, out: &mut Outcome) {
-    let what = format!("exporter `{id}`");
-    let urls: Vec<&serde_spanned::Spanned<String>> =
-        [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint]
-            .into_iter()
-            .flatten()
-            .collect();
-    if urls.is_empty() {
+/// What every network exporter's client settings must satisfy.
+struct Client<'a> {
+    urls: Vec<&'a serde_spanned::Spanned<String>>,
+    tls: &'a ClientTlsConfig,
+    headers: &'a std::collections::BTreeMap<String, serde_spanned::Spanned<Credential>>,
+    auth: Option<&'a AuthConfig>,
+}
+
+fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, out: &mut Outcome) {
+    if client.urls.is_empty() {
         out.error(
             header.clone(),
             format!("{what} has no `endpoint`: give a base URL such as \"https://otlp.example.com:4317\""),
         );
     }
     let mut plaintext = false;
-    for url in &urls {
+    for url in &client.urls {
         match url.get_ref().parse::<http::Uri>() {
             Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
                 plaintext |= uri.scheme_str() == Some("http");
@@ -225,7 +236,7 @@ fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range
             ),
         }
     }
-    let tls = &otlp.tls;
+    let tls = client.tls;
     if plaintext && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
         out.error(header.clone(), format!("{what}: `tls` settings need https:// endpoints"));
     }
@@ -245,16 +256,28 @@ fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range
             );
         }
     };
-    for (name, value) in &otlp.headers {
+    for (name, value) in client.headers {
         if is_sensitive_header(name) {
             literal_secret(value, &format!("header `{name}`"), out);
         }
     }
-    match &otlp.auth {
+    match client.auth {
         Some(AuthConfig::Basic { password, .. }) => literal_secret(password, "the basic auth password", out),
         Some(AuthConfig::Bearer { token }) => literal_secret(token, "the bearer token", out),
         None => {}
     }
+}
+
+fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range<usize>>, out: &mut Outcome) {
+    let what = format!("exporter `{id}`");
+    let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
+    let client = Client {
+        urls: urls.into_iter().flatten().collect(),
+        tls: &otlp.tls,
+        headers: &otlp.headers,
+        auth: otlp.auth.as_ref(),
+    };
+    check_client(&what, client, header, out);
     if otlp.concurrency == 0 || otlp.batch.max_items == 0 {
         out.error(header.clone(), format!("{what}: `concurrency` and `batch.max_items` must be at least 1"));
     }

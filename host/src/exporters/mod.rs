@@ -13,6 +13,7 @@
 //! - [`discard`]: counts and drops.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`prometheus`]: a Prometheus scrape endpoint.
+//! - [`remote_write`]: Prometheus remote write.
 
 pub mod debug;
 pub mod delivery;
@@ -20,6 +21,7 @@ pub mod discard;
 pub mod file;
 pub mod otlp;
 pub mod prometheus;
+pub mod remote_write;
 
 use std::sync::Arc;
 
@@ -135,11 +137,23 @@ pub fn spawn(
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, rx) = mpsc::channel(config.queue_size);
     let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
-    if let ExporterKind::Otlp(otlp) = &config.kind {
+    let network = match &config.kind {
+        ExporterKind::Otlp(otlp) => Some(otlp.on_full),
+        ExporterKind::RemoteWrite(remote) => Some(remote.on_full),
+        _ => None,
+    };
+    if let Some(on_full) = network {
         let delivery = PerSignal::new(|signal| metrics.delivery(name.as_str(), signal));
-        let overflow = (otlp.on_full == OnFull::Drop)
+        let overflow = (on_full == OnFull::Drop)
             .then(|| (PerSignal::new(|s| delivery.get(s).dropped.clone()), Arc::new(LogThrottle::default())));
-        let task = otlp::spawn(name, otlp, rx, depth.clone(), delivery).map_err(|message| BuildError {
+        let started = match &config.kind {
+            ExporterKind::Otlp(otlp) => otlp::spawn(name, otlp, rx, depth.clone(), delivery),
+            ExporterKind::RemoteWrite(remote) => {
+                remote_write::spawn(name, remote, rx, depth.clone(), delivery)
+            }
+            _ => unreachable!("only network exporters get here"),
+        };
+        let task = started.map_err(|message| BuildError {
             name: name.clone(),
             source: ExportError::Io {
                 context: "cannot set up the client".into(),
@@ -159,7 +173,7 @@ pub fn spawn(
         ExporterKind::Prometheus(c) => {
             runner.spawn(prometheus::PrometheusExporter::start(name, c).map_err(fail)?)
         }
-        ExporterKind::Otlp(_) => unreachable!("handled above"),
+        ExporterKind::Otlp(_) | ExporterKind::RemoteWrite(_) => unreachable!("handled above"),
     };
     Ok((ExporterInput { name: name.clone(), tx, depth, overflow: None }, task))
 }

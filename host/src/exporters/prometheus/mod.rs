@@ -18,7 +18,7 @@
 //! - `store`: the series, their translation, and the text format.
 
 mod names;
-mod store;
+pub(super) mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -64,6 +64,7 @@ impl PrometheusExporter {
             resource_to_labels: config.resource_to_labels.clone(),
             const_labels: config.const_labels.iter().map(|(k, v)| (names_label(k), v.clone())).collect(),
             expiry: config.expiry.0,
+            track_updates: false,
         };
         let store = Arc::new(Mutex::new(Store::new(options)));
         let stop = CancellationToken::new();
@@ -152,6 +153,7 @@ mod tests {
             resource_to_labels: vec!["k8s.cluster.name".into()],
             const_labels: vec![("env".into(), "test".into())],
             expiry: Duration::from_secs(60),
+            track_updates: false,
         })
     }
 

@@ -82,6 +82,8 @@ pub struct Options {
     pub const_labels: Vec<(String, String)>,
     /// How long a series lives without an update.
     pub expiry: Duration,
+    /// Remember which series each update touched (remote write sends just those).
+    pub track_updates: bool,
 }
 
 /// Every series, by family.
@@ -89,7 +91,12 @@ pub struct Options {
 pub struct Store {
     families: BTreeMap<String, Family>,
     options: Options,
+    touched: Vec<(String, Labels)>,
 }
+
+/// One flat sample: the full metric name (with `_bucket`/`_sum`/`_count`), its labels (with
+/// `le`/`quantile`), and the value.
+pub type Sample = (String, Labels, f64);
 
 fn any_to_string(value: &Option<AnyValue>) -> String {
     match value.as_ref().and_then(|v| v.value.as_ref()) {
@@ -164,7 +171,7 @@ fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, V
 impl Store {
     /// A store applying `options`.
     pub fn new(options: Options) -> Self {
-        Self { families: BTreeMap::new(), options }
+        Self { families: BTreeMap::new(), options, touched: Vec::new() }
     }
 
     fn family(&mut self, name: String, kind: Kind, help: &str) -> Option<&mut Family> {
@@ -178,6 +185,9 @@ impl Store {
     }
 
     fn put(&mut self, meta: &Meta<'_>, labels: Labels, value: Value, delta: bool, now: Instant) {
+        if self.options.track_updates {
+            self.touched.push((meta.name.clone(), labels.clone()));
+        }
         let Some(family) = self.family(meta.name.clone(), meta.kind, meta.help) else { return };
         match family.series.get_mut(&labels) {
             Some(series) if delta => {
@@ -338,6 +348,47 @@ impl Store {
             }
             None => {}
         }
+    }
+
+    /// The current samples of every series updated since the last call.
+    pub fn take_updated(&mut self) -> Vec<Sample> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort();
+        touched.dedup();
+        let mut out = Vec::with_capacity(touched.len());
+        for (name, labels) in touched {
+            let Some(series) = self.families.get(&name).and_then(|f| f.series.get(&labels)) else { continue };
+            let with = |extra: (&str, String)| {
+                let mut l = labels.clone();
+                l.push((extra.0.to_string(), extra.1));
+                l
+            };
+            match &series.value {
+                Value::Number(v) => out.push((name.clone(), labels.clone(), *v)),
+                Value::Histogram { bounds, counts, sum, count } => {
+                    let mut cumulative = 0;
+                    for (bound, c) in bounds.iter().zip(counts) {
+                        cumulative += c;
+                        out.push((
+                            format!("{name}_bucket"),
+                            with(("le", format_float(*bound))),
+                            cumulative as f64,
+                        ));
+                    }
+                    out.push((format!("{name}_bucket"), with(("le", "+Inf".into())), *count as f64));
+                    out.push((format!("{name}_sum"), labels.clone(), *sum));
+                    out.push((format!("{name}_count"), labels.clone(), *count as f64));
+                }
+                Value::Summary { quantiles, sum, count } => {
+                    for (q, v) in quantiles {
+                        out.push((name.clone(), with(("quantile", format_float(*q))), *v));
+                    }
+                    out.push((format!("{name}_sum"), labels.clone(), *sum));
+                    out.push((format!("{name}_count"), labels.clone(), *count as f64));
+                }
+            }
+        }
+        out
     }
 
     /// Drops series not updated within the expiry, and families left empty.

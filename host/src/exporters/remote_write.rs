@@ -1,0 +1,144 @@
+//! `type = "prometheus_remote_write"`: metrics pushed with Prometheus remote write 1.0 — a
+//! snappy-compressed protobuf `WriteRequest` per batch — through the same delivery machinery
+//! (credentials, TLS, retries, counters) as the OTLP exporter. Names, labels and delta →
+//! cumulative accumulation follow the `prometheus` exporter's translation exactly.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use prometheus_client::metrics::gauge::Gauge;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::delivery::{Delivery, Settings, Verdict};
+use super::prometheus::store::{Options, Store};
+use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};
+use crate::metrics::{DeliveryCounters, PerSignal};
+use crate::otlp::{Batch, Decoded};
+
+#[derive(Clone, PartialEq, Message)]
+struct WriteRequest {
+    #[prost(message, repeated, tag = "1")]
+    timeseries: Vec<TimeSeries>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct TimeSeries {
+    #[prost(message, repeated, tag = "1")]
+    labels: Vec<Label>,
+    #[prost(message, repeated, tag = "2")]
+    samples: Vec<Sample>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Label {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Sample {
+    #[prost(double, tag = "1")]
+    value: f64,
+    #[prost(int64, tag = "2")]
+    timestamp: i64,
+}
+
+/// Remote write answers: 2xx delivered; 429 and 5xx retried; other 4xx final (the spec's rule).
+fn judge(status: http::StatusCode, headers: &HeaderMap, _: Option<&HeaderMap>, body: &[u8]) -> Verdict {
+    if status.is_success() {
+        return Verdict::Delivered { rejected: 0 };
+    }
+    let reason = format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+    if status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(std::time::Duration::from_secs);
+        return Verdict::Retry { reason, after };
+    }
+    Verdict::Permanent { reason }
+}
+
+/// Starts the exporter's task.
+pub fn spawn(
+    name: &ComponentId,
+    config: &RemoteWriteExporterConfig,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
+    depth: Gauge,
+    counters: PerSignal<DeliveryCounters>,
+) -> Result<JoinHandle<()>, String> {
+    let url: http::Uri = config.endpoint.get_ref().parse().map_err(|e| format!("endpoint: {e}"))?;
+    let delivery = Delivery::new(Settings {
+        name,
+        tls: &config.tls,
+        http2_only: false,
+        headers: &config.headers,
+        auth: config.auth.as_ref(),
+        retry: &config.retry,
+        timeout: config.timeout.0,
+        counters,
+    })?;
+    let mut store = Store::new(Options {
+        resource_to_labels: config.resource_to_labels.clone(),
+        const_labels: config.const_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        expiry: config.expiry.0,
+        track_updates: true,
+    });
+    let mut fixed = HeaderMap::new();
+    fixed.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+    fixed.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+    fixed.insert("x-prometheus-remote-write-version", HeaderValue::from_static("0.1.0"));
+    Ok(tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            depth.dec();
+            if batch.signal() != Signal::Metrics {
+                continue;
+            }
+            let items = batch.items();
+            let request = match batch.decoded() {
+                Ok(Decoded::Metrics(request)) => request,
+                Ok(_) => continue,
+                Err(error) => {
+                    delivery.give_up(Signal::Metrics, items, &error.to_string());
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            store.update(request, now);
+            store.expire(now);
+            let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let timeseries = store
+                .take_updated()
+                .into_iter()
+                .map(|(name, labels, value)| {
+                    let mut labels: Vec<Label> = labels
+                        .into_iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(name, value)| Label { name, value })
+                        .collect();
+                    labels.push(Label { name: "__name__".into(), value: name });
+                    labels.sort_by(|a, b| a.name.cmp(&b.name));
+                    TimeSeries { labels, samples: vec![Sample { value, timestamp }] }
+                })
+                .collect();
+            let encoded = WriteRequest { timeseries }.encode_to_vec();
+            let body = match snap::raw::Encoder::new().compress_vec(&encoded) {
+                Ok(body) => Bytes::from(body),
+                Err(error) => {
+                    delivery.give_up(Signal::Metrics, items, &format!("cannot compress: {error}"));
+                    continue;
+                }
+            };
+            delivery.deliver(Signal::Metrics, items, &url, body, &fixed, judge).await;
+        }
+        tracing::debug!(exporter = %delivery.name(), "Exporter drained");
+    }))
+}
