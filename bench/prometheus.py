@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Cost of the Prometheus exporters: CPU per data point into the scrape endpoint, scrape latency
+and RSS with --series live series, and CPU per data point through remote write (to a local
+sink that answers 200). Sluice is pinned to --host-core; the sender runs unpinned elsewhere.
+
+  python3 bench/prometheus.py --series 100000
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from run import REPO, cpu_seconds, free_port, peak_rss_kib, wait_port
+
+
+def request(first, count, value):
+    points = [NumberDataPoint(as_double=value, time_unix_nano=time.time_ns(),
+                              attributes=[KeyValue(key="series", value=AnyValue(string_value=str(i))),
+                                          KeyValue(key="gpu", value=AnyValue(string_value=str(i % 8)))])
+              for i in range(first, first + count)]
+    return ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(
+        resource=Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="bench"))]),
+        scope_metrics=[ScopeMetrics(metrics=[Metric(name="bench.value", unit="By", gauge=Gauge(data_points=points))])])
+    ]).SerializeToString()
+
+
+def post(port, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/metrics", data=body, method="POST",
+                                 headers={"Content-Type": "application/x-protobuf"})
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise
+            time.sleep(0.01)
+
+
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--host-core", type=int, default=0)
+    args = parser.parse_args()
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    with tempfile.TemporaryDirectory() as workdir:
+        http_port, scrape_port, admin = free_port(), free_port(), free_port()
+        config = Path(workdir) / "sluice.toml"
+        config.write_text(f"""
+[service]
+admin_address = "127.0.0.1:{admin}"
+log_level = "warn"
+[receivers.otlp]
+type = "otlp"
+grpc = {{ enabled = false }}
+http = {{ address = "127.0.0.1:{http_port}", max_body_size = "64MiB" }}
+[exporters.scrape]
+type = "prometheus"
+address = "127.0.0.1:{scrape_port}"
+[exporters.remote]
+type = "prometheus_remote_write"
+endpoint = "http://127.0.0.1:{sink.server_address[1]}/api/v1/write"
+[pipelines.scrape]
+signals = ["metrics"]
+receivers = ["otlp"]
+exporters = ["scrape"]
+""")
+        bodies = [request(first, 5000, float(r)) for r in range(args.rounds) for first in range(0, args.series, 5000)]
+        for exporter in ("scrape", "remote"):
+            text = config.read_text()
+            if exporter == "remote":
+                text = text.replace('exporters = ["scrape"]', 'exporters = ["remote"]')
+                config.write_text(text)
+            host = subprocess.Popen(["taskset", "-c", str(args.host_core), str(REPO / "target/release/sluice"), "run",
+                                     "--config", str(config)], stderr=subprocess.DEVNULL)
+            try:
+                wait_port(http_port, host)
+                cpu = cpu_seconds(host.pid)
+                for body in bodies:
+                    post(http_port, body)
+                time.sleep(1.0)  # let the exporter finish what it was given
+                points = args.series * args.rounds
+                used = cpu_seconds(host.pid) - cpu
+                line = f"{exporter}: {points:,} data points, {used / points * 1e6:.2f} µs CPU per data point"
+                if exporter == "scrape":
+                    latencies = []
+                    for _ in range(5):
+                        started = time.perf_counter()
+                        body = urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=60).read()
+                        latencies.append((time.perf_counter() - started) * 1000)
+                    series = sum(1 for line in body.decode().splitlines() if line.startswith("bench_value_bytes"))
+                    line += (f"; scrape of {series:,} series: median {statistics.median(latencies):.0f} ms, "
+                             f"{len(body) / 1e6:.1f} MB")
+                line += f"; peak RSS {peak_rss_kib(host.pid) / 1024:.0f} MiB"
+                print(line)
+            finally:
+                host.terminate()
+                host.wait(timeout=30)
+    sink.shutdown()
+
+
+if __name__ == "__main__":
+    main()
