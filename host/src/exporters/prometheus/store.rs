@@ -358,35 +358,13 @@ impl Store {
         let mut out = Vec::with_capacity(touched.len());
         for (name, labels) in touched {
             let Some(series) = self.families.get(&name).and_then(|f| f.series.get(&labels)) else { continue };
-            let with = |extra: (&str, String)| {
-                let mut l = labels.clone();
-                l.push((extra.0.to_string(), extra.1));
-                l
-            };
-            match &series.value {
-                Value::Number(v) => out.push((name.clone(), labels.clone(), *v)),
-                Value::Histogram { bounds, counts, sum, count } => {
-                    let mut cumulative = 0;
-                    for (bound, c) in bounds.iter().zip(counts) {
-                        cumulative += c;
-                        out.push((
-                            format!("{name}_bucket"),
-                            with(("le", format_float(*bound))),
-                            cumulative as f64,
-                        ));
-                    }
-                    out.push((format!("{name}_bucket"), with(("le", "+Inf".into())), *count as f64));
-                    out.push((format!("{name}_sum"), labels.clone(), *sum));
-                    out.push((format!("{name}_count"), labels.clone(), *count as f64));
+            flatten(&series.value, |suffix, extra, value| {
+                let mut labels = labels.clone();
+                if let Some((key, label)) = extra {
+                    labels.push((key.to_string(), label));
                 }
-                Value::Summary { quantiles, sum, count } => {
-                    for (q, v) in quantiles {
-                        out.push((name.clone(), with(("quantile", format_float(*q))), *v));
-                    }
-                    out.push((format!("{name}_sum"), labels.clone(), *sum));
-                    out.push((format!("{name}_count"), labels.clone(), *count as f64));
-                }
-            }
+                out.push((format!("{name}{suffix}"), labels, value));
+            });
         }
         out
     }
@@ -425,36 +403,45 @@ impl Store {
             let mut series: Vec<_> = family.series.iter().collect();
             series.sort_by(|a, b| a.0.cmp(b.0));
             for (labels, s) in series {
-                match &s.value {
-                    Value::Number(v) => sample(&mut out, name, "", labels, None, *v),
-                    Value::Histogram { bounds, counts, sum, count } => {
-                        let mut cumulative = 0;
-                        for (bound, c) in bounds.iter().zip(counts) {
-                            cumulative += c;
-                            sample(
-                                &mut out,
-                                name,
-                                "_bucket",
-                                labels,
-                                Some(("le", &format_float(*bound))),
-                                cumulative as f64,
-                            );
-                        }
-                        sample(&mut out, name, "_bucket", labels, Some(("le", "+Inf")), *count as f64);
-                        sample(&mut out, name, "_sum", labels, None, *sum);
-                        sample(&mut out, name, "_count", labels, None, *count as f64);
-                    }
-                    Value::Summary { quantiles, sum, count } => {
-                        for (q, v) in quantiles {
-                            sample(&mut out, name, "", labels, Some(("quantile", &format_float(*q))), *v);
-                        }
-                        sample(&mut out, name, "_sum", labels, None, *sum);
-                        sample(&mut out, name, "_count", labels, None, *count as f64);
-                    }
-                }
+                flatten(&s.value, |suffix, extra, value| {
+                    sample(
+                        &mut out,
+                        name,
+                        suffix,
+                        labels,
+                        extra.as_ref().map(|(k, v)| (*k, v.as_str())),
+                        value,
+                    );
+                });
             }
         }
         out
+    }
+}
+
+/// Every sample of one series value: `(suffix, extra label, value)` — a number as itself, a
+/// histogram as cumulative `_bucket{le}`s, `_sum` and `_count`, a summary as `{quantile}`s,
+/// `_sum` and `_count`. The scrape text and remote write both read series through this.
+fn flatten(value: &Value, mut emit: impl FnMut(&'static str, Option<(&'static str, String)>, f64)) {
+    match value {
+        Value::Number(v) => emit("", None, *v),
+        Value::Histogram { bounds, counts, sum, count } => {
+            let mut cumulative = 0;
+            for (bound, c) in bounds.iter().zip(counts) {
+                cumulative += c;
+                emit("_bucket", Some(("le", format_float(*bound))), cumulative as f64);
+            }
+            emit("_bucket", Some(("le", "+Inf".into())), *count as f64);
+            emit("_sum", None, *sum);
+            emit("_count", None, *count as f64);
+        }
+        Value::Summary { quantiles, sum, count } => {
+            for (q, v) in quantiles {
+                emit("", Some(("quantile", format_float(*q))), *v);
+            }
+            emit("_sum", None, *sum);
+            emit("_count", None, *count as f64);
+        }
     }
 }
 
