@@ -61,7 +61,7 @@ struct Series {
 
 /// A family's identity, as a point being stored names it.
 struct Meta<'a> {
-    name: String,
+    name: &'a str,
     kind: Kind,
     help: &'a str,
 }
@@ -174,21 +174,22 @@ impl Store {
         Self { families: BTreeMap::new(), options, touched: Vec::new() }
     }
 
-    fn family(&mut self, name: String, kind: Kind, help: &str) -> Option<&mut Family> {
-        let family = self.families.entry(name).or_insert_with(|| Family {
-            kind,
-            help: help.to_string(),
-            series: HashMap::new(),
-        });
+    fn family(&mut self, name: &str, kind: Kind, help: &str) -> Option<&mut Family> {
+        // Look up by `&str` first: the name is only allocated when the family is new.
+        if !self.families.contains_key(name) {
+            let family = Family { kind, help: help.to_string(), series: HashMap::new() };
+            self.families.insert(name.to_string(), family);
+        }
+        let family = self.families.get_mut(name)?;
         // A name reused with another type keeps its first type; the newcomer is skipped.
         (family.kind == kind).then_some(family)
     }
 
     fn put(&mut self, meta: &Meta<'_>, labels: Labels, value: Value, delta: bool, now: Instant) {
         if self.options.track_updates {
-            self.touched.push((meta.name.clone(), labels.clone()));
+            self.touched.push((meta.name.to_string(), labels.clone()));
         }
-        let Some(family) = self.family(meta.name.clone(), meta.kind, meta.help) else { return };
+        let Some(family) = self.family(meta.name, meta.kind, meta.help) else { return };
         match family.series.get_mut(&labels) {
             Some(series) if delta => {
                 series.value = match (&series.value, value) {
@@ -244,7 +245,7 @@ impl Store {
                 .cloned()
                 .collect();
             let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
-            let meta = Meta { name: "target_info".into(), kind: Kind::Gauge, help: "Target metadata" };
+            let meta = Meta { name: "target_info", kind: Kind::Gauge, help: "Target metadata" };
             self.put(&meta, labels(&info, &info_base), Value::Number(1.0), false, now);
             for scope in &resource_metrics.scope_metrics {
                 for m in &scope.metrics {
@@ -266,87 +267,80 @@ impl Store {
             Some(number_data_point::Value::AsInt(i)) => i as f64,
             None => 0.0,
         };
-        match &m.data {
-            Some(metric::Data::Gauge(g)) => {
-                let name = metric_name(&m.name, &m.unit, true, false);
-                for p in &g.data_points {
-                    self.put(
-                        &Meta { name: name.clone(), kind: Kind::Gauge, help: &m.description },
-                        labels(&p.attributes, base),
-                        Value::Number(number(p)),
-                        false,
-                        now,
-                    );
-                }
-            }
-            Some(metric::Data::Sum(s)) => {
-                let (kind, counter) =
-                    if s.is_monotonic { (Kind::Counter, true) } else { (Kind::Gauge, false) };
-                let name = metric_name(&m.name, &m.unit, !counter, counter);
-                let is_delta = s.aggregation_temporality == delta;
-                for p in &s.data_points {
-                    let value = Value::Number(number(p));
-                    self.put(
-                        &Meta { name: name.clone(), kind, help: &m.description },
-                        labels(&p.attributes, base),
-                        value,
-                        is_delta,
-                        now,
-                    );
-                }
-            }
-            Some(metric::Data::Histogram(h)) => {
-                let name = metric_name(&m.name, &m.unit, false, false);
-                let is_delta = h.aggregation_temporality == delta;
-                for p in &h.data_points {
-                    let mut counts = p.bucket_counts.clone();
-                    counts.resize(p.explicit_bounds.len() + 1, 0);
-                    let value = Value::Histogram {
-                        bounds: p.explicit_bounds.clone(),
-                        counts,
-                        sum: p.sum.unwrap_or(0.0),
-                        count: p.count,
-                    };
-                    self.put(
-                        &Meta { name: name.clone(), kind: Kind::Histogram, help: &m.description },
-                        labels(&p.attributes, base),
-                        value,
-                        is_delta,
-                        now,
-                    );
-                }
-            }
-            Some(metric::Data::ExponentialHistogram(h)) => {
-                let name = metric_name(&m.name, &m.unit, false, false);
-                let is_delta = h.aggregation_temporality == delta;
-                for p in &h.data_points {
-                    let (bounds, counts) = exponential_to_classic(p);
-                    let value =
-                        Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count };
-                    self.put(
-                        &Meta { name: name.clone(), kind: Kind::Histogram, help: &m.description },
-                        labels(&p.attributes, base),
-                        value,
-                        is_delta,
-                        now,
-                    );
-                }
-            }
-            Some(metric::Data::Summary(s)) => {
-                let name = metric_name(&m.name, &m.unit, false, false);
-                for p in &s.data_points {
-                    let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
-                    let value = Value::Summary { quantiles, sum: p.sum, count: p.count };
-                    self.put(
-                        &Meta { name: name.clone(), kind: Kind::Summary, help: &m.description },
-                        labels(&p.attributes, base),
-                        value,
-                        false,
-                        now,
-                    );
-                }
-            }
-            None => {}
+        // Each data kind gives its family's type, naming, temporality and points; the series
+        // are then stored alike.
+        let (kind, name, is_delta, points): (Kind, String, bool, Vec<(Labels, Value)>) = match &m.data {
+            Some(metric::Data::Gauge(g)) => (
+                Kind::Gauge,
+                metric_name(&m.name, &m.unit, true, false),
+                false,
+                g.data_points
+                    .iter()
+                    .map(|p| (labels(&p.attributes, base), Value::Number(number(p))))
+                    .collect(),
+            ),
+            Some(metric::Data::Sum(s)) => (
+                if s.is_monotonic { Kind::Counter } else { Kind::Gauge },
+                metric_name(&m.name, &m.unit, !s.is_monotonic, s.is_monotonic),
+                s.aggregation_temporality == delta,
+                s.data_points
+                    .iter()
+                    .map(|p| (labels(&p.attributes, base), Value::Number(number(p))))
+                    .collect(),
+            ),
+            Some(metric::Data::Histogram(h)) => (
+                Kind::Histogram,
+                metric_name(&m.name, &m.unit, false, false),
+                h.aggregation_temporality == delta,
+                h.data_points
+                    .iter()
+                    .map(|p| {
+                        let mut counts = p.bucket_counts.clone();
+                        counts.resize(p.explicit_bounds.len() + 1, 0);
+                        let value = Value::Histogram {
+                            bounds: p.explicit_bounds.clone(),
+                            counts,
+                            sum: p.sum.unwrap_or(0.0),
+                            count: p.count,
+                        };
+                        (labels(&p.attributes, base), value)
+                    })
+                    .collect(),
+            ),
+            Some(metric::Data::ExponentialHistogram(h)) => (
+                Kind::Histogram,
+                metric_name(&m.name, &m.unit, false, false),
+                h.aggregation_temporality == delta,
+                h.data_points
+                    .iter()
+                    .map(|p| {
+                        let (bounds, counts) = exponential_to_classic(p);
+                        let value =
+                            Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count };
+                        (labels(&p.attributes, base), value)
+                    })
+                    .collect(),
+            ),
+            Some(metric::Data::Summary(s)) => (
+                Kind::Summary,
+                metric_name(&m.name, &m.unit, false, false),
+                false,
+                s.data_points
+                    .iter()
+                    .map(|p| {
+                        let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+                        (
+                            labels(&p.attributes, base),
+                            Value::Summary { quantiles, sum: p.sum, count: p.count },
+                        )
+                    })
+                    .collect(),
+            ),
+            None => return,
+        };
+        let meta = Meta { name: &name, kind, help: &m.description };
+        for (labels, value) in points {
+            self.put(&meta, labels, value, is_delta, now);
         }
     }
 
