@@ -11,7 +11,7 @@ mod response;
 
 pub use batch::Batch;
 pub use decoded::{DecodeError, Decoded};
-pub use response::{ExportOutcome, RpcCode, export_response, status_body};
+pub use response::{ExportOutcome, ProtoAny, RpcCode, RpcStatus, export_response, status_body};
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,13 +39,30 @@ pub enum RpcCode {
     Unauthenticated = 16,
 }
 
-/// `google.rpc.Status`, the body of every OTLP error answer.
+/// `google.rpc.Status`: the body of every OTLP error answer, and what gRPC servers put in
+/// `grpc-status-details-bin` (where exporters look for `RetryInfo`).
 #[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
+pub struct RpcStatus {
+    /// The gRPC status code.
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub code: i32,
+    /// A message for people.
     #[prost(string, tag = "2")]
-    message: String,
+    pub message: String,
+    /// Typed details, such as `google.rpc.RetryInfo`.
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoAny {
+    /// The type, e.g. `type.googleapis.com/google.rpc.RetryInfo`.
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    /// The encoded message.
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
 }
 
 /// Encodes an `Export*ServiceResponse`, with `partial_success` set when items were rejected.
@@ -92,6 +109,8 @@ pub fn status_body(code: RpcCode, message: &str, format: Format) -> Vec<u8> {
         Format::Json => {
             serde_json::json!({ "code": code as i32, "message": message }).to_string().into_bytes()
         }
-        Format::Protobuf => RpcStatus { code: code as i32, message: message.to_string() }.encode_to_vec(),
+        Format::Protobuf => {
+            RpcStatus { code: code as i32, message: message.to_string(), details: Vec::new() }.encode_to_vec()
+        }
     }
 }

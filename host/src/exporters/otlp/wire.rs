@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::delivery::Verdict;
-use crate::otlp::Decoded;
+use crate::otlp::{Decoded, RpcStatus};
 
 /// The gRPC method path of each signal's `Export`.
 pub fn grpc_path(signal: Signal) -> &'static str {
@@ -74,24 +74,6 @@ pub fn body(
         OtlpProtocol::HttpProtobuf => (Bytes::from(compressed), "application/x-protobuf"),
         OtlpProtocol::HttpJson => (Bytes::from(compressed), "application/json"),
     })
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]
