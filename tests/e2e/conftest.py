@@ -144,6 +144,31 @@ class Sluice:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+# Pipeline building blocks, formatted by the harness ({grpc}, {http}, {data}, {plugins}).
+RECEIVER = """
+    [receivers.otlp]
+    type = "otlp"
+    grpc = {{ address = "{grpc}" }}
+    http = {{ address = "{http}" }}
+"""
+
+ARCHIVE = """
+    [exporters.archive]
+    type = "file"
+    directory = "{data}"
+"""
+
+
+def pipeline(exporters='["archive"]', processors=""):
+    """The `all` pipeline from the OTLP receiver to `exporters`, with processor tables after it."""
+    return f"""
+    [pipelines.all]
+    receivers = ["otlp"]
+    exporters = {exporters}
+    {processors}
+"""
+
+
 FILE_PIPELINE = """
     [receivers.otlp]
     type = "otlp"

@@ -8,7 +8,7 @@ import time
 import pytest
 import trustme
 
-from conftest import free_port
+from conftest import ARCHIVE, RECEIVER, free_port, pipeline
 from downstream import Downstream, partial_success
 from otlp_payloads import attributes, points_in, records_in, spans_in, traces
 from test_bad_input import PROTOBUF, post
@@ -18,16 +18,21 @@ FAST_RETRY = 'retry = {{ initial_backoff = "100ms", max_backoff = "500ms", max_e
 
 
 def forwarder(make_sluice, exporters_toml, exporters='["out"]', **kwargs):
-    return make_sluice("""
+    return make_sluice(RECEIVER + exporters_toml + pipeline(exporters), **kwargs)
+
+
+def tls_sink(make_sluice, ca, folder, mtls=False):
+    """A Sluice whose receivers serve TLS (mTLS when asked), writing what it gets to files."""
+    write_certificates(ca, folder)
+    client_ca = f', client_ca_file = "{folder}/ca.pem"' if mtls else ""
+    # Doubled braces survive the harness's str.format of the pipeline text.
+    tls = f'tls = {{{{ cert_file = "{folder}/server.pem", key_file = "{folder}/server.key"{client_ca} }}}}'
+    return make_sluice(f"""
         [receivers.otlp]
         type = "otlp"
-        grpc = {{ address = "{grpc}" }}
-        http = {{ address = "{http}" }}
-    """ + exporters_toml + f"""
-        [pipelines.all]
-        receivers = ["otlp"]
-        exporters = {exporters}
-    """, **kwargs)
+        grpc = {{{{ address = "{{grpc}}", {tls} }}}}
+        http = {{{{ address = "{{http}}", {tls} }}}}
+    """ + ARCHIVE + pipeline())
 
 
 def send(host, request, path="/v1/traces"):
@@ -37,18 +42,7 @@ def send(host, request, path="/v1/traces"):
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
-    sink = make_sluice("""
-        [receivers.otlp]
-        type = "otlp"
-        grpc = {{ address = "{grpc}" }}
-        http = {{ address = "{http}" }}
-        [exporters.archive]
-        type = "file"
-        directory = "{data}"
-        [pipelines.all]
-        receivers = ["otlp"]
-        exporters = ["archive"]
-    """)
+    sink = make_sluice(RECEIVER + ARCHIVE + pipeline())
     rotel_grpc, rotel_http = free_port(), free_port()
     rotel = subprocess.Popen(
         [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{rotel_grpc}",
@@ -348,14 +342,14 @@ def test_tls_and_mtls(make_sluice, tmp_path, ca, mtls):
 
 
 def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
-    down = Downstream(tls=tls_server(ca))
+    sink = tls_sink(make_sluice, ca, tmp_path)
     other = trustme.CA()
     other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
     host = forwarder(make_sluice, f"""
         [exporters.out]
         type = "otlp"
         protocol = "http/protobuf"
-        endpoint = "{down.url}"
+        endpoint = "https://localhost:{sink.http_port}"
         tls = {{{{ ca_file = "{tmp_path}/other.pem" }}}}
         retry = {{{{ enabled = false }}}}
     """)
@@ -364,29 +358,14 @@ def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
     assert host.stop() == 0
     failure = [line for line in host.logs().splitlines() if "Delivery failed" in line]
     assert failure and "exporter=out" in failure[0] and "certificate" in failure[0].lower(), failure
-    assert down.requests == []
-    down.close()
+    assert sink.stop() == 0
+    assert sink.lines("traces") == []
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("mtls", [False, True])
 def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
-    write_certificates(ca, tmp_path)
-    client_ca = f', client_ca_file = "{tmp_path}/ca.pem"' if mtls else ""
-    # Doubled braces survive the harness's str.format of the pipeline text.
-    tls = f'tls = {{{{ cert_file = "{tmp_path}/server.pem", key_file = "{tmp_path}/server.key"{client_ca} }}}}'
-    sink = make_sluice(f"""
-        [receivers.otlp]
-        type = "otlp"
-        grpc = {{{{ address = "{{grpc}}", {tls} }}}}
-        http = {{{{ address = "{{http}}", {tls} }}}}
-        [exporters.archive]
-        type = "file"
-        directory = "{{data}}"
-        [pipelines.all]
-        receivers = ["otlp"]
-        exporters = ["archive"]
-    """)
+    sink = tls_sink(make_sluice, ca, tmp_path, mtls)
     port = sink.grpc_port if protocol == "grpc" else sink.http_port
     client_tls = ""
     if mtls:
@@ -407,19 +386,7 @@ def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
 
 
 def test_mtls_receiver_refuses_clients_without_a_certificate(make_sluice, tmp_path, ca):
-    write_certificates(ca, tmp_path)
-    sink = make_sluice(f"""
-        [receivers.otlp]
-        type = "otlp"
-        grpc = {{{{ enabled = false }}}}
-        http = {{{{ address = "{{http}}", tls = {{{{ cert_file = "{tmp_path}/server.pem", key_file = "{tmp_path}/server.key", client_ca_file = "{tmp_path}/ca.pem" }}}} }}}}
-        [exporters.archive]
-        type = "file"
-        directory = "{{data}}"
-        [pipelines.all]
-        receivers = ["otlp"]
-        exporters = ["archive"]
-    """)
+    sink = tls_sink(make_sluice, ca, tmp_path, mtls=True)
     host = forwarder(make_sluice, f"""
         [exporters.out]
         type = "otlp"

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import PLUGIN_CACHE, PLUGINS, REPO, Sluice, free_port, sluice_binary
+from conftest import ARCHIVE, PLUGIN_CACHE, PLUGINS, RECEIVER, REPO, Sluice, free_port, pipeline, sluice_binary
 from otlp_payloads import attributes, logs, spans_in, traces
 from test_bad_input import PROTOBUF, post
 
@@ -22,20 +22,7 @@ def plugin(name):
 
 
 def one_plugin_pipeline(processor_toml, exporters='["archive"]', extra=""):
-    return """
-        [receivers.otlp]
-        type = "otlp"
-        grpc = {{ address = "{grpc}" }}
-        http = {{ address = "{http}" }}
-
-        [exporters.archive]
-        type = "file"
-        directory = "{data}"
-    """ + extra + f"""
-        [pipelines.all]
-        receivers = ["otlp"]
-        exporters = {exporters}
-    """ + processor_toml
+    return RECEIVER + ARCHIVE + extra + pipeline(exporters, processor_toml)
 
 
 def send(host, request):

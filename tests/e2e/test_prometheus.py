@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from conftest import free_port, http
+from conftest import RECEIVER, free_port, http
 from test_sdk import exporters
 
 
@@ -30,27 +30,34 @@ def query(port, promql):
     return json.loads(body)["data"]["result"]
 
 
-def test_prometheus_scrapes_sdk_metrics(make_sluice, tmp_path):
-    scrape_port = free_port()
-    host = make_sluice(f"""
-        [receivers.otlp]
-        type = "otlp"
-        grpc = {{{{ address = "{{grpc}}" }}}}
-        http = {{{{ address = "{{http}}" }}}}
-        [exporters.prom]
-        type = "prometheus"
-        address = "127.0.0.1:{scrape_port}"
-        const_labels = {{{{ deployment = "e2e" }}}}
+def metrics_host(make_sluice, exporter_toml):
+    """A Sluice taking metrics over OTLP into the one exporter `exporter_toml` defines as `out`."""
+    return make_sluice(RECEIVER + exporter_toml + """
         [pipelines.metrics]
         signals = ["metrics"]
         receivers = ["otlp"]
-        exporters = ["prom"]
+        exporters = ["out"]
     """)
+
+
+def sdk_meter(host):
+    """A Python SDK meter exporting to `host` over HTTP when its provider is flushed."""
     resource = Resource.create({"service.name": "gpu-api", "service.instance.id": "node-7"})
     _, metric_exporter, _ = exporters("http", host)
     reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
     provider = MeterProvider(resource=resource, metric_readers=[reader])
-    meter = provider.get_meter("e2e")
+    return provider, provider.get_meter("e2e")
+
+
+def test_prometheus_scrapes_sdk_metrics(make_sluice, tmp_path):
+    scrape_port = free_port()
+    host = metrics_host(make_sluice, f"""
+        [exporters.out]
+        type = "prometheus"
+        address = "127.0.0.1:{scrape_port}"
+        const_labels = {{{{ deployment = "e2e" }}}}
+    """)
+    provider, meter = sdk_meter(host)
     meter.create_gauge("gpu.temperature", unit="Cel").set(71.5, {"gpu": "0"})
     counter = meter.create_counter("jobs.done")
     counter.add(5, {"queue": "render"})
@@ -130,31 +137,19 @@ def test_remote_write_into_prometheus(make_sluice, tmp_path):
             except OSError:
                 pass
             time.sleep(0.2)
-        host = make_sluice(f"""
-            [receivers.otlp]
-            type = "otlp"
-            grpc = {{{{ address = "{{grpc}}" }}}}
-            http = {{{{ address = "{{http}}" }}}}
-            [exporters.remote]
+        host = metrics_host(make_sluice, f"""
+            [exporters.out]
             type = "prometheus_remote_write"
             endpoint = "http://127.0.0.1:{prom_port}/api/v1/write"
-            [pipelines.metrics]
-            signals = ["metrics"]
-            receivers = ["otlp"]
-            exporters = ["remote"]
         """)
-        resource = Resource.create({"service.name": "gpu-api", "service.instance.id": "node-7"})
-        _, metric_exporter, _ = exporters("http", host)
-        reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
-        provider = MeterProvider(resource=resource, metric_readers=[reader])
-        meter = provider.get_meter("e2e")
+        provider, meter = sdk_meter(host)
         meter.create_gauge("gpu.temperature", unit="Cel").set(64.0, {"gpu": "1"})
         meter.create_counter("jobs.done").add(9, {"queue": "render"})
         histogram = meter.create_histogram("job.duration", unit="s")
         for value in (0.2, 3.0):
             histogram.record(value)
         provider.force_flush()
-        assert host.wait_metric("sluice_exporter_sent_items_total", 4, exporter="remote") >= 3, host.logs()
+        assert host.wait_metric("sluice_exporter_sent_items_total", 4, exporter="out") >= 3, host.logs()
         results = []
         while time.time() < deadline and not results:
             results = query(prom_port, "gpu_temperature_celsius")
@@ -166,7 +161,7 @@ def test_remote_write_into_prometheus(make_sluice, tmp_path):
         assert float(jobs["value"][1]) == 9 and jobs["metric"]["queue"] == "render"
         [count] = query(prom_port, "job_duration_seconds_count")
         assert float(count["value"][1]) == 2
-        assert host.metric("sluice_exporter_failed_items_total", exporter="remote") == 0
+        assert host.metric("sluice_exporter_failed_items_total", exporter="out") == 0
         provider.shutdown()
         assert host.stop() == 0
     finally:

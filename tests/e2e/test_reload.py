@@ -6,29 +6,11 @@ import signal
 import threading
 import time
 
-from conftest import PLUGINS, http
+from conftest import ARCHIVE, PLUGINS, RECEIVER, http, pipeline
 from otlp_payloads import spans_in, traces
 from test_bad_input import PROTOBUF, post
 
-BASE = """
-    [receivers.otlp]
-    type = "otlp"
-    grpc = {{ address = "{grpc}" }}
-    http = {{ address = "{http}" }}
-
-    [exporters.archive]
-    type = "file"
-    directory = "{data}"
-"""
-
-
-def pipeline(exporters='["archive"]', processors=""):
-    return f"""
-    [pipelines.all]
-    receivers = ["otlp"]
-    exporters = {exporters}
-    {processors}
-"""
+BASE = RECEIVER + ARCHIVE
 
 
 def write_config(host, text):
