@@ -360,11 +360,6 @@ impl<T> PerSignal<T> {
 
     /// The value for `signal`.
     pub fn get(&self, signal: Signal) -> &T {
-        let index = match signal {
-            Signal::Traces => 0,
-            Signal::Metrics => 1,
-            Signal::Logs => 2,
-        };
-        &self.0[index]
+        &self.0[signal.index()]
     }
 }

@@ -243,7 +243,7 @@ impl Running {
                 let receiver = ComponentId::new(receiver.get_ref()).map_err(anyhow::Error::msg)?;
                 let per_signal = routes.entry(receiver).or_default();
                 for signal in &signals {
-                    per_signal.0[signal_index(*signal)].push(pipelines[id].input.clone());
+                    per_signal.0[signal.index()].push(pipelines[id].input.clone());
                 }
             }
         }
@@ -402,14 +402,6 @@ impl Running {
             );
             anyhow::anyhow!("shutdown grace period of {grace:?} ran out with {queued} batches still queued")
         })
-    }
-}
-
-fn signal_index(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
     }
 }
 

@@ -36,14 +36,6 @@ fn io_error(context: String) -> impl FnOnce(io::Error) -> ExportError {
     move |source| ExportError::Io { context, source }
 }
 
-fn slot(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 impl FileExporter {
     /// Creates the directory if needed; files are opened on first use.
     pub fn new(name: &ComponentId, config: &FileExporterConfig) -> Result<Self, ExportError> {
@@ -77,7 +69,7 @@ impl FileExporter {
     }
 
     fn rotate(&mut self, signal: Signal) -> Result<(), ExportError> {
-        let Some(current) = self.files[slot(signal)].take() else { return Ok(()) };
+        let Some(current) = self.files[signal.index()].take() else { return Ok(()) };
         drop(current.file);
         let rotated = |n: usize| PathBuf::from(format!("{}.{n}", current.path.display()));
         if self.max_files == 0 {
@@ -107,16 +99,16 @@ impl FileExporter {
         })?;
         self.line.push(b'\n');
         let len = self.line.len() as u64;
-        if let Some(file) = &self.files[slot(signal)]
+        if let Some(file) = &self.files[signal.index()]
             && file.size > 0
             && file.size + len > self.max_file_size
         {
             self.rotate(signal)?;
         }
-        if self.files[slot(signal)].is_none() {
-            self.files[slot(signal)] = Some(self.open(signal)?);
+        if self.files[signal.index()].is_none() {
+            self.files[signal.index()] = Some(self.open(signal)?);
         }
-        let file = self.files[slot(signal)].as_mut().expect("opened above");
+        let file = self.files[signal.index()].as_mut().expect("opened above");
         file.file.write_all(&self.line).map_err(io_error(format!("cannot write {}", file.path.display())))?;
         file.size += len;
         Ok(())

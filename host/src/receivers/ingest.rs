@@ -68,6 +68,9 @@ pub struct Ingest {
     routes: Routes,
     accepted: PerSignal<Counter>,
     invalid: PerSignal<Counter>,
+    /// Backpressure refusals come thousands a second under overload: their counters are
+    /// resolved once, not per refusal.
+    busy: PerSignal<Counter>,
     metrics: Arc<Metrics>,
     bad_request_log: LogThrottle,
     auth: Option<Arc<Secret>>,
@@ -97,12 +100,22 @@ impl Ingest {
             };
             metrics.receiver_refused_items.get_or_create(&labels).clone()
         });
+        let busy = PerSignal::new(|s| {
+            let labels = RefusalLabels {
+                receiver: receiver.to_string(),
+                transport: transport.into(),
+                signal: s.as_str().into(),
+                reason: RefusalReason::Busy.as_str().into(),
+            };
+            metrics.receiver_refused_requests.get_or_create(&labels).clone()
+        });
         Self {
             receiver: receiver.clone(),
             transport,
             routes,
             accepted,
             invalid,
+            busy,
             metrics,
             bad_request_log: LogThrottle::default(),
             auth,
@@ -142,6 +155,10 @@ impl Ingest {
     /// told in its answer and the refusal counters count every one. Backpressure is not logged:
     /// it is the system working, and `sluice_queue_depth` shows it.
     pub fn reject(&self, signal: Option<Signal>, reason: RefusalReason, problem: &str) {
+        if let (Some(signal), RefusalReason::Busy) = (signal, reason) {
+            self.busy.get(signal).inc();
+            return;
+        }
         let labels = RefusalLabels {
             receiver: self.receiver.to_string(),
             transport: self.transport.into(),

@@ -23,6 +23,15 @@ impl Signal {
     /// Every signal, in a fixed order.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
+    /// The signal's position in [`Signal::ALL`], for per-signal arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        }
+    }
+
     /// The lowercase name used in configs, URLs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

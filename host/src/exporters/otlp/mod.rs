@@ -97,14 +97,6 @@ pub fn spawn(
     Ok(tokio::spawn(batch_and_send(shared, rx, depth)))
 }
 
-fn slot(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>, depth: Gauge) {
     let limits = shared.config.batch.clone();
     let concurrency = shared.config.concurrency.max(1);
@@ -120,7 +112,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>,
                 let Some(batch) = received else { break };
                 depth.dec();
                 let signal = batch.signal();
-                let part = &mut pending[slot(signal)];
+                let part = &mut pending[signal.index()];
                 let size = batch.payload().len();
                 if !part.parts.is_empty()
                     && (part.items + batch.items() > limits.max_items || part.bytes + size > limits.max_bytes.as_usize())
@@ -138,7 +130,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>,
             _ = tokio::time::sleep_until(deadline.into()), if oldest.is_some() => {
                 let now = Instant::now();
                 for signal in Signal::ALL {
-                    let part = &mut pending[slot(signal)];
+                    let part = &mut pending[signal.index()];
                     if part.since.is_some_and(|since| now >= since + limits.timeout.0) {
                         send(&shared, &senders, signal, part.take()).await;
                     }
@@ -147,7 +139,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>,
         }
     }
     for signal in Signal::ALL {
-        let part = &mut pending[slot(signal)];
+        let part = &mut pending[signal.index()];
         if !part.parts.is_empty() {
             send(&shared, &senders, signal, part.take()).await;
         }

@@ -21,18 +21,19 @@ pub fn grpc_path(signal: Signal) -> &'static str {
 }
 
 /// Compresses `data`.
-pub fn compress(compression: CompressionConfig, data: &[u8]) -> std::io::Result<Vec<u8>> {
+pub fn compress(compression: CompressionConfig, data: Bytes) -> std::io::Result<Bytes> {
     match compression {
-        CompressionConfig::None => Ok(data.to_vec()),
+        // Uncompressed bodies go out as the bytes they are, without a copy.
+        CompressionConfig::None => Ok(data),
         CompressionConfig::Gzip => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(data.len() / 4),
                 flate2::Compression::fast(),
             );
-            encoder.write_all(data)?;
-            encoder.finish()
+            encoder.write_all(&data)?;
+            encoder.finish().map(Bytes::from)
         }
-        CompressionConfig::Zstd => zstd::bulk::compress(data, 1),
+        CompressionConfig::Zstd => zstd::bulk::compress(&data, 1).map(Bytes::from),
     }
 }
 
@@ -50,17 +51,15 @@ pub fn body(
     protocol: OtlpProtocol,
     compression: CompressionConfig,
     signal: Signal,
-    payload: &[u8],
+    payload: &Bytes,
 ) -> Result<(Bytes, &'static str), String> {
-    let encoded;
-    let message: &[u8] = if protocol == OtlpProtocol::HttpJson {
+    let message = if protocol == OtlpProtocol::HttpJson {
         let decoded = Decoded::from_protobuf(signal, payload).map_err(|e| e.to_string())?;
         let mut json = Vec::with_capacity(payload.len() * 2);
         decoded.write_json(&mut json, false).map_err(|e| e.to_string())?;
-        encoded = json;
-        &encoded
+        Bytes::from(json)
     } else {
-        payload
+        payload.clone()
     };
     let compressed = compress(compression, message).map_err(|e| format!("cannot compress: {e}"))?;
     Ok(match protocol {
@@ -71,8 +70,8 @@ pub fn body(
             frame.put_slice(&compressed);
             (frame.freeze(), "application/grpc")
         }
-        OtlpProtocol::HttpProtobuf => (Bytes::from(compressed), "application/x-protobuf"),
-        OtlpProtocol::HttpJson => (Bytes::from(compressed), "application/json"),
+        OtlpProtocol::HttpProtobuf => (compressed, "application/x-protobuf"),
+        OtlpProtocol::HttpJson => (compressed, "application/json"),
     })
 }
 
