@@ -105,15 +105,10 @@ pub struct Running {
 }
 
 fn plugin_hashes(config: &Config, pipeline: &PipelineConfig) -> Vec<String> {
-    use sha2::Digest;
     pipeline
         .processors
         .iter()
-        .map(|p| {
-            std::fs::read(config.resolve(p.plugin.get_ref()))
-                .map(|b| hex::encode(sha2::Sha256::digest(b)))
-                .unwrap_or_default()
-        })
+        .map(|p| crate::plugins::loader::file_sha256(&config.resolve(p.plugin.get_ref())))
         .collect()
 }
 
@@ -210,11 +205,19 @@ impl Running {
                     };
                     let (chain, metrics) = (config.clone(), self.metrics.clone());
                     let (pipeline_id, pipeline_config) = (id.clone(), wanted.clone());
-                    let previous = self.processors.clone();
+                    let (previous, file_hashes) = (self.processors.clone(), hashes.clone());
                     // Loading plugins compiles them (or reads the cache): keep it off the runtime.
                     let chain = tokio::task::spawn_blocking(move || {
                         let cache = crate::plugins::loader::default_cache_dir();
-                        Chain::build(&pipeline_id, &pipeline_config, &chain, &metrics, cache, &previous)
+                        Chain::build(
+                            &pipeline_id,
+                            &pipeline_config,
+                            &chain,
+                            &metrics,
+                            cache,
+                            &previous,
+                            &file_hashes,
+                        )
                     })
                     .await?;
                     processors.extend(chain.shared_processors());

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
@@ -68,7 +67,8 @@ pub struct Chain {
 
 impl Chain {
     /// Loads every processor of `pipeline`, reusing from `previous` any whose file and settings
-    /// are unchanged (it keeps its instance). Never fails: a plugin that cannot load is faulted
+    /// are unchanged (it keeps its instance). `hashes` holds each plugin file's SHA-256, in
+    /// processor order, as [`loader::file_sha256`](super::loader::file_sha256) gives it. Never fails: a plugin that cannot load is faulted
     /// and its batches follow its `on_error` until a retry succeeds.
     pub fn build(
         id: &ComponentId,
@@ -77,13 +77,15 @@ impl Chain {
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
         previous: &HashMap<ProcessorKey, SharedProcessor>,
+        hashes: &[String],
     ) -> Self {
         let mut shared = Vec::new();
         let mut load_failures = Vec::new();
         let stages = pipeline
             .processors
             .iter()
-            .map(|p| {
+            .zip(hashes)
+            .map(|(p, sha256)| {
                 let name: Arc<str> = p.display_name().into();
                 let env = p
                     .env
@@ -103,9 +105,7 @@ impl Chain {
                     env,
                     cache_dir: cache_dir.clone(),
                 };
-                let sha256 =
-                    std::fs::read(&spec.path).map(|b| hex::encode(Sha256::digest(b))).unwrap_or_default();
-                let key = ProcessorKey::new(id, &name, &spec, &sha256);
+                let key = ProcessorKey::new(id, &name, &spec, sha256);
                 let metrics = metrics.plugin(id.as_str(), &name);
                 let processor = match previous.get(&key) {
                     Some(existing) => existing.clone(),

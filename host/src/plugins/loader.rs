@@ -125,6 +125,11 @@ fn engine_key(engine: &Engine) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// Hex SHA-256 of the file at `path`; empty when it can't be read (the load reports why).
+pub fn file_sha256(path: &Path) -> String {
+    std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(bytes))).unwrap_or_default()
+}
+
 /// Loads the plugin at `path`, checking `pin` (hex SHA-256) when given.
 pub fn load(
     engine: &Engine,
