@@ -21,6 +21,21 @@ def forwarder(make_sluice, exporters_toml, exporters='["out"]', **kwargs):
     return make_sluice(RECEIVER + exporters_toml + pipeline(exporters), **kwargs)
 
 
+def tls_forwarder(make_sluice, endpoint, ca_file, protocol="http/protobuf", client=None, retry=True):
+    """A Sluice forwarding over TLS to `endpoint`, trusting `ca_file`; `client` is the folder
+    holding client.pem / client.key for mTLS."""
+    client_tls = f', cert_file = "{client}/client.pem", key_file = "{client}/client.key"' if client else ""
+    no_retry = "" if retry else "retry = {{ enabled = false }}"
+    return forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "{protocol}"
+        endpoint = "{endpoint}"
+        tls = {{{{ ca_file = "{ca_file}"{client_tls} }}}}
+        {no_retry}
+    """)
+
+
 def tls_sink(make_sluice, ca, folder, mtls=False):
     """A Sluice whose receivers serve TLS (mTLS when asked), writing what it gets to files."""
     write_certificates(ca, folder)
@@ -321,19 +336,8 @@ def tls_server(ca, require_client_cert=False):
 @pytest.mark.parametrize("mtls", [False, True])
 def test_tls_and_mtls(make_sluice, tmp_path, ca, mtls):
     down = Downstream(tls=tls_server(ca, require_client_cert=mtls))
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    client_tls = ""
-    if mtls:
-        write_certificates(ca, tmp_path, "client", "sluice-client")
-        client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
-    host = forwarder(make_sluice, f"""
-        [exporters.out]
-        type = "otlp"
-        protocol = "http/protobuf"
-        endpoint = "{down.url}"
-        tls = {{{{ ca_file = "{ca_file}"{client_tls} }}}}
-    """)
+    write_certificates(ca, tmp_path, "client", "sluice-client")
+    host = tls_forwarder(make_sluice, down.url, tmp_path / "ca.pem", client=tmp_path if mtls else None)
     send(host, traces(2, prefix="tls"))
     assert host.wait_metric("sluice_exporter_sent_items_total", 2, exporter="out") == 2, host.logs()
     assert host.stop() == 0
@@ -345,14 +349,7 @@ def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
     sink = tls_sink(make_sluice, ca, tmp_path)
     other = trustme.CA()
     other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
-    host = forwarder(make_sluice, f"""
-        [exporters.out]
-        type = "otlp"
-        protocol = "http/protobuf"
-        endpoint = "https://localhost:{sink.http_port}"
-        tls = {{{{ ca_file = "{tmp_path}/other.pem" }}}}
-        retry = {{{{ enabled = false }}}}
-    """)
+    host = tls_forwarder(make_sluice, f"https://localhost:{sink.http_port}", tmp_path / "other.pem", retry=False)
     send(host, traces(1))
     assert host.wait_metric("sluice_exporter_failed_items_total", 1, exporter="out") == 1
     assert host.stop() == 0
@@ -367,17 +364,9 @@ def test_a_wrong_ca_fails_clearly(make_sluice, tmp_path, ca):
 def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
     sink = tls_sink(make_sluice, ca, tmp_path, mtls)
     port = sink.grpc_port if protocol == "grpc" else sink.http_port
-    client_tls = ""
-    if mtls:
-        write_certificates(ca, tmp_path, "client", "sluice-forwarder")
-        client_tls = f', cert_file = "{tmp_path}/client.pem", key_file = "{tmp_path}/client.key"'
-    host = forwarder(make_sluice, f"""
-        [exporters.out]
-        type = "otlp"
-        protocol = "{protocol}"
-        endpoint = "https://localhost:{port}"
-        tls = {{{{ ca_file = "{tmp_path}/ca.pem"{client_tls} }}}}
-    """)
+    write_certificates(ca, tmp_path, "client", "sluice-forwarder")
+    host = tls_forwarder(make_sluice, f"https://localhost:{port}", tmp_path / "ca.pem", protocol,
+                         client=tmp_path if mtls else None)
     send(host, traces(3, prefix="secure"))
     assert host.wait_metric("sluice_exporter_sent_items_total", 3, exporter="out") == 3, host.logs()
     assert host.stop() == 0
@@ -387,14 +376,7 @@ def test_sluice_to_sluice_over_tls(make_sluice, tmp_path, ca, protocol, mtls):
 
 def test_mtls_receiver_refuses_clients_without_a_certificate(make_sluice, tmp_path, ca):
     sink = tls_sink(make_sluice, ca, tmp_path, mtls=True)
-    host = forwarder(make_sluice, f"""
-        [exporters.out]
-        type = "otlp"
-        protocol = "http/protobuf"
-        endpoint = "https://localhost:{sink.http_port}"
-        tls = {{{{ ca_file = "{tmp_path}/ca.pem" }}}}
-        retry = {{{{ enabled = false }}}}
-    """)
+    host = tls_forwarder(make_sluice, f"https://localhost:{sink.http_port}", tmp_path / "ca.pem", retry=False)
     send(host, traces(1))
     assert host.wait_metric("sluice_exporter_failed_items_total", 1, exporter="out") == 1
     assert host.stop() == 0
