@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, ExporterKind};
 
 /// How often the files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -45,6 +45,11 @@ fn watched_paths(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
     for pipeline in config.pipelines.values() {
         paths.extend(pipeline.processors.iter().map(|p| config.resolve(p.plugin.get_ref())));
+    }
+    for exporter in config.exporters.values() {
+        if let ExporterKind::Plugin(plugin) = &exporter.kind {
+            paths.push(config.resolve(plugin.plugin.get_ref()));
+        }
     }
     paths.sort();
     paths.dedup();

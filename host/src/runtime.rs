@@ -27,7 +27,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, ReloadRequest};
-use crate::config::{ComponentId, Config, ExporterConfig, PipelineConfig, ReceiverConfig, Signal};
+use crate::config::{
+    ComponentId, Config, ExporterConfig, ExporterKind, PipelineConfig, ReceiverConfig, Signal,
+};
 use crate::exporters::ExporterInput;
 use crate::metrics::{Metrics, PerSignal};
 use crate::pipeline::PipelineInput;
@@ -37,6 +39,8 @@ use crate::{exporters, pipeline, receivers};
 
 struct BuiltExporter {
     config: ExporterConfig,
+    /// SHA-256 of an exporter plugin's file, so a rebuilt `.wasm` counts as a change.
+    plugin_hash: Option<String>,
     input: ExporterInput,
     task: JoinHandle<()>,
 }
@@ -149,19 +153,27 @@ impl Running {
                     continue;
                 }
                 let wanted = &config.exporters[&id];
+                let plugin_hash = match &wanted.kind {
+                    ExporterKind::Plugin(plugin) => {
+                        Some(crate::plugins::loader::file_sha256(&config.resolve(plugin.plugin.get_ref())))
+                    }
+                    _ => None,
+                };
                 let built = match old.exporters.get(&id) {
-                    Some(existing) if &existing.config == wanted => {
+                    Some(existing) if &existing.config == wanted && existing.plugin_hash == plugin_hash => {
                         summary.kept.push(format!("exporter {id}"));
                         BuiltExporter {
                             config: wanted.clone(),
+                            plugin_hash,
                             input: existing.input.clone(),
                             task: tokio::spawn(async {}),
                         }
                     }
                     _ => {
-                        let (input, task) = exporters::spawn(&id, wanted, &self.metrics)?;
+                        let (input, task) =
+                            exporters::spawn(&id, wanted, config, reloading, &self.metrics).await?;
                         summary.rebuilt.push(format!("exporter {id}"));
-                        BuiltExporter { config: wanted.clone(), input, task }
+                        BuiltExporter { config: wanted.clone(), plugin_hash, input, task }
                     }
                 };
                 exporters.insert(id, built);

@@ -25,10 +25,13 @@
 //! calls the trait's per-item methods with borrowed views — plain Rust calls inside the guest,
 //! with nothing decoded or copied — then hands the host a compact answer: which items to drop
 //! ([`Filter`]), which attributes to change ([`Transform`]), or where each item goes ([`Router`]).
+//! An [`Exporter`] instead turns a batch into HTTP requests, which the host sends to its
+//! destination with the host's TLS, credentials and retries.
 //!
 //! # Layout
-//! - [`filter`], [`transform`], [`router`]: the three plugin kinds, one trait each.
+//! - [`filter`], [`transform`], [`router`], [`exporter`]: the plugin kinds, one trait each.
 //! - [`config`]: the plugin's `config` table from the pipeline TOML.
+//! - [`json`]: wire values as JSON, for exporters.
 //! - [`log`]: lines in the host's log.
 //! - [`pattern`]: `*` wildcards for names and keys in plugin configs.
 //! - [`views`]: the borrowed views of spans, metrics, log records and resources.
@@ -36,13 +39,16 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod exporter;
 pub mod filter;
+pub mod json;
 pub mod log;
 pub mod pattern;
 pub mod router;
 pub mod transform;
 
 pub use config::Config;
+pub use exporter::Exporter;
 pub use filter::Filter;
 pub use router::Router;
 pub use sluice_wire::views;
@@ -51,7 +57,9 @@ pub use transform::{Edits, Transform};
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::config::Config;
+    pub use crate::exporter::{Batch, Exporter, Method, Request};
     pub use crate::filter::Filter;
+    pub use crate::json;
     pub use crate::pattern::Pattern;
     pub use crate::router::Router;
     pub use crate::transform::{Edits, Transform};
@@ -123,6 +131,21 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "export_router_world",
             default_bindings_module: "sluice_sdk::bindings::router",
+            with: {
+                "sluice:plugin/types@0.1.0": crate::bindings::filter::sluice::plugin::types,
+                "sluice:plugin/host@0.1.0": crate::bindings::filter::sluice::plugin::host,
+            },
+        });
+    }
+
+    /// The `exporter` world, reusing the filter world's shared interfaces.
+    pub mod exporter {
+        wit_bindgen::generate!({
+            world: "exporter",
+            path: "wit",
+            pub_export_macro: true,
+            export_macro_name: "export_exporter_world",
+            default_bindings_module: "sluice_sdk::bindings::exporter",
             with: {
                 "sluice:plugin/types@0.1.0": crate::bindings::filter::sluice::plugin::types,
                 "sluice:plugin/host@0.1.0": crate::bindings::filter::sluice::plugin::host,

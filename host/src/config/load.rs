@@ -294,6 +294,7 @@ fn parse_exporter(
         "prometheus_remote_write" => {
             parser.typed_value(rest, what, header).map(|c| ExporterKind::RemoteWrite(Box::new(c)))
         }
+        "plugin" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Plugin(Box::new(c))),
         _ => None,
     }?;
     Some(ExporterConfig { queue_size: queue_size?, kind })

@@ -321,6 +321,61 @@ pub enum ExporterKind {
     Prometheus(PrometheusExporterConfig),
     /// `type = "prometheus_remote_write"`: Prometheus remote write 1.0.
     RemoteWrite(Box<RemoteWriteExporterConfig>),
+    /// `type = "plugin"`: a WebAssembly exporter plugin renders requests; the host sends them.
+    Plugin(Box<PluginExporterConfig>),
+}
+
+/// `type = "plugin"`: a custom destination. The plugin (the `exporter` world) turns each batch
+/// into HTTP requests; the host sends them to `endpoint` with the credentials, TLS, retries and
+/// queue configured here, exactly as for the built-in network exporters.
+///
+/// ```toml
+/// [exporters.loki]
+/// type = "plugin"
+/// plugin = "../plugins/dist/export-loki.wasm"      # relative to this TOML file
+/// endpoint = "https://logs.example.com"
+/// auth = { bearer = { token = { env = "LOKI_TOKEN" } } }
+/// config = { labels = ["service.name"] }
+/// limits = { memory = "32MiB", timeout = "100ms" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginExporterConfig {
+    /// The `.wasm` component, relative to the config file.
+    pub plugin: Spanned<PathBuf>,
+    /// The file's expected SHA-256 (hex); a different file is refused.
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
+    /// The plugin's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Memory and time limits of one plugin call.
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Environment variables the plugin may read; it sees no others.
+    #[serde(default)]
+    pub env: Vec<Spanned<String>>,
+    /// The destination's base URL; each request's path is appended to it.
+    pub endpoint: Spanned<String>,
+    /// How long one attempt may take.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: HumanDuration,
+    /// Headers added to every request (winning over the plugin's); secret values as
+    /// `{ env = .. }` / `{ file = .. }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<Credential>>,
+    /// Basic or bearer authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// What a full queue does.
+    #[serde(default)]
+    pub on_full: OnFull,
 }
 
 /// `type = "prometheus_remote_write"`: pushes metrics with the remote write 1.0 protocol
@@ -369,7 +424,7 @@ pub struct RemoteWriteExporterConfig {
 impl ExporterKind {
     /// The `type` names exporters can have.
     pub const TYPES: &'static [&'static str] =
-        &["debug", "file", "discard", "otlp", "prometheus", "prometheus_remote_write"];
+        &["debug", "file", "discard", "otlp", "prometheus", "prometheus_remote_write", "plugin"];
 }
 
 /// `type = "prometheus"`: serves the metrics it receives for Prometheus to scrape.

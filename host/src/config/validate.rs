@@ -86,9 +86,17 @@ fn check_loops(parsed: &Parsed, out: &mut Outcome) {
             || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
     };
     for (id, exporter) in &parsed.exporters {
-        let Some(ExporterConfig { kind: ExporterKind::Otlp(otlp), .. }) = &exporter.config else { continue };
-        let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
-        for url in urls.into_iter().flatten() {
+        let urls = match exporter.config.as_ref().map(|c| &c.kind) {
+            Some(ExporterKind::Otlp(otlp)) => {
+                vec![&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            Some(ExporterKind::Plugin(plugin)) => vec![&plugin.endpoint],
+            _ => continue,
+        };
+        for url in urls {
             let Ok(uri) = url.get_ref().parse::<http::Uri>() else { continue };
             let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else { continue };
             if !local(host) {
@@ -188,6 +196,23 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
                 auth: remote.auth.as_ref(),
             };
             check_client(&format!("exporter `{id}`"), client, &exporter.header, out);
+        }
+        if let ExporterKind::Plugin(plugin) = &config.kind {
+            let what = format!("exporter `{id}`");
+            let client = Client {
+                urls: vec![&plugin.endpoint],
+                tls: &plugin.tls,
+                headers: &plugin.headers,
+                auth: plugin.auth.as_ref(),
+            };
+            check_client(&what, client, &exporter.header, out);
+            let reference = PluginRef {
+                path: &plugin.plugin,
+                sha256: plugin.sha256.as_ref(),
+                limits: &plugin.limits,
+                config: plugin.config.as_ref(),
+            };
+            check_plugin(&what, reference, &parsed.base_dir, out);
         }
         if let ExporterKind::File(file) = &config.kind {
             if file.directory.get_ref().as_os_str().is_empty() {
@@ -403,40 +428,53 @@ fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::P
             );
         }
         names.push(name.clone());
-        let path = processor.plugin.get_ref();
-        let resolved = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
-        if !resolved.is_file() {
-            out.error(
-                span.clone(),
-                format!("{what}: plugin file {} does not exist (run `make plugins`?)", resolved.display()),
-            );
-        }
-        if let Some(pin) = &processor.sha256
-            && (pin.get_ref().len() != 64 || !pin.get_ref().chars().all(|c| c.is_ascii_hexdigit()))
-        {
-            out.error(
-                Some(pin.span()),
-                format!("{what}: processor `{name}`: `sha256` must be 64 hex digits"),
-            );
-        }
-        if processor.limits.memory.get_ref().0 < 1 << 20 {
-            let span = or_header(processor.limits.memory.span(), &span);
-            out.error(span, format!("{what}: processor `{name}`: `limits.memory` must be at least 1MiB"));
-        }
-        let timeout = processor.limits.timeout.get_ref().0;
-        if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
-            let span = or_header(processor.limits.timeout.span(), &span);
-            out.error(
-                span,
-                format!("{what}: processor `{name}`: `limits.timeout` must be between 1ms and 60s"),
-            );
-        }
-        // (A `[...processors.config]` table carries no span of its own, so this points at `plugin`.)
-        if let Some(config) = &processor.config
-            && !config.is_object()
-        {
-            out.error(span.clone(), format!("{what}: processor `{name}`: `config` must be a table"));
-        }
+        let plugin = PluginRef {
+            path: &processor.plugin,
+            sha256: processor.sha256.as_ref(),
+            limits: &processor.limits,
+            config: processor.config.as_ref(),
+        };
+        check_plugin(&format!("{what}: processor `{name}`"), plugin, base_dir, out);
+    }
+}
+
+/// What every plugin reference — a processor or a plugin exporter — names.
+struct PluginRef<'a> {
+    path: &'a serde_spanned::Spanned<std::path::PathBuf>,
+    sha256: Option<&'a serde_spanned::Spanned<String>>,
+    limits: &'a PluginLimits,
+    config: Option<&'a serde_json::Value>,
+}
+
+fn check_plugin(what: &str, plugin: PluginRef<'_>, base_dir: &std::path::Path, out: &mut Outcome) {
+    let span = Some(plugin.path.span());
+    let path = plugin.path.get_ref();
+    let resolved = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+    if !resolved.is_file() {
+        out.error(
+            span.clone(),
+            format!("{what}: plugin file {} does not exist (run `make plugins`?)", resolved.display()),
+        );
+    }
+    if let Some(pin) = plugin.sha256
+        && (pin.get_ref().len() != 64 || !pin.get_ref().chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        out.error(Some(pin.span()), format!("{what}: `sha256` must be 64 hex digits"));
+    }
+    if plugin.limits.memory.get_ref().0 < 1 << 20 {
+        let span = or_header(plugin.limits.memory.span(), &span);
+        out.error(span, format!("{what}: `limits.memory` must be at least 1MiB"));
+    }
+    let timeout = plugin.limits.timeout.get_ref().0;
+    if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
+        let span = or_header(plugin.limits.timeout.span(), &span);
+        out.error(span, format!("{what}: `limits.timeout` must be between 1ms and 60s"));
+    }
+    // (A `config` table carries no span of its own, so this points at `plugin`.)
+    if let Some(config) = plugin.config
+        && !config.is_object()
+    {
+        out.error(span, format!("{what}: `config` must be a table"));
     }
 }
 

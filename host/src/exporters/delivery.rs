@@ -1,7 +1,7 @@
 //! Sending requests to a destination: the HTTP client (rustls), credentials read on use,
 //! per-attempt timeouts, retries with exponential backoff and jitter (honouring what the
 //! destination asks for), and the delivery counters. Shared by every exporter that speaks HTTP
-//! (OTLP over gRPC or HTTP, Prometheus remote write); each brings its own body and its own way
+//! (OTLP over gRPC or HTTP, Prometheus remote write, exporter plugins); each brings its own body and its own way
 //! of reading an answer.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
 use serde_spanned::Spanned;
@@ -45,6 +45,46 @@ pub enum Verdict {
 
 /// Reads an answer: status, headers, trailers (gRPC) and body.
 pub type Judge = fn(StatusCode, &HeaderMap, Option<&HeaderMap>, &[u8]) -> Verdict;
+
+/// One request to send: the configured headers and credentials are added to `headers`, and
+/// win over them.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// Where to.
+    pub url: &'a http::Uri,
+    /// Headers that come with this request (content type, encoding).
+    pub headers: &'a HeaderMap,
+    /// The body; cloning it for a retry is a reference count, not a copy.
+    pub body: Bytes,
+}
+
+/// The plain HTTP reading of an answer, for destinations without a protocol of their own on
+/// top (Prometheus remote write, exporter plugins): 2xx delivered; 408, 429 and 5xx retried
+/// (after `Retry-After` seconds when given); any other status final.
+pub fn judge_http_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    _: Option<&HeaderMap>,
+    body: &[u8],
+) -> Verdict {
+    if status.is_success() {
+        return Verdict::Delivered { rejected: 0 };
+    }
+    let reason = format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
+    let retryable = matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS)
+        || status.is_server_error();
+    if retryable {
+        let after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        return Verdict::Retry { reason, after };
+    }
+    Verdict::Permanent { reason }
+}
 
 /// Where and how one exporter sends.
 pub struct Delivery {
@@ -148,24 +188,45 @@ impl Delivery {
         fixed: &HeaderMap,
         judge: Judge,
     ) {
+        let outgoing = Outgoing { method: &Method::POST, url, headers: fixed, body };
+        match self.send(signal, items, outgoing, judge).await {
+            Ok(rejected) => self.delivered(signal, items, rejected),
+            Err(reason) => self.give_up(signal, items, &reason),
+        }
+    }
+
+    /// Counts `items` of `signal` as delivered, `rejected` of them refused by the destination.
+    pub fn delivered(&self, signal: Signal, items: u64, rejected: u64) {
+        let rejected = rejected.min(items);
+        self.counters(signal).sent.inc_by(items - rejected);
+        self.counters(signal).rejected.inc_by(rejected);
+    }
+
+    /// Sends one request until it is delivered (returning how many items the destination
+    /// rejected), refused for good, or `retry.max_elapsed` has passed (returning why). Counts
+    /// retries of `items` items; the final outcome is the caller's to count.
+    pub async fn send(
+        &self,
+        signal: Signal,
+        items: u64,
+        outgoing: Outgoing<'_>,
+        judge: Judge,
+    ) -> Result<u64, String> {
         let started = Instant::now();
         let mut attempt = 0;
         loop {
-            let (reason, after) = match self.attempt(url, body.clone(), fixed, judge).await {
-                Verdict::Delivered { rejected } => {
-                    let rejected = rejected.min(items);
-                    self.counters(signal).sent.inc_by(items - rejected);
-                    self.counters(signal).rejected.inc_by(rejected);
-                    return;
-                }
-                Verdict::Permanent { reason } => return self.give_up(signal, items, &reason),
+            let (reason, after) = match self.attempt(&outgoing, judge).await {
+                Verdict::Delivered { rejected } => return Ok(rejected),
+                Verdict::Permanent { reason } => return Err(reason),
                 Verdict::Retry { reason, after } => (reason, after),
             };
             let delay = after.unwrap_or_else(|| self.backoff(attempt)).max(self.backoff(attempt) / 4);
             if !self.retry.enabled || started.elapsed() + delay > self.retry.max_elapsed.0 {
-                let reason =
-                    format!("{reason} (gave up after {} attempts in {:?})", attempt + 1, started.elapsed());
-                return self.give_up(signal, items, &reason);
+                return Err(format!(
+                    "{reason} (gave up after {} attempts in {:?})",
+                    attempt + 1,
+                    started.elapsed()
+                ));
             }
             self.counters(signal).retried.inc_by(items);
             if let Some(suppressed) = self.retry_log.check() {
@@ -179,17 +240,15 @@ impl Delivery {
         }
     }
 
-    fn request(
-        &self,
-        url: &http::Uri,
-        body: Bytes,
-        fixed: &HeaderMap,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut request =
-            http::Request::post(url.clone()).body(Full::new(body)).map_err(|e| e.to_string())?;
+    fn request(&self, outgoing: &Outgoing<'_>) -> Result<http::Request<Full<Bytes>>, String> {
+        let mut request = http::Request::builder()
+            .method(outgoing.method.clone())
+            .uri(outgoing.url.clone())
+            .body(Full::new(outgoing.body.clone()))
+            .map_err(|e| e.to_string())?;
         let headers = request.headers_mut();
         headers.insert(USER_AGENT, HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))));
-        for (name, value) in fixed {
+        for (name, value) in outgoing.headers {
             headers.insert(name.clone(), value.clone());
         }
         let sensitive = |value: String| -> Result<HeaderValue, String> {
@@ -215,8 +274,9 @@ impl Delivery {
         Ok(request)
     }
 
-    async fn attempt(&self, url: &http::Uri, body: Bytes, fixed: &HeaderMap, judge: Judge) -> Verdict {
-        let request = match self.request(url, body, fixed) {
+    async fn attempt(&self, outgoing: &Outgoing<'_>, judge: Judge) -> Verdict {
+        let url = outgoing.url;
+        let request = match self.request(outgoing) {
             Ok(request) => request,
             // A missing secret file may appear (a Kubernetes mount): worth retrying.
             Err(reason) => return Verdict::Retry { reason, after: None },

@@ -12,6 +12,7 @@
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`discard`]: counts and drops.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
+//! - [`plugin`]: a WebAssembly exporter plugin renders requests; the host sends them.
 //! - [`prometheus`]: a Prometheus scrape endpoint.
 //! - [`remote_write`]: Prometheus remote write.
 
@@ -20,6 +21,7 @@ pub mod delivery;
 pub mod discard;
 pub mod file;
 pub mod otlp;
+pub mod plugin;
 pub mod prometheus;
 pub mod remote_write;
 
@@ -30,7 +32,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{ComponentId, ExporterConfig, ExporterKind, OnFull};
+use crate::config::{ComponentId, Config, ExporterConfig, ExporterKind, OnFull};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::otlp::{Batch, DecodeError};
@@ -129,10 +131,14 @@ pub struct BuildError {
     source: ExportError,
 }
 
-/// Builds the exporter `name` and starts the task that drains its queue.
-pub fn spawn(
+/// Builds the exporter `name` of `whole` (the config it belongs to, for paths relative to it)
+/// and starts the task that drains its queue. During a reload (`reloading`), an exporter plugin
+/// that cannot be loaded is an error rather than a logged fault.
+pub async fn spawn(
     name: &ComponentId,
     config: &ExporterConfig,
+    whole: &Config,
+    reloading: bool,
     metrics: &Metrics,
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, rx) = mpsc::channel(config.queue_size);
@@ -140,6 +146,7 @@ pub fn spawn(
     let network = match &config.kind {
         ExporterKind::Otlp(otlp) => Some(otlp.on_full),
         ExporterKind::RemoteWrite(remote) => Some(remote.on_full),
+        ExporterKind::Plugin(plugin) => Some(plugin.on_full),
         _ => None,
     };
     if let Some(on_full) = network {
@@ -150,6 +157,11 @@ pub fn spawn(
             ExporterKind::Otlp(otlp) => otlp::spawn(name, otlp, rx, depth.clone(), delivery),
             ExporterKind::RemoteWrite(remote) => {
                 remote_write::spawn(name, remote, rx, depth.clone(), delivery)
+            }
+            ExporterKind::Plugin(plugin) => {
+                // Exporter plugins serve every pipeline that names them: no pipeline label.
+                let parts = (rx, depth.clone(), delivery, metrics.plugin("", name.as_str()));
+                plugin::spawn(name, plugin, whole, reloading, parts).await
             }
             _ => unreachable!("only network exporters get here"),
         };
@@ -173,7 +185,9 @@ pub fn spawn(
         ExporterKind::Prometheus(c) => {
             runner.spawn(prometheus::PrometheusExporter::start(name, c).map_err(fail)?)
         }
-        ExporterKind::Otlp(_) | ExporterKind::RemoteWrite(_) => unreachable!("handled above"),
+        ExporterKind::Otlp(_) | ExporterKind::RemoteWrite(_) | ExporterKind::Plugin(_) => {
+            unreachable!("handled above")
+        }
     };
     Ok((ExporterInput { name: name.clone(), tx, depth, overflow: None }, task))
 }

@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::delivery::{Delivery, Settings, Verdict};
+use super::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
 use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
@@ -48,23 +48,6 @@ struct Sample {
     value: f64,
     #[prost(int64, tag = "2")]
     timestamp: i64,
-}
-
-/// Remote write answers: 2xx delivered; 429 and 5xx retried; other 4xx final (the spec's rule).
-fn judge(status: http::StatusCode, headers: &HeaderMap, _: Option<&HeaderMap>, body: &[u8]) -> Verdict {
-    if status.is_success() {
-        return Verdict::Delivered { rejected: 0 };
-    }
-    let reason = format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
-    if status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        let after = headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(std::time::Duration::from_secs);
-        return Verdict::Retry { reason, after };
-    }
-    Verdict::Permanent { reason }
 }
 
 /// Starts the exporter's task.
@@ -137,7 +120,8 @@ pub fn spawn(
                     continue;
                 }
             };
-            delivery.deliver(Signal::Metrics, items, &url, body, &fixed, judge).await;
+            // Remote write's rule is plain HTTP's: 2xx delivered, 429/5xx retried, other 4xx final.
+            delivery.deliver(Signal::Metrics, items, &url, body, &fixed, judge_http_status).await;
         }
         tracing::debug!(exporter = %delivery.name(), "Exporter drained");
     }))

@@ -4,7 +4,7 @@
 //! Options left at their defaults: calls are synchronous (plugins run on the pipeline's own
 //! thread, bounded by an epoch deadline, so async would only add a fiber per call) and host
 //! imports cannot trap (`log` has no way to fail). The `types` and `host` interfaces are generated once (with the
-//! filter world) and shared by the other two worlds through `with`, so one `Level`, one
+//! filter world) and shared by the other worlds through `with`, so one `Level`, one
 //! `Signal` and one `host::Host` implementation serve every plugin kind.
 
 /// The `filter` world (owner of the shared interfaces).
@@ -34,6 +34,19 @@ pub mod transform {
 pub mod router {
     wasmtime::component::bindgen!({
         world: "router",
+        path: "../sdk/wit",
+        with: {
+            "sluice:plugin/types": super::filter::sluice::plugin::types,
+            "sluice:plugin/host": super::filter::sluice::plugin::host,
+        },
+    });
+}
+
+/// The `exporter` world.
+#[allow(missing_docs)]
+pub mod exporter {
+    wasmtime::component::bindgen!({
+        world: "exporter",
         path: "../sdk/wit",
         with: {
             "sluice:plugin/types": super::filter::sluice::plugin::types,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
-use super::runner::{Answer, Processor, Spec, Step};
+use super::runner::{Accepts, Answer, Processor, Spec, Step};
 use crate::config::{ComponentId, Config, OnError, PipelineConfig};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
@@ -104,6 +104,7 @@ impl Chain {
                     on_error: p.on_error,
                     env,
                     cache_dir: cache_dir.clone(),
+                    accepts: Accepts::Processors,
                 };
                 let key = ProcessorKey::new(id, &name, &spec, sha256);
                 let metrics = metrics.plugin(id.as_str(), &name);
@@ -183,6 +184,10 @@ impl Stage {
             }
             Step::Answered(Answer::Edit(edits)) => apply::edit(batch, &edits).map(|a| vec![(None, a)]),
             Step::Answered(Answer::Route(routing)) => apply::route(batch, &routing),
+            // Loading refuses exporter plugins in a chain, so this answer can't arrive here.
+            Step::Answered(Answer::Requests(_)) => {
+                Err(apply::InvalidAnswer("an exporter plugin answered in a processor chain".into()))
+            }
             Step::Faulted(fault) => {
                 self.fault(pipeline, fault.kind, &fault.message, part, out);
                 return;

@@ -22,6 +22,8 @@ pub enum Kind {
     Transform,
     /// `world router`.
     Router,
+    /// `world exporter`.
+    Exporter,
 }
 
 impl Kind {
@@ -31,7 +33,13 @@ impl Kind {
             Kind::Filter => "filter",
             Kind::Transform => "transform",
             Kind::Router => "router",
+            Kind::Exporter => "exporter",
         }
+    }
+
+    /// Whether plugins of this kind run in a pipeline's `processors` (the others are exporters).
+    pub fn is_processor(self) -> bool {
+        !matches!(self, Kind::Exporter)
     }
 }
 
@@ -71,7 +79,7 @@ pub enum LoadError {
         message: String,
     },
     /// A component, but of none of Sluice's worlds.
-    #[error("{} exports none of Sluice's worlds (filter, transform, router); it exports: {exports}", path.display())]
+    #[error("{} exports none of Sluice's worlds (filter, transform, router, exporter); it exports: {exports}", path.display())]
     WrongWorld {
         /// The file.
         path: PathBuf,
@@ -174,10 +182,11 @@ fn world_of(engine: &Engine, component: &Component) -> Result<Kind, String> {
     let exports: Vec<String> =
         component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
     let has = |name: &str| exports.iter().any(|e| e == name);
-    match (has("init"), has("filter"), has("transform"), has("route")) {
-        (true, true, false, false) => Ok(Kind::Filter),
-        (true, false, true, false) => Ok(Kind::Transform),
-        (true, false, false, true) => Ok(Kind::Router),
+    match (has("init"), has("filter"), has("transform"), has("route"), has("render")) {
+        (true, true, false, false, false) => Ok(Kind::Filter),
+        (true, false, true, false, false) => Ok(Kind::Transform),
+        (true, false, false, true, false) => Ok(Kind::Router),
+        (true, false, false, false, true) => Ok(Kind::Exporter),
         _ if exports.is_empty() => Err("nothing".into()),
         _ => Err(exports.join(", ")),
     }

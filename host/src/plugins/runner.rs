@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, Trap};
 
-use super::bindings::{filter, router, transform, types};
+use super::bindings::{exporter, filter, router, transform, types};
 use super::loader::{self, Kind, LoadError};
 use super::sandbox::{self, StoreState};
 use crate::config::{OnError, Signal};
@@ -41,6 +41,38 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Where compiled components are cached.
     pub cache_dir: Option<PathBuf>,
+    /// The worlds this place accepts.
+    pub accepts: Accepts,
+}
+
+/// Which plugin worlds a place in the config accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepts {
+    /// A pipeline's `processors`: filter, transform, router.
+    Processors,
+    /// An exporter with `type = "plugin"`: the exporter world.
+    Exporters,
+    /// Any world (`sluice plugin test`).
+    Any,
+}
+
+impl Accepts {
+    /// Why `kind` doesn't belong here, if it doesn't.
+    fn refusal(self, kind: Kind) -> Option<String> {
+        match self {
+            Accepts::Processors if !kind.is_processor() => Some(
+                "it implements the `exporter` world: use it as an exporter (`type = \"plugin\"` under \
+                 [exporters]), not in a pipeline's `processors`"
+                    .into(),
+            ),
+            Accepts::Exporters if kind.is_processor() => Some(format!(
+                "it implements the `{}` world: use it in a pipeline's `processors`; an exporter \
+                 plugin implements the `exporter` world",
+                kind.as_str()
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A plugin's answer for one batch.
@@ -52,6 +84,8 @@ pub enum Answer {
     Edit(Vec<types::Edit>),
     /// Routes per item.
     Route(types::Routing),
+    /// Requests to send (exporter plugins).
+    Requests(Vec<types::HttpRequest>),
 }
 
 /// Why a call produced no answer.
@@ -78,12 +112,14 @@ enum Pre {
     Filter(filter::FilterPre<StoreState>),
     Transform(transform::TransformPre<StoreState>),
     Router(router::RouterPre<StoreState>),
+    Exporter(exporter::ExporterPre<StoreState>),
 }
 
 enum Instance {
     Filter(filter::Filter),
     Transform(transform::Transform),
     Router(router::Router),
+    Exporter(exporter::Exporter),
 }
 
 struct Live {
@@ -158,6 +194,10 @@ impl Processor {
         let loaded =
             loader::load(engine, &self.spec.path, self.spec.pin.as_deref(), self.spec.cache_dir.as_deref())
                 .map_err(|e: LoadError| Fault { kind: e.kind(), message: e.to_string() })?;
+        if let Some(refusal) = self.spec.accepts.refusal(loaded.kind) {
+            let message = format!("{} cannot be used here: {refusal}", self.spec.path.display());
+            return Err(Fault { kind: "wrong_world", message });
+        }
         let link_error = |e: wasmtime::Error| Fault { kind: "wrong_world", message: format!("{e:#}") };
         let instance_pre = linker().instantiate_pre(&loaded.component).map_err(link_error)?;
         self.pre = Some(match loaded.kind {
@@ -166,6 +206,7 @@ impl Processor {
                 Pre::Transform(transform::TransformPre::new(instance_pre).map_err(link_error)?)
             }
             Kind::Router => Pre::Router(router::RouterPre::new(instance_pre).map_err(link_error)?),
+            Kind::Exporter => Pre::Exporter(exporter::ExporterPre::new(instance_pre).map_err(link_error)?),
         });
         self.kind = Some(loaded.kind);
         tracing::info!(
@@ -221,6 +262,11 @@ impl Processor {
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
                 (Instance::Router(i), info)
             }
+            Pre::Exporter(pre) => {
+                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
+                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
+                (Instance::Exporter(i), info)
+            }
         };
         let info = info.map_err(|message| Fault {
             kind: "init",
@@ -268,6 +314,9 @@ impl Processor {
                 i.call_transform(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Edit))
             }
             Instance::Router(i) => i.call_route(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Route)),
+            Instance::Exporter(i) => {
+                i.call_render(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Requests))
+            }
         };
         match result {
             Ok(Ok(answer)) => {

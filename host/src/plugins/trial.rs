@@ -10,7 +10,8 @@ use sluice_wire::otlp::AnyValue;
 use sluice_wire::views::{self, LogRecordView, MetricView, SpanView};
 
 use super::apply::{self, Applied};
-use super::runner::{Answer, Processor, Spec, Step};
+use super::bindings::types;
+use super::runner::{Accepts, Answer, Processor, Spec, Step};
 use crate::config::{OnError, Signal};
 use crate::otlp::{Batch, Decoded};
 
@@ -115,6 +116,23 @@ fn resource_attributes(signal: Signal, batch: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// What an exporter plugin asked to send: each request's line, headers and body (its start,
+/// when long).
+fn report_requests(report: &mut String, requests: &[types::HttpRequest]) {
+    const SHOWN: usize = 2000;
+    let _ = writeln!(report, "  {} requests", requests.len());
+    for request in requests {
+        let _ = writeln!(report, "  {:?} {}", request.method, request.path);
+        for (name, value) in &request.headers {
+            let _ = writeln!(report, "    {name}: {value}");
+        }
+        let body = String::from_utf8_lossy(&request.body[..request.body.len().min(SHOWN)]);
+        let more = request.body.len().saturating_sub(SHOWN);
+        let _ =
+            writeln!(report, "    ({} bytes) {body}{}", request.body.len(), if more > 0 { "…" } else { "" });
+    }
+}
+
 /// Runs the trial and returns the report.
 pub fn run(trial: &Trial) -> Result<String, String> {
     let spec = Spec {
@@ -129,6 +147,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
         on_error: OnError::Pass,
         env: Vec::new(),
         cache_dir: super::loader::default_cache_dir(),
+        accepts: Accepts::Any,
     };
     let (mut processor, _) = Processor::new(spec);
     let Some(kind) = processor.kind() else {
@@ -166,6 +185,10 @@ pub fn run(trial: &Trial) -> Result<String, String> {
                 vec![(None, apply::edit(&batch, edits).map_err(|e| e.0)?)]
             }
             Answer::Route(routing) => apply::route(&batch, routing).map_err(|e| e.0)?,
+            Answer::Requests(requests) => {
+                report_requests(&mut report, requests);
+                continue;
+            }
         };
         for (route, applied) in results {
             let out = match applied {

@@ -180,6 +180,25 @@ impl<'a> LogRecordView<'a> {
         first_bytes(self.buf, 9).unwrap_or(&[])
     }
 
+    /// The span ID, when the record belongs to a span.
+    pub fn span_id(&self) -> &'a [u8] {
+        first_bytes(self.buf, 10).unwrap_or(&[])
+    }
+
+    /// When the event happened in Unix nanoseconds: `time_unix_nano`, or the
+    /// `observed_time_unix_nano` when the source left it unset (as the data model says), or 0.
+    pub fn time_unix_nano(&self) -> u64 {
+        let (mut time, mut observed) = (0, 0);
+        for field in Fields::new(self.buf).map_while(Result::ok) {
+            match (field.number, field.value) {
+                (1, Value::Fixed64(v)) => time = v,
+                (11, Value::Fixed64(v)) => observed = v,
+                _ => {}
+            }
+        }
+        if time != 0 { time } else { observed }
+    }
+
     attribute_getters!(6);
 }
 

@@ -117,3 +117,23 @@ fn garbage_is_an_error_not_a_panic() {
         assert!(summarize(Signal::Traces, garbage).is_err(), "{garbage:?}");
     }
 }
+
+#[test]
+fn log_record_view_reads_times_and_ids() {
+    let records = [
+        LogRecord {
+            time_unix_nano: 5,
+            observed_time_unix_nano: 7,
+            span_id: vec![2; 8],
+            ..Default::default()
+        },
+        LogRecord { observed_time_unix_nano: 7, ..Default::default() },
+        LogRecord::default(),
+    ];
+    let bytes = records.iter().map(Message::encode_to_vec).collect::<Vec<_>>();
+    let views: Vec<_> = bytes.iter().map(|b| sluice_wire::views::LogRecordView::new(b)).collect();
+    // An unset event time falls back to the observed time, as the log data model says.
+    assert_eq!(views.iter().map(|v| v.time_unix_nano()).collect::<Vec<_>>(), [5, 7, 0]);
+    assert_eq!(views[0].span_id(), &[2; 8]);
+    assert!(views[1].span_id().is_empty());
+}
