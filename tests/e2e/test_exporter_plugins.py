@@ -5,6 +5,8 @@ credentials and retries around a plugin's requests, and plugins put in the wrong
 import base64
 import json
 import logging
+import os
+import subprocess
 import time
 
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -12,7 +14,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from conftest import ARCHIVE, RECEIVER, pipeline
+from conftest import ARCHIVE, PLUGIN_CACHE, PLUGINS, RECEIVER, pipeline, sluice_binary
 from http_sink import HttpSink
 from otlp_payloads import logs, traces
 from test_bad_input import PROTOBUF, post
@@ -164,7 +166,6 @@ def test_plugins_in_the_wrong_place_are_refused_and_the_host_keeps_running(make_
 def test_reload_swaps_the_exporter_plugin_and_refuses_a_broken_one(make_sluice, tmp_path):
     sink = HttpSink()
     wasm = tmp_path / "hook.wasm"
-    from conftest import PLUGINS
     wasm.write_bytes((PLUGINS / "export-webhook.wasm").read_bytes())
     host = make_sluice(RECEIVER + f"""
     [exporters.hook]
@@ -191,3 +192,19 @@ def test_reload_swaps_the_exporter_plugin_and_refuses_a_broken_one(make_sluice, 
     assert host.stop() == 0
     assert [r["path"] for r in requests] == ["/", "/", "/lines"]
     assert json.loads(requests[2]["body"].decode().splitlines()[0])["message"] == "three"
+
+
+def test_plugin_test_shows_an_exporters_requests(tmp_path):
+    batch = tmp_path / "logs.json"
+    batch.write_text(json.dumps({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+        "scopeLogs": [{"logRecords": [{"timeUnixNano": "1700000000000000000", "severityNumber": 17,
+                                       "body": {"stringValue": "disk full"}}]}]}]}))
+    result = subprocess.run([str(sluice_binary()), "plugin", "test", str(PLUGINS / "export-loki.wasm"),
+                             "--input", str(batch), "--config", "tenant=ops"],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, SLUICE_CACHE_DIR=str(PLUGIN_CACHE)))
+    assert result.returncode == 0, result.stderr
+    assert "POST /loki/api/v1/push" in result.stdout
+    assert "x-scope-orgid: ops" in result.stdout
+    assert '"values":[["1700000000000000000","disk full"]]' in result.stdout

@@ -40,13 +40,7 @@ struct Prepared {
 /// Checks one request a plugin returned and joins its path to `base` (the endpoint without a
 /// trailing `/`).
 fn prepare(base: &str, request: types::HttpRequest) -> Result<Prepared, String> {
-    let method = match request.method {
-        types::Method::Get => Method::GET,
-        types::Method::Post => Method::POST,
-        types::Method::Put => Method::PUT,
-        types::Method::Patch => Method::PATCH,
-        types::Method::Delete => Method::DELETE,
-    };
+    let method = Method::from(request.method);
     if !request.path.starts_with('/') {
         return Err(format!("request path `{}` does not start with `/`", request.path));
     }

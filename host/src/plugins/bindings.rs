@@ -56,3 +56,15 @@ pub mod exporter {
 }
 
 pub use filter::sluice::plugin::{host, types};
+
+impl From<types::Method> for http::Method {
+    fn from(method: types::Method) -> Self {
+        match method {
+            types::Method::Get => http::Method::GET,
+            types::Method::Post => http::Method::POST,
+            types::Method::Put => http::Method::PUT,
+            types::Method::Patch => http::Method::PATCH,
+            types::Method::Delete => http::Method::DELETE,
+        }
+    }
+}

@@ -122,7 +122,7 @@ fn report_requests(report: &mut String, requests: &[types::HttpRequest]) {
     const SHOWN: usize = 2000;
     let _ = writeln!(report, "  {} requests", requests.len());
     for request in requests {
-        let _ = writeln!(report, "  {:?} {}", request.method, request.path);
+        let _ = writeln!(report, "  {} {}", http::Method::from(request.method), request.path);
         for (name, value) in &request.headers {
             let _ = writeln!(report, "    {name}: {value}");
         }
