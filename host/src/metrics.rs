@@ -56,6 +56,44 @@ pub struct QueueLabels {
     pub name: String,
 }
 
+/// Labels of GPU receiver metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuLabels {
+    /// Receiver name.
+    pub receiver: String,
+}
+
+/// Labels of GPU device error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GpuErrorLabels {
+    /// Receiver name.
+    pub receiver: String,
+    /// `lost` (fell off the bus), `error` (a device query failed), `library` (NVML failed).
+    pub kind: String,
+}
+
+/// A GPU receiver's own metrics.
+#[derive(Debug, Clone)]
+pub struct GpuMetrics {
+    /// GPUs in the last sample (0 without a driver).
+    pub devices: Gauge,
+    /// How long each sample took.
+    pub sample_duration: Histogram,
+    /// Ticks skipped because the previous sample was still running.
+    pub skipped: Counter,
+    errors: Family<GpuErrorLabels, Counter>,
+    receiver: String,
+}
+
+impl GpuMetrics {
+    /// Counts a device error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&GpuErrorLabels { receiver: self.receiver.clone(), kind: kind.into() })
+            .inc();
+    }
+}
+
 /// Labels of plugin metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -172,6 +210,14 @@ pub struct Metrics {
     pub plugin_call_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
     /// Reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// GPUs per GPU receiver.
+    pub gpu_devices: Family<GpuLabels, Gauge>,
+    /// GPU sample durations.
+    pub gpu_sample_duration: Family<GpuLabels, Histogram, fn() -> Histogram>,
+    /// GPU sampling ticks skipped.
+    pub gpu_samples_skipped: Family<GpuLabels, Counter>,
+    /// GPU device errors by kind.
+    pub gpu_device_errors: Family<GpuErrorLabels, Counter>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
 }
@@ -208,6 +254,13 @@ impl Metrics {
                 // 10 µs to ~1.3 s: a call on a small batch up to a deadline overrun.
                 Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
             }),
+            gpu_devices: Family::default(),
+            gpu_sample_duration: Family::new_with_constructor(|| {
+                // 100 µs to ~3.3 s: a quick NVML pass up to a driver call that hangs.
+                Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
+            }),
+            gpu_samples_skipped: Family::default(),
+            gpu_device_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -280,10 +333,39 @@ impl Metrics {
             metrics.plugin_call_duration.clone(),
         );
         registry.register("sluice_reload", "Configuration reloads by result", metrics.reloads.clone());
+        registry.register("sluice_gpu_devices", "GPUs in the last sample", metrics.gpu_devices.clone());
+        registry.register_with_unit(
+            "sluice_gpu_sample_duration",
+            "Duration of one pass over every GPU",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.gpu_sample_duration.clone(),
+        );
+        registry.register(
+            "sluice_gpu_samples_skipped",
+            "Sampling ticks skipped because the previous sample was still running (a slow or hung driver call)",
+            metrics.gpu_samples_skipped.clone(),
+        );
+        registry.register(
+            "sluice_gpu_device_errors",
+            "GPU errors by kind: lost (fell off the bus), error, library",
+            metrics.gpu_device_errors.clone(),
+        );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
         Self { registry, ..metrics }
+    }
+
+    /// The metrics of GPU receiver `receiver`; its device gauge starts at 0.
+    pub fn gpu(&self, receiver: &str) -> GpuMetrics {
+        let labels = GpuLabels { receiver: receiver.into() };
+        GpuMetrics {
+            devices: self.gpu_devices.get_or_create(&labels).clone(),
+            sample_duration: self.gpu_sample_duration.get_or_create(&labels).clone(),
+            skipped: self.gpu_samples_skipped.get_or_create(&labels).clone(),
+            errors: self.gpu_device_errors.clone(),
+            receiver: receiver.into(),
+        }
     }
 
     /// Counts a reload with `result` `success` or `failure`.

@@ -57,7 +57,16 @@ struct BuiltReceiver {
     config: ReceiverConfig,
     routes: Routes,
     listeners: Vec<receivers::Listening>,
+    /// A sampling receiver's task (the GPU receiver has no listener).
+    sampler: Option<JoinHandle<()>>,
     stop: CancellationToken,
+}
+
+impl BuiltReceiver {
+    /// Every task that ends once `stop` is cancelled.
+    fn tasks(self) -> impl Iterator<Item = JoinHandle<()>> {
+        self.listeners.into_iter().map(|l| l.task).chain(self.sampler)
+    }
 }
 
 /// The components currently serving.
@@ -278,33 +287,43 @@ impl Running {
             if let Some(changed) = old.receivers.remove(&id) {
                 // Same name, new settings: let go of its addresses before binding again.
                 changed.stop.cancel();
-                for listener in changed.listeners {
-                    let _ = listener.task.await;
+                for task in changed.tasks() {
+                    let _ = task.await;
                 }
             }
             let route_cell: Routes = Arc::new(ArcSwap::from_pointee(per_signal));
             let stop = CancellationToken::new();
-            let listeners = receivers::start(&id, wanted, &route_cell, &self.metrics, &stop).await?;
+            let (listeners, sampler) = match wanted {
+                ReceiverConfig::Otlp(otlp) => {
+                    (receivers::start(&id, otlp, &route_cell, &self.metrics, &stop).await?, None)
+                }
+                ReceiverConfig::Gpu(gpu) => {
+                    let task = receivers::gpu::start(&id, gpu, config, &route_cell, &self.metrics, &stop)
+                        .map_err(|e| anyhow::anyhow!("receiver `{id}`: {e}"))?;
+                    (Vec::new(), Some(task))
+                }
+            };
             for listener in &listeners {
                 tracing::info!(component = %listener.label, address = %listener.address, "Listening");
             }
             summary.rebuilt.push(format!("receiver {id}"));
-            receivers_built
-                .insert(id, BuiltReceiver { config: wanted.clone(), routes: route_cell, listeners, stop });
+            let built =
+                BuiltReceiver { config: wanted.clone(), routes: route_cell, listeners, sampler, stop };
+            receivers_built.insert(id, built);
         }
 
         // Commit: from here on nothing fails.
         for (cell, per_signal) in swaps {
             cell.store(Arc::new(per_signal));
         }
-        for (id, mut existing) in std::mem::take(&mut old.receivers) {
+        for (id, existing) in std::mem::take(&mut old.receivers) {
             // Changed receivers were taken out above; what is left is kept or removed.
             if summary.kept.contains(&format!("receiver {id}")) {
                 receivers_built.insert(id, existing);
             } else {
                 summary.removed.push(format!("receiver {id}"));
                 existing.stop.cancel();
-                old.draining.extend(existing.listeners.drain(..).map(|l| l.task));
+                old.draining.extend(existing.tasks());
             }
         }
         for (id, existing) in std::mem::take(&mut old.pipelines) {
@@ -390,13 +409,13 @@ impl Running {
         let grace = self.config.service.shutdown_grace.0;
         let topology = std::mem::take(&mut self.topology);
         let drain = async move {
-            let mut listeners = Vec::new();
+            let mut tasks = Vec::new();
             for receiver in topology.receivers.into_values() {
                 receiver.stop.cancel();
-                listeners.extend(receiver.listeners);
+                tasks.extend(receiver.tasks());
             }
-            for listener in listeners {
-                let _ = listener.task.await;
+            for task in tasks {
+                let _ = task.await;
             }
             // Receivers are gone; dropping our inputs lets each pipeline, then exporter, finish.
             let pipelines: Vec<_> = topology.pipelines.into_values().map(|p| p.task).collect();

@@ -103,6 +103,15 @@ class Sluice:
             value = self.metric(metric_name, **labels)
         return value
 
+    def wait_metric_at_least(self, metric_name, minimum, timeout=10, **labels):
+        """Waits until a sample reaches at least `minimum` and returns it."""
+        deadline = time.time() + timeout
+        value = self.metric(metric_name, **labels)
+        while value < minimum and time.time() < deadline:
+            time.sleep(0.05)
+            value = self.metric(metric_name, **labels)
+        return value
+
     def metric(self, metric_name, **labels):
         """The sum of every series of `metric_name` whose labels include `labels` (0 when none)."""
         _, _, body = self.admin("/metrics")

@@ -258,7 +258,8 @@ fn parse_receiver(
     header: Option<Range<usize>>,
 ) -> Option<ReceiverConfig> {
     match kind {
-        "otlp" => parser.typed_value(rest, what, header).map(ReceiverConfig::Otlp),
+        "otlp" => parser.typed_value(rest, what, header).map(|c| ReceiverConfig::Otlp(Box::new(c))),
+        "gpu" => parser.typed_value(rest, what, header).map(ReceiverConfig::Gpu),
         _ => None,
     }
 }

@@ -125,8 +125,47 @@ pub(super) fn check(parsed: &Parsed) -> Outcome {
     out
 }
 
+fn check_gpu_receiver(id: &str, gpu: &GpuReceiverConfig, parsed: &Parsed, out: &mut Outcome) {
+    let interval = gpu.interval.get_ref().0;
+    if interval < std::time::Duration::from_millis(100) || interval > std::time::Duration::from_secs(3600) {
+        out.error(
+            Some(gpu.interval.span()),
+            format!("receiver `{id}`: `interval` must be between 100ms and 1h"),
+        );
+    }
+    match (gpu.kind.get_ref(), &gpu.script) {
+        (GpuSource::Scripted, None) => out.error(
+            Some(gpu.kind.span()),
+            format!(
+                "receiver `{id}`: `kind = \"scripted\"` needs `script = \"FILE\"`, the samples to replay"
+            ),
+        ),
+        (GpuSource::Scripted, Some(script)) => {
+            let path = script.get_ref();
+            let resolved = if path.is_absolute() { path.clone() } else { parsed.base_dir.join(path) };
+            if !resolved.is_file() {
+                out.error(
+                    Some(script.span()),
+                    format!("receiver `{id}`: script {} does not exist", resolved.display()),
+                );
+            }
+        }
+        (GpuSource::Nvml, Some(script)) => out.error(
+            Some(script.span()),
+            format!("receiver `{id}`: `script` is only for `kind = \"scripted\"`"),
+        ),
+        (GpuSource::Nvml, None) => {}
+    }
+    if let (GpuSource::Scripted, Some(library)) = (gpu.kind.get_ref(), &gpu.library) {
+        out.error(Some(library.span()), format!("receiver `{id}`: `library` is only for `kind = \"nvml\"`"));
+    }
+}
+
 fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
     for (id, receiver) in &parsed.receivers {
+        if let Some(ReceiverConfig::Gpu(gpu)) = &receiver.config {
+            check_gpu_receiver(id.as_str(), gpu, parsed, out);
+        }
         let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
         if !otlp.grpc.enabled && !otlp.http.enabled {
             out.error(
@@ -362,12 +401,15 @@ fn check_pipelines(parsed: &Parsed, out: &mut Outcome) {
             };
             used_receivers.push(rid.clone());
             let Some(receiver) = &receiver.config else { continue };
+            // A pipeline may mix receivers (OTLP for everything, GPUs for metrics); only a
+            // receiver that can feed it nothing at all is a mistake.
             let produced = receiver.signals();
-            for signal in signals.iter().filter(|s| !produced.contains(s)) {
+            if !signals.iter().any(|s| produced.contains(s)) {
                 out.error(
                     span.clone(),
                     format!(
-                        "{what}: receiver `{rid}` does not produce {signal} (it is configured for {})",
+                        "{what}: receiver `{rid}` produces none of its signals ({}); it produces {}",
+                        signal_list(&signals),
                         signal_list(&produced)
                     ),
                 );

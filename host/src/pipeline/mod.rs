@@ -49,6 +49,14 @@ impl PipelineInput {
         &self.name
     }
 
+    /// Queues `batch`, waiting while the queue is full (for sources that sample rather than
+    /// answer clients). False if the pipeline has stopped.
+    pub async fn send(&self, batch: Arc<Batch>) -> bool {
+        let Ok(permit) = self.tx.reserve().await else { return false };
+        Reserved { permit, depth: &self.depth }.send(batch);
+        true
+    }
+
     /// Reserves a slot without waiting; `None` when the queue is full or the pipeline stopped.
     pub fn try_reserve(&self) -> Option<Reserved<'_>> {
         self.tx.try_reserve().ok().map(|permit| Reserved { permit, depth: &self.depth })

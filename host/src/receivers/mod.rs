@@ -4,8 +4,10 @@
 //! - [`grpc`] and [`http`]: the two OTLP transports.
 //! - [`ingest`]: what both do with a body — validate, count, enqueue to every pipeline or none.
 //! - [`compression`]: gzip and zstd with a hard output limit.
+//! - [`gpu`]: NVIDIA GPUs sampled through NVML, as OTLP metrics.
 
 pub mod compression;
+pub mod gpu;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
@@ -17,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ComponentId, ReceiverConfig};
+use crate::config::{ComponentId, OtlpReceiverConfig};
 use crate::metrics::Metrics;
 use ingest::Ingest;
 
@@ -41,16 +43,15 @@ pub struct StartError {
     source: std::io::Error,
 }
 
-/// Binds every enabled transport of receiver `id` and starts serving. `routes` holds, per signal,
+/// Binds every enabled transport of OTLP receiver `id` and starts serving. `routes` holds, per signal,
 /// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
 pub async fn start(
     id: &ComponentId,
-    config: &ReceiverConfig,
+    otlp: &OtlpReceiverConfig,
     routes: &ingest::Routes,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Listening>, StartError> {
-    let ReceiverConfig::Otlp(otlp) = config;
     let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
         Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
     });
