@@ -6,11 +6,13 @@
 //!
 //! # Layout
 //! - [`config`]: the pipeline TOML — typed, environment-substituted, validated with positions.
-//! - [`receivers`]: OTLP/gRPC and OTLP/HTTP servers and the checks every request passes.
+//! - [`receivers`]: OTLP/gRPC and OTLP/HTTP servers and the checks every request passes, and
+//!   the GPU receiver.
 //! - [`pipeline`]: bounded queues from receivers, and the fan-out to exporters.
-//! - [`exporters`]: where batches leave — debug output, JSON Lines files, discard.
+//! - [`exporters`]: where batches leave — OTLP, Prometheus, files, exporter plugins, and more.
+//! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
 //! - [`otlp`]: the batch type, owned decoding, the JSON mapping and export responses.
-//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`; [`probe`] asks them from the command line.
 //! - [`metrics`]: every metric the host exports, named in one place.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
 //! - [`runtime`]: builds the running host from a config, rebuilds what a reload changes, and
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod pipeline;
 pub mod plugins;
+pub mod probe;
 pub mod receivers;
 pub mod reload;
 pub mod runtime;

@@ -26,9 +26,24 @@ struct Cli {
 enum Command {
     /// Run the pipelines described by a config file until SIGTERM or SIGINT.
     Run {
-        /// The pipeline TOML.
-        #[arg(short, long, default_value = "pipelines/default.toml", env = "SLUICE_CONFIG")]
-        config: PathBuf,
+        /// The pipeline TOML [default: pipelines/default.toml, or the mode's pipeline].
+        #[arg(short, long, env = "SLUICE_CONFIG", conflicts_with = "mode")]
+        config: Option<PathBuf>,
+        /// Run a deployment mode's pipeline, `<pipelines-dir>/<mode>.toml`.
+        #[arg(long, env = "SLUICE_MODE", value_enum)]
+        mode: Option<Mode>,
+        /// Where the modes' pipelines are.
+        #[arg(long, env = "SLUICE_PIPELINES_DIR", default_value = "pipelines")]
+        pipelines_dir: PathBuf,
+    },
+    /// Ask a running host whether it is healthy (exit 0) or not (exit 1): for container health checks.
+    Health {
+        /// The host's admin listener.
+        #[arg(long, env = "SLUICE_ADMIN_ADDRESS", default_value = "127.0.0.1:8888")]
+        address: std::net::SocketAddr,
+        /// Ask `/readyz` (serving) instead of `/healthz` (alive).
+        #[arg(long)]
+        ready: bool,
     },
     /// Check a config file and print every problem in it; exit 0 when it is valid.
     Validate {
@@ -38,6 +53,27 @@ enum Command {
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+/// The deployment modes: one setting picks the pipeline.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// Everything to external OTLP services.
+    Forward,
+    /// A local Prometheus, Grafana and Jaeger, GPU metrics included.
+    Packaged,
+    /// Both, plus custom collectors and per-tenant routing.
+    Hybrid,
+}
+
+impl Mode {
+    fn file_name(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward.toml",
+            Mode::Packaged => "packaged.toml",
+            Mode::Hybrid => "hybrid.toml",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,9 +101,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => validate(&file),
-        Command::Run { config } => run(&config),
+        Command::Run { config, mode, pipelines_dir } => {
+            let config = match (config, mode) {
+                (Some(config), _) => config,
+                (None, Some(mode)) => pipelines_dir.join(mode.file_name()),
+                (None, None) => PathBuf::from("pipelines/default.toml"),
+            };
+            run(&config)
+        }
+        Command::Health { address, ready } => health(address, ready),
         Command::Plugin(PluginCommand::Test { plugin, input, config, config_json, output }) => {
             plugin_test(plugin, input, &config, config_json, output)
+        }
+    }
+}
+
+fn health(address: std::net::SocketAddr, ready: bool) -> ExitCode {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    match sluice::probe::probe(address, path, std::time::Duration::from_secs(3)) {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {error}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -133,6 +191,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(loaded.config.service.log_level);
+    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "Starting Sluice");
     for warning in &loaded.warnings {
         tracing::warn!(config = %path.display(), "{warning}");
     }

@@ -1,6 +1,12 @@
 //! Secrets named in the config, read when a request needs them. A file is re-read whenever its
 //! modification time or size changes, so a rotated secret is used from the next request on.
+//!
+//! `{ env = "NAME" }` also follows the container convention for secrets as files: when `NAME` is
+//! unset and `NAME_FILE` names a file (a Compose secret under `/run/secrets`, a mounted
+//! Kubernetes Secret), the value is that file's content, re-read when it changes. One pipeline
+//! thus takes a password from an env file on a laptop and from a rotating Secret in a cluster.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -23,26 +29,31 @@ impl Secret {
     pub fn value(&self) -> Result<String, String> {
         match &self.credential {
             Credential::Literal(value) => Ok(value.clone()),
-            Credential::Secret(SecretSource::Env(name)) => {
-                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
-            }
-            Credential::Secret(SecretSource::File(path)) => {
-                let meta =
-                    std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
-                let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if let Some((modified, len, value)) = cache.as_ref()
-                    && (*modified, *len) == stamp
-                {
-                    return Ok(value.clone());
-                }
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let value = text.trim_end_matches(['\n', '\r']).to_string();
-                *cache = Some((stamp.0, stamp.1, value.clone()));
-                Ok(value)
-            }
+            Credential::Secret(SecretSource::Env(name)) => match std::env::var(name) {
+                Ok(value) => Ok(value),
+                Err(_) => match std::env::var_os(format!("{name}_FILE")) {
+                    Some(path) => self.from_file(Path::new(&path)),
+                    None => Err(format!("environment variable `{name}` (or `{name}_FILE`) is not set")),
+                },
+            },
+            Credential::Secret(SecretSource::File(path)) => self.from_file(path),
         }
+    }
+
+    fn from_file(&self, path: &Path) -> Result<String, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((modified, len, value)) = cache.as_ref()
+            && (*modified, *len) == stamp
+        {
+            return Ok(value.clone());
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let value = text.trim_end_matches(['\n', '\r']).to_string();
+        *cache = Some((stamp.0, stamp.1, value.clone()));
+        Ok(value)
     }
 }
 
@@ -61,5 +72,21 @@ mod tests {
         assert_eq!(secret.value().as_deref(), Ok("second-token"));
         let missing = Secret::new(Credential::Secret(SecretSource::Env("SLUICE_TEST_SURELY_UNSET".into())));
         assert!(missing.value().expect_err("unset").contains("SLUICE_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn an_unset_variable_falls_back_to_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("password");
+        std::fs::write(&path, "from-a-secret\n").expect("write");
+        // SAFETY (of the test): no other test reads or writes this variable.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("SLUICE_TEST_ONLY_AS_FILE_FILE", &path);
+        }
+        let secret = Secret::new(Credential::Secret(SecretSource::Env("SLUICE_TEST_ONLY_AS_FILE".into())));
+        assert_eq!(secret.value().as_deref(), Ok("from-a-secret"));
+        std::fs::write(&path, "rotated\n").expect("write");
+        assert_eq!(secret.value().as_deref(), Ok("rotated"));
     }
 }

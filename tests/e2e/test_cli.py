@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import REPO, Sluice, free_port, sluice_binary
@@ -97,3 +98,44 @@ def test_environment_substitution_reaches_the_running_host(tmp_path):
         assert host.stop() == 0
     assert (data / "traces.jsonl").exists()
     assert Path(data).is_dir()
+
+
+def test_mode_picks_the_pipeline_and_health_answers(tmp_path):
+    """SLUICE_MODE is the one setting that picks a deployment's pipeline; `sluice health` is the
+    container health check."""
+    admin = free_port()
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "hybrid.toml").write_text(f"""
+[service]
+admin_address = "${{SLUICE_ADMIN_ADDRESS}}"
+[receivers.otlp]
+type = "otlp"
+grpc = {{ address = "127.0.0.1:{free_port()}" }}
+http = {{ enabled = false }}
+[exporters.out]
+type = "discard"
+[pipelines.all]
+receivers = ["otlp"]
+exporters = ["out"]
+""")
+    env = dict(os.environ, SLUICE_MODE="hybrid", SLUICE_PIPELINES_DIR=str(pipelines),
+               SLUICE_ADMIN_ADDRESS=f"0.0.0.0:{admin}")
+    env.pop("SLUICE_CONFIG", None)
+    assert run("health", env=env).returncode == 1, "nothing runs yet"
+    host = subprocess.Popen([str(sluice_binary()), "run"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while run("health", "--ready", env=env).returncode != 0:
+            assert host.poll() is None and time.time() < deadline, host.stderr.read() if host.poll() is not None else "not ready"
+            time.sleep(0.1)
+        healthy = run("health", env=env)
+        assert healthy.returncode == 0 and "200" in healthy.stdout
+    finally:
+        host.terminate()
+        host.wait(timeout=30)
+    assert str(pipelines / "hybrid.toml") in host.stderr.read()
+    both = run("run", env=dict(env, SLUICE_CONFIG=str(pipelines / "hybrid.toml")))
+    assert both.returncode == 2 and "cannot be used with" in both.stderr
+    wrong = run("run", env=dict(env, SLUICE_MODE="local"))
+    assert wrong.returncode == 2 and "forward, packaged, hybrid" in wrong.stderr
