@@ -32,15 +32,15 @@ impl Secret {
             Credential::Secret(SecretSource::Env(name)) => match std::env::var(name) {
                 Ok(value) => Ok(value),
                 Err(_) => match std::env::var_os(format!("{name}_FILE")) {
-                    Some(path) => self.from_file(Path::new(&path)),
+                    Some(path) => self.read_file(Path::new(&path)),
                     None => Err(format!("environment variable `{name}` (or `{name}_FILE`) is not set")),
                 },
             },
-            Credential::Secret(SecretSource::File(path)) => self.from_file(path),
+            Credential::Secret(SecretSource::File(path)) => self.read_file(path),
         }
     }
 
-    fn from_file(&self, path: &Path) -> Result<String, String> {
+    fn read_file(&self, path: &Path) -> Result<String, String> {
         let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
