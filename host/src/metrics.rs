@@ -115,6 +115,23 @@ pub struct PluginFaultLabels {
     pub kind: String,
 }
 
+/// Every plugin fault kind. Each plugin's fault counters start at 0 for all of them, so a
+/// first fault shows as an increase (Prometheus can't see the first increment of a series that
+/// appears at 1) and dashboards have a series to show before anything went wrong.
+pub const PLUGIN_FAULT_KINDS: &[&str] = &[
+    "trap",
+    "deadline",
+    "memory",
+    "error",
+    "init",
+    "invalid_answer",
+    "unavailable",
+    "invalid_module",
+    "wrong_world",
+    "sha256_mismatch",
+    "unreadable",
+];
+
 /// Counter and histogram handles for one plugin in one pipeline.
 #[derive(Debug, Clone)]
 pub struct PluginMetrics {
@@ -353,12 +370,19 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
+        for result in ["success", "failure"] {
+            let _ = metrics.reloads.get_or_create(&ReloadLabels { result: result.into() });
+        }
         Self { registry, ..metrics }
     }
 
     /// The metrics of GPU receiver `receiver`; its device gauge starts at 0.
     pub fn gpu(&self, receiver: &str) -> GpuMetrics {
         let labels = GpuLabels { receiver: receiver.into() };
+        for kind in ["lost", "error", "library"] {
+            let errors = GpuErrorLabels { receiver: receiver.into(), kind: kind.into() };
+            let _ = self.gpu_device_errors.get_or_create(&errors);
+        }
         GpuMetrics {
             devices: self.gpu_devices.get_or_create(&labels).clone(),
             sample_duration: self.gpu_sample_duration.get_or_create(&labels).clone(),
@@ -397,6 +421,11 @@ impl Metrics {
     /// The handles for plugin `plugin` in pipeline `pipeline`.
     pub fn plugin(&self, pipeline: &str, plugin: &str) -> PluginMetrics {
         let labels = PluginLabels { pipeline: pipeline.into(), plugin: plugin.into() };
+        for kind in PLUGIN_FAULT_KINDS {
+            let fault =
+                PluginFaultLabels { pipeline: pipeline.into(), plugin: plugin.into(), kind: (*kind).into() };
+            let _ = self.plugin_faults.get_or_create(&fault);
+        }
         PluginMetrics {
             calls: self.plugin_calls.get_or_create(&labels).clone(),
             items_in: self.plugin_items_in.get_or_create(&labels).clone(),

@@ -29,9 +29,10 @@ impl Secret {
     pub fn value(&self) -> Result<String, String> {
         match &self.credential {
             Credential::Literal(value) => Ok(value.clone()),
+            // An empty variable counts as unset: Compose writes `VAR: ${VAR:-}` for optional ones.
             Credential::Secret(SecretSource::Env(name)) => match std::env::var(name) {
-                Ok(value) => Ok(value),
-                Err(_) => match std::env::var_os(format!("{name}_FILE")) {
+                Ok(value) if !value.is_empty() => Ok(value),
+                _ => match std::env::var_os(format!("{name}_FILE")) {
                     Some(path) => self.read_file(Path::new(&path)),
                     None => Err(format!("environment variable `{name}` (or `{name}_FILE`) is not set")),
                 },
