@@ -226,7 +226,7 @@ pub struct GpuReceiverConfig {
     /// `kind = "scripted"`: the script of samples to replay, relative to the config file.
     #[serde(default)]
     pub script: Option<Spanned<PathBuf>>,
-    /// The `Hostname` label and `host.name` attribute; the machine's host name by default.
+    /// The `Hostname` label and `host.name` attribute; the machine's host name when absent or empty.
     #[serde(default)]
     pub hostname: Option<String>,
 }
