@@ -285,3 +285,89 @@ def test_compose_gpu_file_reserves_the_gpus_for_every_mode(tmp_path):
         [device] = active[f"sluice-{mode}"]["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["count"] == "all" and "utility" in device["capabilities"]
         assert active[f"sluice-{mode}"]["pid"] == "host"
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.31.0"
+
+
+def rendered_overlay(mode):
+    import yaml
+
+    text = sh(tool("kubectl"), "kustomize", K8S / "overlays" / mode)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def find(docs, kind, name):
+    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    assert len(matches) == 1, f"{kind} {name}: {[d['metadata']['name'] for d in matches]}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("mode", ["forward", "packaged", "hybrid"])
+def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, mode):
+    import yaml
+
+    docs = rendered_overlay(mode)
+    rendered = tmp_path / f"{mode}.yaml"
+    rendered.write_text(yaml.safe_dump_all(docs))
+    sh(tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, rendered)
+
+    settings = find(docs, "ConfigMap", "sluice-settings")["data"]
+    assert settings["SLUICE_MODE"] == mode, "the overlay is the mode"
+    pipelines = find(docs, "ConfigMap", "sluice-pipelines")["data"]
+    for name, text in pipelines.items():
+        assert text == (REPO / "pipelines" / name).read_text(), f"{name} in the ConfigMap is not pipelines/{name}"
+
+    gateway = find(docs, "Deployment", "sluice-gateway")
+    agent = find(docs, "DaemonSet", "sluice-agent")
+    for workload in (gateway, agent):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        [container] = pod["containers"]
+        assert container["image"] == "sluice:latest"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"requests", "limits"} <= set(container["resources"])
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        # The pipelines come from the ConfigMap: an edit reaches the pod by symlink swap.
+        assert volumes[mounts["/etc/sluice/pipelines"]]["configMap"]["name"] == "sluice-pipelines"
+    agent_pod = agent["spec"]["template"]["spec"]
+    assert agent_pod["runtimeClassName"] == "nvidia" and agent_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    agent_env = {e["name"]: e.get("value") for e in agent_pod["containers"][0]["env"]}
+    assert agent_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/agent.toml"
+
+    gateway_pod = gateway["spec"]["template"]["spec"]
+    [container] = gateway_pod["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": find(docs, "ConfigMap", "sluice-settings")["metadata"]["name"]}}]
+    credentials = next(v for v in gateway_pod["volumes"] if v["name"] == "credentials")["secret"]
+    assert credentials == {"secretName": "sluice-credentials", "optional": True}
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    for selector in (find(docs, "Service", "sluice-gateway")["spec"]["selector"],
+                     find(docs, "PodDisruptionBudget", "sluice-gateway")["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    assert find(docs, "HorizontalPodAutoscaler", "sluice-gateway")["spec"]["scaleTargetRef"]["name"] == "sluice-gateway"
+
+    # The mode's pipeline is valid with the environment the gateway gets (credentials as files).
+    env = {"PATH": os.environ["PATH"], **settings}
+    for variable in container["env"]:
+        secret_file = tmp_path / Path(variable["value"]).name
+        secret_file.write_text("from-a-secret")
+        env[variable["name"]] = str(secret_file)
+    validated = subprocess.run([str(sluice_binary()), "validate", str(REPO / "pipelines" / f"{mode}.toml")],
+                               env=env, capture_output=True, text=True, timeout=30)
+    assert validated.returncode == 0, validated.stderr
+
+    local_stack = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"} - {"sluice-gateway"}
+    if mode == "forward":
+        assert local_stack == set()
+    else:
+        assert local_stack == {"prometheus", "grafana", "jaeger"}
+        dashboards = find(docs, "ConfigMap", "grafana-dashboards")["data"]
+        assert set(dashboards) == {"gpus.json", "sluice.json"}
+        assert "kubernetes_sd_configs" in find(docs, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"]
