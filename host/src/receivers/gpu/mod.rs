@@ -194,7 +194,10 @@ pub fn start(
         routes: routes.clone(),
         metrics: metrics.gpu(id.as_str()),
         accepted: metrics.receiver_accepted_items.get_or_create(&labels).clone(),
-        translator: Translator::new(gpu.naming, gpu.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(host_name)),
+        translator: Translator::new(
+            gpu.naming,
+            gpu.hostname.clone().filter(|h| !h.is_empty()).unwrap_or_else(host_name),
+        ),
         unavailable_logged: false,
         failed: BTreeSet::new(),
         library_errors: LogThrottle::default(),
