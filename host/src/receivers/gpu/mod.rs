@@ -10,7 +10,7 @@
 //! logged and counted (`sluice_gpu_device_errors_total{kind="lost"}`), and the others go on.
 //!
 //! # Layout
-//! - [`sample`]: what a sample holds and the [`Backend`](sample::Backend) trait.
+//! - [`sample`]: what a sample holds and the [`sample::Backend`] trait.
 //! - [`nvml`]: the real backend. [`scripted`]: a scripted one for tests and demos.
 //! - [`naming`]: samples → OTLP metrics, dcgm-exporter's names or OpenTelemetry's.
 
