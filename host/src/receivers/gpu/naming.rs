@@ -76,10 +76,6 @@ pub struct Definition {
     pub otel: Option<Otel>,
 }
 
-fn percent(value: Option<f64>) -> Option<f64> {
-    value
-}
-
 fn ratio(value: Option<f64>) -> Option<f64> {
     value.map(|v| v / 100.0)
 }
@@ -112,36 +108,31 @@ macro_rules! otel {
 pub const DEFINITIONS: &[Definition] = &[
     Definition {
         reading: "GPU utilization",
-        dcgm: dcgm!("DCGM_FI_DEV_GPU_UTIL", "%", "GPU utilization (in %).", |r| percent(
-            r.gpu_utilization_percent
-        )),
+        dcgm: dcgm!("DCGM_FI_DEV_GPU_UTIL", "%", "GPU utilization (in %).", |r| r.gpu_utilization_percent),
         otel: otel!("hw.gpu.utilization", "1", Gauge, [("hw.gpu.task", "general")], |r| ratio(
             r.gpu_utilization_percent
         )),
     },
     Definition {
         reading: "memory copy utilization",
-        dcgm: dcgm!("DCGM_FI_DEV_MEM_COPY_UTIL", "%", "Memory utilization (in %).", |r| percent(
-            r.memory_copy_utilization_percent
-        )),
+        dcgm: dcgm!("DCGM_FI_DEV_MEM_COPY_UTIL", "%", "Memory utilization (in %).", |r| r
+            .memory_copy_utilization_percent),
         otel: otel!("hw.gpu.utilization", "1", Gauge, [("hw.gpu.task", "memory_copy")], |r| ratio(
             r.memory_copy_utilization_percent
         )),
     },
     Definition {
         reading: "encoder utilization",
-        dcgm: dcgm!("DCGM_FI_DEV_ENC_UTIL", "%", "Encoder utilization (in %).", |r| percent(
-            r.encoder_utilization_percent
-        )),
+        dcgm: dcgm!("DCGM_FI_DEV_ENC_UTIL", "%", "Encoder utilization (in %).", |r| r
+            .encoder_utilization_percent),
         otel: otel!("hw.gpu.utilization", "1", Gauge, [("hw.gpu.task", "encoder")], |r| ratio(
             r.encoder_utilization_percent
         )),
     },
     Definition {
         reading: "decoder utilization",
-        dcgm: dcgm!("DCGM_FI_DEV_DEC_UTIL", "%", "Decoder utilization (in %).", |r| percent(
-            r.decoder_utilization_percent
-        )),
+        dcgm: dcgm!("DCGM_FI_DEV_DEC_UTIL", "%", "Decoder utilization (in %).", |r| r
+            .decoder_utilization_percent),
         otel: otel!("hw.gpu.utilization", "1", Gauge, [("hw.gpu.task", "decoder")], |r| ratio(
             r.decoder_utilization_percent
         )),

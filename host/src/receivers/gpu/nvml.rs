@@ -189,7 +189,12 @@ fn read_device(device: &NvmlDevice<'_>) -> Readings {
         ])
         .unwrap_or_default();
     let field = |n: usize| fields.get(n).and_then(|f| f.as_ref().ok()).and_then(field_value);
-    let kib = |n: usize| field(n).map(|v| v as u64 * 1024);
+    // GPUs without NVLink answer the throughput fields with 0 rather than "not supported": no
+    // traffic at all since the driver loaded means no NVLink series.
+    let (nvlink_tx_bytes, nvlink_rx_bytes) = match (field(5), field(6)) {
+        (Some(tx), Some(rx)) if tx + rx > 0.0 => (Some(tx as u64 * 1024), Some(rx as u64 * 1024)),
+        _ => (None, None),
+    };
     Readings {
         gpu_utilization_percent: utilization.as_ref().map(|u| f64::from(u.gpu)),
         memory_copy_utilization_percent: utilization.as_ref().map(|u| f64::from(u.memory)),
@@ -222,10 +227,8 @@ fn read_device(device: &NvmlDevice<'_>) -> Readings {
         remapped_rows_uncorrectable: field(2).map(|v| v as u64),
         row_remap_pending: field(3).map(|v| v != 0.0),
         row_remap_failure: field(4).map(|v| v != 0.0),
-        nvlink_tx_bytes: kib(5)
-            .filter(|_| field(5).is_some_and(|v| v > 0.0) || field(6).is_some_and(|v| v > 0.0)),
-        nvlink_rx_bytes: kib(6)
-            .filter(|_| field(5).is_some_and(|v| v > 0.0) || field(6).is_some_and(|v| v > 0.0)),
+        nvlink_tx_bytes,
+        nvlink_rx_bytes,
         throttle_reasons: device.current_throttle_reasons().ok().map(|r| r.bits()),
     }
 }
