@@ -42,25 +42,30 @@ def test_run_refuses_an_invalid_config():
     assert "cannot read config file /nonexistent/sluice.toml" in result.stderr
 
 
+def grpc_to_discard(admin_address, grpc_port):
+    """The smallest runnable config: OTLP/gRPC on `grpc_port` into a discard exporter."""
+    return f"""
+[service]
+admin_address = "{admin_address}"
+[receivers.otlp]
+type = "otlp"
+grpc = {{ address = "127.0.0.1:{grpc_port}" }}
+http = {{ enabled = false }}
+[exporters.out]
+type = "discard"
+[pipelines.all]
+receivers = ["otlp"]
+exporters = ["out"]
+"""
+
+
 def test_run_reports_a_port_in_use(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         config = tmp_path / "busy.toml"
-        config.write_text(f"""
-            [service]
-            admin_address = "127.0.0.1:{free_port()}"
-            [receivers.otlp]
-            type = "otlp"
-            grpc = {{ address = "127.0.0.1:{port}" }}
-            http = {{ enabled = false }}
-            [exporters.out]
-            type = "discard"
-            [pipelines.all]
-            receivers = ["otlp"]
-            exporters = ["out"]
-        """)
+        config.write_text(grpc_to_discard(f"127.0.0.1:{free_port()}", port))
         result = run("run", "--config", str(config))
     assert result.returncode == 1
     assert f"receiver `otlp` (grpc): cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -106,19 +111,7 @@ def test_mode_picks_the_pipeline_and_health_answers(tmp_path):
     admin = free_port()
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
-    (pipelines / "hybrid.toml").write_text(f"""
-[service]
-admin_address = "${{SLUICE_ADMIN_ADDRESS}}"
-[receivers.otlp]
-type = "otlp"
-grpc = {{ address = "127.0.0.1:{free_port()}" }}
-http = {{ enabled = false }}
-[exporters.out]
-type = "discard"
-[pipelines.all]
-receivers = ["otlp"]
-exporters = ["out"]
-""")
+    (pipelines / "hybrid.toml").write_text(grpc_to_discard("${SLUICE_ADMIN_ADDRESS}", free_port()))
     env = dict(os.environ, SLUICE_MODE="hybrid", SLUICE_PIPELINES_DIR=str(pipelines),
                SLUICE_ADMIN_ADDRESS=f"0.0.0.0:{admin}")
     env.pop("SLUICE_CONFIG", None)

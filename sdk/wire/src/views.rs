@@ -14,6 +14,19 @@ fn first_varint(buf: &[u8], number: u32) -> Option<u64> {
     Fields::new(buf).map_while(Result::ok).find(|f| f.number == number).and_then(|f| f.varint().ok())
 }
 
+/// The fixed64 fields `numbers` of the message in `buf` (the last of each wins; 0 when absent).
+fn fixed64s<const N: usize>(buf: &[u8], numbers: [u32; N]) -> [u64; N] {
+    let mut values = [0; N];
+    for field in Fields::new(buf).map_while(Result::ok) {
+        if let (Some(slot), Value::Fixed64(v)) =
+            (numbers.iter().position(|&n| n == field.number), field.value)
+        {
+            values[slot] = v;
+        }
+    }
+    values
+}
+
 fn str_of(bytes: Option<&[u8]>) -> &str {
     bytes.and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
 }
@@ -96,14 +109,7 @@ impl<'a> SpanView<'a> {
 
     /// Start and end time in Unix nanoseconds.
     pub fn times(&self) -> (u64, u64) {
-        let (mut start, mut end) = (0, 0);
-        for field in Fields::new(self.buf).map_while(Result::ok) {
-            match (field.number, field.value) {
-                (7, Value::Fixed64(v)) => start = v,
-                (8, Value::Fixed64(v)) => end = v,
-                _ => {}
-            }
-        }
+        let [start, end] = fixed64s(self.buf, [7, 8]);
         (start, end)
     }
 
@@ -188,14 +194,7 @@ impl<'a> LogRecordView<'a> {
     /// When the event happened in Unix nanoseconds: `time_unix_nano`, or the
     /// `observed_time_unix_nano` when the source left it unset (as the data model says), or 0.
     pub fn time_unix_nano(&self) -> u64 {
-        let (mut time, mut observed) = (0, 0);
-        for field in Fields::new(self.buf).map_while(Result::ok) {
-            match (field.number, field.value) {
-                (1, Value::Fixed64(v)) => time = v,
-                (11, Value::Fixed64(v)) => observed = v,
-                _ => {}
-            }
-        }
+        let [time, observed] = fixed64s(self.buf, [1, 11]);
         if time != 0 { time } else { observed }
     }
 
