@@ -104,6 +104,11 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None):
         exporter = "discard"
     exporters = {
         "forward": f'[exporters.out]\ntype = "otlp"\nprotocol = "grpc"\nendpoint = "http://127.0.0.1:{sink}"\n',
+        # Exporter plugin vs the built-in OTLP/JSON exporter, both to the same HTTP sink.
+        "webhook": f'[exporters.out]\ntype = "plugin"\nplugin = "{REPO}/plugins/dist/export-webhook.wasm"\n'
+                   f'endpoint = "http://127.0.0.1:{sink}"\n',
+        "otlp-json": f'[exporters.out]\ntype = "otlp"\nprotocol = "http/json"\ncompression = "none"\n'
+                     f'endpoint = "http://127.0.0.1:{sink}"\n',
         "discard": '[exporters.out]\ntype = "discard"\n',
         "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
     }[exporter]
@@ -144,7 +149,13 @@ def one_run(host, exporter, protocol, args):
         grpc_port, http_port = free_port(), free_port()
         sink_process = None
         sink = None
-        if exporter.startswith("forward"):
+        if exporter in ("webhook", "otlp-json"):
+            # The destination: an HTTP sink answering 200, on the load generator's core.
+            sink = free_port()
+            sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), sys.executable,
+                                             str(REPO / "bench" / "sink.py"), str(sink)])
+            wait_port(sink, sink_process)
+        elif exporter.startswith("forward"):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
             sink_dir = Path(workdir) / "sink"
@@ -201,7 +212,8 @@ def main():
     parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http",
                         help="exporter/protocol pairs; the exporter may also be a plugin scenario: "
                              + ", ".join(PROCESSORS) + " (each runs into discard), `forward` (OTLP gRPC out "
-                             "to a sink Sluice on the load core) or forward-<plugin scenario>")
+                             "to a sink Sluice on the load core), forward-<plugin scenario>, or `webhook` / "
+                             "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink)")
     parser.add_argument("--hosts", default="sluice,rotel")
     args = parser.parse_args()
 

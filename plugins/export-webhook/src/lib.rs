@@ -22,8 +22,8 @@
 //! config = { path = "/sluice/alerts", max_items = 100 }
 //! ```
 
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use sluice_sdk::json::Attributes;
 use sluice_sdk::prelude::*;
 
 /// The plugin's config.
@@ -46,65 +46,97 @@ impl Default for WebhookExporter {
     }
 }
 
-fn id(bytes: &[u8]) -> Value {
-    if bytes.is_empty() { Value::Null } else { Value::String(json::hex(bytes)) }
+/// One document: a batch, or one `max_items` part of it. Serialized straight from the batch's
+/// bytes (no intermediate JSON tree).
+#[derive(Serialize)]
+struct Document<'a> {
+    signal: &'static str,
+    part: usize,
+    parts: usize,
+    items: &'a [Item<'a>],
 }
 
-fn span(span: &SpanView<'_>) -> Map<String, Value> {
-    let (start, end) = span.times();
-    let fields = json!({
-        "name": span.name(),
-        "trace_id": id(span.trace_id()),
-        "span_id": id(span.span_id()),
-        "parent_span_id": id(span.parent_span_id()),
-        "kind": span.kind(),
-        "start_time_unix_nano": start.to_string(),
-        "end_time_unix_nano": end.to_string(),
-        "status_code": span.status_code(),
-        "attributes": json::attributes(span.attributes()),
-    });
-    into_map(fields)
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Record<'a> {
+    Span {
+        name: &'a str,
+        trace_id: Option<String>,
+        span_id: Option<String>,
+        parent_span_id: Option<String>,
+        kind: u64,
+        start_time_unix_nano: String,
+        end_time_unix_nano: String,
+        status_code: u64,
+        attributes: Attributes<'a>,
+    },
+    Metric {
+        name: &'a str,
+        description: &'a str,
+        unit: &'a str,
+        data_points: u64,
+    },
+    Log {
+        time_unix_nano: String,
+        severity_number: u64,
+        severity_text: &'a str,
+        body: json::Value<'a>,
+        trace_id: Option<String>,
+        span_id: Option<String>,
+        attributes: Attributes<'a>,
+    },
 }
 
-fn metric(metric: &MetricView<'_>) -> Map<String, Value> {
-    into_map(json!({
-        "name": metric.name(),
-        "description": metric.description(),
-        "unit": metric.unit(),
-        "data_points": metric.data_points(),
-    }))
+#[derive(Serialize)]
+struct Item<'a> {
+    #[serde(flatten)]
+    record: Record<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<Attributes<'a>>,
 }
 
-fn log(log: &LogRecordView<'_>) -> Map<String, Value> {
-    into_map(json!({
-        "time_unix_nano": log.time_unix_nano().to_string(),
-        "severity_number": log.severity_number(),
-        "severity_text": log.severity_text(),
-        "body": json::value(log.body()),
-        "trace_id": id(log.trace_id()),
-        "span_id": id(log.span_id()),
-        "attributes": json::attributes(log.attributes()),
-    }))
+fn id(bytes: &[u8]) -> Option<String> {
+    (!bytes.is_empty()).then(|| json::hex(bytes))
 }
 
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
-impl WebhookExporter {
-    fn item(&self, signal: Signal, bytes: &[u8], resource: &ResourceView<'_>) -> Value {
-        let mut item = match signal {
-            Signal::Traces => span(&SpanView::new(bytes)),
-            Signal::Metrics => metric(&MetricView::new(bytes)),
-            Signal::Logs => log(&LogRecordView::new(bytes)),
-        };
-        if self.include_resource {
-            item.insert("resource".into(), Value::Object(json::attributes(resource.attributes())));
+fn record<'a>(signal: Signal, bytes: &'a [u8]) -> Record<'a> {
+    match signal {
+        Signal::Traces => {
+            let span = SpanView::new(bytes);
+            let (start, end) = span.times();
+            Record::Span {
+                name: span.name(),
+                trace_id: id(span.trace_id()),
+                span_id: id(span.span_id()),
+                parent_span_id: id(span.parent_span_id()),
+                kind: span.kind(),
+                start_time_unix_nano: start.to_string(),
+                end_time_unix_nano: end.to_string(),
+                status_code: span.status_code(),
+                attributes: Attributes(span.attributes()),
+            }
         }
-        Value::Object(item)
+        Signal::Metrics => {
+            let metric = MetricView::new(bytes);
+            Record::Metric {
+                name: metric.name(),
+                description: metric.description(),
+                unit: metric.unit(),
+                data_points: metric.data_points(),
+            }
+        }
+        Signal::Logs => {
+            let log = LogRecordView::new(bytes);
+            Record::Log {
+                time_unix_nano: log.time_unix_nano().to_string(),
+                severity_number: log.severity_number(),
+                severity_text: log.severity_text(),
+                body: json::Value(log.body()),
+                trace_id: id(log.trace_id()),
+                span_id: id(log.span_id()),
+                attributes: Attributes(log.attributes()),
+            }
+        }
     }
 }
 
@@ -125,14 +157,19 @@ impl Exporter for WebhookExporter {
 
     fn export(&self, batch: &Batch<'_>) -> Result<Vec<Request>, String> {
         let signal = batch.signal();
-        let items: Vec<Value> = batch.items().map(|i| self.item(signal, i.bytes, &i.resource)).collect();
+        let items: Vec<Item<'_>> = batch
+            .items()
+            .map(|i| Item {
+                record: record(signal, i.bytes),
+                resource: self.include_resource.then(|| Attributes(i.resource.attributes())),
+            })
+            .collect();
         let parts = items.len().div_ceil(self.max_items);
         items
             .chunks(self.max_items)
             .enumerate()
             .map(|(n, chunk)| {
-                let document =
-                    json!({ "signal": signal.as_str(), "part": n + 1, "parts": parts, "items": chunk });
+                let document = Document { signal: signal.as_str(), part: n + 1, parts, items: chunk };
                 Request::new(self.method, self.path.clone()).json(&document)
             })
             .collect()
