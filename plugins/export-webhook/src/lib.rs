@@ -53,7 +53,7 @@ struct Document<'a> {
     signal: &'static str,
     part: usize,
     parts: usize,
-    items: &'a [Item<'a>],
+    items: &'a [Record<'a>],
 }
 
 #[derive(Serialize)]
@@ -69,12 +69,16 @@ enum Record<'a> {
         end_time_unix_nano: String,
         status_code: u64,
         attributes: Attributes<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<Attributes<'a>>,
     },
     Metric {
         name: &'a str,
         description: &'a str,
         unit: &'a str,
         data_points: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<Attributes<'a>>,
     },
     Log {
         time_unix_nano: String,
@@ -84,22 +88,16 @@ enum Record<'a> {
         trace_id: Option<String>,
         span_id: Option<String>,
         attributes: Attributes<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<Attributes<'a>>,
     },
-}
-
-#[derive(Serialize)]
-struct Item<'a> {
-    #[serde(flatten)]
-    record: Record<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource: Option<Attributes<'a>>,
 }
 
 fn id(bytes: &[u8]) -> Option<String> {
     (!bytes.is_empty()).then(|| json::hex(bytes))
 }
 
-fn record<'a>(signal: Signal, bytes: &'a [u8]) -> Record<'a> {
+fn record<'a>(signal: Signal, bytes: &'a [u8], resource: Option<Attributes<'a>>) -> Record<'a> {
     match signal {
         Signal::Traces => {
             let span = SpanView::new(bytes);
@@ -114,6 +112,7 @@ fn record<'a>(signal: Signal, bytes: &'a [u8]) -> Record<'a> {
                 end_time_unix_nano: end.to_string(),
                 status_code: span.status_code(),
                 attributes: Attributes(span.attributes()),
+                resource,
             }
         }
         Signal::Metrics => {
@@ -123,6 +122,7 @@ fn record<'a>(signal: Signal, bytes: &'a [u8]) -> Record<'a> {
                 description: metric.description(),
                 unit: metric.unit(),
                 data_points: metric.data_points(),
+                resource,
             }
         }
         Signal::Logs => {
@@ -135,6 +135,7 @@ fn record<'a>(signal: Signal, bytes: &'a [u8]) -> Record<'a> {
                 trace_id: id(log.trace_id()),
                 span_id: id(log.span_id()),
                 attributes: Attributes(log.attributes()),
+                resource,
             }
         }
     }
@@ -157,11 +158,10 @@ impl Exporter for WebhookExporter {
 
     fn export(&self, batch: &Batch<'_>) -> Result<Vec<Request>, String> {
         let signal = batch.signal();
-        let items: Vec<Item<'_>> = batch
+        let items: Vec<Record<'_>> = batch
             .items()
-            .map(|i| Item {
-                record: record(signal, i.bytes),
-                resource: self.include_resource.then(|| Attributes(i.resource.attributes())),
+            .map(|i| {
+                record(signal, i.bytes, self.include_resource.then(|| Attributes(i.resource.attributes())))
             })
             .collect();
         let parts = items.len().div_ceil(self.max_items);
