@@ -49,7 +49,8 @@ pub struct Config {
 impl Config {
     /// Resolves a path from the config against the config file's folder.
     pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        // `join` keeps an absolute path as it is.
+        self.base_dir.join(path)
     }
 }
 

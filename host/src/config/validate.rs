@@ -141,8 +141,8 @@ fn check_gpu_receiver(id: &str, gpu: &GpuReceiverConfig, parsed: &Parsed, out: &
             ),
         ),
         (GpuSource::Scripted, Some(script)) => {
-            let path = script.get_ref();
-            let resolved = if path.is_absolute() { path.clone() } else { parsed.base_dir.join(path) };
+            // `join` keeps an absolute path as it is.
+            let resolved = parsed.base_dir.join(script.get_ref());
             if !resolved.is_file() {
                 out.error(
                     Some(script.span()),
@@ -490,8 +490,8 @@ struct PluginRef<'a> {
 
 fn check_plugin(what: &str, plugin: PluginRef<'_>, base_dir: &std::path::Path, out: &mut Outcome) {
     let span = Some(plugin.path.span());
-    let path = plugin.path.get_ref();
-    let resolved = if path.is_absolute() { path.clone() } else { base_dir.join(path) };
+    // `join` keeps an absolute path as it is.
+    let resolved = base_dir.join(plugin.path.get_ref());
     if !resolved.is_file() {
         out.error(
             span.clone(),

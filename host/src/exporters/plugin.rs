@@ -23,7 +23,7 @@ use crate::config::{ComponentId, Config, PluginExporterConfig};
 use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};
 use crate::otlp::Batch;
 use crate::plugins::bindings::types;
-use crate::plugins::runner::{Accepts, Answer, Processor, Spec, Step};
+use crate::plugins::runner::{Accepts, Answer, Processor, Spec, Step, granted_env};
 
 /// Headers that belong to the connection, which the host manages.
 const CONNECTION_HEADERS: &[&str] =
@@ -156,11 +156,6 @@ pub async fn spawn(
         timeout: plugin.timeout.0,
         counters,
     })?;
-    let env = plugin
-        .env
-        .iter()
-        .filter_map(|key| std::env::var(key.get_ref()).ok().map(|value| (key.get_ref().clone(), value)))
-        .collect();
     let spec = Spec {
         name: Arc::from(name.as_str()),
         path: config.resolve(plugin.plugin.get_ref()),
@@ -169,7 +164,7 @@ pub async fn spawn(
         max_memory: plugin.limits.memory.get_ref().as_usize(),
         timeout: plugin.limits.timeout.get_ref().0,
         on_error: crate::config::OnError::Drop,
-        env,
+        env: granted_env(&plugin.env),
         cache_dir: crate::plugins::loader::default_cache_dir(),
         accepts: Accepts::Exporters,
     };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
-use super::runner::{Accepts, Answer, Processor, Spec, Step};
+use super::runner::{Accepts, Answer, Processor, Spec, Step, granted_env};
 use crate::config::{ComponentId, Config, OnError, PipelineConfig};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
@@ -87,13 +87,6 @@ impl Chain {
             .zip(hashes)
             .map(|(p, sha256)| {
                 let name: Arc<str> = p.display_name().into();
-                let env = p
-                    .env
-                    .iter()
-                    .filter_map(|key| {
-                        std::env::var(key.get_ref()).ok().map(|value| (key.get_ref().clone(), value))
-                    })
-                    .collect();
                 let spec = Spec {
                     name: name.clone(),
                     path: config.resolve(p.plugin.get_ref()),
@@ -102,7 +95,7 @@ impl Chain {
                     max_memory: p.limits.memory.get_ref().as_usize(),
                     timeout: p.limits.timeout.get_ref().0,
                     on_error: p.on_error,
-                    env,
+                    env: granted_env(&p.env),
                     cache_dir: cache_dir.clone(),
                     accepts: Accepts::Processors,
                 };

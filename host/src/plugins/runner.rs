@@ -45,6 +45,15 @@ pub struct Spec {
     pub accepts: Accepts,
 }
 
+/// The environment variables a plugin's `env = [...]` grants it, as they are set now (unset
+/// ones are left out: the plugin sees them as absent).
+pub fn granted_env(names: &[serde_spanned::Spanned<String>]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| std::env::var(name.get_ref()).ok().map(|value| (name.get_ref().clone(), value)))
+        .collect()
+}
+
 /// Which plugin worlds a place in the config accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepts {
