@@ -78,9 +78,9 @@ impl<'a> Batch<'a> {
         views::resources(self.signal, self.bytes)
     }
 
+    /// The items when the batch is of `signal`; nothing (and no walk of the bytes) otherwise.
     fn of(&self, signal: Signal) -> impl Iterator<Item = Item<'a>> + 'a {
-        let wanted = self.signal == signal;
-        self.items().filter(move |_| wanted)
+        (self.signal == signal).then(|| self.items()).into_iter().flatten()
     }
 
     /// The spans with their resources (none unless this is a traces batch).
