@@ -7,7 +7,6 @@ sink that answers 200). Sluice is pinned to --host-core; the sender runs unpinne
 """
 
 import argparse
-import os
 import statistics
 import subprocess
 import tempfile

@@ -1,6 +1,7 @@
 """Shared fixtures: start the real `sluice` binary with a generated config, talk to it, stop it."""
 
 import json
+import shutil
 import os
 import signal
 import socket
@@ -25,6 +26,16 @@ def sluice_binary() -> Path:
     path = Path(os.environ.get("SLUICE_BIN", REPO / "target" / "debug" / "sluice"))
     if not path.exists():
         pytest.fail(f"{path} does not exist: run `cargo build -p sluice-host` or `make test`")
+    return path
+
+
+def require_tool(name) -> str:
+    """The path of a tool the tests need: in the virtualenv (PyPI tools, installed by `make
+    test`) or on PATH (Debian packages, installed by .ci/run). Fails the test when missing."""
+    venv = Path(sys.prefix) / "bin" / name
+    path = str(venv) if venv.exists() else shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not installed: .ci/run installs the Debian packages, make test the PyPI tools")
     return path
 
 

@@ -13,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, sluice_binary
+from conftest import REPO, require_tool, sluice_binary
 
 DEPLOY = REPO / "deploy"
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
-
-
-def tool(name):
-    """A tool the deploy tests need; `.ci/run` and `make test` install them all."""
-    for candidate in (VENV_BIN / name, shutil.which(name)):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    pytest.fail(f"`{name}` is not installed: run .ci/run (Debian packages) or make venv (PyPI tools)")
 
 
 def sh(*args, cwd=REPO, env=None, timeout=300):
@@ -37,7 +28,7 @@ def sh(*args, cwd=REPO, env=None, timeout=300):
 # --- The image ---------------------------------------------------------------------------------
 
 def test_dockerfile_passes_hadolint():
-    sh(tool("hadolint"), DEPLOY / "Dockerfile")
+    sh(require_tool("hadolint"), DEPLOY / "Dockerfile")
 
 
 def final_stage(dockerfile):
@@ -51,7 +42,7 @@ def final_stage(dockerfile):
 def test_the_image_builds_from_the_local_binary_with_the_documented_entrypoint(tmp_path):
     """No registry here, so the final stage is built `FROM scratch` with the binary and the
     libraries it links (what distroless/cc provides), and everything else exactly as written."""
-    podman = tool("podman")
+    podman = require_tool("podman")
     context = tmp_path / "context"
     (context / "rootfs").mkdir(parents=True)
     binary = sluice_binary()
@@ -165,7 +156,7 @@ def test_every_dashboard_query_returns_data_from_a_live_sluice(tmp_path):
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from conftest import PLUGINS, free_port
-    from test_prometheus import prometheus_binary, query
+    from test_prometheus import query
     from test_sdk import exporters
 
     script = tmp_path / "gpus.toml"
@@ -189,7 +180,7 @@ def test_every_dashboard_query_returns_data_from_a_live_sluice(tmp_path):
         shipped.replace("sluice:8889", f"127.0.0.1:{ports['scrape']}").replace("sluice:8888", f"127.0.0.1:{ports['admin']}")
         .replace("scrape_interval: 15s", "scrape_interval: 1s"))
     prometheus = subprocess.Popen(
-        [prometheus_binary(), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        [require_tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{ports['prometheus']}"],
         stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
     try:
@@ -243,7 +234,7 @@ def compose_config(tmp_path, profile, *files):
         path.write_text("not-a-real-secret")
         secrets[name] = str(path)
     env = {"PATH": os.environ["PATH"], **secrets}
-    args = [tool("docker-compose")]
+    args = [require_tool("docker-compose")]
     for file in files or ("compose.yaml",):
         args += ["-f", COMPOSE / file]
     rendered = yaml.safe_load(sh(*args, "--profile", profile, "config", cwd=COMPOSE, env=env))
@@ -296,7 +287,7 @@ KUBERNETES_VERSION = "1.31.0"
 def rendered_overlay(mode):
     import yaml
 
-    text = sh(tool("kubectl"), "kustomize", K8S / "overlays" / mode)
+    text = sh(require_tool("kubectl"), "kustomize", K8S / "overlays" / mode)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
@@ -313,7 +304,7 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, mode):
     docs = rendered_overlay(mode)
     rendered = tmp_path / f"{mode}.yaml"
     rendered.write_text(yaml.safe_dump_all(docs))
-    sh(tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, rendered)
+    sh(require_tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, rendered)
 
     settings = find(docs, "ConfigMap", "sluice-settings")["data"]
     assert settings["SLUICE_MODE"] == mode, "the overlay is the mode"

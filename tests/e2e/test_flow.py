@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import free_port, http
+from conftest import free_port
 from otlp_payloads import GRPC_METHODS, logs, metrics, points_in, records_in, spans_in, traces
 from test_bad_input import PROTOBUF, grpc_call, post
 

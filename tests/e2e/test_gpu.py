@@ -43,12 +43,16 @@ readings = {{ gpu_utilization_percent = 12 }}
 
 
 SCRAPE_PORT = free_port()
-SCRAPE_EXPORTER = f'''[exporters.scrape]
-    type = "prometheus"
-    address = "127.0.0.1:{SCRAPE_PORT}"'''
 
 
 def gpu_pipeline(script_path, naming="dcgm", interval="100ms", extra="", exporters='["scrape"]'):
+    """The scripted GPU receiver feeding `exporters`; `scrape` (a Prometheus endpoint on
+    SCRAPE_PORT) is defined here, others by the caller."""
+    scrape = f"""
+    [exporters.scrape]
+    type = "prometheus"
+    address = "127.0.0.1:{SCRAPE_PORT}"
+""" if "scrape" in exporters else ""
     return f"""
     [receivers.gpu]
     type = "gpu"
@@ -57,11 +61,7 @@ def gpu_pipeline(script_path, naming="dcgm", interval="100ms", extra="", exporte
     interval = "{interval}"
     naming = "{naming}"
     processes = true
-
-    [exporters.scrape]
-    type = "prometheus"
-    address = "127.0.0.1:{SCRAPE_PORT}"
-
+    {scrape}
     [pipelines.gpu]
     receivers = ["gpu"]
     exporters = {exporters}
@@ -114,8 +114,7 @@ def test_dcgm_names_labels_mig_and_processes_on_the_scrape_endpoint(make_sluice,
 
 
 def test_otel_names_units_and_resources_in_otlp(make_sluice, tmp_path):
-    host = make_sluice(ARCHIVE + gpu_pipeline(write_script(tmp_path, DEVICES), naming="otel",
-                                              exporters='["archive"]').replace(SCRAPE_EXPORTER, ""))
+    host = make_sluice(ARCHIVE + gpu_pipeline(write_script(tmp_path, DEVICES), naming="otel", exporters='["archive"]'))
     assert host.wait_metric_at_least("sluice_exporter_sent_items_total", 1, exporter="archive") >= 1
     assert host.stop() == 0
     [first, *_] = host.lines("metrics")
@@ -154,8 +153,7 @@ def test_plugins_filter_gpu_metrics_like_any_other(make_sluice, tmp_path):
 def test_a_gpu_falling_off_the_bus_is_reported_not_fatal(make_sluice, tmp_path):
     lost = f'failures = [{{ index = 1, uuid = "{GPU1}", kind = "lost", message = "GPU is lost" }}]\n'
     script = write_script(tmp_path, DEVICES + GPU1_DEVICE, lost + DEVICES)
-    host = make_sluice(ARCHIVE + gpu_pipeline(script, exporters='["archive"]').replace(
-        SCRAPE_EXPORTER, ""))
+    host = make_sluice(ARCHIVE + gpu_pipeline(script, exporters='["archive"]'))
     assert host.wait_metric_at_least("sluice_gpu_device_errors_total", 3, receiver="gpu", kind="lost") >= 3
     assert host.metric("sluice_gpu_devices", receiver="gpu") == 1
     assert host.stop() == 0

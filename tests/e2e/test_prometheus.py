@@ -2,7 +2,6 @@
 gauge, counter, histogram and a metric with units produce are queried back through its API."""
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -12,15 +11,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from conftest import RECEIVER, free_port, http
+from conftest import RECEIVER, free_port, http, require_tool
 from test_sdk import exporters
-
-
-def prometheus_binary():
-    path = shutil.which("prometheus")
-    if path is None:
-        pytest.fail("Debian's `prometheus` is not installed (`apt-get install prometheus`; .ci/run does it)")
-    return path
 
 
 def query(port, promql):
@@ -80,7 +72,7 @@ scrape_configs:
       - targets: ["127.0.0.1:{scrape_port}"]
 """)
     prometheus = subprocess.Popen(
-        [prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{prom_port}"],
         stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
     try:
@@ -124,7 +116,7 @@ scrape_configs:
 def test_remote_write_into_prometheus(make_sluice, tmp_path):
     prom_port = free_port()
     prometheus = subprocess.Popen(
-        [prometheus_binary(), f"--config.file={write_empty_config(tmp_path)}",
+        [require_tool("prometheus"), f"--config.file={write_empty_config(tmp_path)}",
          f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
          "--web.enable-remote-write-receiver"],
         stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
