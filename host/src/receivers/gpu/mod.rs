@@ -168,18 +168,15 @@ pub fn start(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
-    let backend: Box<dyn Backend> = match gpu.kind.get_ref() {
+    let (backend, source): (Box<dyn Backend>, &str) = match gpu.kind.get_ref() {
         GpuSource::Nvml => {
-            Box::new(nvml::NvmlBackend::new(gpu.library.as_ref().map(|l| config.resolve(l.get_ref()))))
+            let library = gpu.library.as_ref().map(|l| config.resolve(l.get_ref()));
+            (Box::new(nvml::NvmlBackend::new(library)), "nvml")
         }
         GpuSource::Scripted => {
             let script = gpu.script.as_ref().ok_or("`kind = \"scripted\"` needs `script`")?;
-            Box::new(scripted::Scripted::open(&config.resolve(script.get_ref()))?)
+            (Box::new(scripted::Scripted::open(&config.resolve(script.get_ref()))?), "scripted")
         }
-    };
-    let source = match gpu.kind.get_ref() {
-        GpuSource::Nvml => "nvml",
-        GpuSource::Scripted => "scripted",
     };
     let (requests, mut results) = spawn_sampler(id, backend, gpu.processes)?;
     let labels = ReceiverLabels {
