@@ -25,9 +25,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the pipelines described by a config file until SIGTERM or SIGINT.
+    ///
+    /// Which file: a value on the command line wins over one from the environment; at the same
+    /// level a config path (`--config`, `SLUICE_CONFIG`) wins over a mode (`--mode`,
+    /// `SLUICE_MODE`); with neither, `pipelines/default.toml`. The choice is logged at start.
+    #[command(verbatim_doc_comment)]
     Run {
         /// The pipeline TOML [default: pipelines/default.toml, or the mode's pipeline].
-        #[arg(short, long, env = "SLUICE_CONFIG", conflicts_with = "mode")]
+        #[arg(short, long, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
         /// Run a deployment mode's pipeline, `<pipelines-dir>/<mode>.toml`.
         #[arg(long, env = "SLUICE_MODE", value_enum)]
@@ -97,17 +102,65 @@ enum PluginCommand {
     },
 }
 
+/// Where a setting came from, in the order that decides between a config path and a mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    Environment,
+    CommandLine,
+}
+
+impl Origin {
+    fn of(matches: &clap::ArgMatches, id: &str) -> Option<Origin> {
+        match matches.value_source(id)? {
+            clap::parser::ValueSource::CommandLine => Some(Origin::CommandLine),
+            clap::parser::ValueSource::EnvVariable => Some(Origin::Environment),
+            _ => None,
+        }
+    }
+}
+
+/// The pipeline file `sluice run` serves, and why that one.
+#[derive(Debug, PartialEq, Eq)]
+struct Chosen {
+    path: PathBuf,
+    reason: &'static str,
+}
+
+/// A command-line value wins over the environment; at the same level a config path wins over a
+/// mode. (The image sets `SLUICE_MODE`; a Kubernetes agent that sets `SLUICE_CONFIG` means it.)
+fn choose_config(
+    config: Option<(PathBuf, Origin)>,
+    mode: Option<(Mode, Origin)>,
+    pipelines_dir: &std::path::Path,
+) -> Chosen {
+    let by_mode = |mode: Mode| pipelines_dir.join(mode.file_name());
+    match (config, mode) {
+        (Some((path, _)), None) => Chosen { path, reason: "config path" },
+        (None, Some((mode, _))) => Chosen { path: by_mode(mode), reason: "mode" },
+        (Some((_, config_origin)), Some((mode, mode_origin))) if mode_origin > config_origin => {
+            Chosen { path: by_mode(mode), reason: "mode on the command line wins over SLUICE_CONFIG" }
+        }
+        (Some((path, _)), Some(_)) => Chosen { path, reason: "config path wins over mode" },
+        (None, None) => Chosen { path: PathBuf::from("pipelines/default.toml"), reason: "default" },
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Run { config, mode, pipelines_dir } => {
-            let config = match (config, mode) {
-                (Some(config), _) => config,
-                (None, Some(mode)) => pipelines_dir.join(mode.file_name()),
-                (None, None) => PathBuf::from("pipelines/default.toml"),
-            };
-            run(&config)
+            let run_matches = matches.subcommand_matches("run").expect("the run subcommand matched");
+            let chosen = choose_config(
+                config.zip(Origin::of(run_matches, "config")),
+                mode.zip(Origin::of(run_matches, "mode")),
+                &pipelines_dir,
+            );
+            run(&chosen)
         }
         Command::Health { address, ready } => health(address, ready),
         Command::Plugin(PluginCommand::Test { plugin, input, config, config_json, output }) => {
@@ -160,7 +213,7 @@ fn plugin_test(
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {
-    match config::load_file(file) {
+    match config::load_file(file, Some(&sluice::plugins::runner::Preflight)) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");
@@ -182,8 +235,9 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
-    let loaded = match config::load_file(path) {
+fn run(chosen: &Chosen) -> ExitCode {
+    let path = chosen.path.as_path();
+    let loaded = match config::load_file(path, Some(&sluice::plugins::runner::Preflight)) {
         Ok(loaded) => loaded,
         Err(error @ (LoadError::Read { .. } | LoadError::Invalid(_))) => {
             eprintln!("{error}");
@@ -191,7 +245,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_logging(loaded.config.service.log_level);
-    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "Starting Sluice");
+    tracing::info!(
+        config = %path.display(), chosen_by = chosen.reason, version = env!("CARGO_PKG_VERSION"),
+        "Starting Sluice"
+    );
     for warning in &loaded.warnings {
         tracing::warn!(config = %path.display(), "{warning}");
     }
@@ -202,7 +259,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(sluice::runtime::run(&loaded.config, path, shutdown_signal()));
+    let outcome = runtime.block_on(sluice::runtime::run(&loaded, path, shutdown_signal()));
     // When the grace period ran out, an exporter may still be stuck in a blocking call (a hung
     // disk or pipe): don't let it hold the process up after the error is reported.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -253,5 +310,37 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choose(config: Option<Origin>, mode: Option<Origin>) -> PathBuf {
+        let config = config.map(|origin| (PathBuf::from("agent.toml"), origin));
+        let mode = mode.map(|origin| (Mode::Packaged, origin));
+        choose_config(config, mode, std::path::Path::new("modes")).path
+    }
+
+    #[test]
+    fn a_config_path_wins_over_a_mode_from_the_same_place() {
+        use Origin::*;
+        assert_eq!(choose(Some(Environment), Some(Environment)), PathBuf::from("agent.toml"));
+        assert_eq!(choose(Some(CommandLine), Some(CommandLine)), PathBuf::from("agent.toml"));
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_environment() {
+        use Origin::*;
+        assert_eq!(choose(Some(CommandLine), Some(Environment)), PathBuf::from("agent.toml"));
+        assert_eq!(choose(Some(Environment), Some(CommandLine)), PathBuf::from("modes/packaged.toml"));
+    }
+
+    #[test]
+    fn alone_each_is_taken_and_neither_means_the_default() {
+        assert_eq!(choose(None, Some(Origin::Environment)), PathBuf::from("modes/packaged.toml"));
+        assert_eq!(choose(Some(Origin::Environment), None), PathBuf::from("agent.toml"));
+        assert_eq!(choose(None, None), PathBuf::from("pipelines/default.toml"));
     }
 }

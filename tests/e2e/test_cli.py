@@ -128,7 +128,12 @@ def test_mode_picks_the_pipeline_and_health_answers(tmp_path):
         host.terminate()
         host.wait(timeout=30)
     assert str(pipelines / "hybrid.toml") in host.stderr.read()
-    both = run("run", env=dict(env, SLUICE_CONFIG=str(pipelines / "hybrid.toml")))
-    assert both.returncode == 2 and "cannot be used with" in both.stderr
+    # A config path wins over a mode from the same place (the Kubernetes agent sets SLUICE_CONFIG
+    # in an image that sets SLUICE_MODE); the command line wins over the environment.
+    missing = tmp_path / "agent.toml"
+    both = run("run", env=dict(env, SLUICE_CONFIG=str(missing)))
+    assert both.returncode == 1 and str(missing) in both.stderr, both.stderr
+    typed = run("run", "--mode", "forward", env=dict(env, SLUICE_CONFIG=str(missing)))
+    assert typed.returncode == 1 and str(pipelines / "forward.toml") in typed.stderr, typed.stderr
     wrong = run("run", env=dict(env, SLUICE_MODE="local"))
     assert wrong.returncode == 2 and "forward, packaged, hybrid" in wrong.stderr
