@@ -31,7 +31,10 @@ fn invalid_configs_fail_with_their_golden_errors() {
     for case in &cases {
         let name = case.file_name().expect("file name");
         let text = fs::read_to_string(case).expect("readable");
-        let error = match sluice::config::parse(Path::new(name), &text, &lookup) {
+        // Relative to the package folder (cargo's working directory for tests), so messages
+        // read the same on every machine and `config_file` paths resolve beside the case.
+        let shown = Path::new("../tests/config/invalid").join(name);
+        let error = match sluice::config::parse(&shown, &text, &lookup) {
             Ok(_) => {
                 failures.push(format!("{}: validated, but it must fail", case.display()));
                 continue;
@@ -62,12 +65,22 @@ fn shipped_pipelines_are_valid() {
     let mut checked = 0;
     for entry in fs::read_dir(&dir).expect("pipelines/ exists") {
         let path = entry.expect("dir entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
+        // `*.rules.toml` are plugin settings that pipelines name in `config_file`.
+        let rules = path.to_string_lossy().ends_with(".rules.toml");
+        if path.extension().is_some_and(|e| e == "toml") && !rules {
             let text = fs::read_to_string(&path).expect("readable");
             // The variables a deployment must set (no default in the file), with example values.
-            let deployment =
-                |name: &str| (name == "SLUICE_OTLP_ENDPOINT").then(|| "https://otlp.example.com".to_string());
-            if let Err(diagnostics) = sluice::config::parse(&path, &text, &deployment) {
+            let deployment = |name: &str| match name {
+                "SLUICE_OTLP_ENDPOINT" => Some("https://otlp.example.com".to_string()),
+                "SLUICE_OTLP_USERNAME" | "SLUICE_OTLP_PASSWORD" | "CUSTOM_COLLECTOR_KEY" => {
+                    Some("example-credential".to_string())
+                }
+                _ => None,
+            };
+            // Each plugin is started with its settings too, as `sluice validate` and `run` do:
+            // the shared rule files must be what the plugins accept.
+            let plugins = sluice::plugins::runner::Preflight;
+            if let Err(diagnostics) = sluice::config::parse_with(&path, &text, &deployment, Some(&plugins)) {
                 panic!("{diagnostics}");
             }
             checked += 1;

@@ -37,13 +37,18 @@ impl Diagnostics {
     }
 
     fn line_col(&self, offset: usize) -> (usize, usize, &str) {
-        let offset = offset.min(self.source.len());
-        let line_start = self.source[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.source[offset..].find('\n').map_or(self.source.len(), |i| offset + i);
-        let line_no = self.source[..offset].matches('\n').count() + 1;
-        let col = self.source[line_start..offset].chars().count() + 1;
-        (line_no, col, &self.source[line_start..line_end])
+        line_col(&self.source, offset)
     }
+}
+
+/// The 1-based line and column of byte `offset` in `source`, and that line's text.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize, &str) {
+    let offset = offset.min(source.len());
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = source[offset..].find('\n').map_or(source.len(), |i| offset + i);
+    let line_no = source[..offset].matches('\n').count() + 1;
+    let col = source[line_start..offset].chars().count() + 1;
+    (line_no, col, &source[line_start..line_end])
 }
 
 impl fmt::Display for Diagnostics {

@@ -68,11 +68,30 @@ enum Context {
     MultiLiteral,
 }
 
+/// The text with every reference it could resolve substituted, and the ones it couldn't.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    /// The text the TOML parser reads.
+    pub text: String,
+    /// Expanded offsets back to the original.
+    pub map: OffsetMap,
+    /// Every reference that could not be substituted. Each stands in the text as an empty value
+    /// (`""` outside strings), so the rest of the file is still parsed and checked; a later error
+    /// that touches one of these spans is a consequence of it, not news.
+    pub errors: Vec<SubstitutionError>,
+}
+
+impl Expanded {
+    /// Whether an error at `original` (a range in the original text) is explained by a failed
+    /// substitution there.
+    pub fn explains(&self, original: &Range<usize>) -> bool {
+        let end = original.end.max(original.start + 1);
+        self.errors.iter().any(|e| original.start < e.span.end && e.span.start < end)
+    }
+}
+
 /// Expands every `${...}` outside comments using `lookup`, collecting every problem at once.
-pub fn expand(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, OffsetMap), Vec<SubstitutionError>> {
+pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Expanded {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut map = OffsetMap::default();
@@ -138,14 +157,14 @@ pub fn expand(
                 };
                 let span = i..i + close + 1;
                 let inner = &text[i + 2..i + close];
-                match resolve(inner, lookup) {
-                    Ok(value) => {
-                        out.push_str(&text[copied_to..i]);
-                        map.replaced.push((out.len()..out.len() + value.len(), span.clone()));
-                        out.push_str(&value);
-                    }
-                    Err(message) => errors.push(SubstitutionError { span: span.clone(), message }),
-                }
+                let value = resolve(inner, lookup).unwrap_or_else(|message| {
+                    errors.push(SubstitutionError { span: span.clone(), message });
+                    // A stand-in that keeps the TOML parseable, so the rest is still checked.
+                    if context == Context::Bare { "\"\"".to_string() } else { String::new() }
+                });
+                out.push_str(&text[copied_to..i]);
+                map.replaced.push((out.len()..out.len() + value.len(), span.clone()));
+                out.push_str(&value);
                 i = span.end;
                 copied_to = i;
                 continue;
@@ -154,11 +173,8 @@ pub fn expand(
         }
         i += 1;
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     out.push_str(&text[copied_to..]);
-    Ok((out, map))
+    Expanded { text: out, map, errors }
 }
 
 fn resolve(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
@@ -198,25 +214,27 @@ mod tests {
 
     #[test]
     fn substitutes_in_strings_and_bare_values() {
-        let (out, _) = expand("a = \"x:${PORT}\"\nb = ${N:-5}\nc = '${EMPTY:-d}'", &env).expect("expands");
+        let out = expand("a = \"x:${PORT}\"\nb = ${N:-5}\nc = '${EMPTY:-d}'", &env).text;
         assert_eq!(out, "a = \"x:9999\"\nb = 5\nc = 'd'");
     }
 
     #[test]
     fn leaves_comments_and_escapes_alone() {
-        let (out, _) = expand("# ${MISSING}\na = \"$${X}\" # ${ALSO_MISSING}", &env).expect("expands");
+        let expanded = expand("# ${MISSING}\na = \"$${X}\" # ${ALSO_MISSING}", &env);
+        assert!(expanded.errors.is_empty());
+        let out = expanded.text;
         assert_eq!(out, "# ${MISSING}\na = \"${X}\" # ${ALSO_MISSING}");
     }
 
     #[test]
     fn a_hash_inside_a_string_is_not_a_comment() {
-        let errors = expand("a = \"#${MISSING}\"", &env).expect_err("missing var");
+        let errors = expand("a = \"#${MISSING}\"", &env).errors;
         assert_eq!(errors[0].span, 6..16);
     }
 
     #[test]
     fn reports_every_problem_with_its_span() {
-        let errors = expand("a = ${A}\nb = ${1x}\nc = ${C", &env).expect_err("errors");
+        let errors = expand("a = ${A}\nb = ${1x}\nc = ${C", &env).errors;
         assert_eq!(errors.len(), 3);
         assert_eq!(errors[0].span, 4..8);
         assert!(errors[0].message.contains("`A` is not set"));
@@ -226,10 +244,22 @@ mod tests {
 
     #[test]
     fn maps_offsets_back_to_the_original() {
-        let (out, map) = expand("a = ${PORT}\nbb = 1", &env).expect("expands");
+        let Expanded { text: out, map, .. } = expand("a = ${PORT}\nbb = 1", &env);
         let bb = out.find("bb").expect("present");
         assert_eq!(map.to_original(bb), 12);
         assert_eq!(map.to_original(out.find("9999").expect("present") + 2), 4);
         assert_eq!(map.range_to_original(4..8), 4..11);
+    }
+
+    #[test]
+    fn an_unset_variable_stands_in_as_an_empty_value_so_the_rest_still_parses() {
+        let expanded = expand("a = ${A}\nb = \"${B}\"\nc = ${PORT}", &env);
+        assert_eq!(expanded.text, "a = \"\"\nb = \"\"\nc = 9999");
+        assert_eq!(expanded.errors.len(), 2);
+        let c = expanded.text.find("9999").expect("present");
+        assert_eq!(expanded.map.range_to_original(c..c + 4), 24..31);
+        // An error at the value that stood in for `${A}` is explained by it; one elsewhere is not.
+        assert!(expanded.explains(&expanded.map.range_to_original(4..6)));
+        assert!(!expanded.explains(&(24..31)));
     }
 }

@@ -19,6 +19,8 @@ pub struct Loaded {
     pub config: Config,
     /// Things that are allowed but probably unintended (an unused exporter, say).
     pub warnings: Vec<String>,
+    /// SHA-256 of the file's text as it was read, to tell which version is serving.
+    pub sha256: String,
 }
 
 /// Why a config file could not be loaded.
@@ -37,25 +39,54 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-/// Reads and validates the config at `path`, substituting variables from the process environment.
-pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
+/// The checks that need the plugin runtime: loading a plugin and calling its `init` with its
+/// settings. The config module stays free of the runtime, so the caller supplies it.
+pub trait PluginCheck {
+    /// Loads `plugin` and initializes it as `config` would run it; the error is the plugin's
+    /// own message (or why it cannot be loaded).
+    fn check(&self, config: &Config, plugin: &PluginUse<'_>) -> Result<(), String>;
+}
+
+/// Reads and validates the config at `path`, substituting variables from the process
+/// environment; with `plugins`, each plugin is also started with its settings and a refusal
+/// is an error at its `config`.
+pub fn load_file(path: &Path, plugins: Option<&dyn PluginCheck>) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text, &|name| std::env::var(name).ok()).map_err(LoadError::Invalid)
+    parse_with(path, &text, &|name| std::env::var(name).ok(), plugins).map_err(LoadError::Invalid)
 }
 
 const SECTIONS: [&str; 4] = ["service", "receivers", "exporters", "pipelines"];
 
 /// Validates config `text` (named `path` in messages), looking variables up with `lookup`.
+/// Plugins are not started (see [`parse_with`]).
 pub fn parse(
     path: &Path,
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, Diagnostics> {
-    let fail = |items: Vec<Diagnostic>| Diagnostics::new(path, text, items);
-    let (expanded, map) = env::expand(text, lookup).map_err(|errors| {
-        fail(errors.into_iter().map(|e| Diagnostic::at(Some(e.span), e.message)).collect())
-    })?;
+    parse_with(path, text, lookup, None)
+}
+
+/// [`parse`], and then with `plugins`, each plugin started with its settings.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    plugins: Option<&dyn PluginCheck>,
+) -> Result<Loaded, Diagnostics> {
+    let expansion = env::expand(text, lookup);
+    // Every unset variable is reported; errors it causes further on are not reported again.
+    let fail = |later: Vec<Diagnostic>| {
+        let mut items: Vec<Diagnostic> = expansion
+            .errors
+            .iter()
+            .map(|e| Diagnostic::at(Some(e.span.clone()), e.message.clone()))
+            .collect();
+        items.extend(later.into_iter().filter(|d| !d.span.as_ref().is_some_and(|s| expansion.explains(s))));
+        Diagnostics::new(path, text, items)
+    };
+    let (expanded, map) = (expansion.text.clone(), expansion.map.clone());
     let doc = Document::parse(expanded.clone()).map_err(|e| {
         let mut message = e.message().trim_end().to_string();
         if let (Some(span), "duplicate key") = (e.span(), message.as_str()) {
@@ -83,6 +114,23 @@ pub fn parse(
     let exporters = parser.components(root, "exporters", "exporter", ExporterKind::TYPES, parse_exporter);
     let pipelines = parser.pipelines(root);
 
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut pipelines = pipelines;
+    let mut exporters = exporters;
+    for (id, pipeline) in pipelines.iter_mut().filter_map(|(id, c)| Some((id, c.config.as_mut()?))) {
+        for processor in &mut pipeline.processors {
+            let what = format!("pipeline `{id}`: processor `{}`", processor.display_name());
+            let (config, file) = (&mut processor.config, &processor.config_file);
+            parser.read_config_file(&what, &base_dir, config, file, lookup);
+        }
+    }
+    for (id, exporter) in exporters.iter_mut().filter_map(|(id, c)| Some((id, c.config.as_mut()?))) {
+        if let ExporterKind::Plugin(plugin) = &mut exporter.kind {
+            let what = format!("exporter `{id}`");
+            parser.read_config_file(&what, &base_dir, &mut plugin.config, &plugin.config_file, lookup);
+        }
+    }
+
     let declared = |section: &str| -> Vec<String> {
         let table = root.get(section).and_then(Item::as_table_like);
         table.map(|t| t.iter().map(|(name, _)| name.to_string()).collect()).unwrap_or_default()
@@ -94,7 +142,8 @@ pub fn parse(
         pipelines,
         declared_receivers: declared("receivers"),
         declared_exporters: declared("exporters"),
-        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        base_dir,
+        env: lookup,
     };
     let outcome = validate::check(&parsed);
     let mut errors = parser.errors;
@@ -104,10 +153,51 @@ pub fn parse(
             message: d.message,
         }),
     );
-    if !errors.is_empty() {
+    if !errors.is_empty() || !expansion.errors.is_empty() {
         return Err(fail(errors));
     }
-    Ok(Loaded { config: parsed.into_config(), warnings: outcome.warnings })
+    let config = parsed.into_config();
+    if let Some(plugins) = plugins {
+        for plugin in config.plugin_uses() {
+            if let Err(message) = plugins.check(&config, &plugin) {
+                // The settings are what a plugin usually refuses: point at them.
+                let span = settings_span(root, &plugin.place)
+                    .or_else(|| plugin.config_file.map(|f| f.span()))
+                    .unwrap_or_else(|| plugin.plugin.span());
+                errors.push(Diagnostic {
+                    span: Some(parser.map.range_to_original(span)),
+                    message: format!("{}: {message}", plugin.describe()),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+    }
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    Ok(Loaded { config, warnings: outcome.warnings, sha256 })
+}
+
+/// Where a plugin's `config` key stands in the document, if it has one.
+fn settings_span(root: &Table, place: &PluginPlace) -> Option<Range<usize>> {
+    let table = |item: &Item| -> Option<Range<usize>> {
+        let table = item.as_table_like()?;
+        table.key("config").and_then(|k| k.span())
+    };
+    match place {
+        PluginPlace::Processor { pipeline, index } => {
+            let processors = root.get("pipelines")?.get(pipeline.as_str())?.get("processors")?;
+            match processors {
+                Item::ArrayOfTables(array) => array.get(*index).and_then(|t| t.key("config")?.span()),
+                Item::Value(Value::Array(array)) => {
+                    let inline = array.get(*index)?.as_inline_table()?;
+                    inline.key("config").and_then(|k| k.span())
+                }
+                _ => None,
+            }
+        }
+        PluginPlace::Exporter(id) => table(root.get("exporters")?.get(id.as_str())?),
+    }
 }
 
 /// A component whose table parsed, with the places needed to report on it later.
@@ -129,6 +219,57 @@ pub(super) struct Parser {
 impl Parser {
     fn error(&mut self, span: Option<Range<usize>>, message: String) {
         self.errors.push(Diagnostic::at(span.map(|s| self.map.range_to_original(s)), message));
+    }
+
+    /// Fills a plugin's `config` from its `config_file`: a TOML file, relative to the config,
+    /// with the same `${VAR}` substitution. Its problems are reported at `config_file`, each
+    /// with the line and column in that file.
+    fn read_config_file(
+        &mut self,
+        what: &str,
+        base_dir: &Path,
+        config: &mut Option<serde_json::Value>,
+        config_file: &Option<serde_spanned::Spanned<PathBuf>>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) {
+        let Some(file) = config_file else { return };
+        let span = Some(file.span());
+        if config.is_some() {
+            self.error(
+                span,
+                format!("{what}: give the plugin's settings as `config` or `config_file`, not both"),
+            );
+            return;
+        }
+        let resolved = base_dir.join(file.get_ref());
+        let text = match std::fs::read_to_string(&resolved) {
+            Ok(text) => text,
+            Err(error) => {
+                self.error(
+                    span,
+                    format!("{what}: cannot read `config_file` {}: {error}", resolved.display()),
+                );
+                return;
+            }
+        };
+        let at = |offset: usize| {
+            let (line, col, _) = super::diagnostic::line_col(&text, offset);
+            format!("{what}: `config_file` {}:{line}:{col}", resolved.display())
+        };
+        let expansion = env::expand(&text, lookup);
+        if !expansion.errors.is_empty() {
+            for error in &expansion.errors {
+                self.error(span.clone(), format!("{}: {}", at(error.span.start), error.message));
+            }
+            return;
+        }
+        match toml_edit::de::from_str::<serde_json::Value>(&expansion.text) {
+            Ok(value) => *config = Some(value),
+            Err(error) => {
+                let offset = error.span().map_or(0, |s| expansion.map.to_original(s.start));
+                self.error(span, format!("{}: {}", at(offset), error.message().trim_end()));
+            }
+        }
     }
 
     /// Deserializes `item` into `T`, reporting a failure against `what` (e.g. "receiver `otlp`").

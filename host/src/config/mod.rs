@@ -16,5 +16,5 @@ pub mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use load::{LoadError, Loaded, load_file, parse};
+pub use load::{LoadError, Loaded, PluginCheck, load_file, parse, parse_with};
 pub use schema::*;

@@ -52,6 +52,108 @@ impl Config {
         // `join` keeps an absolute path as it is.
         self.base_dir.join(path)
     }
+
+    /// Every plugin the config runs: each pipeline's processors in order, then each plugin
+    /// exporter.
+    pub fn plugin_uses(&self) -> Vec<PluginUse<'_>> {
+        let processors = self.pipelines.iter().flat_map(|(pipeline, config)| {
+            config.processors.iter().enumerate().map(move |(index, p)| PluginUse {
+                place: PluginPlace::Processor { pipeline: pipeline.clone(), index },
+                name: p.display_name(),
+                plugin: &p.plugin,
+                sha256: p.sha256.as_ref(),
+                config: p.config.as_ref(),
+                config_file: p.config_file.as_ref(),
+                limits: &p.limits,
+                env: &p.env,
+                on_error: p.on_error,
+            })
+        });
+        let exporters = self.exporters.iter().filter_map(|(id, exporter)| match &exporter.kind {
+            ExporterKind::Plugin(p) => Some(PluginUse {
+                place: PluginPlace::Exporter(id.clone()),
+                name: id.to_string(),
+                plugin: &p.plugin,
+                sha256: p.sha256.as_ref(),
+                config: p.config.as_ref(),
+                config_file: p.config_file.as_ref(),
+                limits: &p.limits,
+                env: &p.env,
+                // A failed render loses nothing silently: the items are counted as failed.
+                on_error: OnError::Drop,
+            }),
+            _ => None,
+        });
+        processors.chain(exporters).collect()
+    }
+
+    /// Every file the running host depends on besides the config itself: plugin components
+    /// and plugin config files, resolved, sorted and without repeats.
+    pub fn plugin_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .plugin_uses()
+            .iter()
+            .flat_map(|u| std::iter::once(u.plugin.get_ref()).chain(u.config_file.map(Spanned::get_ref)))
+            .map(|path| self.resolve(path))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+/// Where a plugin is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginPlace {
+    /// The `index`th processor of a pipeline.
+    Processor {
+        /// The pipeline.
+        pipeline: ComponentId,
+        /// Its position in `processors`, from 0.
+        index: usize,
+    },
+    /// A `type = "plugin"` exporter.
+    Exporter(ComponentId),
+}
+
+/// One plugin as the config uses it: the settings every place that runs a plugin shares.
+#[derive(Debug, Clone)]
+pub struct PluginUse<'a> {
+    /// Where it is used.
+    pub place: PluginPlace,
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// The `.wasm` file as written (relative to the config file).
+    pub plugin: &'a Spanned<PathBuf>,
+    /// The expected SHA-256, if pinned.
+    pub sha256: Option<&'a Spanned<String>>,
+    /// Its settings (already read from `config_file` when one is given).
+    pub config: Option<&'a serde_json::Value>,
+    /// The file its settings came from, if any.
+    pub config_file: Option<&'a Spanned<PathBuf>>,
+    /// Memory and time limits.
+    pub limits: &'a PluginLimits,
+    /// Environment variables it may read.
+    pub env: &'a [Spanned<String>],
+    /// What a fault does to the batch.
+    pub on_error: OnError,
+}
+
+impl PluginUse<'_> {
+    /// The settings as the JSON text handed to the plugin's `init`.
+    pub fn config_json(&self) -> String {
+        self.config.map_or_else(|| "{}".into(), ToString::to_string)
+    }
+
+    /// How messages name it: "pipeline `p`: processor `n`" or "exporter `e`".
+    pub fn describe(&self) -> String {
+        match &self.place {
+            PluginPlace::Processor { pipeline, .. } => {
+                format!("pipeline `{pipeline}`: processor `{}`", self.name)
+            }
+            PluginPlace::Exporter(id) => format!("exporter `{id}`"),
+        }
+    }
 }
 
 /// A component's name: letters, digits, `_`, `-` and `/`, as in `otlp` or `traces/tenant-a`.
@@ -414,9 +516,13 @@ pub struct PluginExporterConfig {
     /// The file's expected SHA-256 (hex); a different file is refused.
     #[serde(default)]
     pub sha256: Option<Spanned<String>>,
-    /// The plugin's own settings, handed to its `init` as JSON.
+    /// The plugin's own settings, handed to its `init` as JSON. Filled from `config_file` when
+    /// that is given.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+    /// A TOML file (relative to this one) holding the plugin's settings instead of `config`.
+    #[serde(default)]
+    pub config_file: Option<Spanned<PathBuf>>,
     /// Memory and time limits of one plugin call.
     #[serde(default)]
     pub limits: PluginLimits,
@@ -951,9 +1057,14 @@ pub struct ProcessorConfig {
     /// The file's expected SHA-256 (hex); a different file is refused.
     #[serde(default)]
     pub sha256: Option<Spanned<String>>,
-    /// The plugin's own settings, handed to its `init` as JSON.
+    /// The plugin's own settings, handed to its `init` as JSON. Filled from `config_file` when
+    /// that is given.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
+    /// A TOML file (relative to this one) holding the plugin's settings instead of `config`,
+    /// so one set of rules serves several pipelines and files.
+    #[serde(default)]
+    pub config_file: Option<Spanned<PathBuf>>,
     /// Memory and time limits.
     #[serde(default)]
     pub limits: PluginLimits,

@@ -10,7 +10,7 @@ use super::schema::*;
 use super::units::ByteSize;
 
 /// What parsing produced, including components whose tables had errors.
-pub(super) struct Parsed {
+pub(super) struct Parsed<'a> {
     pub service: ServiceConfig,
     pub receivers: BTreeMap<ComponentId, Component<ReceiverConfig>>,
     pub exporters: BTreeMap<ComponentId, Component<ExporterConfig>>,
@@ -21,9 +21,11 @@ pub(super) struct Parsed {
     pub declared_exporters: Vec<String>,
     /// The folder of the config file.
     pub base_dir: std::path::PathBuf,
+    /// The environment, as substitution saw it: where secrets given as `{ env = .. }` are read.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl Parsed {
+impl Parsed<'_> {
     /// The config, once [`check`] found no errors (so every component parsed).
     pub fn into_config(self) -> Config {
         fn typed<T>(map: BTreeMap<ComponentId, Component<T>>) -> BTreeMap<ComponentId, T> {
@@ -225,7 +227,7 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
     for (id, exporter) in &parsed.exporters {
         let Some(config) = &exporter.config else { continue };
         if let ExporterKind::Otlp(otlp) = &config.kind {
-            check_otlp(id, otlp, &exporter.header, out);
+            check_otlp(id, otlp, &exporter.header, parsed.env, out);
         }
         if let ExporterKind::RemoteWrite(remote) = &config.kind {
             let client = Client {
@@ -233,6 +235,7 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
                 tls: &remote.tls,
                 headers: &remote.headers,
                 auth: remote.auth.as_ref(),
+                env: parsed.env,
             };
             check_client(&format!("exporter `{id}`"), client, &exporter.header, out);
         }
@@ -243,6 +246,7 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
                 tls: &plugin.tls,
                 headers: &plugin.headers,
                 auth: plugin.auth.as_ref(),
+                env: parsed.env,
             };
             check_client(&what, client, &exporter.header, out);
             let reference = PluginRef {
@@ -279,6 +283,7 @@ struct Client<'a> {
     tls: &'a ClientTlsConfig,
     headers: &'a std::collections::BTreeMap<String, serde_spanned::Spanned<Credential>>,
     auth: Option<&'a AuthConfig>,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, out: &mut Outcome) {
@@ -324,15 +329,62 @@ fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, o
         if is_sensitive_header(name) {
             literal_secret(value, &format!("header `{name}`"), out);
         }
+        check_secret_available(what, value, &format!("header `{name}`"), client.env, out);
     }
     match client.auth {
-        Some(AuthConfig::Basic { password, .. }) => literal_secret(password, "the basic auth password", out),
-        Some(AuthConfig::Bearer { token }) => literal_secret(token, "the bearer token", out),
+        Some(AuthConfig::Basic { username, password }) => {
+            literal_secret(password, "the basic auth password", out);
+            check_secret_available(what, username, "the basic auth username", client.env, out);
+            check_secret_available(what, password, "the basic auth password", client.env, out);
+        }
+        Some(AuthConfig::Bearer { token }) => {
+            literal_secret(token, "the bearer token", out);
+            check_secret_available(what, token, "the bearer token", client.env, out);
+        }
         None => {}
     }
 }
 
-fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range<usize>>, out: &mut Outcome) {
+/// A secret whose variable or file is missing would otherwise surface only as failed deliveries,
+/// retried as if the network were at fault; it is a config problem, reported as one.
+fn check_secret_available(
+    what: &str,
+    value: &serde_spanned::Spanned<Credential>,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Outcome,
+) {
+    let readable = |path: &std::path::Path| match std::fs::File::open(path) {
+        Ok(_) => None,
+        Err(error) => Some(format!("cannot read {}: {error}", path.display())),
+    };
+    let problem = match value.get_ref() {
+        Credential::Literal(_) => None,
+        // As the exporter reads it: a non-empty variable, else the file `NAME_FILE` names.
+        Credential::Secret(SecretSource::Env(var)) => match (env(var), env(&format!("{var}_FILE"))) {
+            (Some(value), _) if !value.is_empty() => None,
+            (_, Some(file)) => {
+                readable(std::path::Path::new(&file)).map(|why| format!("`{var}_FILE`: {why}"))
+            }
+            _ => Some(format!("environment variable `{var}` (or `{var}_FILE`) is not set")),
+        },
+        Credential::Secret(SecretSource::File(path)) => readable(path),
+    };
+    if let Some(why) = problem {
+        out.error(
+            Some(value.span()),
+            format!("{what}: {name} cannot be read: {why} (set it before starting; deliveries would fail)"),
+        );
+    }
+}
+
+fn check_otlp(
+    id: &ComponentId,
+    otlp: &OtlpExporterConfig,
+    header: &Option<Range<usize>>,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Outcome,
+) {
     let what = format!("exporter `{id}`");
     let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
     let client = Client {
@@ -340,6 +392,7 @@ fn check_otlp(id: &ComponentId, otlp: &OtlpExporterConfig, header: &Option<Range
         tls: &otlp.tls,
         headers: &otlp.headers,
         auth: otlp.auth.as_ref(),
+        env,
     };
     check_client(&what, client, header, out);
     if otlp.concurrency == 0 || otlp.batch.max_items == 0 {

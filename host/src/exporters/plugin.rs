@@ -23,7 +23,7 @@ use crate::config::{ComponentId, Config, PluginExporterConfig};
 use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};
 use crate::otlp::Batch;
 use crate::plugins::bindings::types;
-use crate::plugins::runner::{Accepts, Answer, Processor, Spec, Step, granted_env};
+use crate::plugins::runner::{Answer, Processor, Spec, Step};
 
 /// Headers that belong to the connection, which the host manages.
 const CONNECTION_HEADERS: &[&str] =
@@ -156,18 +156,12 @@ pub async fn spawn(
         timeout: plugin.timeout.0,
         counters,
     })?;
-    let spec = Spec {
-        name: Arc::from(name.as_str()),
-        path: config.resolve(plugin.plugin.get_ref()),
-        pin: plugin.sha256.as_ref().map(|s| s.get_ref().clone()),
-        config_json: plugin.config.as_ref().map_or_else(|| "{}".into(), |c| c.to_string()),
-        max_memory: plugin.limits.memory.get_ref().as_usize(),
-        timeout: plugin.limits.timeout.get_ref().0,
-        on_error: crate::config::OnError::Drop,
-        env: granted_env(&plugin.env),
-        cache_dir: crate::plugins::loader::default_cache_dir(),
-        accepts: Accepts::Exporters,
+    let place = crate::config::PluginPlace::Exporter(name.clone());
+    let plugin_use = config.plugin_uses().into_iter().find(|u| u.place == place);
+    let Some(plugin_use) = plugin_use else {
+        return Err(format!("exporter `{name}` is not a plugin exporter of this config"));
     };
+    let spec = Spec::for_use(&plugin_use, config, crate::plugins::loader::default_cache_dir());
     let (loaded_tx, loaded_rx) = oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let exporter = name.clone();

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
-use super::runner::{Accepts, Answer, Processor, Spec, Step, granted_env};
-use crate::config::{ComponentId, Config, OnError, PipelineConfig};
+use super::runner::{Answer, Processor, Spec, Step};
+use crate::config::{ComponentId, Config, OnError, PluginPlace};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::otlp::Batch;
@@ -72,7 +72,6 @@ impl Chain {
     /// and its batches follow its `on_error` until a retry succeeds.
     pub fn build(
         id: &ComponentId,
-        pipeline: &PipelineConfig,
         config: &Config,
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
@@ -81,24 +80,15 @@ impl Chain {
     ) -> Self {
         let mut shared = Vec::new();
         let mut load_failures = Vec::new();
-        let stages = pipeline
-            .processors
+        let uses = config.plugin_uses();
+        let in_pipeline = uses
             .iter()
+            .filter(|u| matches!(&u.place, PluginPlace::Processor { pipeline, .. } if pipeline == id));
+        let stages = in_pipeline
             .zip(hashes)
             .map(|(p, sha256)| {
-                let name: Arc<str> = p.display_name().into();
-                let spec = Spec {
-                    name: name.clone(),
-                    path: config.resolve(p.plugin.get_ref()),
-                    pin: p.sha256.as_ref().map(|s| s.get_ref().clone()),
-                    config_json: p.config.as_ref().map_or_else(|| "{}".into(), |c| c.to_string()),
-                    max_memory: p.limits.memory.get_ref().as_usize(),
-                    timeout: p.limits.timeout.get_ref().0,
-                    on_error: p.on_error,
-                    env: granted_env(&p.env),
-                    cache_dir: cache_dir.clone(),
-                    accepts: Accepts::Processors,
-                };
+                let spec = Spec::for_use(p, config, cache_dir.clone());
+                let name = spec.name.clone();
                 let key = ProcessorKey::new(id, &name, &spec, sha256);
                 let metrics = metrics.plugin(id.as_str(), &name);
                 let processor = match previous.get(&key) {

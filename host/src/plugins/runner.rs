@@ -17,7 +17,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::{exporter, filter, router, transform, types};
 use super::loader::{self, Kind, LoadError};
 use super::sandbox::{self, StoreState};
-use crate::config::{OnError, Signal};
+use crate::config::{Config, OnError, PluginPlace, PluginUse, Signal};
 use crate::log_throttle::LogThrottle;
 
 /// Everything needed to build a processor.
@@ -43,6 +43,42 @@ pub struct Spec {
     pub cache_dir: Option<PathBuf>,
     /// The worlds this place accepts.
     pub accepts: Accepts,
+}
+
+impl Spec {
+    /// The spec of a plugin as `config` uses it, loaded from `cache_dir`'s compiled components.
+    pub fn for_use(use_: &PluginUse<'_>, config: &Config, cache_dir: Option<PathBuf>) -> Self {
+        Spec {
+            name: Arc::from(use_.name.as_str()),
+            path: config.resolve(use_.plugin.get_ref()),
+            pin: use_.sha256.map(|s| s.get_ref().clone()),
+            config_json: use_.config_json(),
+            max_memory: use_.limits.memory.get_ref().as_usize(),
+            timeout: use_.limits.timeout.get_ref().0,
+            on_error: use_.on_error,
+            env: granted_env(use_.env),
+            cache_dir,
+            accepts: match use_.place {
+                PluginPlace::Processor { .. } => Accepts::Processors,
+                PluginPlace::Exporter(_) => Accepts::Exporters,
+            },
+        }
+    }
+}
+
+/// Loads each plugin of a config and initializes it with its settings, in the sandbox, without
+/// keeping it: what `sluice validate`, start-up and every reload run before anything is built,
+/// so a plugin that refuses its settings is a config error rather than a fault at the first
+/// batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Preflight;
+
+impl crate::config::PluginCheck for Preflight {
+    fn check(&self, config: &Config, plugin: &PluginUse<'_>) -> Result<(), String> {
+        let spec = Spec::for_use(plugin, config, loader::default_cache_dir());
+        let mut processor = Processor::unloaded(spec);
+        processor.load(false).and_then(|()| processor.instantiate()).map(drop).map_err(|fault| fault.message)
+    }
 }
 
 /// The environment variables a plugin's `env = [...]` grants it, as they are set now (unset
@@ -165,8 +201,32 @@ fn linker() -> &'static Linker<StoreState> {
 impl Processor {
     /// Loads the plugin. A load failure is logged, returned for counting, and retried later —
     /// never fatal.
+    ///
+    /// The first instance is made here too, so a plugin that refuses its settings is reported
+    /// now (as a fault of kind `init`) rather than at its first batch.
     pub fn new(spec: Spec) -> (Self, Option<Fault>) {
-        let mut processor = Self {
+        let mut processor = Self::unloaded(spec);
+        let loaded = processor.load(true);
+        let fault = match loaded.and_then(|()| processor.instantiate()) {
+            Ok(live) => {
+                processor.live = Some(live);
+                None
+            }
+            Err(fault) => Some(fault),
+        };
+        if let Some(fault) = &fault {
+            // Not loaded: wait before reading the file again. Loaded but refused its settings:
+            // the first batch tries once more at once (and reports the refusal), then waits.
+            if processor.pre.is_none() {
+                processor.back_off();
+            }
+            tracing::error!(plugin = %processor.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
+        }
+        (processor, fault)
+    }
+
+    fn unloaded(spec: Spec) -> Self {
+        Self {
             spec,
             pre: None,
             kind: None,
@@ -174,13 +234,7 @@ impl Processor {
             consecutive_faults: 0,
             retry_at: None,
             plugin_log: Arc::new(LogThrottle::new(Duration::from_secs(1))),
-        };
-        let fault = processor.load().err();
-        if let Some(fault) = &fault {
-            processor.back_off();
-            tracing::error!(plugin = %processor.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
         }
-        (processor, fault)
     }
 
     /// The name.
@@ -198,7 +252,8 @@ impl Processor {
         self.spec.on_error
     }
 
-    fn load(&mut self) -> Result<(), Fault> {
+    /// Reads, checks and compiles the component; `announce` logs the outcome.
+    fn load(&mut self, announce: bool) -> Result<(), Fault> {
         let engine = sandbox::engine();
         let loaded =
             loader::load(engine, &self.spec.path, self.spec.pin.as_deref(), self.spec.cache_dir.as_deref())
@@ -218,6 +273,9 @@ impl Processor {
             Kind::Exporter => Pre::Exporter(exporter::ExporterPre::new(instance_pre).map_err(link_error)?),
         });
         self.kind = Some(loaded.kind);
+        if !announce {
+            return Ok(());
+        }
         tracing::info!(
             plugin = %self.spec.name, world = loaded.kind.as_str(), sha256 = %loaded.sha256,
             took_ms = loaded.took.as_secs_f64() * 1000.0,
@@ -249,7 +307,7 @@ impl Processor {
     /// Creates and initializes an instance.
     fn instantiate(&mut self) -> Result<Live, Fault> {
         if self.pre.is_none() {
-            self.load()?;
+            self.load(true)?;
         }
         let mut store = self.new_store();
         store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
