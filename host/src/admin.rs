@@ -31,8 +31,19 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Where `POST /reload` sends its request.
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// SHA-256 of the config file the host started with (until a reload succeeds).
+    pub serving_sha256: String,
     /// The last reload's outcome, for `GET /reload`.
-    pub last_reload: Mutex<Option<Result<String, String>>>,
+    pub last_reload: Mutex<Option<ReloadOutcome>>,
+}
+
+/// What the last reload came to, and which config serves since.
+#[derive(Debug, Clone)]
+pub struct ReloadOutcome {
+    /// The summary of what changed, or every error.
+    pub result: Result<String, String>,
+    /// SHA-256 of the config file's text that serves now (the old one after a refusal).
+    pub serving_sha256: String,
 }
 
 /// The admin routes.
@@ -61,13 +72,20 @@ async fn reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     }
 }
 
-/// `GET /reload`: the last reload's outcome.
+/// `GET /reload`: the last reload's outcome, and the SHA-256 of the config file's text that
+/// serves (compare it with `sha256sum` of the file to see whether an edit is live).
 async fn last_reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    match &*state.last_reload.lock().unwrap_or_else(|p| p.into_inner()) {
-        None => (StatusCode::OK, "no reload yet\n".to_string()),
-        Some(Ok(summary)) => (StatusCode::OK, format!("last reload succeeded: {summary}\n")),
-        Some(Err(errors)) => (StatusCode::OK, format!("last reload failed:\n{errors}\n")),
-    }
+    let last = state.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (sha256, outcome) = match last {
+        None => (state.serving_sha256.clone(), "no reload yet".to_string()),
+        Some(ReloadOutcome { result: Ok(summary), serving_sha256 }) => {
+            (serving_sha256, format!("last reload succeeded: {summary}"))
+        }
+        Some(ReloadOutcome { result: Err(errors), serving_sha256 }) => {
+            (serving_sha256, format!("last reload failed:\n{errors}"))
+        }
+    };
+    (StatusCode::OK, format!("{outcome}\nconfig sha256: {sha256}\n"))
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {

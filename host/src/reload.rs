@@ -10,71 +10,105 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use sha2::Digest as _;
 use tokio::sync::mpsc;
-
-use crate::config::{Config, ExporterKind};
 
 /// How often the files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-type Stamp = Vec<Option<(u64, SystemTime, u64)>>;
+/// Files up to this size are also compared by content, so a rewrite that keeps the size and
+/// lands within the file system's timestamp granularity is still seen. Configs and rule files
+/// are far smaller; plugin components are compared by metadata alone.
+const HASHED_UP_TO: u64 = 256 * 1024;
 
-/// Watches the config file and every plugin file the config names.
+/// What one look at a file saw: `None` when it can't be read (absent, a dangling link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: SystemTime,
+    inode: u64,
+    digest: Option<[u8; 32]>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    // `metadata` follows symlinks: a swapped `..data` link changes what it returns.
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    let digest = (meta.len() <= HASHED_UP_TO)
+        .then(|| std::fs::read(path).ok())
+        .flatten()
+        .map(|bytes| sha2::Sha256::digest(bytes).into());
+    Some(Stamp {
+        len: meta.len(),
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        inode,
+        digest,
+    })
+}
+
+/// The watched files as one look saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Look(Vec<(PathBuf, Option<Stamp>)>);
+
+impl Look {
+    fn of(paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        Self(paths.into_iter().map(|path| (path.clone(), stamp(&path))).collect())
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.0.iter().map(|(path, _)| path)
+    }
+}
+
+/// Watches the config file and every file it names (plugins, plugin config files).
 pub struct Watcher {
-    paths: Vec<PathBuf>,
-    seen: Stamp,
-}
-
-fn stamp(paths: &[PathBuf]) -> Stamp {
-    paths
-        .iter()
-        .map(|path| {
-            // `metadata` follows symlinks: a swapped `..data` link changes what it returns.
-            std::fs::metadata(path).ok().map(|m| {
-                #[cfg(unix)]
-                let inode = std::os::unix::fs::MetadataExt::ino(&m);
-                #[cfg(not(unix))]
-                let inode = 0;
-                (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), inode)
-            })
-        })
-        .collect()
-}
-
-fn watched_paths(config_path: &Path, config: &Config) -> Vec<PathBuf> {
-    let mut paths = vec![config_path.to_path_buf()];
-    for pipeline in config.pipelines.values() {
-        paths.extend(pipeline.processors.iter().map(|p| config.resolve(p.plugin.get_ref())));
-    }
-    for exporter in config.exporters.values() {
-        if let ExporterKind::Plugin(plugin) = &exporter.kind {
-            paths.push(config.resolve(plugin.plugin.get_ref()));
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    paths
+    config_path: PathBuf,
+    seen: Look,
 }
 
 impl Watcher {
-    /// Watches `config_path` and the plugins `config` names.
-    pub fn new(config_path: &Path, config: &Config) -> Self {
-        let paths = watched_paths(config_path, config);
-        let seen = stamp(&paths);
-        Self { paths, seen }
+    /// Watches `config_path` and `files`, as they are now.
+    pub fn new(config_path: &Path, files: Vec<PathBuf>) -> Self {
+        let config_path = config_path.to_path_buf();
+        let seen = Look::of(std::iter::once(config_path.clone()).chain(files));
+        Self { config_path, seen }
     }
 
-    /// After a reload: watch the plugins the new config names, as they are now.
-    pub fn rewatch(&mut self, config: &Config) {
-        let config_path = self.paths.first().cloned().unwrap_or_default();
-        *self = Self::new(&config_path, config);
+    /// The watched files as they are now: take it just before a reload reads them, and hand it
+    /// to [`Watcher::rewatch`] after.
+    pub fn look(&self) -> Look {
+        Look::of(self.seen.paths().cloned())
+    }
+
+    /// After a reload, successful or not: watch the config and `files` (what the serving config
+    /// names, and what a refused one named). A file watched before keeps the state `before`
+    /// saw, so an edit that landed while the reload ran triggers another; a newly named file
+    /// is taken as it is now.
+    pub fn rewatch(&mut self, files: Vec<PathBuf>, before: Look) {
+        let mut paths = vec![self.config_path.clone()];
+        paths.extend(files);
+        paths.dedup();
+        let seen = paths
+            .into_iter()
+            .map(|path| match before.0.iter().find(|(p, _)| *p == path) {
+                Some((_, was)) => (path, was.clone()),
+                None => {
+                    let now = stamp(&path);
+                    (path, now)
+                }
+            })
+            .collect();
+        self.seen = Look(seen);
     }
 
     /// Resolves once a watched file changed and then held still for an interval.
     pub async fn changed(&mut self) {
         loop {
             tokio::time::sleep(POLL_INTERVAL).await;
-            let now = stamp(&self.paths);
+            let now = self.look();
             if now == self.seen {
                 continue;
             }
@@ -82,7 +116,7 @@ impl Watcher {
             let mut settled = now;
             loop {
                 tokio::time::sleep(POLL_INTERVAL).await;
-                let again = stamp(&self.paths);
+                let again = self.look();
                 if again == settled {
                     break;
                 }
@@ -126,4 +160,85 @@ pub fn hangups() -> Hangups {
     #[cfg(not(unix))]
     drop(tx);
     Hangups { rx }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::write(path, text).expect("writes");
+    }
+
+    async fn sees_change(watcher: &mut Watcher) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), watcher.changed()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn every_edit_is_seen_after_rewatching_whatever_the_paths_sort_as() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pipelines = dir.path().join("pipelines");
+        std::fs::create_dir(&pipelines).expect("mkdir");
+        let config = pipelines.join("graphistry.toml");
+        // `pipelines/../plugins/...` sorts before `pipelines/graphistry.toml`.
+        let plugin = pipelines.join("../plugins.wasm");
+        write(&config, "a = 1\n");
+        write(&plugin, "wasm");
+        let mut watcher = Watcher::new(&config, vec![plugin.clone()]);
+        for round in 0..3 {
+            let before = watcher.look();
+            watcher.rewatch(vec![plugin.clone()], before);
+            // Same size, in place: only the content differs.
+            write(&config, &format!("a = {}\n", round + 2));
+            assert!(sees_change(&mut watcher).await, "edit {round} of the config was missed");
+        }
+        write(&plugin, "wasm2");
+        assert!(sees_change(&mut watcher).await, "the plugin's change was missed");
+    }
+
+    #[tokio::test]
+    async fn an_edit_during_a_reload_triggers_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("c.toml");
+        write(&config, "a = 1\n");
+        let mut watcher = Watcher::new(&config, Vec::new());
+        let before = watcher.look();
+        write(&config, "a = 2\n"); // lands while the reload reads the old text
+        watcher.rewatch(Vec::new(), before);
+        assert!(sees_change(&mut watcher).await);
+    }
+
+    #[tokio::test]
+    async fn a_rename_over_and_a_symlink_swap_are_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (dir.path().join("..2026_a"), dir.path().join("..2026_b"));
+        std::fs::create_dir(&first).expect("mkdir");
+        std::fs::create_dir(&second).expect("mkdir");
+        write(&first.join("c.toml"), "a = 1\n");
+        write(&second.join("c.toml"), "a = 2\n");
+        let data = dir.path().join("..data");
+        std::os::unix::fs::symlink(&first, &data).expect("links");
+        let config = dir.path().join("c.toml");
+        std::os::unix::fs::symlink("..data/c.toml", &config).expect("links");
+        let mut watcher = Watcher::new(&config, Vec::new());
+        // What the kubelet does: a new link, renamed over `..data`.
+        let next = dir.path().join("..data_tmp");
+        std::os::unix::fs::symlink(&second, &next).expect("links");
+        std::fs::rename(&next, &data).expect("renames");
+        assert!(sees_change(&mut watcher).await, "the ConfigMap swap was missed");
+        // An editor's save: write a new file, rename it over the old one.
+        let saved = dir.path().join("c.toml.swp");
+        write(&saved, "a = 3\n");
+        std::fs::rename(&saved, second.join("c.toml")).expect("renames");
+        assert!(sees_change(&mut watcher).await, "the rename-over was missed");
+    }
+
+    #[tokio::test]
+    async fn nothing_changed_means_no_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("c.toml");
+        write(&config, "a = 1\n");
+        let mut watcher = Watcher::new(&config, Vec::new());
+        assert!(!sees_change(&mut watcher).await);
+    }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{
-    ComponentId, Config, ExporterConfig, ExporterKind, PipelineConfig, ReceiverConfig, Signal,
+    ComponentId, Config, ExporterConfig, ExporterKind, Loaded, PipelineConfig, ReceiverConfig, Signal,
 };
 use crate::exporters::ExporterInput;
 use crate::metrics::{Metrics, PerSignal};
@@ -106,7 +106,12 @@ impl std::fmt::Display for ReloadSummary {
 /// A host that is serving.
 pub struct Running {
     config: Config,
+    /// SHA-256 of the serving config file's text.
+    config_sha256: String,
     config_path: Option<PathBuf>,
+    /// Files a refused reload's config named beyond the serving config's: watched too, so
+    /// fixing (or building) one of them triggers the next try.
+    refused_files: Vec<PathBuf>,
     metrics: Arc<Metrics>,
     admin: Arc<AdminState>,
     admin_address: SocketAddr,
@@ -225,20 +230,12 @@ impl Running {
                             .collect(),
                     };
                     let (chain, metrics) = (config.clone(), self.metrics.clone());
-                    let (pipeline_id, pipeline_config) = (id.clone(), wanted.clone());
+                    let pipeline_id = id.clone();
                     let (previous, file_hashes) = (self.processors.clone(), hashes.clone());
                     // Loading plugins compiles them (or reads the cache): keep it off the runtime.
                     let chain = tokio::task::spawn_blocking(move || {
                         let cache = crate::plugins::loader::default_cache_dir();
-                        Chain::build(
-                            &pipeline_id,
-                            &pipeline_config,
-                            &chain,
-                            &metrics,
-                            cache,
-                            &previous,
-                            &file_hashes,
-                        )
+                        Chain::build(&pipeline_id, &chain, &metrics, cache, &previous, &file_hashes)
                     })
                     .await?;
                     processors.extend(chain.shared_processors());
@@ -359,6 +356,15 @@ impl Running {
         Ok(summary)
     }
 
+    /// Every file whose change should trigger a reload, besides the config itself.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = self.config.plugin_files();
+        files.extend(self.refused_files.iter().cloned());
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Reloads from the config file: validate, build beside, swap. Refuses changes that can't
     /// be applied live.
     pub async fn reload(&mut self) -> Result<ReloadSummary, String> {
@@ -369,18 +375,28 @@ impl Running {
         let result = if outcome.is_ok() { "success" } else { "failure" };
         self.metrics.reload(result);
         match &outcome {
-            Ok(summary) => tracing::info!(config = %path.display(), "Reloaded: {summary}"),
+            Ok(summary) => {
+                self.refused_files.clear();
+                tracing::info!(config = %path.display(), sha256 = %self.config_sha256, "Reloaded: {summary}")
+            }
             Err(error) => {
+                // Watch what the refused file names too: fixing a plugin it names is a change.
+                self.refused_files = crate::config::load_file(&path, None)
+                    .map(|loaded| loaded.config.plugin_files())
+                    .unwrap_or_default();
                 tracing::error!(config = %path.display(), "Reload failed; the previous configuration keeps serving:\n{error}")
             }
         }
-        *self.admin.last_reload.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(outcome.as_ref().map(ToString::to_string).map_err(Clone::clone));
+        *self.admin.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(admin::ReloadOutcome {
+            result: outcome.as_ref().map(ToString::to_string).map_err(Clone::clone),
+            serving_sha256: self.config_sha256.clone(),
+        });
         outcome
     }
 
     async fn reload_from(&mut self, path: &Path) -> Result<ReloadSummary, String> {
-        let loaded = crate::config::load_file(path).map_err(|e| e.to_string())?;
+        let preflight = crate::plugins::runner::Preflight;
+        let loaded = crate::config::load_file(path, Some(&preflight)).map_err(|e| e.to_string())?;
         let new = loaded.config;
         if new.service.admin_address != self.config.service.admin_address {
             return Err(format!(
@@ -399,7 +415,9 @@ impl Running {
         for warning in &loaded.warnings {
             tracing::warn!(config = %path.display(), "{warning}");
         }
-        self.apply(&new, true).await.map_err(|e| format!("{e:#}"))
+        let summary = self.apply(&new, true).await.map_err(|e| format!("{e:#}"))?;
+        self.config_sha256 = loaded.sha256;
+        Ok(summary)
     }
 
     /// Stops accepting, drains every queue into the exporters, flushes them, and stops the
@@ -428,29 +446,39 @@ impl Running {
         self.admin_stop.cancel();
         let _ = (&mut self.admin_task).await;
         drained.map_err(|_| {
+            // Everything taken on and not settled: queued, in a plugin, in a request, or waiting
+            // to retry. An item on its way from a pipeline to an exporter counts in both.
             let queued = self.metrics.queue_depth_total();
+            let (in_pipelines, in_exporters) = self.metrics.pending_items_total();
             tracing::error!(
                 queued_batches = queued,
+                pipeline_items = in_pipelines,
+                exporter_items = in_exporters,
                 ?grace,
-                "Shutdown grace period ran out; queued data is lost"
+                "Shutdown grace period ran out; data not yet delivered is lost"
             );
-            anyhow::anyhow!("shutdown grace period of {grace:?} ran out with {queued} batches still queued")
+            anyhow::anyhow!(
+                "shutdown grace period of {grace:?} ran out with {in_exporters} items not yet delivered by \
+                 exporters (queued or being retried) and {in_pipelines} items still in pipelines"
+            )
         })
     }
 }
 
-/// Starts everything `config` describes and marks the host ready. `config_path` is where
+/// Starts everything `loaded` describes and marks the host ready. `config_path` is where
 /// reloads read from.
 pub async fn start(
-    config: &Config,
+    loaded: &Loaded,
     config_path: Option<&Path>,
 ) -> anyhow::Result<(Running, mpsc::Receiver<ReloadRequest>)> {
+    let config = &loaded.config;
     let metrics = Arc::new(Metrics::new());
     let (reload_tx, reload_rx) = mpsc::channel(8);
     let admin = Arc::new(AdminState {
         metrics: metrics.clone(),
         ready: false.into(),
         reload: reload_tx,
+        serving_sha256: loaded.sha256.clone(),
         last_reload: Default::default(),
     });
     let admin_stop = CancellationToken::new();
@@ -463,7 +491,9 @@ pub async fn start(
     .await?;
     let mut running = Running {
         config: config.clone(),
+        config_sha256: loaded.sha256.clone(),
         config_path: config_path.map(Path::to_path_buf),
+        refused_files: Vec::new(),
         metrics,
         admin: admin.clone(),
         admin_address: admin_listener.address,
@@ -489,9 +519,9 @@ pub async fn start(
 
 /// Runs the host until `stop` resolves, reloading on SIGHUP, `POST /reload` and changes to the
 /// config file or the plugins it names; then shuts down gracefully.
-pub async fn run(config: &Config, config_path: &Path, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (mut running, mut reloads) = start(config, Some(config_path)).await.context("cannot start")?;
-    let mut watcher = crate::reload::Watcher::new(config_path, config);
+pub async fn run(loaded: &Loaded, config_path: &Path, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (mut running, mut reloads) = start(loaded, Some(config_path)).await.context("cannot start")?;
+    let mut watcher = crate::reload::Watcher::new(config_path, running.watched_files());
     let mut hangups = crate::reload::hangups();
     tokio::pin!(stop);
     loop {
@@ -510,8 +540,9 @@ pub async fn run(config: &Config, config_path: &Path, stop: impl Future<Output =
                 None
             }
         };
+        let before = watcher.look();
         let outcome = running.reload().await;
-        watcher.rewatch(&running.config);
+        watcher.rewatch(running.watched_files(), before);
         if let Some(reply) = reply {
             let _ = reply.send(outcome.map(|summary| summary.to_string()));
         }
