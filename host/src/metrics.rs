@@ -174,6 +174,8 @@ pub struct DeliveryCounters {
     pub dropped: Counter,
     /// Rejected by the destination.
     pub rejected: Counter,
+    /// The exporter's items not yet settled (shared by every signal; see [`Metrics::pending`]).
+    pub pending: Gauge,
 }
 
 /// Labels of the reload counter.
@@ -213,6 +215,8 @@ pub struct Metrics {
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Batches a queue can hold.
     pub queue_capacity: Family<QueueLabels, Gauge>,
+    /// Items a stage has taken on and not yet settled (see [`Metrics::pending`]).
+    pub pending_items: Family<QueueLabels, Gauge>,
     /// Calls per plugin.
     pub plugin_calls: Family<PluginLabels, Counter>,
     /// Items into plugins.
@@ -237,6 +241,8 @@ pub struct Metrics {
     pub gpu_device_errors: Family<GpuErrorLabels, Counter>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
+    /// The label sets of [`Metrics::pending`] gauges handed out, to total at shutdown.
+    pending_labels: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -260,7 +266,9 @@ impl Metrics {
             exporter_rejected_items: Family::default(),
             queue_depth: Family::default(),
             queue_capacity: Family::default(),
+            pending_items: Family::default(),
             queues: Mutex::default(),
+            pending_labels: Mutex::default(),
             reloads: Family::default(),
             plugin_calls: Family::default(),
             plugin_items_in: Family::default(),
@@ -325,6 +333,11 @@ impl Metrics {
             "sluice_queue_capacity",
             "Batches a queue can hold",
             metrics.queue_capacity.clone(),
+        );
+        registry.register(
+            "sluice_pending_items",
+            "Items a stage has taken on whose outcome is not settled yet: queued, being processed, sent or waiting to retry",
+            metrics.pending_items.clone(),
         );
         registry.register("sluice_plugin_calls", "Plugin calls", metrics.plugin_calls.clone());
         registry.register(
@@ -402,6 +415,32 @@ impl Metrics {
         self.queues.lock().map(|queues| queues.iter().map(Gauge::get).sum()).unwrap_or(0)
     }
 
+    /// Items taken on by a stage (`pipeline` or `exporter`) and not settled yet. A pipeline
+    /// settles a batch once its chain has handed the result to the exporters; an exporter once
+    /// the items are sent, rejected or given up on. Whatever is pending when the shutdown grace
+    /// period runs out is lost, and this is how it is counted.
+    pub fn pending(&self, stage: &str, name: &str) -> Gauge {
+        if let Ok(mut seen) = self.pending_labels.lock() {
+            seen.insert((stage.to_string(), name.to_string()));
+        }
+        let labels = QueueLabels { stage: stage.into(), name: name.into() };
+        self.pending_items.get_or_create(&labels).clone()
+    }
+
+    /// Items pending in every stage, by stage: (pipelines, exporters).
+    pub fn pending_items_total(&self) -> (i64, i64) {
+        let seen = self.pending_labels.lock().map(|seen| seen.clone()).unwrap_or_default();
+        let mut totals = (0, 0);
+        for (stage, name) in seen {
+            let pending = self.pending_items.get_or_create(&QueueLabels { stage: stage.clone(), name }).get();
+            match stage.as_str() {
+                "pipeline" => totals.0 += pending,
+                _ => totals.1 += pending,
+            }
+        }
+        totals
+    }
+
     /// The registry, for encoding.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -446,6 +485,7 @@ impl Metrics {
             retried: self.exporter_retried_items.get_or_create(&labels).clone(),
             dropped: self.exporter_dropped_items.get_or_create(&labels).clone(),
             rejected: self.exporter_rejected_items.get_or_create(&labels).clone(),
+            pending: self.pending("exporter", exporter),
         }
     }
 

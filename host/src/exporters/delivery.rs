@@ -162,6 +162,7 @@ impl Delivery {
     /// Counts `items` as lost and logs why (once per interval).
     pub fn give_up(&self, signal: Signal, items: u64, reason: &str) {
         self.counters(signal).failed.inc_by(items);
+        self.settled(signal, items);
         if let Some(suppressed) = self.failure_log.check() {
             tracing::error!(
                 exporter = %self.name, %signal, items, similar_failures_not_logged = suppressed,
@@ -200,6 +201,13 @@ impl Delivery {
         let rejected = rejected.min(items);
         self.counters(signal).sent.inc_by(items - rejected);
         self.counters(signal).rejected.inc_by(rejected);
+        self.settled(signal, items);
+    }
+
+    /// `items` of `signal` are no longer this exporter's to deliver: counted as sent, rejected or
+    /// failed, or (a signal it doesn't export) ignored.
+    pub fn settled(&self, signal: Signal, items: u64) {
+        self.counters(signal).pending.dec_by(i64::try_from(items).unwrap_or(i64::MAX));
     }
 
     /// Sends one request until it is delivered (returning how many items the destination
@@ -279,7 +287,9 @@ impl Delivery {
         let request = match self.request(outgoing) {
             Ok(request) => request,
             // A missing secret file may appear (a Kubernetes mount): worth retrying.
-            Err(reason) => return Verdict::Retry { reason, after: None },
+            Err(reason) => {
+                return Verdict::Retry { reason: format!("credential unavailable: {reason}"), after: None };
+            }
         };
         let exchange = async {
             let response =

@@ -73,6 +73,8 @@ pub struct ExporterInput {
     name: ComponentId,
     tx: mpsc::Sender<Arc<Batch>>,
     depth: Gauge,
+    /// Items queued here and not yet settled (sent, rejected or failed).
+    pending: Gauge,
     /// With `on_full = "drop"`: counts what a full queue drops, per signal.
     overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)>,
 }
@@ -83,10 +85,13 @@ impl ExporterInput {
     fn try_without_waiting(&self, batch: Arc<Batch>) -> Option<Arc<Batch>> {
         let Some((dropped, log)) = &self.overflow else { return Some(batch) };
         self.depth.inc();
+        let items = crate::pipeline::items_gauge(&batch);
+        self.pending.inc_by(items);
         match self.tx.try_send(batch) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) => {
                 self.depth.dec();
+                self.pending.dec_by(items);
                 dropped.get(batch.signal()).inc_by(batch.items());
                 if let Some(suppressed) = log.check() {
                     tracing::warn!(
@@ -103,9 +108,12 @@ impl ExporterInput {
     pub async fn send(&self, batch: Arc<Batch>) {
         let Some(batch) = self.try_without_waiting(batch) else { return };
         self.depth.inc();
+        let items = crate::pipeline::items_gauge(&batch);
+        self.pending.inc_by(items);
         if self.tx.send(batch).await.is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
             self.depth.dec();
+            self.pending.dec_by(items);
             tracing::error!(exporter = %self.name, "Exporter is gone; batch lost");
         }
     }
@@ -115,9 +123,12 @@ impl ExporterInput {
     pub fn send_blocking(&self, batch: Arc<Batch>) {
         let Some(batch) = self.try_without_waiting(batch) else { return };
         self.depth.inc();
+        let items = crate::pipeline::items_gauge(&batch);
+        self.pending.inc_by(items);
         if self.tx.blocking_send(batch).is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
             self.depth.dec();
+            self.pending.dec_by(items);
             tracing::error!(exporter = %self.name, "Exporter thread is gone; batch lost");
         }
     }
@@ -143,6 +154,7 @@ pub async fn spawn(
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, rx) = mpsc::channel(config.queue_size);
     let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
+    let pending = metrics.pending("exporter", name.as_str());
     let network = match &config.kind {
         ExporterKind::Otlp(otlp) => Some(otlp.on_full),
         ExporterKind::RemoteWrite(remote) => Some(remote.on_full),
@@ -172,11 +184,17 @@ pub async fn spawn(
                 source: std::io::Error::other(message),
             },
         })?;
-        return Ok((ExporterInput { name: name.clone(), tx, depth, overflow }, task));
+        return Ok((ExporterInput { name: name.clone(), tx, depth, pending, overflow }, task));
     }
     let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
-    let runner =
-        Runner { name: name.clone(), rx, depth: depth.clone(), counters, failures: LogThrottle::default() };
+    let runner = Runner {
+        name: name.clone(),
+        rx,
+        depth: depth.clone(),
+        pending: pending.clone(),
+        counters,
+        failures: LogThrottle::default(),
+    };
     let fail = |source| BuildError { name: name.clone(), source };
     let task = match &config.kind {
         ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
@@ -189,13 +207,14 @@ pub async fn spawn(
             unreachable!("handled above")
         }
     };
-    Ok((ExporterInput { name: name.clone(), tx, depth, overflow: None }, task))
+    Ok((ExporterInput { name: name.clone(), tx, depth, pending, overflow: None }, task))
 }
 
 struct Runner {
     name: ComponentId,
     rx: mpsc::Receiver<Arc<Batch>>,
     depth: Gauge,
+    pending: Gauge,
     counters: PerSignal<(Counter, Counter)>,
     failures: LogThrottle,
 }
@@ -236,6 +255,7 @@ impl Runner {
                 }
             }
         }
+        self.pending.dec_by(crate::pipeline::items_gauge(batch));
     }
 
     fn finish(&mut self, exporter: &mut impl Exporter) {

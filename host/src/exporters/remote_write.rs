@@ -82,13 +82,18 @@ pub fn spawn(
     Ok(tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
             depth.dec();
+            let items = batch.items();
+            // Validation routes only metrics here; anything else has nothing to write.
             if batch.signal() != Signal::Metrics {
+                delivery.settled(batch.signal(), items);
                 continue;
             }
-            let items = batch.items();
             let request = match batch.decoded() {
                 Ok(Decoded::Metrics(request)) => request,
-                Ok(_) => continue,
+                Ok(_) => {
+                    delivery.settled(Signal::Metrics, items);
+                    continue;
+                }
                 Err(error) => {
                     delivery.give_up(Signal::Metrics, items, &error.to_string());
                     continue;

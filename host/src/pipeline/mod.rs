@@ -26,6 +26,7 @@ pub struct PipelineInput {
     name: ComponentId,
     tx: mpsc::Sender<Arc<Batch>>,
     depth: Gauge,
+    pending: Gauge,
 }
 
 /// A reserved slot in a pipeline's queue.
@@ -33,12 +34,14 @@ pub struct PipelineInput {
 pub struct Reserved<'a> {
     permit: mpsc::Permit<'a, Arc<Batch>>,
     depth: &'a Gauge,
+    pending: &'a Gauge,
 }
 
 impl Reserved<'_> {
     /// Puts `batch` in the reserved slot.
     pub fn send(self, batch: Arc<Batch>) {
         self.depth.inc();
+        self.pending.inc_by(items_gauge(&batch));
         self.permit.send(batch);
     }
 }
@@ -53,13 +56,17 @@ impl PipelineInput {
     /// answer clients). False if the pipeline has stopped.
     pub async fn send(&self, batch: Arc<Batch>) -> bool {
         let Ok(permit) = self.tx.reserve().await else { return false };
-        Reserved { permit, depth: &self.depth }.send(batch);
+        Reserved { permit, depth: &self.depth, pending: &self.pending }.send(batch);
         true
     }
 
     /// Reserves a slot without waiting; `None` when the queue is full or the pipeline stopped.
     pub fn try_reserve(&self) -> Option<Reserved<'_>> {
-        self.tx.try_reserve().ok().map(|permit| Reserved { permit, depth: &self.depth })
+        self.tx.try_reserve().ok().map(|permit| Reserved {
+            permit,
+            depth: &self.depth,
+            pending: &self.pending,
+        })
     }
 }
 
@@ -71,7 +78,13 @@ pub fn queue(
 ) -> (PipelineInput, mpsc::Receiver<Arc<Batch>>) {
     let (tx, rx) = mpsc::channel::<Arc<Batch>>(size);
     let depth = metrics.queue("pipeline", name.as_str(), size);
-    (PipelineInput { name, tx, depth }, rx)
+    let pending = metrics.pending("pipeline", name.as_str());
+    (PipelineInput { name, tx, depth, pending }, rx)
+}
+
+/// A batch's items as a gauge amount.
+pub(crate) fn items_gauge(batch: &Batch) -> i64 {
+    i64::try_from(batch.items()).unwrap_or(i64::MAX)
 }
 
 /// Where a pipeline's batches go: its default exporters, and those of each named route.
@@ -101,7 +114,7 @@ pub fn spawn(
     metrics: &Metrics,
 ) -> (PipelineInput, JoinHandle<()>) {
     let (input, mut rx) = queue(name.clone(), queue_size, metrics);
-    let depth = input.depth.clone();
+    let (depth, pending) = (input.depth.clone(), input.pending.clone());
     if chain.is_empty() {
         // Nothing to run: fan out from a task, without a thread hand-off.
         let task = tokio::spawn(async move {
@@ -110,6 +123,7 @@ pub fn spawn(
                 for exporter in &destinations.default {
                     exporter.send(batch.clone()).await;
                 }
+                pending.dec_by(items_gauge(&batch));
             }
             tracing::debug!(pipeline = %name, "Pipeline drained");
         });
@@ -118,11 +132,13 @@ pub fn spawn(
     let task = tokio::task::spawn_blocking(move || {
         while let Some(batch) = rx.blocking_recv() {
             depth.dec();
+            let items = items_gauge(&batch);
             for part in chain.run(batch) {
                 for exporter in destinations.for_route(part.route.as_ref()) {
                     exporter.send_blocking(part.batch.clone());
                 }
             }
+            pending.dec_by(items);
         }
         tracing::debug!(pipeline = %name, "Pipeline drained");
     });
