@@ -259,7 +259,7 @@ fn run(chosen: &Chosen) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(sluice::runtime::run(&loaded, path, shutdown_signal()));
+    let outcome = runtime.block_on(async { sluice::runtime::run(&loaded, path, shutdown_signal()).await });
     // When the grace period ran out, an exporter may still be stuck in a blocking call (a hung
     // disk or pipe): don't let it hold the process up after the error is reported.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -289,27 +289,33 @@ fn init_logging(level: config::LogLevel) {
         .init();
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled: a SIGTERM that arrives as soon as the host reports ready
+/// must start a graceful shutdown, not kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "Cannot listen for SIGTERM; only SIGINT stops the host");
-                let _ = interrupt.await;
-                return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers =
+            signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        async move {
+            match handlers {
+                Ok((mut terminate, mut interrupt)) => tokio::select! {
+                    _ = interrupt.recv() => tracing::info!("Received SIGINT"),
+                    _ = terminate.recv() => tracing::info!("Received SIGTERM"),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the host");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-        };
-        tokio::select! {
-            _ = interrupt => tracing::info!("Received SIGINT"),
-            _ = terminate.recv() => tracing::info!("Received SIGTERM"),
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

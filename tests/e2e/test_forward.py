@@ -152,6 +152,30 @@ def test_retries_503_with_retry_after_then_delivers_once(make_sluice):
     down.close()
 
 
+def test_a_shutdown_that_runs_out_of_grace_counts_what_was_being_retried(make_sluice):
+    """Batches in retry are not in any queue, yet they are lost all the same when the grace
+    period ends: the log and the exit say how many items."""
+    down = Downstream(answer=lambda n, _: (503, {}, b"busy"))
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{down.url}"
+        batch = {{{{ max_items = 1 }}}}
+        {FAST_RETRY}
+    """, grace="1s")
+    send(host, traces(3, prefix="stuck"))
+    assert host.wait_metric("sluice_pending_items", 3, stage="exporter", name="out") == 3
+    assert host.wait_metric_at_least("sluice_exporter_retried_items_total", 3, exporter="out") >= 3
+    assert host.metric("sluice_queue_depth", stage="exporter", name="out") == 0, "in retry, not queued"
+    assert host.stop() == 1
+    logs = host.logs()
+    assert "Shutdown grace period ran out" in logs
+    assert "exporter_items=3 " in logs and "queued_batches=0 " in logs, logs
+    assert "with 3 items not yet delivered by exporters" in logs
+    down.close()
+
+
 def test_permanent_errors_are_dropped_and_counted_not_retried(make_sluice):
     down = Downstream(answer=lambda n, _: (400, {}, b"bad data"))
     host = forwarder(make_sluice, f"""
