@@ -179,16 +179,17 @@ def test_reloads_under_load_lose_and_duplicate_nothing(make_sluice, tmp_path):
         "the broken .wasm was refused; the old chain kept serving"
 
 
-def test_a_configmap_style_symlink_swap_triggers_a_reload(tmp_path):
+def test_configmap_style_symlink_swaps_trigger_a_reload_each_time(tmp_path):
     """Kubernetes mounts a ConfigMap as `NAME -> ..data/NAME`, `..data -> ..<timestamp>`, and
-    updates it by pointing `..data` at a new folder."""
+    updates it by pointing `..data` at a new folder; every update reloads."""
     import os
-    mount = tmp_path / "configmap"
-    first = mount / "..2026_11_25_a"
-    first.mkdir(parents=True)
     import subprocess
     from conftest import PLUGIN_CACHE, free_port, sluice_binary
+    from test_operator_paths import wait_until
+    mount = tmp_path / "configmap"
+    mount.mkdir()
     ports = {"grpc": free_port(), "http": free_port(), "admin": free_port()}
+
     def config_text(extra_exporter):
         exporters = '["archive", "extra"]' if extra_exporter else '["archive"]'
         text = f'[service]\nadmin_address = "127.0.0.1:{ports["admin"]}"\n' + BASE + (
@@ -196,36 +197,50 @@ def test_a_configmap_style_symlink_swap_triggers_a_reload(tmp_path):
         text = text.format(grpc=f"127.0.0.1:{ports['grpc']}", http=f"127.0.0.1:{ports['http']}",
                            data=tmp_path / "data", plugins=PLUGINS)
         return "\n".join(line.strip() for line in text.splitlines())
-    (first / "sluice.toml").write_text(config_text(False))
-    os.symlink(first.name, mount / "..data")
+
+    def publish(version, extra_exporter):
+        """What the kubelet does: a new timestamped folder, a new link renamed over `..data`."""
+        folder = mount / f"..2026_11_25_{version}"
+        folder.mkdir()
+        (folder / "sluice.toml").write_text(config_text(extra_exporter))
+        os.symlink(folder.name, mount / "..data_tmp")
+        os.replace(mount / "..data_tmp", mount / "..data")
+
+    publish(0, False)
     os.symlink("..data/sluice.toml", mount / "sluice.toml")
-    log = open(tmp_path / "stderr.log", "wb")
-    process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(mount / "sluice.toml")],
-                               stderr=log, env={**os.environ, "SLUICE_CACHE_DIR": str(PLUGIN_CACHE)})
-    try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if http("GET", f"http://127.0.0.1:{ports['admin']}/readyz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-        second = mount / "..2026_11_25_b"
-        second.mkdir()
-        (second / "sluice.toml").write_text(config_text(True))
-        os.symlink(second.name, mount / "..data_tmp")
-        os.replace(mount / "..data_tmp", mount / "..data")  # the atomic swap kubelet does
-        deadline = time.time() + 10
-        body = b""
-        while time.time() < deadline:
-            body = http("GET", f"http://127.0.0.1:{ports['admin']}/reload")[2]
-            if b"last reload succeeded" in body:
-                break
-            time.sleep(0.1)
-        assert b"rebuilt: exporter extra" in body, body
-    finally:
-        process.terminate()
-        assert process.wait(timeout=30) == 0
+    log_path = tmp_path / "stderr.log"
+    admin = f"http://127.0.0.1:{ports['admin']}"
+
+    def ready():
+        if process.poll() is not None:
+            raise AssertionError(f"sluice exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            return http("GET", f"{admin}/readyz")[0] == 200
+        except OSError:
+            return False
+
+    def successes():
+        _, _, body = http("GET", f"{admin}/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith('sluice_reload_total{result="success"} '):
+                return int(float(line.split()[1]))
+        return 0
+
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(mount / "sluice.toml")],
+                                   stderr=log, env={**os.environ, "SLUICE_CACHE_DIR": str(PLUGIN_CACHE)})
+        try:
+            wait_until(ready, "the host is ready", log_path.read_text)
+            for version, extra in [(1, True), (2, False), (3, True)]:
+                publish(version, extra)
+                wait_until(lambda: successes() == version, f"ConfigMap update {version} reloaded",
+                           lambda: http("GET", f"{admin}/reload")[2].decode() + log_path.read_text())
+            body = http("GET", f"{admin}/reload")[2]
+        finally:
+            process.terminate()
+            code = process.wait(timeout=30)
+    assert b"rebuilt: exporter extra" in body, body
+    assert code == 0, log_path.read_text()
 
 
 def test_an_unchanged_plugin_keeps_its_instance(make_sluice):
