@@ -15,8 +15,8 @@
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`; [`probe`] asks them from the command line.
 //! - [`metrics`]: every metric the host exports, named in one place.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
-//! - [`runtime`]: builds the running host from a config, rebuilds what a reload changes, and
-//!   shuts it down in order.
+//! - [`topology`]: the running host's components — what a reload changes (a pure diff), building
+//!   it, swapping it in, and shutting down in order.
 //! - [`reload`]: what triggers a reload — file changes, SIGHUP.
 //! - [`secret`]: credentials named in the config, read when used.
 //! - [`tls`]: TLS for the receivers.
@@ -34,6 +34,6 @@ pub mod plugins;
 pub mod probe;
 pub mod receivers;
 pub mod reload;
-pub mod runtime;
 pub mod secret;
 pub mod tls;
+pub mod topology;

@@ -259,7 +259,7 @@ fn run(chosen: &Chosen) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(async { sluice::runtime::run(&loaded, path, shutdown_signal()).await });
+    let outcome = runtime.block_on(async { sluice::topology::run(&loaded, path, shutdown_signal()).await });
     // When the grace period ran out, an exporter may still be stuck in a blocking call (a hung
     // disk or pipe): don't let it hold the process up after the error is reported.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

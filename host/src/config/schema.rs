@@ -997,7 +997,7 @@ pub struct PipelineConfig {
 }
 
 /// What happens to a batch when a plugin fails on it (trap, deadline, memory, error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Pass the batch on as the plugin received it (the default: a broken rule loses no data).

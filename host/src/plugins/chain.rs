@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::apply::{self, Applied};
 use super::runner::{Answer, Processor, Spec, Step};
-use crate::config::{ComponentId, Config, OnError, PluginPlace};
+use crate::config::{ComponentId, OnError};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
 use crate::otlp::Batch;
+use crate::topology::diff::{InstanceKey, Snapshot};
 
 /// A batch on its way out of the chain, with the route a router chose (`None`: default).
 #[derive(Debug, Clone)]
@@ -24,30 +25,6 @@ pub struct Routed {
 
 /// A processor a reload can hand from an old chain to a new one, with its live instance.
 pub type SharedProcessor = Arc<Mutex<Processor>>;
-
-/// What makes two processors the same: pipeline, name, file content and every setting.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProcessorKey(String);
-
-impl ProcessorKey {
-    /// Whether the key is for a processor of the pipeline whose `{id}\0` prefix is given.
-    pub fn belongs_to(&self, pipeline_prefix: &str) -> bool {
-        self.0.starts_with(pipeline_prefix)
-    }
-
-    fn new(pipeline: &ComponentId, name: &str, spec: &Spec, sha256: &str) -> Self {
-        Self(format!(
-            "{pipeline}\u{0}{name}\u{0}{}\u{0}{sha256}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-            spec.path.display(),
-            spec.config_json,
-            spec.max_memory,
-            spec.timeout,
-            spec.on_error,
-            spec.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            spec.pin,
-        ))
-    }
-}
 
 struct Stage {
     processor: SharedProcessor,
@@ -62,36 +39,33 @@ pub struct Chain {
     pipeline: ComponentId,
     stages: Vec<Stage>,
     load_failures: Vec<String>,
-    shared: Vec<(ProcessorKey, SharedProcessor)>,
+    instances: Vec<(InstanceKey, SharedProcessor)>,
 }
 
 impl Chain {
-    /// Loads every processor of `pipeline`, reusing from `previous` any whose file and settings
-    /// are unchanged (it keeps its instance). `hashes` holds each plugin file's SHA-256, in
-    /// processor order, as [`loader::file_sha256`](super::loader::file_sha256) gives it. Never fails: a plugin that cannot load is faulted
-    /// and its batches follow its `on_error` until a retry succeeds.
+    /// Loads every processor of pipeline `id` in `snapshot`, reusing from `reuse` any whose key
+    /// (file content and every setting) is unchanged: it keeps its live instance. Never fails: a
+    /// plugin that cannot load is faulted and its batches follow its `on_error` until a retry
+    /// succeeds; [`Chain::load_failures`] says which, for a reload to refuse.
     pub fn build(
         id: &ComponentId,
-        config: &Config,
+        snapshot: Snapshot<'_>,
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
-        previous: &HashMap<ProcessorKey, SharedProcessor>,
-        hashes: &[String],
+        reuse: &HashMap<InstanceKey, SharedProcessor>,
     ) -> Self {
-        let mut shared = Vec::new();
+        let mut instances = Vec::new();
         let mut load_failures = Vec::new();
-        let uses = config.plugin_uses();
-        let in_pipeline = uses
+        let uses = snapshot.config.plugin_uses();
+        let stages = uses
             .iter()
-            .filter(|u| matches!(&u.place, PluginPlace::Processor { pipeline, .. } if pipeline == id));
-        let stages = in_pipeline
-            .zip(hashes)
-            .map(|(p, sha256)| {
-                let spec = Spec::for_use(p, config, cache_dir.clone());
+            .filter_map(|plugin| Some((plugin, InstanceKey::of(plugin, snapshot)?)))
+            .filter(|(_, key)| &key.pipeline == id)
+            .map(|(plugin, key)| {
+                let spec = Spec::for_use(plugin, snapshot.config, cache_dir.clone());
                 let name = spec.name.clone();
-                let key = ProcessorKey::new(id, &name, &spec, sha256);
                 let metrics = metrics.plugin(id.as_str(), &name);
-                let processor = match previous.get(&key) {
+                let processor = match reuse.get(&key) {
                     Some(existing) => existing.clone(),
                     None => {
                         let (processor, load_fault) = Processor::new(spec);
@@ -103,16 +77,22 @@ impl Chain {
                         Arc::new(Mutex::new(processor))
                     }
                 };
-                shared.push((key, processor.clone()));
-                Stage { metrics, processor, name, on_error: p.on_error, faults_log: LogThrottle::default() }
+                instances.push((key, processor.clone()));
+                Stage {
+                    metrics,
+                    processor,
+                    name,
+                    on_error: plugin.on_error,
+                    faults_log: LogThrottle::default(),
+                }
             })
             .collect();
-        Self { pipeline: id.clone(), stages, load_failures, shared }
+        Self { pipeline: id.clone(), stages, load_failures, instances }
     }
 
-    /// The processors, for the next reload to reuse.
-    pub fn shared_processors(&self) -> Vec<(ProcessorKey, SharedProcessor)> {
-        self.shared.clone()
+    /// The plugin instances, by key, for the next reload to reuse.
+    pub fn instances(&self) -> impl Iterator<Item = (InstanceKey, SharedProcessor)> + '_ {
+        self.instances.iter().map(|(key, processor)| (key.clone(), processor.clone()))
     }
 
     /// Why plugins failed to load, one line each. At start-up such a plugin is faulted and its
