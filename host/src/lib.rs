@@ -8,7 +8,8 @@
 //! - [`config`]: the pipeline TOML — typed, environment-substituted, validated with positions.
 //! - [`receivers`]: OTLP/gRPC and OTLP/HTTP servers and the checks every request passes, and
 //!   the GPU receiver.
-//! - [`pipeline`]: bounded queues from receivers, and the fan-out to exporters.
+//! - [`pipeline`]: the processor chain's thread and the fan-out to exporters.
+//! - [`queue`]: the bounded queue every stage uses, keeping its depth and pending gauges.
 //! - [`exporters`]: where batches leave — OTLP, Prometheus, files, exporter plugins, and more.
 //! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
 //! - [`otlp`]: the batch type, owned decoding, the JSON mapping and export responses.
@@ -32,6 +33,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod plugins;
 pub mod probe;
+pub mod queue;
 pub mod receivers;
 pub mod reload;
 pub mod secret;

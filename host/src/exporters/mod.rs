@@ -28,14 +28,13 @@ pub mod remote_write;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{ComponentId, Config, ExporterConfig, ExporterKind, OnFull};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::otlp::{Batch, DecodeError};
+use crate::queue::{self, NotQueued};
 
 /// Why an exporter could not deliver a batch.
 #[derive(Debug, thiserror::Error)]
@@ -71,49 +70,34 @@ pub trait Exporter: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct ExporterInput {
     name: ComponentId,
-    tx: mpsc::Sender<Arc<Batch>>,
-    depth: Gauge,
-    /// Items queued here and not yet settled (sent, rejected or failed).
-    pending: Gauge,
+    queue: queue::Sender,
     /// With `on_full = "drop"`: counts what a full queue drops, per signal.
     overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)>,
 }
 
 impl ExporterInput {
-    /// With a drop-on-full policy: drops `batch` if the queue is full (counted, logged once per
-    /// interval) and returns `None`; otherwise gives the batch back to send.
+    /// With a drop-on-full policy: queues `batch` if there is room, else drops it (counted,
+    /// logged once per interval); either way returns `None`. Otherwise gives the batch back to
+    /// send.
     fn try_without_waiting(&self, batch: Arc<Batch>) -> Option<Arc<Batch>> {
         let Some((dropped, log)) = &self.overflow else { return Some(batch) };
-        self.depth.inc();
-        let items = crate::pipeline::items_gauge(&batch);
-        self.pending.inc_by(items);
-        match self.tx.try_send(batch) {
-            Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) => {
-                self.depth.dec();
-                self.pending.dec_by(items);
-                dropped.get(batch.signal()).inc_by(batch.items());
-                if let Some(suppressed) = log.check() {
-                    tracing::warn!(
-                        exporter = %self.name, items = batch.items(), similar_drops_not_logged = suppressed,
-                        "Exporter queue full; batch dropped (on_full = \"drop\")"
-                    );
-                }
-                None
+        if let Err(NotQueued::Full(batch) | NotQueued::Closed(batch)) = self.queue.try_send(batch) {
+            dropped.get(batch.signal()).inc_by(batch.items());
+            if let Some(suppressed) = log.check() {
+                tracing::warn!(
+                    exporter = %self.name, items = batch.items(), similar_drops_not_logged = suppressed,
+                    "Exporter queue full; batch dropped (on_full = \"drop\")"
+                );
             }
         }
+        None
     }
 
     /// Queues `batch`, waiting while the queue is full (or dropping it, with `on_full = "drop"`).
     pub async fn send(&self, batch: Arc<Batch>) {
         let Some(batch) = self.try_without_waiting(batch) else { return };
-        self.depth.inc();
-        let items = crate::pipeline::items_gauge(&batch);
-        self.pending.inc_by(items);
-        if self.tx.send(batch).await.is_err() {
+        if self.queue.send(batch).await.is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
-            self.depth.dec();
-            self.pending.dec_by(items);
             tracing::error!(exporter = %self.name, "Exporter is gone; batch lost");
         }
     }
@@ -122,13 +106,8 @@ impl ExporterInput {
     /// run plugins on a thread of their own).
     pub fn send_blocking(&self, batch: Arc<Batch>) {
         let Some(batch) = self.try_without_waiting(batch) else { return };
-        self.depth.inc();
-        let items = crate::pipeline::items_gauge(&batch);
-        self.pending.inc_by(items);
-        if self.tx.blocking_send(batch).is_err() {
+        if self.queue.blocking_send(batch).is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
-            self.depth.dec();
-            self.pending.dec_by(items);
             tracing::error!(exporter = %self.name, "Exporter thread is gone; batch lost");
         }
     }
@@ -152,9 +131,7 @@ pub async fn spawn(
     reloading: bool,
     metrics: &Metrics,
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
-    let (tx, rx) = mpsc::channel(config.queue_size);
-    let depth = metrics.queue("exporter", name.as_str(), config.queue_size);
-    let pending = metrics.pending("exporter", name.as_str());
+    let (tx, rx) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
     let network = match &config.kind {
         ExporterKind::Otlp(otlp) => Some(otlp.on_full),
         ExporterKind::RemoteWrite(remote) => Some(remote.on_full),
@@ -166,13 +143,11 @@ pub async fn spawn(
         let overflow = (on_full == OnFull::Drop)
             .then(|| (PerSignal::new(|s| delivery.get(s).dropped.clone()), Arc::new(LogThrottle::default())));
         let started = match &config.kind {
-            ExporterKind::Otlp(otlp) => otlp::spawn(name, otlp, rx, depth.clone(), delivery),
-            ExporterKind::RemoteWrite(remote) => {
-                remote_write::spawn(name, remote, rx, depth.clone(), delivery)
-            }
+            ExporterKind::Otlp(otlp) => otlp::spawn(name, otlp, rx, delivery),
+            ExporterKind::RemoteWrite(remote) => remote_write::spawn(name, remote, rx, delivery),
             ExporterKind::Plugin(plugin) => {
                 // Exporter plugins serve every pipeline that names them: no pipeline label.
-                let parts = (rx, depth.clone(), delivery, metrics.plugin("", name.as_str()));
+                let parts = (rx, delivery, metrics.plugin("", name.as_str()));
                 plugin::spawn(name, plugin, whole, reloading, parts).await
             }
             _ => unreachable!("only network exporters get here"),
@@ -184,17 +159,10 @@ pub async fn spawn(
                 source: std::io::Error::other(message),
             },
         })?;
-        return Ok((ExporterInput { name: name.clone(), tx, depth, pending, overflow }, task));
+        return Ok((ExporterInput { name: name.clone(), queue: tx, overflow }, task));
     }
     let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
-    let runner = Runner {
-        name: name.clone(),
-        rx,
-        depth: depth.clone(),
-        pending: pending.clone(),
-        counters,
-        failures: LogThrottle::default(),
-    };
+    let runner = Runner { name: name.clone(), rx, counters, failures: LogThrottle::default() };
     let fail = |source| BuildError { name: name.clone(), source };
     let task = match &config.kind {
         ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
@@ -207,14 +175,12 @@ pub async fn spawn(
             unreachable!("handled above")
         }
     };
-    Ok((ExporterInput { name: name.clone(), tx, depth, pending, overflow: None }, task))
+    Ok((ExporterInput { name: name.clone(), queue: tx, overflow: None }, task))
 }
 
 struct Runner {
     name: ComponentId,
-    rx: mpsc::Receiver<Arc<Batch>>,
-    depth: Gauge,
-    pending: Gauge,
+    rx: queue::Receiver,
     counters: PerSignal<(Counter, Counter)>,
     failures: LogThrottle,
 }
@@ -238,7 +204,6 @@ impl Runner {
     }
 
     fn handle(&mut self, exporter: &mut impl Exporter, batch: &Batch) {
-        self.depth.dec();
         let (sent, failed) = self.counters.get(batch.signal());
         match exporter.export(batch) {
             Ok(()) => {
@@ -255,7 +220,7 @@ impl Runner {
                 }
             }
         }
-        self.pending.dec_by(crate::pipeline::items_gauge(batch));
+        self.rx.settle(batch);
     }
 
     fn finish(&mut self, exporter: &mut impl Exporter) {

@@ -8,14 +8,12 @@
 //! batch of a signal the plugin doesn't handle is counted as failed and logged; the plugin
 //! never takes the host down.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::delivery::{Delivery, Outgoing, Settings, judge_http_status};
@@ -24,6 +22,7 @@ use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};
 use crate::otlp::Batch;
 use crate::plugins::bindings::types;
 use crate::plugins::runner::{Answer, Processor, Spec, Step};
+use crate::queue;
 
 /// Headers that belong to the connection, which the host manages.
 const CONNECTION_HEADERS: &[&str] =
@@ -142,9 +141,9 @@ pub async fn spawn(
     plugin: &PluginExporterConfig,
     config: &Config,
     refuse_unloadable: bool,
-    parts: (mpsc::Receiver<Arc<Batch>>, Gauge, PerSignal<DeliveryCounters>, PluginMetrics),
+    parts: (queue::Receiver, PerSignal<DeliveryCounters>, PluginMetrics),
 ) -> Result<JoinHandle<()>, String> {
-    let (mut rx, depth, counters, metrics) = parts;
+    let (mut rx, counters, metrics) = parts;
     let base = plugin.endpoint.get_ref().trim_end_matches('/').to_string();
     let delivery = Delivery::new(Settings {
         name,
@@ -177,7 +176,6 @@ pub async fn spawn(
         }
         let mut worker = Worker { processor, delivery, base, metrics, runtime };
         while let Some(batch) = rx.blocking_recv() {
-            depth.dec();
             worker.handle(&batch);
         }
         tracing::debug!(%exporter, "Exporter drained");

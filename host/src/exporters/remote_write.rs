@@ -3,22 +3,20 @@
 //! (credentials, TLS, retries, counters) as the OTLP exporter. Names, labels and delta →
 //! cumulative accumulation follow the `prometheus` exporter's translation exactly.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
-use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
 use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
-use crate::otlp::{Batch, Decoded};
+use crate::otlp::Decoded;
+use crate::queue;
 
 #[derive(Clone, PartialEq, Message)]
 struct WriteRequest {
@@ -54,8 +52,7 @@ struct Sample {
 pub fn spawn(
     name: &ComponentId,
     config: &RemoteWriteExporterConfig,
-    mut rx: mpsc::Receiver<Arc<Batch>>,
-    depth: Gauge,
+    mut rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
     let url: http::Uri = config.endpoint.get_ref().parse().map_err(|e| format!("endpoint: {e}"))?;
@@ -81,7 +78,6 @@ pub fn spawn(
     fixed.insert("x-prometheus-remote-write-version", HeaderValue::from_static("0.1.0"));
     Ok(tokio::spawn(async move {
         while let Some(batch) = rx.recv().await {
-            depth.dec();
             let items = batch.items();
             // Validation routes only metrics here; anything else has nothing to write.
             if batch.signal() != Signal::Metrics {

@@ -206,10 +206,7 @@ mod tests {
         .encode_to_vec()
     }
 
-    async fn call(
-        compressed: &[u8],
-        encoding: &str,
-    ) -> (Option<String>, tokio::sync::mpsc::Receiver<std::sync::Arc<crate::otlp::Batch>>) {
+    async fn call(compressed: &[u8], encoding: &str) -> (Option<String>, crate::queue::Receiver) {
         let metrics = Arc::new(Metrics::new());
         let (input, queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, &metrics);
         let ingest = Ingest::new(

@@ -10,7 +10,8 @@ use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
 use crate::otlp::{Batch, Decoded, ExportOutcome, Format};
-use crate::pipeline::{PipelineInput, Reserved};
+use crate::pipeline::PipelineInput;
+use crate::queue::Reserved;
 use crate::secret::Secret;
 
 /// Compares without an early exit, so response timing doesn't leak how much of a token matched.
@@ -285,7 +286,7 @@ mod tests {
         .encode_to_vec()
     }
 
-    fn ingest(queues: usize, size: usize) -> (Ingest, Vec<tokio::sync::mpsc::Receiver<Arc<Batch>>>) {
+    fn ingest(queues: usize, size: usize) -> (Ingest, Vec<crate::queue::Receiver>) {
         let metrics = Arc::new(Metrics::new());
         let (inputs, receivers): (Vec<_>, Vec<_>) = (0..queues)
             .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))

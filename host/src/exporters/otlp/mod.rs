@@ -22,14 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::delivery::{Delivery, Judge, Settings};
 use crate::config::{ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
-use crate::otlp::Batch;
+use crate::queue;
 
 /// Everything the senders share.
 struct Shared {
@@ -71,8 +70,7 @@ impl Pending {
 pub fn spawn(
     name: &ComponentId,
     config: &OtlpExporterConfig,
-    rx: mpsc::Receiver<Arc<Batch>>,
-    depth: Gauge,
+    rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
     let urls = PerSignal::new(|signal| {
@@ -94,10 +92,12 @@ pub fn spawn(
         counters,
     })?;
     let shared = Arc::new(Shared { config: config.clone(), urls, delivery });
-    Ok(tokio::spawn(batch_and_send(shared, rx, depth)))
+    Ok(tokio::spawn(batch_and_send(shared, rx)))
 }
 
-async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>, depth: Gauge) {
+/// Merges queued batches into requests; items settle (through delivery) once each request's
+/// outcome is known.
+async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
     let limits = shared.config.batch.clone();
     let concurrency = shared.config.concurrency.max(1);
     let senders = Arc::new(Semaphore::new(concurrency));
@@ -110,7 +110,6 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: mpsc::Receiver<Arc<Batch>>,
             biased;
             received = rx.recv() => {
                 let Some(batch) = received else { break };
-                depth.dec();
                 let signal = batch.signal();
                 let part = &mut pending[signal.index()];
                 let size = batch.payload().len();
