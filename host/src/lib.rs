@@ -5,6 +5,8 @@
 //! owned messages decodes a batch once and shares the result.
 //!
 //! # Layout
+//! - [`batch`]: the batch type — the OTLP payload as it arrived — owned decoding, the JSON
+//!   mapping and export responses.
 //! - [`config`]: the pipeline TOML — typed, environment-substituted, validated with positions.
 //! - [`receivers`]: OTLP/gRPC and OTLP/HTTP servers and the checks every request passes, and
 //!   the GPU receiver.
@@ -12,8 +14,7 @@
 //! - [`queue`]: the bounded queue every stage uses, keeping its depth and pending gauges.
 //! - [`exporters`]: where batches leave — OTLP, Prometheus, files, exporter plugins, and more.
 //! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
-//! - [`otlp`]: the batch type, owned decoding, the JSON mapping and export responses.
-//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`; [`probe`] asks them from the command line.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and `/reload`.
 //! - [`metrics`]: every metric the host exports, named in one place.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
 //! - [`topology`]: the running host's components — what a reload changes (a pure diff), building
@@ -25,14 +26,13 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod batch;
 pub mod config;
 pub mod exporters;
 pub mod log_throttle;
 pub mod metrics;
-pub mod otlp;
 pub mod pipeline;
 pub mod plugins;
-pub mod probe;
 pub mod queue;
 pub mod receivers;
 pub mod reload;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use sluice::config::{self, LoadError};
 use tracing_subscriber::EnvFilter;
 
+mod cli;
+
 /// glibc's malloc gives each thread that allocates its own arena and rarely hands freed memory
 /// back, so batches decoded on the file exporter's blocking threads kept tens of MiB resident.
 /// mimalloc keeps RSS near the data actually held and is faster on the small allocations an
@@ -171,7 +173,7 @@ fn main() -> ExitCode {
 
 fn health(address: std::net::SocketAddr, ready: bool) -> ExitCode {
     let path = if ready { "/readyz" } else { "/healthz" };
-    match sluice::probe::probe(address, path, std::time::Duration::from_secs(3)) {
+    match cli::health::probe(address, path, std::time::Duration::from_secs(3)) {
         Ok(status) => {
             println!("{status}");
             ExitCode::SUCCESS
@@ -191,16 +193,16 @@ fn plugin_test(
     output: Option<PathBuf>,
 ) -> ExitCode {
     init_logging(config::LogLevel::Warn);
-    let config_json =
-        match config_json.map(Ok).unwrap_or_else(|| sluice::plugins::trial::config_from_pairs(pairs)) {
-            Ok(json) => json,
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(2);
-            }
-        };
-    let trial = sluice::plugins::trial::Trial { plugin, input, config_json, output };
-    match sluice::plugins::trial::run(&trial) {
+    let config_json = match config_json.map(Ok).unwrap_or_else(|| cli::plugin_test::config_from_pairs(pairs))
+    {
+        Ok(json) => json,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let trial = cli::plugin_test::Trial { plugin, input, config_json, output };
+    match cli::plugin_test::run(&trial) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
+use crate::batch::Batch;
 use crate::metrics::Metrics;
-use crate::otlp::Batch;
 
 /// A batch's items as a gauge amount.
 fn items(batch: &Batch) -> i64 {

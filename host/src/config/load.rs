@@ -9,6 +9,7 @@ use toml_edit::{Document, Item, Table, Value};
 
 use super::diagnostic::{Diagnostic, Diagnostics};
 use super::env::{self, OffsetMap};
+use super::parsed::{Component, Parsed};
 use super::schema::*;
 use super::validate;
 
@@ -135,7 +136,7 @@ pub fn parse_with(
         let table = root.get(section).and_then(Item::as_table_like);
         table.map(|t| t.iter().map(|(name, _)| name.to_string()).collect()).unwrap_or_default()
     };
-    let parsed = validate::Parsed {
+    let parsed = Parsed {
         service,
         receivers,
         exporters,
@@ -198,15 +199,6 @@ fn settings_span(root: &Table, place: &PluginPlace) -> Option<Range<usize>> {
         }
         PluginPlace::Exporter(id) => table(root.get("exporters")?.get(id.as_str())?),
     }
-}
-
-/// A component whose table parsed, with the places needed to report on it later.
-#[derive(Debug)]
-pub(super) struct Component<T> {
-    /// Span of its `[section.name]` header or inline key.
-    pub header: Option<Range<usize>>,
-    /// The typed config; `None` when the table had errors (already reported).
-    pub config: Option<T>,
 }
 
 type TypedParser<T> = fn(&mut Parser, &str, Value, &str, Option<Range<usize>>) -> Option<T>;

@@ -6,11 +6,13 @@
 //! - [`env`](mod@env): `${VAR}` / `${VAR:-default}` substitution that keeps error positions true.
 //! - [`units`]: sizes (`"4MiB"`) and durations (`"10s"`).
 //! - [`diagnostic`]: errors with a file, line, column and caret.
-//! - `load`: reads the file and drives the rest; `validate`: checks that span components.
+//! - `load`: reads the file and drives the rest; `parsed`: what parsing produced;
+//!   `validate`: checks that span components, reading `parsed`.
 
 pub mod diagnostic;
 pub mod env;
 mod load;
+mod parsed;
 pub mod schema;
 pub mod units;
 mod validate;

@@ -5,41 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use super::diagnostic::Diagnostic;
-use super::load::Component;
+use super::parsed::{Component, Parsed};
 use super::schema::*;
 use super::units::ByteSize;
-
-/// What parsing produced, including components whose tables had errors.
-pub(super) struct Parsed<'a> {
-    pub service: ServiceConfig,
-    pub receivers: BTreeMap<ComponentId, Component<ReceiverConfig>>,
-    pub exporters: BTreeMap<ComponentId, Component<ExporterConfig>>,
-    pub pipelines: BTreeMap<ComponentId, Component<PipelineConfig>>,
-    /// Every name in `[receivers]`, valid or not, so a bad table isn't also reported as missing.
-    pub declared_receivers: Vec<String>,
-    /// Every name in `[exporters]`, likewise.
-    pub declared_exporters: Vec<String>,
-    /// The folder of the config file.
-    pub base_dir: std::path::PathBuf,
-    /// The environment, as substitution saw it: where secrets given as `{ env = .. }` are read.
-    pub env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl Parsed<'_> {
-    /// The config, once [`check`] found no errors (so every component parsed).
-    pub fn into_config(self) -> Config {
-        fn typed<T>(map: BTreeMap<ComponentId, Component<T>>) -> BTreeMap<ComponentId, T> {
-            map.into_iter().filter_map(|(id, c)| Some((id, c.config?))).collect()
-        }
-        Config {
-            service: self.service,
-            receivers: typed(self.receivers),
-            exporters: typed(self.exporters),
-            pipelines: typed(self.pipelines),
-            base_dir: self.base_dir,
-        }
-    }
-}
 
 #[derive(Default)]
 pub(super) struct Outcome {

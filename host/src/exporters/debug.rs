@@ -6,8 +6,8 @@
 use std::io::Write;
 
 use super::{ExportError, Exporter};
+use crate::batch::Batch;
 use crate::config::{ComponentId, DebugExporterConfig, Verbosity};
-use crate::otlp::Batch;
 
 /// Prints batches to stdout.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl DebugExporter {
         match self.verbosity {
             Verbosity::Summary => {
                 let services = sluice_wire::otlp::service_names(batch.signal(), batch.payload())
-                    .map_err(|e| crate::otlp::DecodeError(e.to_string()))?;
+                    .map_err(|e| crate::batch::DecodeError(e.to_string()))?;
                 let services = if services.is_empty() { "-".to_string() } else { services.join(",") };
                 let _ = writeln!(
                     out,

@@ -1,7 +1,7 @@
 //! `type = "discard"`: counts and drops, for benchmarks and tests.
 
 use super::{ExportError, Exporter};
-use crate::otlp::Batch;
+use crate::batch::Batch;
 
 /// Drops every batch; the runner still counts its items as sent.
 #[derive(Debug, Default)]

@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::{ExportError, Exporter};
+use crate::batch::Batch;
 use crate::config::{ComponentId, FileExporterConfig, Signal};
-use crate::otlp::Batch;
 
 /// Writes batches as OTLP JSON Lines.
 #[derive(Debug)]

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
+use crate::batch::{Batch, DecodeError};
 use crate::config::{ComponentId, Config, ExporterConfig, ExporterKind, OnFull};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
-use crate::otlp::{Batch, DecodeError};
 use crate::queue::{self, NotQueued};
 
 /// Why an exporter could not deliver a batch.

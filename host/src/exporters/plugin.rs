@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::delivery::{Delivery, Outgoing, Settings, judge_http_status};
+use crate::batch::Batch;
 use crate::config::{ComponentId, Config, PluginExporterConfig};
 use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};
-use crate::otlp::Batch;
 use crate::plugins::bindings::types;
 use crate::plugins::runner::{Answer, Processor, Spec, Step};
 use crate::queue;

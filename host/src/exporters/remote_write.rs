@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 
 use super::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
+use crate::batch::Decoded;
 use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
-use crate::otlp::Decoded;
 use crate::queue;
 
 #[derive(Clone, PartialEq, Message)]

@@ -33,7 +33,7 @@ impl PipelineInput {
 
     /// Queues `batch`, waiting while the queue is full (for sources that sample rather than
     /// answer clients). False if the pipeline has stopped.
-    pub async fn send(&self, batch: Arc<crate::otlp::Batch>) -> bool {
+    pub async fn send(&self, batch: Arc<crate::batch::Batch>) -> bool {
         self.queue.send(batch).await.is_ok()
     }
 

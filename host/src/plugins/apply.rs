@@ -12,8 +12,9 @@ use sluice_wire::edit::{
 use sluice_wire::rewrite::{ItemAction, rebuild};
 
 use super::bindings::types;
+use super::runner::Answer;
+use crate::batch::Batch;
 use crate::config::Signal;
-use crate::otlp::Batch;
 
 /// Why an answer could not be applied (the plugin named items the batch doesn't have, say).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +34,19 @@ fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
     let summary = sluice_wire::summarize(signal, &bytes)
         .map_err(|e| InvalidAnswer(format!("rebuilt batch is invalid: {e}")))?;
     Ok(Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), summary.items)))
+}
+
+/// Applies a processor's answer to `batch`: the one place drops, edits and routes become new
+/// batch bytes, for pipelines and `sluice plugin test` alike. Each part carries the route a
+/// router chose (`None`: the batch keeps the route it had).
+pub fn answer(batch: &Batch, answer: &Answer) -> Result<Vec<(Option<String>, Applied)>, InvalidAnswer> {
+    match answer {
+        Answer::Drop(dropped) => drop_items(batch, dropped.clone()).map(|applied| vec![(None, applied)]),
+        Answer::Edit(edits) => edit(batch, edits).map(|applied| vec![(None, applied)]),
+        Answer::Route(routing) => route(batch, routing),
+        // Loading refuses exporter plugins in a chain, so this answer can't arrive there.
+        Answer::Requests(_) => Err(InvalidAnswer("an exporter plugin answered in a processor chain".into())),
+    }
 }
 
 /// Drops the items at `dropped` (indexes in batch order).

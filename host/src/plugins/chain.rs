@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
-use super::runner::{Answer, Processor, Spec, Step};
+use super::runner::{Processor, Spec, Step};
+use crate::batch::Batch;
 use crate::config::{ComponentId, OnError};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
-use crate::otlp::Batch;
 use crate::topology::diff::{InstanceKey, Snapshot};
 
 /// A batch on its way out of the chain, with the route a router chose (`None`: default).
@@ -142,15 +142,7 @@ impl Stage {
         self.metrics.items_in.inc_by(batch.items());
         let applied = match step {
             Step::Skipped => unreachable!("handled above"),
-            Step::Answered(Answer::Drop(dropped)) => {
-                apply::drop_items(batch, dropped).map(|a| vec![(None, a)])
-            }
-            Step::Answered(Answer::Edit(edits)) => apply::edit(batch, &edits).map(|a| vec![(None, a)]),
-            Step::Answered(Answer::Route(routing)) => apply::route(batch, &routing),
-            // Loading refuses exporter plugins in a chain, so this answer can't arrive here.
-            Step::Answered(Answer::Requests(_)) => {
-                Err(apply::InvalidAnswer("an exporter plugin answered in a processor chain".into()))
-            }
+            Step::Answered(answer) => apply::answer(batch, &answer),
             Step::Faulted(fault) => {
                 self.fault(pipeline, fault.kind, &fault.message, part, out);
                 return;

@@ -7,7 +7,6 @@
 //! - [`runner`]: one plugin's instance lifecycle — calls, faults, recreation with backoff.
 //! - [`apply`]: turning an answer (drops, edits, routes) into new batch bytes without decoding.
 //! - [`chain`]: a pipeline's processors in order.
-//! - [`trial`]: `sluice plugin test`, one plugin on one batch file.
 
 pub mod apply;
 pub mod bindings;
@@ -15,4 +14,3 @@ pub mod chain;
 pub mod loader;
 pub mod runner;
 pub mod sandbox;
-pub mod trial;

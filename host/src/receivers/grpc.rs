@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 
 use super::compression::{self, DecompressError, Encoding};
 use super::ingest::{Ingest, Refusal, RefusalReason};
+use crate::batch::{ExportOutcome, Format, RpcCode, export_response};
 use crate::config::Signal;
-use crate::otlp::{ExportOutcome, Format, RpcCode, export_response};
 
 /// The gRPC receiver's shared state.
 #[derive(Debug)]

@@ -13,8 +13,8 @@ use http_body_util::{BodyExt, Limited};
 
 use super::compression::{self, DecompressError, Encoding};
 use super::ingest::{Ingest, Refusal, RefusalReason};
+use crate::batch::{Format, RpcCode, export_response, status_body};
 use crate::config::Signal;
-use crate::otlp::{Format, RpcCode, export_response, status_body};
 
 /// The HTTP receiver's shared state.
 #[derive(Debug)]

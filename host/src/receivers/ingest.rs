@@ -6,10 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::batch::{Batch, Decoded, ExportOutcome, Format};
 use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
-use crate::otlp::{Batch, Decoded, ExportOutcome, Format};
 use crate::pipeline::PipelineInput;
 use crate::queue::Reserved;
 use crate::secret::Secret;

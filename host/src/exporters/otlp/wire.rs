@@ -7,9 +7,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use prost::Message;
 
+use crate::batch::{Decoded, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::delivery::Verdict;
-use crate::otlp::{Decoded, RpcStatus};
 
 /// The gRPC method path of each signal's `Export`.
 pub fn grpc_path(signal: Signal) -> &'static str {

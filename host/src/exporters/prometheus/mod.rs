@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::store::{Options, Store};
 use super::{ExportError, Exporter};
+use crate::batch::{Batch, Decoded};
 use crate::config::{ComponentId, PrometheusExporterConfig, Signal};
-use crate::otlp::{Batch, Decoded};
 
 /// Serves what it is given on its scrape endpoint.
 pub struct PrometheusExporter {

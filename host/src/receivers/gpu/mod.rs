@@ -27,10 +27,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Batch, Decoded};
 use crate::config::{ComponentId, Config, GpuReceiverConfig, GpuSource, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{GpuMetrics, Metrics, ReceiverLabels};
-use crate::otlp::{Batch, Decoded};
 use naming::Translator;
 use sample::{Backend, BackendError, Snapshot};
 

@@ -1,16 +1,16 @@
-//! OTLP payloads: the batch that flows through pipelines, owned decoding for the stages that
+//! The batch: the OTLP payload that flows through pipelines, owned decoding for the stages that
 //! need it, the OTLP/JSON mapping, and the export responses.
 //!
 //! A [`Batch`] carries the encoded protobuf request untouched. Stages that only route or count
 //! never decode it; the first stage that needs owned messages decodes it once, and every later
 //! reader of the same batch shares that result.
 
-mod batch;
 mod decoded;
+mod encoded;
 mod response;
 
-pub use batch::Batch;
 pub use decoded::{DecodeError, Decoded};
+pub use encoded::Batch;
 pub use response::{ExportOutcome, ProtoAny, RpcCode, RpcStatus, export_response, status_body};
 
 /// How a request body is encoded.

@@ -9,11 +9,11 @@ use std::time::Duration;
 use sluice_wire::otlp::AnyValue;
 use sluice_wire::views::{self, LogRecordView, MetricView, SpanView};
 
-use super::apply::{self, Applied};
-use super::bindings::types;
-use super::runner::{Accepts, Answer, Processor, Spec, Step};
-use crate::config::{OnError, Signal};
-use crate::otlp::{Batch, Decoded};
+use sluice::batch::{Batch, Decoded};
+use sluice::config::{OnError, Signal};
+use sluice::plugins::apply::{self, Applied};
+use sluice::plugins::bindings::types;
+use sluice::plugins::runner::{Accepts, Answer, Processor, Spec, Step};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -146,7 +146,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
         timeout: Duration::from_secs(5),
         on_error: OnError::Pass,
         env: Vec::new(),
-        cache_dir: super::loader::default_cache_dir(),
+        cache_dir: sluice::plugins::loader::default_cache_dir(),
         accepts: Accepts::Any,
     };
     let (mut processor, _) = Processor::new(spec);
@@ -173,23 +173,23 @@ pub fn run(trial: &Trial) -> Result<String, String> {
             }
             Step::Answered(answer) => answer,
         };
-        let results = match &answer {
+        match &answer {
             Answer::Drop(dropped) => {
                 let names: Vec<&str> =
                     dropped.iter().filter_map(|&i| before.get(i as usize)).map(|(l, _)| l.as_str()).collect();
                 let _ = writeln!(report, "  dropped {}: {}", names.len(), names.join(", "));
-                vec![(None, apply::drop_items(&batch, dropped.clone()).map_err(|e| e.0)?)]
             }
             Answer::Edit(edits) => {
                 let _ = writeln!(report, "  {} edits", edits.len());
-                vec![(None, apply::edit(&batch, edits).map_err(|e| e.0)?)]
             }
-            Answer::Route(routing) => apply::route(&batch, routing).map_err(|e| e.0)?,
+            Answer::Route(_) => {}
             Answer::Requests(requests) => {
                 report_requests(&mut report, requests);
                 continue;
             }
-        };
+        }
+        // The same application as a pipeline's: what the report shows is what would flow.
+        let results = apply::answer(&batch, &answer).map_err(|e| e.0)?;
         for (route, applied) in results {
             let out = match applied {
                 Applied::Unchanged => Batch::from_encoded(signal, batch.payload().clone(), batch.items()),

@@ -1,0 +1,8 @@
+//! The command line's own work: what the `sluice` binary renders and asks, beside the library
+//! that runs the host.
+//!
+//! - [`health`]: `sluice health`, a probe of a running host's admin listener.
+//! - [`plugin_test`]: `sluice plugin test`, one plugin on one batch file, with a report.
+
+pub mod health;
+pub mod plugin_test;
