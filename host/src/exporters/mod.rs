@@ -8,8 +8,8 @@
 //!
 //! # Layout
 //! - [`debug`]: a summary line or a full dump per batch on stdout.
-//! - [`delivery`]: sending over HTTP with credentials, TLS and retries, for the network exporters.
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
+//! - [`http`]: what the network exporters share: the client, delivery with retries, verdicts.
 //! - [`discard`]: counts and drops.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`plugin`]: a WebAssembly exporter plugin renders requests; the host sends them.
@@ -17,9 +17,9 @@
 //! - [`remote_write`]: Prometheus remote write.
 
 pub mod debug;
-pub mod delivery;
 pub mod discard;
 pub mod file;
+pub mod http;
 pub mod otlp;
 pub mod plugin;
 pub mod prometheus;

@@ -16,7 +16,7 @@ use http::{HeaderMap, Method};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::delivery::{Delivery, Outgoing, Settings, judge_http_status};
+use super::http::delivery::{Delivery, Outgoing, Settings, judge_http_status};
 use crate::batch::Batch;
 use crate::config::{ComponentId, Config, PluginExporterConfig};
 use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};

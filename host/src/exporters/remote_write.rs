@@ -11,7 +11,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use prost::Message;
 use tokio::task::JoinHandle;
 
-use super::delivery::{Delivery, Settings, judge_http_status};
+use super::http::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
 use crate::batch::Decoded;
 use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};

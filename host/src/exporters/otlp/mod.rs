@@ -13,7 +13,6 @@
 //! - `client`: the hyper client with rustls.
 //! - `wire`: request bodies per protocol, and reading answers.
 
-pub(super) mod client;
 mod wire;
 
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::delivery::{Delivery, Judge, Settings};
+use super::http::delivery::{Delivery, Judge, Settings};
 use crate::config::{ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;

@@ -9,7 +9,7 @@ use prost::Message;
 
 use crate::batch::{Decoded, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
-use crate::exporters::delivery::Verdict;
+use crate::exporters::http::verdict::{Verdict, retry_after};
 
 /// The gRPC method path of each signal's `Export`.
 pub fn grpc_path(signal: Signal) -> &'static str {
@@ -98,11 +98,6 @@ fn rejected_in(response: &[u8]) -> u64 {
         .and_then(|p| Fields::new(p).map_while(Result::ok).find(|f| f.number == 1))
         .and_then(|f| f.varint().ok())
         .unwrap_or(0)
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Reads an OTLP/HTTP answer.

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 and HTTP/2 client every OTLP exporter sends through, with rustls for `https://`.
+//! The HTTP/1.1 and HTTP/2 client every network exporter sends through, with rustls for `https://`.
 
 use std::sync::Arc;
 

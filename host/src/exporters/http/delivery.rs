@@ -1,15 +1,14 @@
-//! Sending requests to a destination: the HTTP client (rustls), credentials read on use,
-//! per-attempt timeouts, retries with exponential backoff and jitter (honouring what the
-//! destination asks for), and the delivery counters. Shared by every exporter that speaks HTTP
-//! (OTLP over gRPC or HTTP, Prometheus remote write, exporter plugins); each brings its own body and its own way
-//! of reading an answer.
+//! Sending requests to a destination: credentials read on use, per-attempt timeouts, retries on
+//! the schedule [`verdict`](super::verdict) decides, and the delivery counters. Shared by every
+//! exporter that speaks HTTP (OTLP over gRPC or HTTP, Prometheus remote write, exporter
+//! plugins); each brings its own body and its own way of reading an answer.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
 use serde_spanned::Spanned;
@@ -19,32 +18,9 @@ use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::secret::Secret;
 
-pub use super::otlp::client::HttpClient;
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Delivered; `rejected` items were refused through a partial-success answer.
-    Delivered {
-        /// Items the destination rejected.
-        rejected: u64,
-    },
-    /// Try again, after at least `after` if the destination said so.
-    Retry {
-        /// Why.
-        reason: String,
-        /// The destination's requested delay.
-        after: Option<Duration>,
-    },
-    /// Don't try again.
-    Permanent {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Reads an answer: status, headers, trailers (gRPC) and body.
-pub type Judge = fn(StatusCode, &HeaderMap, Option<&HeaderMap>, &[u8]) -> Verdict;
+pub use super::client::HttpClient;
+pub use super::verdict::{Judge, Verdict, judge_http_status};
+use super::verdict::{Next, next_attempt};
 
 /// One request to send: the configured headers and credentials are added to `headers`, and
 /// win over them.
@@ -58,32 +34,6 @@ pub struct Outgoing<'a> {
     pub headers: &'a HeaderMap,
     /// The body; cloning it for a retry is a reference count, not a copy.
     pub body: Bytes,
-}
-
-/// The plain HTTP reading of an answer, for destinations without a protocol of their own on
-/// top (Prometheus remote write, exporter plugins): 2xx delivered; 408, 429 and 5xx retried
-/// (after `Retry-After` seconds when given); any other status final.
-pub fn judge_http_status(
-    status: StatusCode,
-    headers: &HeaderMap,
-    _: Option<&HeaderMap>,
-    body: &[u8],
-) -> Verdict {
-    if status.is_success() {
-        return Verdict::Delivered { rejected: 0 };
-    }
-    let reason = format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]));
-    let retryable = matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS)
-        || status.is_server_error();
-    if retryable {
-        let after = headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        return Verdict::Retry { reason, after };
-    }
-    Verdict::Permanent { reason }
 }
 
 /// Where and how one exporter sends.
@@ -139,7 +89,7 @@ impl Delivery {
         });
         Ok(Self {
             name: settings.name.clone(),
-            client: super::otlp::client::build(settings.tls, settings.http2_only)?,
+            client: super::client::build(settings.tls, settings.http2_only)?,
             headers,
             auth,
             retry: settings.retry.clone(),
@@ -169,13 +119,6 @@ impl Delivery {
                 "Delivery failed; items dropped: {reason}"
             );
         }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.retry.initial_backoff.0.saturating_mul(2u32.saturating_pow(attempt.min(20)));
-        let capped = base.min(self.retry.max_backoff.0);
-        // ±50% jitter keeps a fleet of hosts from retrying in lockstep.
-        capped.mul_f64(rand::rng().random_range(0.5..1.5))
     }
 
     /// POSTs `body` to `url` with `fixed` headers until it is delivered, refused for good, or
@@ -228,14 +171,18 @@ impl Delivery {
                 Verdict::Permanent { reason } => return Err(reason),
                 Verdict::Retry { reason, after } => (reason, after),
             };
-            let delay = after.unwrap_or_else(|| self.backoff(attempt)).max(self.backoff(attempt) / 4);
-            if !self.retry.enabled || started.elapsed() + delay > self.retry.max_elapsed.0 {
-                return Err(format!(
-                    "{reason} (gave up after {} attempts in {:?})",
-                    attempt + 1,
-                    started.elapsed()
-                ));
-            }
+            // ±50% jitter keeps a fleet of hosts from retrying in lockstep.
+            let jitter = rand::rng().random_range(0.5..1.5);
+            let delay = match next_attempt(&self.retry, attempt, started.elapsed(), after, jitter) {
+                Next::RetryIn(delay) => delay,
+                Next::GiveUp => {
+                    return Err(format!(
+                        "{reason} (gave up after {} attempts in {:?})",
+                        attempt + 1,
+                        started.elapsed()
+                    ));
+                }
+            };
             self.counters(signal).retried.inc_by(items);
             if let Some(suppressed) = self.retry_log.check() {
                 tracing::warn!(
