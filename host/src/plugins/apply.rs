@@ -246,3 +246,95 @@ pub fn route(
     }
     Ok(parts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{names, resource_attribute, spans};
+
+    fn changed(applied: Applied) -> Batch {
+        match applied {
+            Applied::Changed(batch) => batch,
+            Applied::Unchanged => panic!("expected a changed batch"),
+        }
+    }
+
+    #[test]
+    fn drops_remove_exactly_the_named_items() {
+        let batch = spans(&["a", "b", "c"]);
+        let [(route, applied)] =
+            answer(&batch, &Answer::Drop(vec![1])).expect("valid").try_into().expect("one");
+        assert_eq!(route, None);
+        let kept = changed(applied);
+        assert_eq!((names(&kept), kept.items()), (vec!["a".to_string(), "c".into()], 2));
+        assert!(
+            matches!(drop_items(&batch, Vec::new()), Ok(Applied::Unchanged)),
+            "nothing dropped, nothing copied"
+        );
+        let everything = changed(drop_items(&batch, vec![2, 0, 1, 1]).expect("valid"));
+        assert_eq!(everything.items(), 0);
+        let error = drop_items(&batch, vec![3]).expect_err("out of range");
+        assert!(error.0.contains('3'), "{error}");
+    }
+
+    #[test]
+    fn edits_change_the_resource_and_items_they_name() {
+        let batch = spans(&["a", "b"]);
+        let set = |target, key: &str, value: &str| {
+            types::Edit::SetAttribute(types::SetAttribute {
+                target,
+                key: key.into(),
+                value: types::Value::String(value.into()),
+                mode: types::SetMode::Upsert,
+            })
+        };
+        let edits = [
+            set(types::Target::Resource(0), "system", "graphistry"),
+            set(types::Target::Item(1), "tenant", "t1"),
+        ];
+        let [(_, applied)] =
+            answer(&batch, &Answer::Edit(edits.to_vec())).expect("valid").try_into().expect("one");
+        let edited = changed(applied);
+        assert_eq!(resource_attribute(&edited, "system").as_deref(), Some("graphistry"));
+        assert_eq!(
+            resource_attribute(&edited, "service.name").as_deref(),
+            Some("api"),
+            "the rest is untouched"
+        );
+        assert_eq!(names(&edited), ["a", "b"]);
+        let tenants: Vec<Option<String>> = sluice_wire::views::items(Signal::Traces, edited.payload())
+            .map(|item| {
+                sluice_wire::views::SpanView::new(item.bytes).str_attribute("tenant").map(str::to_string)
+            })
+            .collect();
+        assert_eq!(tenants, [None, Some("t1".into())]);
+        let stray = [set(types::Target::Item(9), "k", "v")];
+        assert!(edit(&batch, &stray).is_err(), "an item the batch doesn't have");
+    }
+
+    #[test]
+    fn routes_split_the_batch_by_item() {
+        let batch = spans(&["a", "b", "c", "d"]);
+        // `by-item` may be shorter than the batch: the rest take the default route.
+        let routing = types::Routing { routes: vec!["x".into()], by_item: vec![1, 0, 1] };
+        let mut parts = answer(&batch, &Answer::Route(routing)).expect("valid");
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        let parts: Vec<(Option<String>, Vec<String>)> =
+            parts.into_iter().map(|(route, applied)| (route, names(&changed(applied)))).collect();
+        assert_eq!(
+            parts,
+            [
+                (None, vec!["b".to_string(), "d".into()]),
+                (Some("x".into()), vec!["a".to_string(), "c".into()])
+            ]
+        );
+        let bad = types::Routing { routes: vec!["x".into()], by_item: vec![2] };
+        assert!(route(&batch, &bad).is_err(), "route 2 of 1");
+    }
+
+    #[test]
+    fn an_exporters_answer_is_invalid_in_a_chain() {
+        let error = answer(&spans(&["a"]), &Answer::Requests(Vec::new())).expect_err("invalid");
+        assert!(error.0.contains("exporter plugin"));
+    }
+}

@@ -202,3 +202,133 @@ impl Stage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{names, plugin, resource_attribute, spans};
+    use crate::topology::diff::FileHashes;
+
+    /// A config whose pipeline `all` runs `processors` (TOML, `{dist}` standing for the built
+    /// plugins' folder), and its plugin files' hashes.
+    fn config(processors: &str) -> (crate::config::Config, FileHashes) {
+        let dist = plugin("drop-spans").parent().expect("dist").display().to_string();
+        let text = format!(
+            "[receivers.otlp]\ntype = \"otlp\"\n[exporters.out]\ntype = \"discard\"\n\
+             [pipelines.all]\nreceivers = [\"otlp\"]\nexporters = [\"out\"]\n{}",
+            processors.replace("{dist}", &dist)
+        );
+        let config = crate::config::parse(std::path::Path::new("chain.toml"), &text, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+        let hashes = FileHashes::read(&config);
+        (config, hashes)
+    }
+
+    fn build(
+        config: &crate::config::Config,
+        hashes: &FileHashes,
+        metrics: &Metrics,
+        reuse: &HashMap<InstanceKey, SharedProcessor>,
+    ) -> Chain {
+        let id = ComponentId::new("all").expect("valid");
+        let cache = crate::plugins::testing::spec("drop-spans", "{}", OnError::Pass).cache_dir;
+        Chain::build(&id, Snapshot { config, hashes }, metrics, cache, reuse)
+    }
+
+    fn routed(parts: Vec<Routed>) -> Vec<(Option<String>, Vec<String>)> {
+        let mut parts: Vec<_> =
+            parts.into_iter().map(|p| (p.route.map(|r| r.to_string()), names(&p.batch))).collect();
+        parts.sort();
+        parts
+    }
+
+    #[test]
+    fn each_processor_runs_in_order_and_is_counted() {
+        let (config, hashes) = config(
+            r#"
+            [[pipelines.all.processors]]
+            plugin = "{dist}/drop-spans.wasm"
+            config = { span_names = ["b"] }
+            [[pipelines.all.processors]]
+            plugin = "{dist}/set-attributes.wasm"
+            config = { resource = [{ key = "system", value = "graphistry" }] }
+            "#,
+        );
+        let metrics = Metrics::new();
+        let mut chain = build(&config, &hashes, &metrics, &HashMap::new());
+        assert!(chain.load_failures().is_empty(), "{:?}", chain.load_failures());
+        let parts = chain.run(spans(&["a", "b", "c"]));
+        assert_eq!(parts.len(), 1);
+        assert_eq!(names(&parts[0].batch), ["a", "c"]);
+        assert_eq!(resource_attribute(&parts[0].batch, "system").as_deref(), Some("graphistry"));
+        let dropper = metrics.plugin("all", "drop-spans");
+        assert_eq!((dropper.items_in.get(), dropper.items_out.get(), dropper.items_dropped.get()), (3, 2, 1));
+        assert_eq!(
+            metrics.plugin("all", "set-attributes").items_in.get(),
+            2,
+            "the second sees what the first kept"
+        );
+    }
+
+    #[test]
+    fn a_fault_follows_the_plugins_on_error() {
+        for (on_error, expected) in [("pass", vec![(None, vec!["trap".to_string()])]), ("drop", vec![])] {
+            let (config, hashes) = config(&format!(
+                "[[pipelines.all.processors]]\nplugin = \"{{dist}}/fixture-trap.wasm\"\non_error = \"{on_error}\"\n"
+            ));
+            let metrics = Metrics::new();
+            let mut chain = build(&config, &hashes, &metrics, &HashMap::new());
+            assert_eq!(routed(chain.run(spans(&["trap"]))), expected, "on_error = {on_error}");
+            let counters = metrics.plugin("all", "fixture-trap");
+            assert_eq!(counters.items_dropped.get(), u64::from(on_error == "drop"));
+            assert_eq!(counters.items_out.get(), u64::from(on_error == "pass"));
+        }
+    }
+
+    #[test]
+    fn a_router_splits_the_batch_and_later_stages_keep_each_route() {
+        let (config, hashes) = config(
+            r#"
+            [[pipelines.all.processors]]
+            plugin = "{dist}/route-by-attribute.wasm"
+            config = { attribute = "tenant", routes = { t1 = "one" } }
+            [[pipelines.all.processors]]
+            plugin = "{dist}/drop-spans.wasm"
+            config = { span_names = ["drop-*"] }
+            [pipelines.all.routes]
+            one = ["out"]
+            "#,
+        );
+        let mut chain = build(&config, &hashes, &Metrics::new(), &HashMap::new());
+        let parts = chain.run(spans(&["a@t1", "b", "drop-me@t1", "c@t2"]));
+        assert_eq!(
+            routed(parts),
+            [(None, vec!["b".to_string(), "c".into()]), (Some("one".to_string()), vec!["a".to_string()])]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_instance_is_handed_over_and_a_changed_one_is_not() {
+        let processors = |rule: &str| {
+            format!(
+                "[[pipelines.all.processors]]\nplugin = \"{{dist}}/drop-spans.wasm\"\nconfig = {{ span_names = [\"x\"] }}\n\
+                 [[pipelines.all.processors]]\nplugin = \"{{dist}}/set-attributes.wasm\"\n\
+                 config = {{ resource = [{{ key = \"rule\", value = \"{rule}\" }}] }}\n"
+            )
+        };
+        let metrics = Metrics::new();
+        let (first_config, hashes) = config(&processors("one"));
+        let first = build(&first_config, &hashes, &metrics, &HashMap::new());
+        let reuse: HashMap<InstanceKey, SharedProcessor> = first.instances().collect();
+        let (second_config, hashes) = config(&processors("two"));
+        let second = build(&second_config, &hashes, &metrics, &reuse);
+        let same: Vec<bool> = first
+            .stages
+            .iter()
+            .zip(&second.stages)
+            .map(|(a, b)| Arc::ptr_eq(&a.processor, &b.processor))
+            .collect();
+        assert_eq!(same, [true, false]);
+    }
+}

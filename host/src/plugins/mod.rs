@@ -14,3 +14,5 @@ pub mod chain;
 pub mod loader;
 pub mod runner;
 pub mod sandbox;
+#[cfg(test)]
+mod testing;

@@ -430,3 +430,62 @@ fn classify(store: &Store<StoreState>, error: &wasmtime::Error, otherwise: &'sta
     };
     Fault { kind: otherwise, message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::{spans, spec};
+
+    fn fault(step: Step) -> Fault {
+        match step {
+            Step::Faulted(fault) => fault,
+            other => panic!("expected a fault, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_runaway_plugin_is_interrupted_at_its_deadline() {
+        let (mut plugin, load) = Processor::new(spec("fixture-loop-forever", "{}", OnError::Pass));
+        assert!(load.is_none(), "{load:?}");
+        assert_eq!(fault(plugin.run(Signal::Traces, spans(&["a"]).payload())).kind, "deadline");
+    }
+
+    #[test]
+    fn a_plugin_that_grows_past_its_memory_cap_is_stopped() {
+        let (mut plugin, _) = Processor::new(spec("fixture-allocate-forever", "{}", OnError::Pass));
+        let fault = fault(plugin.run(Signal::Traces, spans(&["a"]).payload()));
+        assert_eq!(fault.kind, "memory", "{}", fault.message);
+    }
+
+    #[test]
+    fn a_trap_discards_the_instance_and_repeated_faults_back_off() {
+        let (mut plugin, _) = Processor::new(spec("fixture-trap", "{}", OnError::Pass));
+        let (trap, good) = (spans(&["trap"]), spans(&["fine"]));
+        assert_eq!(fault(plugin.run(Signal::Traces, trap.payload())).kind, "trap");
+        // The first fault retries at once, with a fresh instance.
+        assert!(
+            matches!(plugin.run(Signal::Traces, good.payload()), Step::Answered(Answer::Drop(d)) if d.is_empty())
+        );
+        assert_eq!(fault(plugin.run(Signal::Traces, trap.payload())).kind, "trap");
+        assert_eq!(fault(plugin.run(Signal::Traces, trap.payload())).kind, "trap");
+        // Two in a row: the next batch waits out the backoff instead of calling it.
+        assert_eq!(fault(plugin.run(Signal::Traces, good.payload())).kind, "unavailable");
+    }
+
+    #[test]
+    fn a_refused_config_is_a_load_fault_with_the_plugins_words() {
+        let (_, load) = Processor::new(spec("drop-spans", r#"{"span_nams": ["x"]}"#, OnError::Pass));
+        let load = load.expect("refused");
+        assert_eq!(load.kind, "init");
+        assert!(load.message.contains("the plugin refused its config") && load.message.contains("span_nams"));
+    }
+
+    #[test]
+    fn signals_a_plugin_does_not_handle_are_not_sent_to_it() {
+        let (mut plugin, _) = Processor::new(spec("sample-traces", r#"{"percentage": 0}"#, OnError::Pass));
+        assert!(matches!(plugin.run(Signal::Logs, &[]), Step::Skipped));
+        assert!(
+            matches!(plugin.run(Signal::Traces, spans(&["a"]).payload()), Step::Answered(Answer::Drop(d)) if d == [0])
+        );
+    }
+}
