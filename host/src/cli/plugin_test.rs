@@ -13,7 +13,7 @@ use sluice::batch::{Batch, Decoded};
 use sluice::config::{OnError, Signal};
 use sluice::plugins::apply::{self, Applied};
 use sluice::plugins::bindings::types;
-use sluice::plugins::runner::{Accepts, Answer, Processor, Spec, Step};
+use sluice::plugins::runner::{Accepts, Answer, Plugin, Spec, Step};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
         cache_dir: sluice::plugins::loader::default_cache_dir(),
         accepts: Accepts::Any,
     };
-    let (mut processor, _) = Processor::new(spec);
+    let (mut processor, _) = Plugin::new(spec);
     let Some(kind) = processor.kind() else {
         return Err(format!("cannot load {} (see the log line above)", trial.plugin.display()));
     };

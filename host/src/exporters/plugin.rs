@@ -21,7 +21,7 @@ use crate::batch::Batch;
 use crate::config::{ComponentId, Config, PluginExporterConfig};
 use crate::metrics::{DeliveryCounters, PerSignal, PluginMetrics};
 use crate::plugins::bindings::types;
-use crate::plugins::runner::{Answer, Processor, Spec, Step};
+use crate::plugins::runner::{Answer, Plugin, Spec, Step};
 use crate::queue;
 
 /// Headers that belong to the connection, which the host manages.
@@ -62,7 +62,7 @@ fn prepare(base: &str, request: types::HttpRequest) -> Result<Prepared, String> 
 
 /// What the exporter thread needs besides its queue.
 struct Worker {
-    processor: Processor,
+    plugin: Plugin,
     delivery: Delivery,
     base: String,
     metrics: PluginMetrics,
@@ -73,7 +73,7 @@ impl Worker {
     fn handle(&mut self, batch: &Batch) {
         let (signal, items) = (batch.signal(), batch.items());
         let started = Instant::now();
-        let step = self.processor.run(signal, batch.payload());
+        let step = self.plugin.run(signal, batch.payload());
         let requests = match step {
             Step::Answered(Answer::Requests(requests)) => {
                 self.metrics.calls.inc();
@@ -165,7 +165,7 @@ pub async fn spawn(
     let runtime = tokio::runtime::Handle::current();
     let exporter = name.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let (processor, load_fault) = Processor::new(spec);
+        let (plugin, load_fault) = Plugin::new(spec);
         if let Some(fault) = &load_fault {
             metrics.fault(fault.kind);
         }
@@ -174,7 +174,7 @@ pub async fn spawn(
         if refused {
             return;
         }
-        let mut worker = Worker { processor, delivery, base, metrics, runtime };
+        let mut worker = Worker { plugin, delivery, base, metrics, runtime };
         while let Some(batch) = rx.blocking_recv() {
             worker.handle(&batch);
         }

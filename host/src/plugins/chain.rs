@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::apply::{self, Applied};
-use super::runner::{Processor, Spec, Step};
+use super::runner::{Plugin, Spec, Step};
 use crate::batch::Batch;
 use crate::config::{ComponentId, OnError};
 use crate::log_throttle::LogThrottle;
@@ -24,10 +24,10 @@ pub struct Routed {
 }
 
 /// A processor a reload can hand from an old chain to a new one, with its live instance.
-pub type SharedProcessor = Arc<Mutex<Processor>>;
+pub type SharedPlugin = Arc<Mutex<Plugin>>;
 
 struct Stage {
-    processor: SharedProcessor,
+    processor: SharedPlugin,
     name: Arc<str>,
     on_error: OnError,
     metrics: PluginMetrics,
@@ -39,7 +39,7 @@ pub struct Chain {
     pipeline: ComponentId,
     stages: Vec<Stage>,
     load_failures: Vec<String>,
-    instances: Vec<(InstanceKey, SharedProcessor)>,
+    instances: Vec<(InstanceKey, SharedPlugin)>,
 }
 
 impl Chain {
@@ -52,7 +52,7 @@ impl Chain {
         snapshot: Snapshot<'_>,
         metrics: &Metrics,
         cache_dir: Option<PathBuf>,
-        reuse: &HashMap<InstanceKey, SharedProcessor>,
+        reuse: &HashMap<InstanceKey, SharedPlugin>,
     ) -> Self {
         let mut instances = Vec::new();
         let mut load_failures = Vec::new();
@@ -68,7 +68,7 @@ impl Chain {
                 let processor = match reuse.get(&key) {
                     Some(existing) => existing.clone(),
                     None => {
-                        let (processor, load_fault) = Processor::new(spec);
+                        let (processor, load_fault) = Plugin::new(spec);
                         if let Some(fault) = &load_fault {
                             metrics.fault(fault.kind);
                             load_failures
@@ -91,7 +91,7 @@ impl Chain {
     }
 
     /// The plugin instances, by key, for the next reload to reuse.
-    pub fn instances(&self) -> impl Iterator<Item = (InstanceKey, SharedProcessor)> + '_ {
+    pub fn instances(&self) -> impl Iterator<Item = (InstanceKey, SharedPlugin)> + '_ {
         self.instances.iter().map(|(key, processor)| (key.clone(), processor.clone()))
     }
 
@@ -229,7 +229,7 @@ mod tests {
         config: &crate::config::Config,
         hashes: &FileHashes,
         metrics: &Metrics,
-        reuse: &HashMap<InstanceKey, SharedProcessor>,
+        reuse: &HashMap<InstanceKey, SharedPlugin>,
     ) -> Chain {
         let id = ComponentId::new("all").expect("valid");
         let cache = crate::plugins::testing::spec("drop-spans", "{}", OnError::Pass).cache_dir;
@@ -320,7 +320,7 @@ mod tests {
         let metrics = Metrics::new();
         let (first_config, hashes) = config(&processors("one"));
         let first = build(&first_config, &hashes, &metrics, &HashMap::new());
-        let reuse: HashMap<InstanceKey, SharedProcessor> = first.instances().collect();
+        let reuse: HashMap<InstanceKey, SharedPlugin> = first.instances().collect();
         let (second_config, hashes) = config(&processors("two"));
         let second = build(&second_config, &hashes, &metrics, &reuse);
         let same: Vec<bool> = first

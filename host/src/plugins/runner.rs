@@ -76,8 +76,8 @@ pub struct Preflight;
 impl crate::config::PluginCheck for Preflight {
     fn check(&self, config: &Config, plugin: &PluginUse<'_>) -> Result<(), String> {
         let spec = Spec::for_use(plugin, config, loader::default_cache_dir());
-        let mut processor = Processor::unloaded(spec);
-        processor.load(false).and_then(|()| processor.instantiate()).map(drop).map_err(|fault| fault.message)
+        let mut instance = Plugin::unloaded(spec);
+        instance.load(false).and_then(|()| instance.instantiate()).map(drop).map_err(|fault| fault.message)
     }
 }
 
@@ -160,7 +160,7 @@ enum Pre {
     Exporter(exporter::ExporterPre<StoreState>),
 }
 
-enum Instance {
+enum Bound {
     Filter(filter::Filter),
     Transform(transform::Transform),
     Router(router::Router),
@@ -169,12 +169,13 @@ enum Instance {
 
 struct Live {
     store: Store<StoreState>,
-    instance: Instance,
+    instance: Bound,
     signals: types::Signals,
 }
 
-/// A plugin in a pipeline's chain.
-pub struct Processor {
+/// One plugin where the config uses it — a pipeline's processor or an exporter plugin: its
+/// compiled component, its live instance, and its fault state.
+pub struct Plugin {
     spec: Spec,
     pre: Option<Pre>,
     kind: Option<Kind>,
@@ -198,18 +199,18 @@ fn linker() -> &'static Linker<StoreState> {
     })
 }
 
-impl Processor {
+impl Plugin {
     /// Loads the plugin. A load failure is logged, returned for counting, and retried later —
     /// never fatal.
     ///
     /// The first instance is made here too, so a plugin that refuses its settings is reported
     /// now (as a fault of kind `init`) rather than at its first batch.
     pub fn new(spec: Spec) -> (Self, Option<Fault>) {
-        let mut processor = Self::unloaded(spec);
-        let loaded = processor.load(true);
-        let fault = match loaded.and_then(|()| processor.instantiate()) {
+        let mut plugin = Self::unloaded(spec);
+        let loaded = plugin.load(true);
+        let fault = match loaded.and_then(|()| plugin.instantiate()) {
             Ok(live) => {
-                processor.live = Some(live);
+                plugin.live = Some(live);
                 None
             }
             Err(fault) => Some(fault),
@@ -217,12 +218,12 @@ impl Processor {
         if let Some(fault) = &fault {
             // Not loaded: wait before reading the file again. Loaded but refused its settings:
             // the first batch tries once more at once (and reports the refusal), then waits.
-            if processor.pre.is_none() {
-                processor.back_off();
+            if plugin.pre.is_none() {
+                plugin.back_off();
             }
-            tracing::error!(plugin = %processor.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
+            tracing::error!(plugin = %plugin.spec.name, kind = fault.kind, "Plugin not loaded: {}", fault.message);
         }
-        (processor, fault)
+        (plugin, fault)
     }
 
     fn unloaded(spec: Spec) -> Self {
@@ -317,22 +318,22 @@ impl Processor {
             Pre::Filter(pre) => {
                 let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Instance::Filter(i), info)
+                (Bound::Filter(i), info)
             }
             Pre::Transform(pre) => {
                 let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Instance::Transform(i), info)
+                (Bound::Transform(i), info)
             }
             Pre::Router(pre) => {
                 let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Instance::Router(i), info)
+                (Bound::Router(i), info)
             }
             Pre::Exporter(pre) => {
                 let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Instance::Exporter(i), info)
+                (Bound::Exporter(i), info)
             }
         };
         let info = info.map_err(|message| Fault {
@@ -376,12 +377,12 @@ impl Processor {
         let store = &mut live.store;
         store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
         let result = match &live.instance {
-            Instance::Filter(i) => i.call_filter(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Drop)),
-            Instance::Transform(i) => {
+            Bound::Filter(i) => i.call_filter(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Drop)),
+            Bound::Transform(i) => {
                 i.call_transform(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Edit))
             }
-            Instance::Router(i) => i.call_route(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Route)),
-            Instance::Exporter(i) => {
+            Bound::Router(i) => i.call_route(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Route)),
+            Bound::Exporter(i) => {
                 i.call_render(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Requests))
             }
         };
@@ -445,21 +446,21 @@ mod tests {
 
     #[test]
     fn a_runaway_plugin_is_interrupted_at_its_deadline() {
-        let (mut plugin, load) = Processor::new(spec("fixture-loop-forever", "{}", OnError::Pass));
+        let (mut plugin, load) = Plugin::new(spec("fixture-loop-forever", "{}", OnError::Pass));
         assert!(load.is_none(), "{load:?}");
         assert_eq!(fault(plugin.run(Signal::Traces, spans(&["a"]).payload())).kind, "deadline");
     }
 
     #[test]
     fn a_plugin_that_grows_past_its_memory_cap_is_stopped() {
-        let (mut plugin, _) = Processor::new(spec("fixture-allocate-forever", "{}", OnError::Pass));
+        let (mut plugin, _) = Plugin::new(spec("fixture-allocate-forever", "{}", OnError::Pass));
         let fault = fault(plugin.run(Signal::Traces, spans(&["a"]).payload()));
         assert_eq!(fault.kind, "memory", "{}", fault.message);
     }
 
     #[test]
     fn a_trap_discards_the_instance_and_repeated_faults_back_off() {
-        let (mut plugin, _) = Processor::new(spec("fixture-trap", "{}", OnError::Pass));
+        let (mut plugin, _) = Plugin::new(spec("fixture-trap", "{}", OnError::Pass));
         let (trap, good) = (spans(&["trap"]), spans(&["fine"]));
         assert_eq!(fault(plugin.run(Signal::Traces, trap.payload())).kind, "trap");
         // The first fault retries at once, with a fresh instance.
@@ -474,7 +475,7 @@ mod tests {
 
     #[test]
     fn a_refused_config_is_a_load_fault_with_the_plugins_words() {
-        let (_, load) = Processor::new(spec("drop-spans", r#"{"span_nams": ["x"]}"#, OnError::Pass));
+        let (_, load) = Plugin::new(spec("drop-spans", r#"{"span_nams": ["x"]}"#, OnError::Pass));
         let load = load.expect("refused");
         assert_eq!(load.kind, "init");
         assert!(load.message.contains("the plugin refused its config") && load.message.contains("span_nams"));
@@ -482,7 +483,7 @@ mod tests {
 
     #[test]
     fn signals_a_plugin_does_not_handle_are_not_sent_to_it() {
-        let (mut plugin, _) = Processor::new(spec("sample-traces", r#"{"percentage": 0}"#, OnError::Pass));
+        let (mut plugin, _) = Plugin::new(spec("sample-traces", r#"{"percentage": 0}"#, OnError::Pass));
         assert!(matches!(plugin.run(Signal::Logs, &[]), Step::Skipped));
         assert!(
             matches!(plugin.run(Signal::Traces, spans(&["a"]).payload()), Step::Answered(Answer::Drop(d)) if d == [0])

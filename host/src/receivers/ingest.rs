@@ -57,16 +57,20 @@ impl RefusalReason {
     }
 }
 
-/// Per signal, the pipelines a receiver feeds. Shared by the receiver's transports and swapped
-/// as a whole on reload, so every request sees one consistent set.
-pub type Routes = Arc<arc_swap::ArcSwap<PerSignal<Vec<PipelineInput>>>>;
+/// Per signal, the pipelines a receiver feeds. ("Routes" are a router plugin's answer, inside a
+/// pipeline; this is the wiring from receivers to pipelines.)
+pub type FeedTable = PerSignal<Vec<PipelineInput>>;
+
+/// A receiver's [`FeedTable`], shared by its transports and swapped as a whole on reload, so
+/// every request sees one consistent set.
+pub type Feeds = Arc<arc_swap::ArcSwap<FeedTable>>;
 
 /// One receiver transport's entry into the pipelines.
 #[derive(Debug)]
 pub struct Ingest {
     receiver: ComponentId,
     transport: &'static str,
-    routes: Routes,
+    feeds: Feeds,
     accepted: PerSignal<Counter>,
     invalid: PerSignal<Counter>,
     /// Backpressure refusals come thousands a second under overload: their counters are
@@ -78,11 +82,11 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Entry for `receiver`'s `transport` ("grpc" or "http"), feeding `routes` per signal.
+    /// Entry for `receiver`'s `transport` ("grpc" or "http"), feeding `feeds` per signal.
     pub fn new(
         receiver: &ComponentId,
         transport: &'static str,
-        routes: Routes,
+        feeds: Feeds,
         metrics: Arc<Metrics>,
         auth: Option<Arc<Secret>>,
     ) -> Self {
@@ -113,7 +117,7 @@ impl Ingest {
         Self {
             receiver: receiver.clone(),
             transport,
-            routes,
+            feeds,
             accepted,
             invalid,
             busy,
@@ -149,7 +153,7 @@ impl Ingest {
 
     /// Whether any pipeline takes `signal` from this receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
-        !self.routes.load().get(signal).is_empty()
+        !self.feeds.load().get(signal).is_empty()
     }
 
     /// Counts a refused request and logs why — at most once per interval, since the client is
@@ -181,8 +185,8 @@ impl Ingest {
     pub fn accept(&self, signal: Signal, format: Format, body: Bytes) -> Result<ExportOutcome, Refusal> {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
-        let routes = self.routes.load_full();
-        let result = Self::reserve(&routes, signal).and_then(|slots| {
+        let feeds = self.feeds.load_full();
+        let result = Self::reserve(&feeds, signal).and_then(|slots| {
             let (batch, outcome) = self.prepare(signal, format, body)?;
             if let Some(batch) = batch {
                 let items = batch.items();
@@ -250,10 +254,10 @@ impl Ingest {
 
     /// Reserves a slot in every pipeline that takes `signal`: all or nothing, so a refusal never
     /// leaves a batch half delivered (which the client's retry would duplicate).
-    fn reserve(routes: &PerSignal<Vec<PipelineInput>>, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
-        let routes = routes.get(signal);
-        let mut slots = Vec::with_capacity(routes.len());
-        for route in routes {
+    fn reserve(feeds: &PerSignal<Vec<PipelineInput>>, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
+        let feeds = feeds.get(signal);
+        let mut slots = Vec::with_capacity(feeds.len());
+        for route in feeds {
             match route.try_reserve() {
                 Some(slot) => slots.push(slot),
                 None => return Err(Refusal::Busy(route.name().clone())),
@@ -291,8 +295,8 @@ mod tests {
         let (inputs, receivers): (Vec<_>, Vec<_>) = (0..queues)
             .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
             .unzip();
-        let routes = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
-        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", routes, metrics, None), receivers)
+        let feeds = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
+        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", feeds, metrics, None), receivers)
     }
 
     #[test]
@@ -323,7 +327,7 @@ mod tests {
         let (ingest, mut queues) = ingest(2, 1);
         // Fill the second pipeline only.
         let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
-        ingest.routes.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
+        ingest.feeds.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
         let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into());
         assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
         assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");

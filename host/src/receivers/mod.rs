@@ -43,12 +43,12 @@ pub struct StartError {
     source: std::io::Error,
 }
 
-/// Binds every enabled transport of OTLP receiver `id` and starts serving. `routes` holds, per signal,
+/// Binds every enabled transport of OTLP receiver `id` and starts serving. `feeds` holds, per signal,
 /// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
 pub async fn start(
     id: &ComponentId,
     otlp: &OtlpReceiverConfig,
-    routes: &ingest::Routes,
+    feeds: &ingest::Feeds,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
 ) -> Result<Vec<Listening>, StartError> {
@@ -58,7 +58,7 @@ pub async fn start(
     let mut listening = Vec::new();
     if otlp.grpc.enabled {
         let receiver = grpc::GrpcReceiver {
-            ingest: Ingest::new(id, "grpc", routes.clone(), metrics.clone(), auth.clone()),
+            ingest: Ingest::new(id, "grpc", feeds.clone(), metrics.clone(), auth.clone()),
             max_message_size: otlp.grpc.max_message_size.as_usize(),
         };
         let label = format!("receiver `{id}` (grpc)");
@@ -70,7 +70,7 @@ pub async fn start(
     }
     if otlp.http.enabled {
         let receiver = http::HttpReceiver {
-            ingest: Ingest::new(id, "http", routes.clone(), metrics.clone(), auth.clone()),
+            ingest: Ingest::new(id, "http", feeds.clone(), metrics.clone(), auth.clone()),
             max_body_size: otlp.http.max_body_size.as_usize(),
         };
         let label = format!("receiver `{id}` (http)");

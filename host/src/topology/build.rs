@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::diff::{Change, Diff, InstanceKey, Snapshot};
 use crate::config::{ComponentId, ReceiverConfig, Signal};
 use crate::exporters::ExporterInput;
-use crate::metrics::{Metrics, PerSignal};
+use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineInput};
-use crate::plugins::chain::{Chain, SharedProcessor};
-use crate::receivers::ingest::Routes;
+use crate::plugins::chain::{Chain, SharedPlugin};
+use crate::receivers::ingest::{FeedTable, Feeds};
 use crate::{exporters, receivers};
 
 /// A running exporter: the queue pipelines feed, and the task draining it.
@@ -32,10 +32,10 @@ pub(super) struct BuiltPipeline {
     pub task: JoinHandle<()>,
 }
 
-/// A running receiver: its route table (swapped on reload), its listeners or sampler, and the
-/// token that stops them.
+/// A running receiver: the pipelines it feeds (swapped on reload), its listeners or sampler, and
+/// the token that stops them.
 pub(super) struct BuiltReceiver {
-    pub routes: Routes,
+    pub feeds: Feeds,
     pub listeners: Vec<receivers::Listening>,
     /// A sampling receiver's task (the GPU receiver has no listener).
     pub sampler: Option<JoinHandle<()>>,
@@ -55,18 +55,15 @@ pub(super) struct Components {
     pub exporters: BTreeMap<ComponentId, BuiltExporter>,
     pub pipelines: BTreeMap<ComponentId, BuiltPipeline>,
     pub receivers: BTreeMap<ComponentId, BuiltReceiver>,
-    /// Processor instances by key, for the next reload to hand over.
-    pub instances: HashMap<InstanceKey, SharedProcessor>,
+    /// Plugin instances by key, for the next reload to hand over.
+    pub instances: HashMap<InstanceKey, SharedPlugin>,
 }
 
-/// A receiver's pipelines, per signal.
-pub(super) type RouteTable = PerSignal<Vec<PipelineInput>>;
-
-/// What a diff's Build entries came to, not yet serving, and the route table of every receiver.
+/// What a diff's Build entries came to, not yet serving, and what every receiver is to feed.
 #[derive(Default)]
 pub(super) struct Built {
     pub components: Components,
-    pub routes: BTreeMap<ComponentId, RouteTable>,
+    pub feeds: BTreeMap<ComponentId, FeedTable>,
 }
 
 /// Builds every component `diff` marks [`Change::Build`], wiring it to what `serving` keeps.
@@ -105,7 +102,7 @@ pub(super) async fn build(
                 .map(|(route, list)| (Arc::from(route.as_str()), inputs(list.get_ref())))
                 .collect(),
         };
-        let reuse: HashMap<InstanceKey, SharedProcessor> = serving
+        let reuse: HashMap<InstanceKey, SharedPlugin> = serving
             .instances
             .iter()
             .filter(|(key, _)| diff.instances.get(*key) == Some(&Change::Keep))
@@ -135,14 +132,14 @@ pub(super) async fn build(
         built.components.pipelines.insert(id.clone(), BuiltPipeline { input, task });
     }
 
-    // Every receiver's routes, from the new pipelines (kept or built).
+    // What every receiver feeds, from the new pipelines (kept or built).
     for (id, pipeline) in &config.pipelines {
         let input = built.components.pipelines.get(id).or_else(|| serving.pipelines.get(id));
         let input = &input.expect("the diff builds or keeps every pipeline").input;
         let signals: Vec<Signal> = pipeline.signals.iter().map(|s| *s.get_ref()).collect();
         for receiver in pipeline.receivers.get_ref() {
             let receiver = ComponentId::new(receiver.get_ref()).map_err(anyhow::Error::msg)?;
-            let table = built.routes.entry(receiver).or_default();
+            let table = built.feeds.entry(receiver).or_default();
             for signal in &signals {
                 table.0[signal.index()].push(input.clone());
             }
@@ -157,13 +154,12 @@ pub(super) async fn build(
                 let _ = task.await;
             }
         }
-        let routes: Routes =
-            Arc::new(ArcSwap::from_pointee(built.routes.get(id).cloned().unwrap_or_default()));
+        let feeds: Feeds = Arc::new(ArcSwap::from_pointee(built.feeds.get(id).cloned().unwrap_or_default()));
         let stop = CancellationToken::new();
         let (listeners, sampler) = match &config.receivers[id] {
-            ReceiverConfig::Otlp(otlp) => (receivers::start(id, otlp, &routes, metrics, &stop).await?, None),
+            ReceiverConfig::Otlp(otlp) => (receivers::start(id, otlp, &feeds, metrics, &stop).await?, None),
             ReceiverConfig::Gpu(gpu) => {
-                let task = receivers::gpu::start(id, gpu, config, &routes, metrics, &stop)
+                let task = receivers::gpu::start(id, gpu, config, &feeds, metrics, &stop)
                     .map_err(|e| anyhow::anyhow!("receiver `{id}`: {e}"))?;
                 (Vec::new(), Some(task))
             }
@@ -171,7 +167,7 @@ pub(super) async fn build(
         for listener in &listeners {
             tracing::info!(component = %listener.label, address = %listener.address, "Listening");
         }
-        built.components.receivers.insert(id.clone(), BuiltReceiver { routes, listeners, sampler, stop });
+        built.components.receivers.insert(id.clone(), BuiltReceiver { feeds, listeners, sampler, stop });
     }
     Ok(built)
 }

@@ -9,7 +9,7 @@
 //!
 //! A reload builds the new topology beside the old one, reusing every component the
 //! [`Diff`] keeps — a receiver keeps its sockets, an exporter its queue, connections and retries,
-//! a pipeline its queue and plugin instances — and then swaps each receiver's routes atomically.
+//! a pipeline its queue and plugin instances — and then swaps what each receiver feeds atomically.
 //! Batches already accepted finish on the pipelines they entered; the replaced pipelines and
 //! exporters drain and stop on their own. A reload that fails leaves the old topology serving.
 
@@ -93,7 +93,7 @@ impl Running {
 
     /// Swaps `built` in as `diff` says: from here on nothing fails.
     fn commit(&mut self, diff: &Diff, built: Built) {
-        let Built { components: mut fresh, routes } = built;
+        let Built { components: mut fresh, feeds } = built;
         let mut old = std::mem::take(&mut self.components);
         let mut next = Components::default();
         let draining = &mut self.draining;
@@ -102,7 +102,7 @@ impl Running {
             let previous = old.receivers.remove(id);
             match (change, previous) {
                 (Change::Keep, Some(receiver)) => {
-                    receiver.routes.store(Arc::new(routes.get(id).cloned().unwrap_or_default()));
+                    receiver.feeds.store(Arc::new(feeds.get(id).cloned().unwrap_or_default()));
                     next.receivers.insert(id.clone(), receiver);
                 }
                 (Change::Build, _) => {

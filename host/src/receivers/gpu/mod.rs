@@ -34,7 +34,7 @@ use crate::metrics::{GpuMetrics, Metrics, ReceiverLabels};
 use naming::Translator;
 use sample::{Backend, BackendError, Snapshot};
 
-use super::ingest::Routes;
+use super::ingest::Feeds;
 
 type Sampled = (Result<Snapshot, BackendError>, Duration);
 
@@ -75,7 +75,7 @@ fn spawn_sampler(
 struct Receiver {
     id: ComponentId,
     interval: Duration,
-    routes: Routes,
+    feeds: Feeds,
     metrics: GpuMetrics,
     accepted: prometheus_client::metrics::counter::Counter,
     translator: Translator,
@@ -118,8 +118,8 @@ impl Receiver {
         self.note_failures(&snapshot);
         let Some((request, points)) = self.translator.translate(&snapshot) else { return };
         let batch = Arc::new(Batch::from_decoded(Decoded::Metrics(request), points));
-        let routes = self.routes.load_full();
-        for pipeline in routes.get(Signal::Metrics) {
+        let feeds = self.feeds.load_full();
+        for pipeline in feeds.get(Signal::Metrics) {
             if !pipeline.send(batch.clone()).await {
                 tracing::warn!(receiver = %self.id, pipeline = %pipeline.name(), "Pipeline stopped; GPU sample not delivered to it");
             }
@@ -159,12 +159,12 @@ impl Receiver {
     }
 }
 
-/// Builds the backend and starts sampling into `routes` until `shutdown`.
+/// Builds the backend and starts sampling into `feeds` until `shutdown`.
 pub fn start(
     id: &ComponentId,
     gpu: &GpuReceiverConfig,
     config: &Config,
-    routes: &Routes,
+    feeds: &Feeds,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<()>, String> {
@@ -188,7 +188,7 @@ pub fn start(
     let mut receiver = Receiver {
         id: id.clone(),
         interval,
-        routes: routes.clone(),
+        feeds: feeds.clone(),
         metrics: metrics.gpu(id.as_str()),
         accepted: metrics.receiver_accepted_items.get_or_create(&labels).clone(),
         translator: Translator::new(
