@@ -213,6 +213,48 @@ impl Parser {
         self.errors.push(Diagnostic::at(span.map(|s| self.map.range_to_original(s)), message));
     }
 
+    /// A network exporter's table: the [`ClientConfig`] keys and its type's own keys side by
+    /// side. Each part is deserialized on its own (both deny unknown fields); a key neither
+    /// knows is reported once, at its place, with every key the table may have.
+    fn network<T: DeserializeOwned>(
+        &mut self,
+        mut rest: Value,
+        what: &str,
+        header: Option<Range<usize>>,
+    ) -> Option<(T, ClientConfig)> {
+        let (own, shared) = (fields_of::<T>(), fields_of::<ClientConfig>());
+        let Some(table) = rest.as_inline_table_mut() else {
+            self.error(header, format!("{what} must be a table"));
+            return None;
+        };
+        let mut client = toml_edit::InlineTable::new();
+        let mut unknown = false;
+        let keys: Vec<String> = table.iter().map(|(key, _)| key.to_string()).collect();
+        for key in keys {
+            if shared.contains(&key.as_str()) {
+                if let Some(value) = table.remove(&key) {
+                    client.insert(&key, value);
+                }
+            } else if !own.contains(&key.as_str()) {
+                let span = table.key(&key).and_then(|k| k.span()).or_else(|| header.clone());
+                let expected = own.iter().chain(shared).map(|f| format!("`{f}`")).collect::<Vec<_>>();
+                self.error(
+                    span,
+                    format!("{what}: unknown field `{key}`, expected one of {}", expected.join(", ")),
+                );
+                // Reported here, once: the type's own parse must not see it again.
+                table.remove(&key);
+                unknown = true;
+            }
+        }
+        let client = self.typed_value::<ClientConfig>(Value::InlineTable(client), what, header.clone());
+        let typed = self.typed_value::<T>(rest, what, header);
+        if unknown {
+            return None;
+        }
+        Some((typed?, client?))
+    }
+
     /// Fills a plugin's `config` from its `config_file`: a TOML file, relative to the config,
     /// with the same `${VAR}` substitution. Its problems are reported at `config_file`, each
     /// with the line and column in that file.
@@ -423,13 +465,71 @@ fn parse_exporter(
         "debug" => parser.typed_value(rest, what, header).map(ExporterKind::Debug),
         "file" => parser.typed_value(rest, what, header).map(ExporterKind::File),
         "discard" => parser.typed_value(rest, what, header).map(ExporterKind::Discard),
-        "otlp" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Otlp(Box::new(c))),
+        "otlp" => parser
+            .network::<OtlpExporterConfig>(rest, what, header)
+            .map(|(c, client)| ExporterKind::Otlp(Box::new(OtlpExporterConfig { client, ..c }))),
         "prometheus" => parser.typed_value(rest, what, header).map(ExporterKind::Prometheus),
         "prometheus_remote_write" => {
-            parser.typed_value(rest, what, header).map(|c| ExporterKind::RemoteWrite(Box::new(c)))
+            parser.network::<RemoteWriteExporterConfig>(rest, what, header).map(|(c, client)| {
+                ExporterKind::RemoteWrite(Box::new(RemoteWriteExporterConfig { client, ..c }))
+            })
         }
-        "plugin" => parser.typed_value(rest, what, header).map(|c| ExporterKind::Plugin(Box::new(c))),
+        "plugin" => parser
+            .network::<PluginExporterConfig>(rest, what, header)
+            .map(|(c, client)| ExporterKind::Plugin(Box::new(PluginExporterConfig { client, ..c }))),
         _ => None,
     }?;
     Some(ExporterConfig { queue_size: queue_size?, kind })
+}
+
+/// The fields a `Deserialize` struct declares, as serde hands them to `deserialize_struct`.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+
+    struct Capture(&'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Captured;
+
+    impl std::fmt::Display for Captured {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("fields captured")
+        }
+    }
+
+    impl std::error::Error for Captured {}
+
+    impl de::Error for Captured {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Captured
+        }
+    }
+
+    impl<'de> de::Deserializer<'de> for &mut Capture {
+        type Error = Captured;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Captured> {
+            Err(Captured)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Captured> {
+            self.0 = fields;
+            Err(Captured)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut capture = Capture(&[]);
+    let _ = T::deserialize(&mut capture);
+    capture.0
 }

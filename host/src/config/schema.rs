@@ -531,25 +531,10 @@ pub struct PluginExporterConfig {
     pub env: Vec<Spanned<String>>,
     /// The destination's base URL; each request's path is appended to it.
     pub endpoint: Spanned<String>,
-    /// How long one attempt may take.
-    #[serde(default = "default_otlp_timeout")]
-    pub timeout: HumanDuration,
-    /// Headers added to every request (winning over the plugin's); secret values as
-    /// `{ env = .. }` / `{ file = .. }`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<Credential>>,
-    /// Basic or bearer authentication.
-    #[serde(default)]
-    pub auth: Option<AuthConfig>,
-    /// TLS settings for `https://` endpoints.
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    /// Retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// What a full queue does.
-    #[serde(default)]
-    pub on_full: OnFull,
+    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
+    /// (read from the same table; see [`ClientConfig`]).
+    #[serde(skip)]
+    pub client: ClientConfig,
 }
 
 /// `type = "prometheus_remote_write"`: pushes metrics with the remote write 1.0 protocol
@@ -566,24 +551,6 @@ pub struct PluginExporterConfig {
 pub struct RemoteWriteExporterConfig {
     /// The remote write URL.
     pub endpoint: Spanned<String>,
-    /// How long one attempt may take.
-    #[serde(default = "default_otlp_timeout")]
-    pub timeout: HumanDuration,
-    /// Extra headers; secret values as `{ env = .. }` / `{ file = .. }`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<Credential>>,
-    /// Basic or bearer authentication.
-    #[serde(default)]
-    pub auth: Option<AuthConfig>,
-    /// TLS settings for `https://` endpoints.
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    /// Retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// What a full queue does.
-    #[serde(default)]
-    pub on_full: OnFull,
     /// Resource attributes copied onto every series as labels.
     #[serde(default)]
     pub resource_to_labels: Vec<String>,
@@ -593,6 +560,10 @@ pub struct RemoteWriteExporterConfig {
     /// How long accumulated (delta → cumulative) state is kept for a series that stops.
     #[serde(default = "default_expiry")]
     pub expiry: HumanDuration,
+    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
+    /// (read from the same table; see [`ClientConfig`]).
+    #[serde(skip)]
+    pub client: ClientConfig,
 }
 
 impl ExporterKind {
@@ -798,6 +769,57 @@ impl Default for BatchConfig {
     }
 }
 
+/// How a network exporter (`otlp`, `prometheus_remote_write`, `plugin`) reaches its
+/// destination. The keys sit in the exporter's own table, beside its type's keys:
+///
+/// ```toml
+/// [exporters.vendor]
+/// type = "otlp"
+/// endpoint = "https://otlp.example.com"
+/// timeout = "10s"                                             # one attempt
+/// headers = { "x-scope-orgid" = "graphistry", "x-api-key" = { env = "API_KEY" } }
+/// auth = { basic = { username = "instance-1", password = { file = "/run/secrets/otlp" } } }
+/// tls = { ca_file = "/etc/ssl/private-ca.pem" }
+/// retry = { initial_backoff = "1s", max_backoff = "30s", max_elapsed = "5m" }
+/// on_full = "backpressure"                                    # or "drop"
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// How long one attempt may take.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: HumanDuration,
+    /// Headers added to every request (gRPC metadata for gRPC); secret values as
+    /// `{ env = .. }` / `{ file = .. }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<Credential>>,
+    /// Basic or bearer authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// TLS settings for `https://` endpoints.
+    #[serde(default)]
+    pub tls: ClientTlsConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// What a full queue does.
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout: default_otlp_timeout(),
+            headers: BTreeMap::new(),
+            auth: None,
+            tls: ClientTlsConfig::default(),
+            retry: RetryConfig::default(),
+            on_full: OnFull::default(),
+        }
+    }
+}
+
 /// What a full exporter queue does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -842,30 +864,16 @@ pub struct OtlpExporterConfig {
     /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: CompressionConfig,
-    /// How long one attempt may take.
-    #[serde(default = "default_otlp_timeout")]
-    pub timeout: HumanDuration,
-    /// Extra headers (gRPC metadata); secret values as `{ env = .. }` / `{ file = .. }`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Spanned<Credential>>,
-    /// Basic or bearer authentication.
-    #[serde(default)]
-    pub auth: Option<AuthConfig>,
-    /// TLS settings for `https://` endpoints.
-    #[serde(default)]
-    pub tls: ClientTlsConfig,
-    /// Retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
     /// Merging batches into requests.
     #[serde(default)]
     pub batch: BatchConfig,
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// What a full queue does.
-    #[serde(default)]
-    pub on_full: OnFull,
+    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
+    /// (read from the same table; see [`ClientConfig`]).
+    #[serde(skip)]
+    pub client: ClientConfig,
 }
 
 fn default_otlp_timeout() -> HumanDuration {

@@ -198,24 +198,12 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
             check_otlp(id, otlp, &exporter.header, parsed.env, out);
         }
         if let ExporterKind::RemoteWrite(remote) = &config.kind {
-            let client = Client {
-                urls: vec![&remote.endpoint],
-                tls: &remote.tls,
-                headers: &remote.headers,
-                auth: remote.auth.as_ref(),
-                env: parsed.env,
-            };
+            let client = Client { urls: vec![&remote.endpoint], settings: &remote.client, env: parsed.env };
             check_client(&format!("exporter `{id}`"), client, &exporter.header, out);
         }
         if let ExporterKind::Plugin(plugin) = &config.kind {
             let what = format!("exporter `{id}`");
-            let client = Client {
-                urls: vec![&plugin.endpoint],
-                tls: &plugin.tls,
-                headers: &plugin.headers,
-                auth: plugin.auth.as_ref(),
-                env: parsed.env,
-            };
+            let client = Client { urls: vec![&plugin.endpoint], settings: &plugin.client, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
             let reference = PluginRef {
                 path: &plugin.plugin,
@@ -248,9 +236,7 @@ fn is_sensitive_header(name: &str) -> bool {
 /// What every network exporter's client settings must satisfy.
 struct Client<'a> {
     urls: Vec<&'a serde_spanned::Spanned<String>>,
-    tls: &'a ClientTlsConfig,
-    headers: &'a std::collections::BTreeMap<String, serde_spanned::Spanned<Credential>>,
-    auth: Option<&'a AuthConfig>,
+    settings: &'a ClientConfig,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -273,7 +259,7 @@ fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, o
             ),
         }
     }
-    let tls = client.tls;
+    let tls = &client.settings.tls;
     if plaintext && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
         out.error(header.clone(), format!("{what}: `tls` settings need https:// endpoints"));
     }
@@ -293,13 +279,13 @@ fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, o
             );
         }
     };
-    for (name, value) in client.headers {
+    for (name, value) in &client.settings.headers {
         if is_sensitive_header(name) {
             literal_secret(value, &format!("header `{name}`"), out);
         }
         check_secret_available(what, value, &format!("header `{name}`"), client.env, out);
     }
-    match client.auth {
+    match &client.settings.auth {
         Some(AuthConfig::Basic { username, password }) => {
             literal_secret(password, "the basic auth password", out);
             check_secret_available(what, username, "the basic auth username", client.env, out);
@@ -355,13 +341,7 @@ fn check_otlp(
 ) {
     let what = format!("exporter `{id}`");
     let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
-    let client = Client {
-        urls: urls.into_iter().flatten().collect(),
-        tls: &otlp.tls,
-        headers: &otlp.headers,
-        auth: otlp.auth.as_ref(),
-        env,
-    };
+    let client = Client { urls: urls.into_iter().flatten().collect(), settings: &otlp.client, env };
     check_client(&what, client, header, out);
     if otlp.concurrency == 0 || otlp.batch.max_items == 0 {
         out.error(header.clone(), format!("{what}: `concurrency` and `batch.max_items` must be at least 1"));

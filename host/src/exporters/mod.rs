@@ -133,9 +133,9 @@ pub async fn spawn(
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, rx) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
     let network = match &config.kind {
-        ExporterKind::Otlp(otlp) => Some(otlp.on_full),
-        ExporterKind::RemoteWrite(remote) => Some(remote.on_full),
-        ExporterKind::Plugin(plugin) => Some(plugin.on_full),
+        ExporterKind::Otlp(otlp) => Some(otlp.client.on_full),
+        ExporterKind::RemoteWrite(remote) => Some(remote.client.on_full),
+        ExporterKind::Plugin(plugin) => Some(plugin.client.on_full),
         _ => None,
     };
     if let Some(on_full) = network {

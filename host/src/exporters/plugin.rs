@@ -145,16 +145,7 @@ pub async fn spawn(
 ) -> Result<JoinHandle<()>, String> {
     let (mut rx, counters, metrics) = parts;
     let base = plugin.endpoint.get_ref().trim_end_matches('/').to_string();
-    let delivery = Delivery::new(Settings {
-        name,
-        tls: &plugin.tls,
-        http2_only: false,
-        headers: &plugin.headers,
-        auth: plugin.auth.as_ref(),
-        retry: &plugin.retry,
-        timeout: plugin.timeout.0,
-        counters,
-    })?;
+    let delivery = Delivery::new(Settings { name, client: &plugin.client, http2_only: false, counters })?;
     let place = crate::config::PluginPlace::Exporter(name.clone());
     let plugin_use = config.plugin_uses().into_iter().find(|u| u.place == place);
     let Some(plugin_use) = plugin_use else {

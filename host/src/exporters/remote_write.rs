@@ -56,16 +56,7 @@ pub fn spawn(
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
     let url: http::Uri = config.endpoint.get_ref().parse().map_err(|e| format!("endpoint: {e}"))?;
-    let delivery = Delivery::new(Settings {
-        name,
-        tls: &config.tls,
-        http2_only: false,
-        headers: &config.headers,
-        auth: config.auth.as_ref(),
-        retry: &config.retry,
-        timeout: config.timeout.0,
-        counters,
-    })?;
+    let delivery = Delivery::new(Settings { name, client: &config.client, http2_only: false, counters })?;
     let mut store = Store::new(Options {
         resource_to_labels: config.resource_to_labels.clone(),
         const_labels: config.const_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -3,7 +3,6 @@
 //! exporter that speaks HTTP (OTLP over gRPC or HTTP, Prometheus remote write, exporter
 //! plugins); each brings its own body and its own way of reading an answer.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,9 +10,8 @@ use http::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
-use serde_spanned::Spanned;
 
-use crate::config::{AuthConfig, ClientTlsConfig, ComponentId, Credential, RetryConfig, Signal};
+use crate::config::{AuthConfig, ClientConfig, ComponentId, RetryConfig, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::secret::Secret;
@@ -53,18 +51,10 @@ pub struct Delivery {
 pub struct Settings<'a> {
     /// The exporter's name.
     pub name: &'a ComponentId,
-    /// TLS for `https://`.
-    pub tls: &'a ClientTlsConfig,
+    /// Timeout, headers, credentials, TLS and retries, as configured.
+    pub client: &'a ClientConfig,
     /// HTTP/2 only (gRPC), or HTTP/1.1 and HTTP/2 by ALPN.
     pub http2_only: bool,
-    /// Extra headers.
-    pub headers: &'a BTreeMap<String, Spanned<Credential>>,
-    /// Basic or bearer auth.
-    pub auth: Option<&'a AuthConfig>,
-    /// Retries.
-    pub retry: &'a RetryConfig,
-    /// Per-attempt timeout.
-    pub timeout: Duration,
     /// Delivery counters per signal.
     pub counters: PerSignal<DeliveryCounters>,
 }
@@ -72,7 +62,8 @@ pub struct Settings<'a> {
 impl Delivery {
     /// Builds the client and resolves header names.
     pub fn new(settings: Settings<'_>) -> Result<Self, String> {
-        let headers = settings
+        let client = settings.client;
+        let headers = client
             .headers
             .iter()
             .map(|(name, value)| {
@@ -81,7 +72,7 @@ impl Delivery {
                 Ok((name, Secret::new(value.get_ref().clone())))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let auth = settings.auth.map(|auth| match auth {
+        let auth = client.auth.as_ref().map(|auth| match auth {
             AuthConfig::Basic { username, password } => {
                 (Secret::new(username.get_ref().clone()), Some(Secret::new(password.get_ref().clone())))
             }
@@ -89,11 +80,11 @@ impl Delivery {
         });
         Ok(Self {
             name: settings.name.clone(),
-            client: super::client::build(settings.tls, settings.http2_only)?,
+            client: super::client::build(&client.tls, settings.http2_only)?,
             headers,
             auth,
-            retry: settings.retry.clone(),
-            timeout: settings.timeout,
+            retry: client.retry.clone(),
+            timeout: client.timeout.0,
             counters: settings.counters,
             failure_log: LogThrottle::default(),
             retry_log: LogThrottle::default(),

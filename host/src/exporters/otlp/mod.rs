@@ -82,12 +82,8 @@ pub fn spawn(
     });
     let delivery = Delivery::new(Settings {
         name,
-        tls: &config.tls,
+        client: &config.client,
         http2_only: config.protocol == OtlpProtocol::Grpc,
-        headers: &config.headers,
-        auth: config.auth.as_ref(),
-        retry: &config.retry,
-        timeout: config.timeout.0,
         counters,
     })?;
     let shared = Arc::new(Shared { config: config.clone(), urls, delivery });
