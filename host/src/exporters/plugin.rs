@@ -1,5 +1,5 @@
 //! `type = "plugin"`: a WebAssembly exporter plugin renders each batch as HTTP requests; the
-//! host sends them to the configured `endpoint` through [`delivery`](super::delivery) — the
+//! host sends them to the configured `endpoint` through [`delivery`](super::http::delivery) — the
 //! same credentials, TLS, retries and counters as the built-in network exporters.
 //!
 //! The plugin runs on the exporter's own thread under its sandbox (deadline, memory cap, no

@@ -2,7 +2,7 @@
 //! plugin files each names, into Keep, Build or Remove for every component and plugin instance.
 //!
 //! Nothing here touches a socket, a queue or a thread: the rules of reuse are plain data and are
-//! tested case by case. [`build`](super::build) constructs what the diff says;
+//! tested case by case. `build` constructs what the diff says;
 //! [`running`](super::running) swaps it in.
 
 use std::collections::{BTreeMap, BTreeSet};
