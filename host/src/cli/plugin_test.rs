@@ -3,17 +3,15 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use sluice_wire::otlp::AnyValue;
 use sluice_wire::views::{self, LogRecordView, MetricView, SpanView};
 
 use sluice::batch::{Batch, Decoded};
-use sluice::config::{OnError, Signal};
+use sluice::config::Signal;
 use sluice::plugins::apply::{self, Applied};
 use sluice::plugins::bindings::types;
-use sluice::plugins::runner::{Accepts, Answer, Plugin, Spec, Step};
+use sluice::plugins::runner::{Answer, Plugin, Spec, Step};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -135,22 +133,9 @@ fn report_requests(report: &mut String, requests: &[types::HttpRequest]) {
 
 /// Runs the trial and returns the report.
 pub fn run(trial: &Trial) -> Result<String, String> {
-    let spec = Spec {
-        name: Arc::from(
-            trial.plugin.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned()),
-        ),
-        path: trial.plugin.clone(),
-        pin: None,
-        config_json: trial.config_json.clone(),
-        max_memory: 64 << 20,
-        timeout: Duration::from_secs(5),
-        on_error: OnError::Pass,
-        env: Vec::new(),
-        cache_dir: sluice::plugins::loader::default_cache_dir(),
-        accepts: Accepts::Any,
-    };
-    let (mut processor, _) = Plugin::new(spec);
-    let Some(kind) = processor.kind() else {
+    let spec = Spec::standalone(&trial.plugin, &trial.config_json);
+    let (mut plugin, _) = Plugin::new(spec);
+    let Some(kind) = plugin.kind() else {
         return Err(format!("cannot load {} (see the log line above)", trial.plugin.display()));
     };
     let mut report = format!("plugin {} ({} world)\n", trial.plugin.display(), kind.as_str());
@@ -163,7 +148,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
             .map(|i| (label(signal, i.bytes), attributes(signal, i.bytes)))
             .collect();
         let _ = writeln!(report, "\nbatch {} ({signal}, {} items)", n + 1, before.len());
-        let answer = match processor.run(signal, batch.payload()) {
+        let answer = match plugin.run(signal, batch.payload()) {
             Step::Skipped => {
                 let _ = writeln!(report, "  skipped: the plugin does not handle {signal}");
                 continue;

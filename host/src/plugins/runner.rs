@@ -66,6 +66,25 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// A plugin run on its own, outside any config (`sluice plugin test`): any world, generous
+    /// limits (64 MiB, 5 s a call), no environment, faults passed on.
+    pub fn standalone(path: &std::path::Path, config_json: &str) -> Self {
+        Spec {
+            name: Arc::from(path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned())),
+            path: path.to_path_buf(),
+            pin: None,
+            config_json: config_json.to_string(),
+            max_memory: 64 << 20,
+            timeout: Duration::from_secs(5),
+            on_error: OnError::Pass,
+            env: Vec::new(),
+            cache_dir: loader::default_cache_dir(),
+            accepts: Accepts::Any,
+        }
+    }
+}
+
 /// Loads each plugin of a config and initializes it with its settings, in the sandbox, without
 /// keeping it: what `sluice validate`, start-up and every reload run before anything is built,
 /// so a plugin that refuses its settings is a config error rather than a fault at the first
