@@ -13,6 +13,7 @@
 //! Batches already accepted finish on the pipelines they entered; the replaced pipelines and
 //! exporters drain and stop on their own. A reload that fails leaves the old topology serving.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::build::{self, Built, Components};
 use super::diff::{Change, Diff, FileHashes, Snapshot};
 use crate::admin::{self, AdminState, ReloadRequest};
-use crate::config::{Config, Loaded};
+use crate::config::{ComponentId, Config, Loaded};
 use crate::metrics::Metrics;
 use crate::receivers;
 
@@ -50,6 +51,34 @@ pub struct Running {
     components: Components,
     /// Replaced components finishing their work.
     draining: Vec<JoinHandle<()>>,
+}
+
+/// The components `changes` keeps (from `old`) and builds (from `fresh`); the replaced and
+/// removed ones' tasks go to `draining`.
+fn swap<T>(
+    changes: &BTreeMap<ComponentId, Change>,
+    mut old: BTreeMap<ComponentId, T>,
+    mut fresh: BTreeMap<ComponentId, T>,
+    draining: &mut Vec<JoinHandle<()>>,
+    task: impl Fn(T) -> JoinHandle<()>,
+) -> BTreeMap<ComponentId, T> {
+    let mut next = BTreeMap::new();
+    for (id, change) in changes {
+        let previous = old.remove(id);
+        let serving = match change {
+            Change::Keep => previous.expect("kept, so serving"),
+            Change::Build => {
+                draining.extend(previous.map(&task));
+                fresh.remove(id).expect("built by the diff")
+            }
+            Change::Remove => {
+                draining.extend(previous.map(&task));
+                continue;
+            }
+        };
+        next.insert(id.clone(), serving);
+    }
+    next
 }
 
 impl Running {
@@ -118,28 +147,8 @@ impl Running {
         }
         // A replaced pipeline or exporter drains on its own: its queue closes once the last
         // sender (an in-flight request, the stage before it) lets go.
-        for (id, change) in &diff.pipelines {
-            let previous = old.pipelines.remove(id);
-            if *change == Change::Keep {
-                next.pipelines.insert(id.clone(), previous.expect("kept, so serving"));
-                continue;
-            }
-            draining.extend(previous.map(|p| p.task));
-            if *change == Change::Build {
-                next.pipelines.insert(id.clone(), fresh.pipelines.remove(id).expect("built by the diff"));
-            }
-        }
-        for (id, change) in &diff.exporters {
-            let previous = old.exporters.remove(id);
-            if *change == Change::Keep {
-                next.exporters.insert(id.clone(), previous.expect("kept, so serving"));
-                continue;
-            }
-            draining.extend(previous.map(|e| e.task));
-            if *change == Change::Build {
-                next.exporters.insert(id.clone(), fresh.exporters.remove(id).expect("built by the diff"));
-            }
-        }
+        next.pipelines = swap(&diff.pipelines, old.pipelines, fresh.pipelines, draining, |p| p.task);
+        next.exporters = swap(&diff.exporters, old.exporters, fresh.exporters, draining, |e| e.task);
         let kept =
             old.instances.into_iter().filter(|(key, _)| diff.instances.get(key) == Some(&Change::Keep));
         next.instances = kept.chain(fresh.instances).collect();
