@@ -12,6 +12,7 @@ use super::env::{self, OffsetMap};
 use super::parsed::{Component, Parsed};
 use super::schema::*;
 use super::validate;
+use crate::exporters::registry::ExporterType;
 
 /// A config that passed validation, with the warnings worth logging about it.
 #[derive(Debug, Clone)]
@@ -203,7 +204,8 @@ fn settings_span(root: &Table, place: &PluginPlace) -> Option<Range<usize>> {
 
 type TypedParser<T> = fn(&mut Parser, &str, Value, &str, Option<Range<usize>>) -> Option<T>;
 
-pub(super) struct Parser {
+/// Parses a config's tables, collecting every problem with its place.
+pub(crate) struct Parser {
     map: OffsetMap,
     errors: Vec<Diagnostic>,
 }
@@ -211,6 +213,19 @@ pub(super) struct Parser {
 impl Parser {
     fn error(&mut self, span: Option<Range<usize>>, message: String) {
         self.errors.push(Diagnostic::at(span.map(|s| self.map.range_to_original(s)), message));
+    }
+
+    /// An exporter table of type `T`: a network exporter's with its client keys beside.
+    pub(crate) fn exporter<T: ExporterType>(
+        &mut self,
+        rest: Value,
+        what: &str,
+        header: Option<Range<usize>>,
+    ) -> Option<T> {
+        if T::NETWORK {
+            return self.network::<T>(rest, what, header).map(|(config, client)| config.with_client(client));
+        }
+        self.typed_value(rest, what, header)
     }
 
     /// A network exporter's table: the [`ClientConfig`] keys and its type's own keys side by
@@ -461,24 +476,7 @@ fn parse_exporter(
             }
         }
     };
-    let kind = match kind {
-        "debug" => parser.typed_value(rest, what, header).map(ExporterKind::Debug),
-        "file" => parser.typed_value(rest, what, header).map(ExporterKind::File),
-        "discard" => parser.typed_value(rest, what, header).map(ExporterKind::Discard),
-        "otlp" => parser
-            .network::<OtlpExporterConfig>(rest, what, header)
-            .map(|(c, client)| ExporterKind::Otlp(Box::new(OtlpExporterConfig { client, ..c }))),
-        "prometheus" => parser.typed_value(rest, what, header).map(ExporterKind::Prometheus),
-        "prometheus_remote_write" => {
-            parser.network::<RemoteWriteExporterConfig>(rest, what, header).map(|(c, client)| {
-                ExporterKind::RemoteWrite(Box::new(RemoteWriteExporterConfig { client, ..c }))
-            })
-        }
-        "plugin" => parser
-            .network::<PluginExporterConfig>(rest, what, header)
-            .map(|(c, client)| ExporterKind::Plugin(Box::new(PluginExporterConfig { client, ..c }))),
-        _ => None,
-    }?;
+    let kind = ExporterKind::parse(kind, parser, rest, what, header)?;
     Some(ExporterConfig { queue_size: queue_size?, kind })
 }
 

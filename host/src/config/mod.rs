@@ -18,5 +18,6 @@ pub mod units;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use load::Parser as TableParser;
 pub use load::{LoadError, Loaded, PluginCheck, load_file, parse, parse_with};
 pub use schema::*;

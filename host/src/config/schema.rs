@@ -30,6 +30,15 @@ use serde_spanned::Spanned;
 pub use sluice_wire::Signal;
 
 use super::units::{ByteSize, HumanDuration};
+// Each exporter type's table lives beside its code; the typed config names them from here.
+pub use crate::exporters::ExporterKind;
+pub use crate::exporters::debug::config::{DebugExporterConfig, Verbosity};
+pub use crate::exporters::discard::config::DiscardExporterConfig;
+pub use crate::exporters::file::config::FileExporterConfig;
+pub use crate::exporters::otlp::config::{BatchConfig, CompressionConfig, OtlpExporterConfig, OtlpProtocol};
+pub use crate::exporters::plugin::config::PluginExporterConfig;
+pub use crate::exporters::prometheus::config::PrometheusExporterConfig;
+pub use crate::exporters::remote_write::config::RemoteWriteExporterConfig;
 
 /// A validated config: every reference resolves and every value is in range.
 #[derive(Debug, Clone, PartialEq)]
@@ -476,129 +485,8 @@ pub struct ExporterConfig {
     pub kind: ExporterKind,
 }
 
-/// The exporter types.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExporterKind {
-    /// `type = "debug"`: a line per batch, or a full dump, on stdout.
-    Debug(DebugExporterConfig),
-    /// `type = "file"`: OTLP JSON Lines files, one per signal, rotated by size.
-    File(FileExporterConfig),
-    /// `type = "discard"`: counts and drops.
-    Discard(DiscardExporterConfig),
-    /// `type = "otlp"`: OTLP over gRPC or HTTP to any OTLP destination.
-    Otlp(Box<OtlpExporterConfig>),
-    /// `type = "prometheus"`: a Prometheus scrape endpoint.
-    Prometheus(PrometheusExporterConfig),
-    /// `type = "prometheus_remote_write"`: Prometheus remote write 1.0.
-    RemoteWrite(Box<RemoteWriteExporterConfig>),
-    /// `type = "plugin"`: a WebAssembly exporter plugin renders requests; the host sends them.
-    Plugin(Box<PluginExporterConfig>),
-}
-
-/// `type = "plugin"`: a custom destination. The plugin (the `exporter` world) turns each batch
-/// into HTTP requests; the host sends them to `endpoint` with the credentials, TLS, retries and
-/// queue configured here, exactly as for the built-in network exporters.
-///
-/// ```toml
-/// [exporters.loki]
-/// type = "plugin"
-/// plugin = "../plugins/dist/export-loki.wasm"      # relative to this TOML file
-/// endpoint = "https://logs.example.com"
-/// auth = { bearer = { token = { env = "LOKI_TOKEN" } } }
-/// config = { labels = ["service.name"] }
-/// limits = { memory = "32MiB", timeout = "100ms" }
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginExporterConfig {
-    /// The `.wasm` component, relative to the config file.
-    pub plugin: Spanned<PathBuf>,
-    /// The file's expected SHA-256 (hex); a different file is refused.
-    #[serde(default)]
-    pub sha256: Option<Spanned<String>>,
-    /// The plugin's own settings, handed to its `init` as JSON. Filled from `config_file` when
-    /// that is given.
-    #[serde(default)]
-    pub config: Option<serde_json::Value>,
-    /// A TOML file (relative to this one) holding the plugin's settings instead of `config`.
-    #[serde(default)]
-    pub config_file: Option<Spanned<PathBuf>>,
-    /// Memory and time limits of one plugin call.
-    #[serde(default)]
-    pub limits: PluginLimits,
-    /// Environment variables the plugin may read; it sees no others.
-    #[serde(default)]
-    pub env: Vec<Spanned<String>>,
-    /// The destination's base URL; each request's path is appended to it.
-    pub endpoint: Spanned<String>,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
-}
-
-/// `type = "prometheus_remote_write"`: pushes metrics with the remote write 1.0 protocol
-/// (snappy-compressed protobuf), with the same credentials, TLS and retries as `otlp`.
-///
-/// ```toml
-/// [exporters.mimir]
-/// type = "prometheus_remote_write"
-/// endpoint = "https://prometheus.example.com/api/v1/write"
-/// auth = { basic = { username = { env = "PROM_USER" }, password = { file = "/run/secrets/prom" } } }
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteWriteExporterConfig {
-    /// The remote write URL.
-    pub endpoint: Spanned<String>,
-    /// Resource attributes copied onto every series as labels.
-    #[serde(default)]
-    pub resource_to_labels: Vec<String>,
-    /// Labels added to every series.
-    #[serde(default)]
-    pub const_labels: BTreeMap<String, String>,
-    /// How long accumulated (delta → cumulative) state is kept for a series that stops.
-    #[serde(default = "default_expiry")]
-    pub expiry: HumanDuration,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
-}
-
-impl ExporterKind {
-    /// The `type` names exporters can have.
-    pub const TYPES: &'static [&'static str] =
-        &["debug", "file", "discard", "otlp", "prometheus", "prometheus_remote_write", "plugin"];
-}
-
-/// `type = "prometheus"`: serves the metrics it receives for Prometheus to scrape.
-///
-/// ```toml
-/// [exporters.prometheus]
-/// type = "prometheus"
-/// address = "0.0.0.0:8889"
-/// resource_to_labels = ["k8s.cluster.name"]
-/// const_labels = { deployment = "graphistry" }
-/// expiry = "5m"
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusExporterConfig {
-    /// Where `/metrics` is served.
-    pub address: Spanned<ListenAddress>,
-    /// Resource attributes copied onto every series as labels.
-    #[serde(default)]
-    pub resource_to_labels: Vec<String>,
-    /// Labels added to every series.
-    #[serde(default)]
-    pub const_labels: BTreeMap<String, String>,
-    /// A series not updated for this long disappears from the endpoint.
-    #[serde(default = "default_expiry")]
-    pub expiry: HumanDuration,
-}
-
-fn default_expiry() -> HumanDuration {
+/// How long accumulated series state is kept by default (Prometheus exporters).
+pub(crate) fn default_expiry() -> HumanDuration {
     HumanDuration(Duration::from_secs(300))
 }
 
@@ -664,34 +552,6 @@ impl<'de> Deserialize<'de> for Credential {
     }
 }
 
-/// The OTLP transports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum OtlpProtocol {
-    /// OTLP/gRPC.
-    #[default]
-    #[serde(rename = "grpc")]
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-    /// OTLP/HTTP with JSON bodies.
-    #[serde(rename = "http/json")]
-    HttpJson,
-}
-
-/// Request compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CompressionConfig {
-    /// gzip (the default; every OTLP receiver accepts it).
-    #[default]
-    Gzip,
-    /// zstd.
-    Zstd,
-    /// None.
-    None,
-}
-
 /// `auth = { ... }`: credentials sent with every request.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
@@ -743,28 +603,6 @@ impl Default for RetryConfig {
             initial_backoff: HumanDuration(Duration::from_secs(1)),
             max_backoff: HumanDuration(Duration::from_secs(30)),
             max_elapsed: HumanDuration(Duration::from_secs(300)),
-        }
-    }
-}
-
-/// `batch = { ... }`: requests are merged up to these sizes, or sent when `timeout` passes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BatchConfig {
-    /// Items per request.
-    pub max_items: u64,
-    /// Bytes per request (before compression).
-    pub max_bytes: ByteSize,
-    /// How long a partial request may wait for more.
-    pub timeout: HumanDuration,
-}
-
-impl Default for BatchConfig {
-    fn default() -> Self {
-        Self {
-            max_items: 8192,
-            max_bytes: ByteSize::mib(4),
-            timeout: HumanDuration(Duration::from_millis(200)),
         }
     }
 }
@@ -831,141 +669,10 @@ pub enum OnFull {
     Drop,
 }
 
-/// `type = "otlp"`.
-///
-/// ```toml
-/// [exporters.grafana]
-/// type = "otlp"
-/// protocol = "http/protobuf"
-/// endpoint = "${SLUICE_OTLP_ENDPOINT}"          # /v1/traces etc. are appended for HTTP
-/// auth = { basic = { username = { env = "SLUICE_OTLP_USERNAME" }, password = { file = "/run/secrets/otlp" } } }
-/// headers = { "x-scope-orgid" = "graphistry" }
-/// compression = "gzip"
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpExporterConfig {
-    /// `grpc`, `http/protobuf` or `http/json`.
-    #[serde(default)]
-    pub protocol: OtlpProtocol,
-    /// Base URL: for gRPC the server; for HTTP the base to which `/v1/traces`, `/v1/metrics`
-    /// and `/v1/logs` are appended.
-    #[serde(default)]
-    pub endpoint: Option<Spanned<String>>,
-    /// Full URL for traces (HTTP), overriding `endpoint`.
-    #[serde(default)]
-    pub traces_endpoint: Option<Spanned<String>>,
-    /// Full URL for metrics (HTTP), overriding `endpoint`.
-    #[serde(default)]
-    pub metrics_endpoint: Option<Spanned<String>>,
-    /// Full URL for logs (HTTP), overriding `endpoint`.
-    #[serde(default)]
-    pub logs_endpoint: Option<Spanned<String>>,
-    /// `gzip` (default), `zstd` or `none`.
-    #[serde(default)]
-    pub compression: CompressionConfig,
-    /// Merging batches into requests.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
-}
-
-fn default_otlp_timeout() -> HumanDuration {
+/// One attempt's default timeout.
+pub(crate) fn default_otlp_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
 }
-
-fn default_concurrency() -> usize {
-    4
-}
-
-impl OtlpExporterConfig {
-    /// The URL for `signal`: its own endpoint, else the base endpoint (+ `/v1/<signal>` for HTTP).
-    pub fn url_for(&self, signal: Signal) -> Option<String> {
-        let own = match signal {
-            Signal::Traces => &self.traces_endpoint,
-            Signal::Metrics => &self.metrics_endpoint,
-            Signal::Logs => &self.logs_endpoint,
-        };
-        if let Some(url) = own {
-            return Some(url.get_ref().clone());
-        }
-        let base = self.endpoint.as_ref()?.get_ref().trim_end_matches('/');
-        Some(match self.protocol {
-            OtlpProtocol::Grpc => base.to_string(),
-            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => format!("{base}/v1/{signal}"),
-        })
-    }
-}
-
-/// How much the debug exporter prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verbosity {
-    /// One line per batch: signal, `service.name`, item count.
-    Summary,
-    /// The whole batch as OTLP JSON.
-    Detailed,
-}
-
-/// `type = "debug"`.
-///
-/// ```toml
-/// [exporters.console]
-/// type = "debug"
-/// verbosity = "summary"
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DebugExporterConfig {
-    /// `verbosity = "summary" | "detailed"`.
-    #[serde(default = "summary")]
-    pub verbosity: Verbosity,
-}
-
-fn summary() -> Verbosity {
-    Verbosity::Summary
-}
-
-/// `type = "file"`: writes `traces.jsonl`, `metrics.jsonl` and `logs.jsonl` in `directory`.
-///
-/// ```toml
-/// [exporters.archive]
-/// type = "file"
-/// directory = "${SLUICE_DATA_DIR:-./data}"
-/// max_file_size = "100MiB"
-/// max_files = 5
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileExporterConfig {
-    /// The folder the files go in; created if missing.
-    pub directory: Spanned<PathBuf>,
-    /// A file is rotated once it reaches this size: `max_file_size = "100MiB"`.
-    #[serde(default = "default_max_file_size")]
-    pub max_file_size: Spanned<ByteSize>,
-    /// Rotated files kept per signal beside the live one; older ones are deleted.
-    #[serde(default = "default_max_files")]
-    pub max_files: usize,
-}
-
-fn default_max_file_size() -> Spanned<ByteSize> {
-    Spanned::new(0..0, ByteSize::mib(100))
-}
-
-fn default_max_files() -> usize {
-    5
-}
-
-/// `type = "discard"`: takes no settings.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscardExporterConfig {}
 
 /// `[pipelines.NAME]`: which receivers feed which exporters, per signal, through which plugins.
 ///

@@ -56,16 +56,8 @@ fn check_loops(parsed: &Parsed, out: &mut Outcome) {
             || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
     };
     for (id, exporter) in &parsed.exporters {
-        let urls = match exporter.config.as_ref().map(|c| &c.kind) {
-            Some(ExporterKind::Otlp(otlp)) => {
-                vec![&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint]
-                    .into_iter()
-                    .flatten()
-                    .collect()
-            }
-            Some(ExporterKind::Plugin(plugin)) => vec![&plugin.endpoint],
-            _ => continue,
-        };
+        let Some(config) = &exporter.config else { continue };
+        let urls = config.kind.endpoints();
         for url in urls {
             let Ok(uri) = url.get_ref().parse::<http::Uri>() else { continue };
             let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else { continue };
@@ -194,17 +186,16 @@ fn check_duplicate_signals(signals: &[serde_spanned::Spanned<Signal>], what: &st
 fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
     for (id, exporter) in &parsed.exporters {
         let Some(config) = &exporter.config else { continue };
-        if let ExporterKind::Otlp(otlp) = &config.kind {
-            check_otlp(id, otlp, &exporter.header, parsed.env, out);
-        }
-        if let ExporterKind::RemoteWrite(remote) = &config.kind {
-            let client = Client { urls: vec![&remote.endpoint], settings: &remote.client, env: parsed.env };
-            check_client(&format!("exporter `{id}`"), client, &exporter.header, out);
-        }
-        if let ExporterKind::Plugin(plugin) = &config.kind {
-            let what = format!("exporter `{id}`");
-            let client = Client { urls: vec![&plugin.endpoint], settings: &plugin.client, env: parsed.env };
+        let what = format!("exporter `{id}`");
+        if let Some(settings) = config.kind.client() {
+            let client = Client { urls: config.kind.endpoints(), settings, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
+        }
+        for (span, message) in config.kind.check() {
+            out.error(span.or_else(|| exporter.header.clone()), format!("{what}: {message}"));
+        }
+        // An exporter plugin is checked as every plugin reference is.
+        if let ExporterKind::Plugin(plugin) = &config.kind {
             let reference = PluginRef {
                 path: &plugin.plugin,
                 sha256: plugin.sha256.as_ref(),
@@ -212,17 +203,6 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
                 config: plugin.config.as_ref(),
             };
             check_plugin(&what, reference, &parsed.base_dir, out);
-        }
-        if let ExporterKind::File(file) = &config.kind {
-            if file.directory.get_ref().as_os_str().is_empty() {
-                out.error(Some(file.directory.span()), format!("exporter `{id}`: `directory` is empty"));
-            }
-            if *file.max_file_size.get_ref() < ByteSize(1024) {
-                out.error(
-                    or_header(file.max_file_size.span(), &exporter.header),
-                    format!("exporter `{id}`: `max_file_size` must be at least 1KiB"),
-                );
-            }
         }
     }
 }
@@ -329,22 +309,6 @@ fn check_secret_available(
             Some(value.span()),
             format!("{what}: {name} cannot be read: {why} (set it before starting; deliveries would fail)"),
         );
-    }
-}
-
-fn check_otlp(
-    id: &ComponentId,
-    otlp: &OtlpExporterConfig,
-    header: &Option<Range<usize>>,
-    env: &dyn Fn(&str) -> Option<String>,
-    out: &mut Outcome,
-) {
-    let what = format!("exporter `{id}`");
-    let urls = [&otlp.endpoint, &otlp.traces_endpoint, &otlp.metrics_endpoint, &otlp.logs_endpoint];
-    let client = Client { urls: urls.into_iter().flatten().collect(), settings: &otlp.client, env };
-    check_client(&what, client, header, out);
-    if otlp.concurrency == 0 || otlp.batch.max_items == 0 {
-        out.error(header.clone(), format!("{what}: `concurrency` and `batch.max_items` must be at least 1"));
     }
 }
 
@@ -542,8 +506,8 @@ fn check_addresses(parsed: &Parsed, out: &mut Outcome) {
         };
     claim(&parsed.service.admin_address, &None, "the admin listener".to_string());
     for (id, exporter) in &parsed.exporters {
-        if let Some(ExporterConfig { kind: ExporterKind::Prometheus(prometheus), .. }) = &exporter.config {
-            claim(&prometheus.address, &exporter.header, format!("exporter `{id}`"));
+        if let Some(address) = exporter.config.as_ref().and_then(|c| c.kind.listens_on()) {
+            claim(address, &exporter.header, format!("exporter `{id}`"));
         }
     }
     for (id, receiver) in &parsed.receivers {

@@ -14,6 +14,8 @@
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`plugin`]: a WebAssembly exporter plugin renders requests; the host sends them.
 //! - [`prometheus`]: a Prometheus scrape endpoint.
+//! - [`registry`]: how exporter types are known — the [`ExporterType`](registry::ExporterType)
+//!   trait and the list below that names them.
 //! - [`remote_write`]: Prometheus remote write.
 
 pub mod debug;
@@ -23,6 +25,7 @@ pub mod http;
 pub mod otlp;
 pub mod plugin;
 pub mod prometheus;
+pub mod registry;
 pub mod remote_write;
 
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, DecodeError};
-use crate::config::{ComponentId, Config, ExporterConfig, ExporterKind, OnFull};
+use crate::config::{ComponentId, Config, ExporterConfig, OnFull};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::queue::{self, NotQueued};
@@ -121,6 +124,23 @@ pub struct BuildError {
     source: ExportError,
 }
 
+registry::exporter_types! {
+    /// `type = "debug"`: a line per batch, or a full dump, on stdout.
+    Debug = "debug" => debug::config::DebugExporterConfig,
+    /// `type = "file"`: OTLP JSON Lines files, one per signal, rotated by size.
+    File = "file" => file::config::FileExporterConfig,
+    /// `type = "discard"`: counts and drops.
+    Discard = "discard" => discard::config::DiscardExporterConfig,
+    /// `type = "otlp"`: OTLP over gRPC or HTTP to any OTLP destination.
+    Otlp = "otlp" => otlp::config::OtlpExporterConfig,
+    /// `type = "prometheus"`: a Prometheus scrape endpoint.
+    Prometheus = "prometheus" => prometheus::config::PrometheusExporterConfig,
+    /// `type = "prometheus_remote_write"`: Prometheus remote write 1.0.
+    RemoteWrite = "prometheus_remote_write" => remote_write::config::RemoteWriteExporterConfig,
+    /// `type = "plugin"`: a WebAssembly exporter plugin renders requests; the host sends them.
+    Plugin = "plugin" => plugin::config::PluginExporterConfig,
+}
+
 /// Builds the exporter `name` of `whole` (the config it belongs to, for paths relative to it)
 /// and starts the task that drains its queue. During a reload (`reloading`), an exporter plugin
 /// that cannot be loaded is an error rather than a logged fault.
@@ -131,51 +151,25 @@ pub async fn spawn(
     reloading: bool,
     metrics: &Metrics,
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
-    let (tx, rx) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
-    let network = match &config.kind {
-        ExporterKind::Otlp(otlp) => Some(otlp.client.on_full),
-        ExporterKind::RemoteWrite(remote) => Some(remote.client.on_full),
-        ExporterKind::Plugin(plugin) => Some(plugin.client.on_full),
-        _ => None,
-    };
-    if let Some(on_full) = network {
-        let delivery = PerSignal::new(|signal| metrics.delivery(name.as_str(), signal));
-        let overflow = (on_full == OnFull::Drop)
-            .then(|| (PerSignal::new(|s| delivery.get(s).dropped.clone()), Arc::new(LogThrottle::default())));
-        let started = match &config.kind {
-            ExporterKind::Otlp(otlp) => otlp::spawn(name, otlp, rx, delivery),
-            ExporterKind::RemoteWrite(remote) => remote_write::spawn(name, remote, rx, delivery),
-            ExporterKind::Plugin(plugin) => {
-                // Exporter plugins serve every pipeline that names them: no pipeline label.
-                let parts = (rx, delivery, metrics.plugin("", name.as_str()));
-                plugin::spawn(name, plugin, whole, reloading, parts).await
-            }
-            _ => unreachable!("only network exporters get here"),
+    let (tx, queue) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
+    let overflow = config.kind.client().filter(|client| client.on_full == OnFull::Drop).map(|_| {
+        let dropped = PerSignal::new(|signal| metrics.delivery(name.as_str(), signal).dropped);
+        (dropped, Arc::new(LogThrottle::default()))
+    });
+    let start = registry::Start { name, config: whole, reloading, metrics, queue };
+    let task = config.kind.start(start).await?;
+    Ok((ExporterInput { name: name.clone(), queue: tx, overflow }, task))
+}
+
+impl BuildError {
+    /// A network exporter whose client (TLS, credentials, plugin) can't be set up.
+    pub fn client(name: &ComponentId, message: String) -> Self {
+        let source = ExportError::Io {
+            context: "cannot set up the client".into(),
+            source: std::io::Error::other(message),
         };
-        let task = started.map_err(|message| BuildError {
-            name: name.clone(),
-            source: ExportError::Io {
-                context: "cannot set up the client".into(),
-                source: std::io::Error::other(message),
-            },
-        })?;
-        return Ok((ExporterInput { name: name.clone(), queue: tx, overflow }, task));
+        Self { name: name.clone(), source }
     }
-    let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
-    let runner = Runner { name: name.clone(), rx, counters, failures: LogThrottle::default() };
-    let fail = |source| BuildError { name: name.clone(), source };
-    let task = match &config.kind {
-        ExporterKind::Debug(c) => runner.spawn(debug::DebugExporter::new(name, c)),
-        ExporterKind::File(c) => runner.spawn(file::FileExporter::new(name, c).map_err(fail)?),
-        ExporterKind::Discard(_) => runner.spawn(discard::DiscardExporter),
-        ExporterKind::Prometheus(c) => {
-            runner.spawn(prometheus::PrometheusExporter::start(name, c).map_err(fail)?)
-        }
-        ExporterKind::Otlp(_) | ExporterKind::RemoteWrite(_) | ExporterKind::Plugin(_) => {
-            unreachable!("handled above")
-        }
-    };
-    Ok((ExporterInput { name: name.clone(), queue: tx, overflow: None }, task))
 }
 
 struct Runner {

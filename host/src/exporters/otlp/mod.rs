@@ -15,6 +15,13 @@
 
 mod wire;
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Problem, Start};
+use crate::config::ClientConfig;
+use serde_spanned::Spanned;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -187,5 +194,36 @@ impl Shared {
             OtlpProtocol::HttpJson => |s, h, _, b| wire::http_verdict(s, h, b, true),
         };
         self.delivery.deliver(signal, items, &url, body, &fixed, judge).await;
+    }
+}
+
+impl ExporterType for OtlpExporterConfig {
+    const NETWORK: bool = true;
+
+    fn with_client(self, client: ClientConfig) -> Self {
+        Self { client, ..self }
+    }
+
+    fn client(&self) -> Option<&ClientConfig> {
+        Some(&self.client)
+    }
+
+    fn endpoints(&self) -> Vec<&Spanned<String>> {
+        [&self.endpoint, &self.traces_endpoint, &self.metrics_endpoint, &self.logs_endpoint]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn check(&self) -> Vec<Problem> {
+        if self.concurrency == 0 || self.batch.max_items == 0 {
+            return vec![(None, "`concurrency` and `batch.max_items` must be at least 1".into())];
+        }
+        Vec::new()
+    }
+
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let (name, delivery) = (start.name, start.delivery());
+        spawn(name, self, start.queue, delivery).map_err(|message| BuildError::client(name, message))
     }
 }

@@ -20,6 +20,14 @@
 mod names;
 pub(super) mod store;
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Start};
+use crate::config::ListenAddress;
+use serde_spanned::Spanned;
+use tokio::task::JoinHandle;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -98,6 +106,17 @@ impl Exporter for PrometheusExporter {
     fn flush(&mut self) -> Result<(), ExportError> {
         self.stop.cancel();
         Ok(())
+    }
+}
+
+impl ExporterType for PrometheusExporterConfig {
+    fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
+        Some(&self.address)
+    }
+
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let exporter = PrometheusExporter::start(start.name, self).map_err(|e| start.failed(e))?;
+        Ok(start.run(exporter))
     }
 }
 

@@ -6,6 +6,13 @@
 //! `traces.jsonl.1`, older rotations shift up, and those beyond `max_files` are deleted. Each
 //! batch is written with one `write` and flushed, so a crash loses at most the batch in hand.
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Problem, Start};
+use crate::config::units::ByteSize;
+use tokio::task::JoinHandle;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -125,6 +132,26 @@ impl Exporter for FileExporter {
             file.file.sync_data().map_err(io_error(format!("cannot sync {}", file.path.display())))?;
         }
         Ok(())
+    }
+}
+
+impl ExporterType for FileExporterConfig {
+    fn check(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.directory.get_ref().as_os_str().is_empty() {
+            problems.push((Some(self.directory.span()), "`directory` is empty".to_string()));
+        }
+        if *self.max_file_size.get_ref() < ByteSize(1024) {
+            // A default carries no span: the exporter's header stands in.
+            let span = Some(self.max_file_size.span()).filter(|s| !s.is_empty());
+            problems.push((span, "`max_file_size` must be at least 1KiB".to_string()));
+        }
+        problems
+    }
+
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let exporter = FileExporter::new(start.name, self).map_err(|e| start.failed(e))?;
+        Ok(start.run(exporter))
     }
 }
 

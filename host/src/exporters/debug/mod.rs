@@ -3,6 +3,12 @@
 //! The summary reads only resource attributes through the wire views, so watching a pipeline
 //! this way costs no decode; `detailed` decodes and prints the batch as OTLP JSON.
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Start};
+use tokio::task::JoinHandle;
+
 use std::io::Write;
 
 use super::{ExportError, Exporter};
@@ -64,5 +70,12 @@ impl Exporter for DebugExporter {
         std::io::stdout()
             .flush()
             .map_err(|source| ExportError::Io { context: "cannot flush stdout".into(), source })
+    }
+}
+
+impl ExporterType for DebugExporterConfig {
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let exporter = DebugExporter::new(start.name, self);
+        Ok(start.run(exporter))
     }
 }

@@ -3,6 +3,13 @@
 //! (credentials, TLS, retries, counters) as the OTLP exporter. Names, labels and delta →
 //! cumulative accumulation follow the `prometheus` exporter's translation exactly.
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Start};
+use crate::config::ClientConfig;
+use serde_spanned::Spanned;
+
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -117,4 +124,25 @@ pub fn spawn(
         }
         tracing::debug!(exporter = %delivery.name(), "Exporter drained");
     }))
+}
+
+impl ExporterType for RemoteWriteExporterConfig {
+    const NETWORK: bool = true;
+
+    fn with_client(self, client: ClientConfig) -> Self {
+        Self { client, ..self }
+    }
+
+    fn client(&self) -> Option<&ClientConfig> {
+        Some(&self.client)
+    }
+
+    fn endpoints(&self) -> Vec<&Spanned<String>> {
+        vec![&self.endpoint]
+    }
+
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let (name, delivery) = (start.name, start.delivery());
+        spawn(name, self, start.queue, delivery).map_err(|message| BuildError::client(name, message))
+    }
 }

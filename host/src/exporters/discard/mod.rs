@@ -1,5 +1,12 @@
 //! `type = "discard"`: counts and drops, for benchmarks and tests.
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Start};
+use config::DiscardExporterConfig;
+use tokio::task::JoinHandle;
+
 use super::{ExportError, Exporter};
 use crate::batch::Batch;
 
@@ -16,5 +23,11 @@ impl Exporter for DiscardExporter {
 
     fn flush(&mut self) -> Result<(), ExportError> {
         Ok(())
+    }
+}
+
+impl ExporterType for DiscardExporterConfig {
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        Ok(start.run(DiscardExporter))
     }
 }

@@ -8,6 +8,13 @@
 //! batch of a signal the plugin doesn't handle is counted as failed and logged; the plugin
 //! never takes the host down.
 
+pub mod config;
+
+use super::BuildError;
+use super::registry::{ExporterType, Start};
+use crate::config::ClientConfig;
+use serde_spanned::Spanned;
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -175,6 +182,29 @@ pub async fn spawn(
         Ok(Some(message)) if refuse_unloadable => Err(format!("plugin cannot be loaded: {message}")),
         Ok(_) => Ok(task),
         Err(_) => Err("the exporter thread stopped while loading its plugin".into()),
+    }
+}
+
+impl ExporterType for PluginExporterConfig {
+    const NETWORK: bool = true;
+
+    fn with_client(self, client: ClientConfig) -> Self {
+        Self { client, ..self }
+    }
+
+    fn client(&self) -> Option<&ClientConfig> {
+        Some(&self.client)
+    }
+
+    fn endpoints(&self) -> Vec<&Spanned<String>> {
+        vec![&self.endpoint]
+    }
+
+    async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
+        let parts = (start.delivery(), start.plugin_metrics());
+        let (name, config, reloading) = (start.name, start.config, start.reloading);
+        let failed = |message| BuildError::client(name, message);
+        spawn(name, self, config, reloading, (start.queue, parts.0, parts.1)).await.map_err(failed)
     }
 }
 

@@ -1,0 +1,188 @@
+//! How exporter types are known: each is a folder under `exporters/` — its config table in
+//! `config.rs`, its code beside it — that implements [`ExporterType`], plus one line in the
+//! [`exporter_types!`] list in `exporters/mod.rs`. From that list come the `type` names, the
+//! parsing of each table, and the start of each exporter.
+
+use std::future::Future;
+use std::ops::Range;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::de::DeserializeOwned;
+use serde_spanned::Spanned;
+use tokio::task::JoinHandle;
+
+use super::{BuildError, ExportError, Exporter, Runner};
+use crate::config::{ClientConfig, ComponentId, Config, ListenAddress};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
+use crate::queue;
+
+/// A problem an exporter's own check found: where (a span of the config text; `None` for the
+/// component's header) and what.
+pub type Problem = (Option<Range<usize>>, String);
+
+/// One exporter type: its config table and how it starts.
+pub trait ExporterType:
+    DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Whether its table also holds the [`ClientConfig`] keys: a network exporter.
+    const NETWORK: bool = false;
+
+    /// Takes the client settings read from its table (network exporters keep them).
+    #[must_use]
+    fn with_client(self, _client: ClientConfig) -> Self {
+        self
+    }
+
+    /// A network exporter's client settings.
+    fn client(&self) -> Option<&ClientConfig> {
+        None
+    }
+
+    /// Every URL it may send to: checked as URLs, and against this host's own receivers.
+    fn endpoints(&self) -> Vec<&Spanned<String>> {
+        Vec::new()
+    }
+
+    /// The address it listens on, if it serves (checked against every other listener).
+    fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
+        None
+    }
+
+    /// Its own checks beyond what deserializing enforces.
+    fn check(&self) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// Starts draining `start.queue`.
+    fn start(&self, start: Start<'_>) -> impl Future<Output = Result<JoinHandle<()>, BuildError>> + Send;
+}
+
+/// What an exporter starts with.
+pub struct Start<'a> {
+    /// Its name.
+    pub name: &'a ComponentId,
+    /// The config it belongs to (for paths relative to the file).
+    pub config: &'a Config,
+    /// During a reload, a plugin that can't be loaded fails the build instead of being retried.
+    pub reloading: bool,
+    /// The host's metrics.
+    pub metrics: &'a Metrics,
+    /// The queue to drain.
+    pub queue: queue::Receiver,
+}
+
+impl Start<'_> {
+    /// Runs a blocking or in-task [`Exporter`] over the queue, counting what it sends and fails.
+    pub fn run<E: Exporter>(self, exporter: E) -> JoinHandle<()> {
+        let counters: PerSignal<(Counter, Counter)> =
+            PerSignal::new(|signal| self.metrics.exporter(self.name.as_str(), signal));
+        let runner =
+            Runner { name: self.name.clone(), rx: self.queue, counters, failures: LogThrottle::default() };
+        runner.spawn(exporter)
+    }
+
+    /// A network exporter's delivery counters, per signal.
+    pub fn delivery(&self) -> PerSignal<DeliveryCounters> {
+        PerSignal::new(|signal| self.metrics.delivery(self.name.as_str(), signal))
+    }
+
+    /// An exporter plugin's call metrics (no pipeline label: it serves every pipeline naming it).
+    pub fn plugin_metrics(&self) -> PluginMetrics {
+        self.metrics.plugin("", self.name.as_str())
+    }
+
+    /// The build error for `source`.
+    pub fn failed(&self, source: ExportError) -> BuildError {
+        BuildError { name: self.name.clone(), source }
+    }
+}
+
+/// Declares the exporter types: `Variant = "type name" => its config type,` each with its doc.
+/// Generates [`ExporterKind`](super::ExporterKind) with its `TYPES`, parsing and dispatch.
+macro_rules! exporter_types {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal => $config:ty, )*) => {
+        /// The exporter types (see [`registry`](crate::exporters::registry)).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ExporterKind {
+            $( $(#[$doc])* $variant(Box<$config>), )*
+        }
+
+        impl ExporterKind {
+            /// The `type` names exporters can have.
+            pub const TYPES: &'static [&'static str] = &[$($name),*];
+
+            /// Parses an exporter table of type `kind`, one of [`Self::TYPES`].
+            pub(crate) fn parse(
+                kind: &str,
+                parser: &mut crate::config::TableParser,
+                rest: toml_edit::Value,
+                what: &str,
+                header: Option<std::ops::Range<usize>>,
+            ) -> Option<Self> {
+                match kind {
+                    $( $name => parser.exporter::<$config>(rest, what, header).map(|c| Self::$variant(Box::new(c))), )*
+                    _ => None,
+                }
+            }
+
+            fn as_type(&self) -> &dyn registry::Checks {
+                match self { $( Self::$variant(c) => c.as_ref(), )* }
+            }
+
+            /// A network exporter's client settings.
+            pub fn client(&self) -> Option<&crate::config::ClientConfig> {
+                self.as_type().client()
+            }
+
+            /// Every URL it may send to.
+            pub fn endpoints(&self) -> Vec<&serde_spanned::Spanned<String>> {
+                self.as_type().endpoints()
+            }
+
+            /// The address it listens on, if it serves.
+            pub fn listens_on(&self) -> Option<&serde_spanned::Spanned<crate::config::ListenAddress>> {
+                self.as_type().listens_on()
+            }
+
+            /// Its type's own checks.
+            pub fn check(&self) -> Vec<registry::Problem> {
+                self.as_type().check()
+            }
+
+            /// Starts it.
+            pub(crate) async fn start(&self, start: registry::Start<'_>) -> Result<tokio::task::JoinHandle<()>, BuildError> {
+                match self { $( Self::$variant(c) => registry::ExporterType::start(c.as_ref(), start).await, )* }
+            }
+        }
+    };
+}
+
+pub(crate) use exporter_types;
+
+/// The object-safe part of [`ExporterType`], for the checks that don't need the type.
+pub trait Checks {
+    /// See [`ExporterType::client`].
+    fn client(&self) -> Option<&ClientConfig>;
+    /// See [`ExporterType::endpoints`].
+    fn endpoints(&self) -> Vec<&Spanned<String>>;
+    /// See [`ExporterType::listens_on`].
+    fn listens_on(&self) -> Option<&Spanned<ListenAddress>>;
+    /// See [`ExporterType::check`].
+    fn check(&self) -> Vec<Problem>;
+}
+
+impl<T: ExporterType> Checks for T {
+    fn client(&self) -> Option<&ClientConfig> {
+        ExporterType::client(self)
+    }
+    fn endpoints(&self) -> Vec<&Spanned<String>> {
+        ExporterType::endpoints(self)
+    }
+    fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
+        ExporterType::listens_on(self)
+    }
+    fn check(&self) -> Vec<Problem> {
+        ExporterType::check(self)
+    }
+}
