@@ -229,8 +229,18 @@ mod tests {
 
     #[test]
     fn signal_accessors_are_empty_for_other_signals() {
-        // An empty logs request: no items of any kind.
-        let batch = Batch::new(Signal::Logs, &[]);
-        assert_eq!(batch.spans().count() + batch.logs().count() + batch.metrics().count(), 0);
+        // A logs request with one record (severity 9). Read as a traces or metrics request, the
+        // same bytes would hold one span or one metric: only the batch's signal tells them apart.
+        let record = [0x10, 0x09];
+        let scope = [&[0x12, record.len() as u8][..], &record].concat();
+        let resource = [&[0x12, scope.len() as u8][..], &scope].concat();
+        let request = [&[0x0a, resource.len() as u8][..], &resource].concat();
+        let batch = Batch::new(Signal::Logs, &request);
+        assert_eq!(batch.logs().count(), 1);
+        assert_eq!(batch.logs().next().expect("one record").0.severity_number(), 9);
+        assert_eq!(batch.spans().count(), 0);
+        assert_eq!(batch.metrics().count(), 0);
+        assert_eq!(Batch::new(Signal::Traces, &request).spans().count(), 1, "the same bytes, as traces");
+        assert_eq!(Batch::new(Signal::Traces, &request).logs().count(), 0);
     }
 }

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +21,8 @@ PLUGINS = REPO / "plugins" / "dist"
 # One compiled-plugin cache for the whole test run, so only the first host compiles each plugin.
 PLUGIN_CACHE = Path(os.environ.get("SLUICE_TEST_CACHE", "/tmp/sluice-test-plugin-cache"))
 sys.path.insert(0, str(Path(__file__).parent))
+
+from otlp_payloads import GRPC_METHODS  # noqa: E402 (found through the path set just above)
 
 
 def sluice_binary() -> Path:
@@ -53,6 +56,55 @@ def http(method, url, body=None, headers=None, timeout=10):
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+
+
+def post(host, path, body, headers):
+    """POSTs `body` to `host`'s OTLP/HTTP receiver; returns (status, headers, body)."""
+    return http("POST", f"{host.http_base}{path}", body, headers)
+
+
+def grpc_call(host, signal, payload, compression=None, metadata=None):
+    """One unary OTLP/gRPC Export of the encoded `payload` to `host`; returns the raw answer."""
+    with grpc.insecure_channel(host.grpc_endpoint, compression=compression) as channel:
+        call = channel.unary_unary(GRPC_METHODS[signal], request_serializer=None, response_deserializer=None)
+        return call(payload, timeout=10, metadata=metadata)
+
+
+def wait_until(check, what, context=None, timeout=15, interval=0.05):
+    """Polls `check()` until it returns something truthy, and returns that. On timeout, fails
+    naming `what`, the last thing `check` returned and `context` (a string, or a callable
+    called then: logs, the state being waited on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    shown = context() if callable(context) else (context or "")
+    raise AssertionError(f"timed out after {timeout}s waiting until {what}; last saw {last!r}\n{shown}")
+
+
+def wait_port(port, timeout=15):
+    """Waits until something accepts connections on 127.0.0.1:`port`."""
+    def listening():
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(listening, f"something listens on 127.0.0.1:{port}", timeout=timeout)
+
+
+def rotel_binary():
+    """The rotel-agent binary the `rotel` package ships."""
+    import rotel
+    path = Path(rotel.__file__).parent / "rotel-agent"
+    if not path.exists():
+        pytest.fail(f"rotel-agent not found at {path}; install the `rotel` package (tests/requirements.txt)")
+    return path
 
 
 class Sluice:
@@ -93,17 +145,14 @@ class Sluice:
         return http("GET", f"http://127.0.0.1:{self.admin_port}{path}")
 
     def wait_ready(self, timeout=20):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def ready():
             if self.process.poll() is not None:
                 raise AssertionError(f"sluice exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                if self.admin("/readyz")[0] == 200:
-                    return
+                return self.admin("/readyz")[0] == 200
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"sluice not ready after {timeout}s:\n{self.logs()}")
+                return False
+        wait_until(ready, "sluice is ready", self.logs, timeout=timeout)
 
     def wait_metric(self, metric_name, expected, timeout=10, **labels):
         """Waits until a sample reaches `expected` and returns its last value."""

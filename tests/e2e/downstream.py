@@ -6,6 +6,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTracePartialSuccess,
@@ -47,9 +48,12 @@ class Downstream:
                     names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
                 with outer.lock:
                     n = len(outer.requests)
-                    outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "names": names,
-                                           "json": request if content_type.startswith("application/json") else None})
+                    record = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                              "names": names, "at": time.monotonic(), "status": None,
+                              "json": request if content_type.startswith("application/json") else None}
+                    outer.requests.append(record)
                 status, headers, response = outer.answer(n, request)
+                record["status"] = status
                 self.send_response(status)
                 self.send_header("Content-Type", content_type or "application/x-protobuf")
                 self.send_header("Content-Length", str(len(response)))
@@ -72,9 +76,17 @@ class Downstream:
         return f"{self.scheme}://{host}:{self.port}"
 
     def delivered(self, ok_only=True):
-        """Span names from the requests that were answered 200 (all requests if not ok_only)."""
+        """Span names from the requests that were answered 2xx (all requests if not ok_only),
+        sorted."""
         with self.lock:
-            return sorted(n for r in self.requests for n in r["names"])
+            return sorted(n for r in self.requests if not ok_only or 200 <= (r["status"] or 0) < 300
+                          for n in r["names"])
+
+    def gaps(self):
+        """Seconds between one request's arrival and the next's."""
+        with self.lock:
+            times = [r["at"] for r in self.requests]
+        return [round(b - a, 3) for a, b in zip(times, times[1:])]
 
     def close(self):
         self.closed = True

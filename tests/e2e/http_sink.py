@@ -5,6 +5,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from conftest import wait_until
+
 
 class HttpSink:
     def __init__(self, answer=None):
@@ -25,7 +27,8 @@ class HttpSink:
                 with outer.lock:
                     n = len(outer.requests)
                     outer.requests.append({"method": self.command, "path": self.path, "body": body,
-                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
+                                           "headers": {k.lower(): v for k, v in self.headers.items()},
+                                           "at": time.monotonic()})
                 status, headers, response = outer.answer(n)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(response)))
@@ -41,14 +44,19 @@ class HttpSink:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_requests(self, count, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Waits for at least `count` requests; returns all of them."""
+        def arrived():
             with self.lock:
-                if len(self.requests) >= count:
-                    return list(self.requests)
-            time.sleep(0.05)
+                return len(self.requests) >= count
+        wait_until(arrived, f"{count} requests arrived", lambda: f"got {self.requests}", timeout=timeout)
         with self.lock:
-            raise AssertionError(f"expected {count} requests, got {len(self.requests)}: {self.requests}")
+            return list(self.requests)
+
+    def gaps(self):
+        """Seconds between one request's arrival and the next's."""
+        with self.lock:
+            times = [r["at"] for r in self.requests]
+        return [round(b - a, 3) for a, b in zip(times, times[1:])]
 
     def close(self):
         self.server.shutdown()

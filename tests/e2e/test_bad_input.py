@@ -10,26 +10,13 @@ import zstandard
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from conftest import http
-from otlp_payloads import GRPC_METHODS, spans_in, traces
-
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
-
-
-def post(host, path, body, headers):
-    return http("POST", f"{host.http_base}{path}", body, headers)
+from conftest import JSON, PROTOBUF, grpc_call, http, post
+from otlp_payloads import spans_in, traces
 
 
 def still_serving(host):
     status, _, _ = post(host, "/v1/traces", traces(1, prefix="alive").SerializeToString(), PROTOBUF)
     assert status == 200
-
-
-def grpc_call(host, signal, payload, compression=None, metadata=None):
-    with grpc.insecure_channel(host.grpc_endpoint, compression=compression) as channel:
-        call = channel.unary_unary(GRPC_METHODS[signal], request_serializer=None, response_deserializer=None)
-        return call(payload, timeout=10, metadata=metadata)
 
 
 def test_malformed_protobuf_is_400_with_a_status_body(sluice):

@@ -1,12 +1,12 @@
 """The command line: validate, run with a bad config, --version and --help."""
 
+import json
 import os
 import socket
 import subprocess
-import time
-from pathlib import Path
 
-from conftest import REPO, Sluice, free_port, sluice_binary
+from conftest import PROTOBUF, REPO, Sluice, free_port, http, sluice_binary, wait_until
+from otlp_payloads import spans_in, traces
 
 INVALID = REPO / "tests" / "config" / "invalid"
 
@@ -101,15 +101,14 @@ def test_environment_substitution_reaches_the_running_host(tmp_path):
         exporters = ["archive"]
     """, extra_env={"TEST_HTTP_PORT": str(port := free_port()), "TEST_DATA_DIR": str(data)})
     try:
-        from conftest import http
-        from otlp_payloads import traces
-        status, _, _ = http("POST", f"http://127.0.0.1:{port}/v1/traces", traces(1).SerializeToString(),
-                            {"Content-Type": "application/x-protobuf"})
+        status, _, _ = http("POST", f"http://127.0.0.1:{port}/v1/traces", traces(1, prefix="substituted").SerializeToString(),
+                            PROTOBUF)
         assert status == 200
     finally:
-        assert host.stop() == 0
-    assert (data / "traces.jsonl").exists()
-    assert Path(data).is_dir()
+        code = host.stop()
+    assert code == 0, host.logs()
+    assert [span["name"] for _, span in spans_in(
+        [json.loads(line) for line in (data / "traces.jsonl").read_text().splitlines()])] == ["substituted-0"]
 
 
 def test_mode_picks_the_pipeline_and_health_answers(tmp_path):
@@ -125,10 +124,10 @@ def test_mode_picks_the_pipeline_and_health_answers(tmp_path):
     assert run("health", env=env).returncode == 1, "nothing runs yet"
     host = subprocess.Popen([str(sluice_binary()), "run"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 20
-        while run("health", "--ready", env=env).returncode != 0:
-            assert host.poll() is None and time.time() < deadline, host.stderr.read() if host.poll() is not None else "not ready"
-            time.sleep(0.1)
+        def ready():
+            assert host.poll() is None, host.stderr.read()
+            return run("health", "--ready", env=env).returncode == 0
+        wait_until(ready, "`sluice health --ready` succeeds", timeout=20, interval=0.1)
         healthy = run("health", env=env)
         assert healthy.returncode == 0 and "200" in healthy.stdout
     finally:

@@ -12,13 +12,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
 import yaml
 
-from conftest import PLUGIN_CACHE, PLUGINS, REPO, Sluice, free_port, http, sluice_binary
+from conftest import PLUGIN_CACHE, PLUGINS, REPO, Sluice, free_port, http, sluice_binary, wait_until
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -128,15 +127,13 @@ def test_readme_try_it_runs_as_written(tmp_path):
         host = subprocess.Popen([str(sluice_binary()), "run", "--config", "pipelines/default.toml"],
                                 cwd=tmp_path, env=host_env, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            deadline = time.time() + 20
-            while time.time() < deadline:
+            def ready():
                 assert host.poll() is None, (tmp_path / "host.log").read_text()
                 try:
-                    if http("GET", f"http://{admin}/readyz")[0] == 200:
-                        break
+                    return http("GET", f"http://{admin}/readyz")[0] == 200
                 except OSError:
-                    pass
-                time.sleep(0.05)
+                    return False
+            wait_until(ready, "the host is ready", lambda: (tmp_path / "host.log").read_text(), timeout=20)
 
             client_env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{moved[addresses['SLUICE_HTTP_ADDRESS']]}"}
             outputs = []
@@ -638,11 +635,10 @@ exporters = ["archive"]
 """)
     try:
         assert host.wait_metric_at_least("sluice_gpu_devices", 1, timeout=15) >= 1, host.logs()
-        deadline = time.time() + 15
-        while time.time() < deadline and not (tmp_path / "data" / "metrics.jsonl").exists():
-            time.sleep(0.1)
+        assert host.wait_metric_at_least("sluice_exporter_sent_items_total", 1, exporter="archive") >= 1, host.logs()
     finally:
-        assert host.stop() == 0, host.logs()
+        code = host.stop()
+    assert code == 0, host.logs()
     names = {m["name"] for request in host.lines("metrics") for rm in request["resourceMetrics"]
              for sm in rm["scopeMetrics"] for m in sm["metrics"]}
     assert "DCGM_FI_DEV_GPU_UTIL" in names and "GPU_PROCESS_FB_USED" in names, names

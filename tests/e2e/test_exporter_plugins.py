@@ -14,10 +14,9 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from conftest import ARCHIVE, PLUGIN_CACHE, PLUGINS, RECEIVER, pipeline, sluice_binary
+from conftest import ARCHIVE, PLUGIN_CACHE, PLUGINS, PROTOBUF, RECEIVER, pipeline, post, sluice_binary
 from http_sink import HttpSink
 from otlp_payloads import logs, traces
-from test_bad_input import PROTOBUF, post
 
 
 def exporter(name, plugin, sink, settings=""):
@@ -77,10 +76,12 @@ def test_loki_push_with_labels_metadata_and_host_credentials(make_sluice):
 
 
 def test_webhook_splits_batches_and_retries_what_the_destination_asks(make_sluice):
-    # The first answer is "busy, try again in 1 s"; everything after succeeds.
+    # The first answer is "busy, try again in 1 s"; everything after succeeds. The backoff alone
+    # would retry within 50-150 ms.
     sink = HttpSink(lambda n: (503, {"Retry-After": "1"}, b"busy") if n == 0 else (202, {}, b""))
     host = make_sluice(RECEIVER + exporter("hook", "export-webhook", sink, """
     headers = {{ "x-hook-token" = {{ env = "HOOK_TOKEN" }} }}
+    retry = {{ initial_backoff = "100ms", max_backoff = "500ms" }}
     config = {{ path = "/hooks/sluice?source=test", max_items = 2 }}
 """) + pipeline('["hook"]'), extra_env={"HOOK_TOKEN": "t0ken"})
     status, _, _ = post(host, "/v1/traces", traces(3, prefix="job", attrs={"gpu": "a100"}).SerializeToString(), PROTOBUF)
@@ -92,6 +93,8 @@ def test_webhook_splits_batches_and_retries_what_the_destination_asks(make_sluic
 
     # Request 0 was refused; requests 1 and 2 are its retry and the batch's second part.
     assert len(sink.requests) == 3
+    assert sink.requests[1]["body"] == sink.requests[0]["body"], "the refused part is what is retried"
+    assert sink.gaps()[0] >= 0.9, f"retried before the 1 s Retry-After: {sink.gaps()}"
     assert all(r["path"] == "/hooks/sluice?source=test" and r["headers"]["x-hook-token"] == "t0ken"
                for r in sink.requests)
     documents = [json.loads(r["body"]) for r in sink.requests[1:]]

@@ -3,8 +3,8 @@
 import json
 import signal
 
+from conftest import PROTOBUF, post
 from otlp_payloads import logs, metrics, spans_in, traces
-from test_bad_input import PROTOBUF, post
 
 DEBUG_PIPELINE = """
     [receivers.otlp]

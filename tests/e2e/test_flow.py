@@ -9,9 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import free_port
+from conftest import PROTOBUF, free_port, grpc_call, post, rotel_binary, wait_port, wait_until
 from otlp_payloads import GRPC_METHODS, logs, metrics, points_in, records_in, spans_in, traces
-from test_bad_input import PROTOBUF, grpc_call, post
 
 STALLED_PIPELINE = """
     [receivers.otlp]
@@ -72,16 +71,17 @@ def check_backpressure(host, fifo, reader, reader_out):
     assert host.metric("sluice_queue_depth", stage="pipeline", name="all") == 2
     assert host.metric("sluice_receiver_refused_requests_total", reason="busy") >= refused_http
 
-    # The healthy exporter already has every accepted batch: the stall did not hold it back.
+    # The healthy exporter already has every accepted batch but the three held up in front of
+    # the stalled one: the batch the fan-out is waiting to hand to it (the stalled exporter is
+    # first) and the two in the pipeline's queue. Its own writer holds one and its queue one, so
+    # five were accepted and the first two reached the healthy exporter: the stall held back
+    # nothing else.
     healthy = host.data / "healthy" / "traces.jsonl"
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if healthy.exists() and len(healthy.read_text().splitlines()) >= len(accepted) - 3:
-            break
-        time.sleep(0.05)
-    # At most the batches still queued in front of the stalled exporter are not yet fanned out.
+    assert len(accepted) - 3 >= 2, f"only {len(accepted)} accepted: the stall blocked the fan-out early"
+    sent = host.wait_metric("sluice_exporter_sent_items_total", len(accepted) - 3, exporter="healthy")
+    assert sent == len(accepted) - 3, f"healthy sent {sent} of {len(accepted)} accepted:\n{host.logs()}"
     healthy_names = [s["name"] for _, s in spans_in(_read(healthy))]
-    assert len(healthy_names) >= len(accepted) - 3
+    assert healthy_names == accepted[:len(accepted) - 3]
 
     # Unblock the destination: everything accepted reaches both exporters, nothing twice.
     reader.start()
@@ -136,14 +136,6 @@ def test_shutdown_drains_everything_acknowledged(sluice):
     assert "Shutdown complete" in sluice.logs()
 
 
-def rotel_binary():
-    import rotel
-    path = Path(rotel.__file__).parent / "rotel-agent"
-    if not path.exists():
-        pytest.fail(f"rotel-agent not found at {path}; install the `rotel` package (tests/requirements.txt)")
-    return path
-
-
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_rotel_agent_forwards_into_sluice(sluice, tmp_path, protocol):
     grpc_port, http_port = free_port(), free_port()
@@ -156,19 +148,21 @@ def test_rotel_agent_forwards_into_sluice(sluice, tmp_path, protocol):
          "--log-file", str(tmp_path / "rotel.log")],
         stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
     try:
-        _wait_port(grpc_port)
+        wait_port(grpc_port)
         endpoint_in = f"127.0.0.1:{grpc_port}"
         with grpc.insecure_channel(endpoint_in) as channel:
             for signal, payload in (("traces", traces(5, service="via-rotel", prefix="r")),
                                     ("metrics", metrics((3.0, 4.0), service="via-rotel")),
                                     ("logs", logs(("one", "two", "three"), service="via-rotel"))):
                 channel.unary_unary(GRPC_METHODS[signal])(payload.SerializeToString(), timeout=10)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if all(sluice.metric("sluice_receiver_accepted_items_total", transport=protocol, signal=s) >= n
-                   for s, n in (("traces", 5), ("metrics", 2), ("logs", 3))):
-                break
-            time.sleep(0.1)
+        expected = {"traces": 5, "metrics": 2, "logs": 3}
+
+        def accepted():
+            return {s: sluice.metric("sluice_receiver_accepted_items_total", transport=protocol, signal=s)
+                    for s in expected}
+        wait_until(lambda: accepted() == expected, f"rotel forwarded {expected} over {protocol}",
+                   lambda: f"accepted: {accepted()}\n" + (tmp_path / "rotel.log").read_text(errors="replace")[-2000:],
+                   timeout=20)
     finally:
         rotel.terminate()
         rotel.wait(timeout=20)
@@ -180,17 +174,6 @@ def test_rotel_agent_forwards_into_sluice(sluice, tmp_path, protocol):
     assert sorted(r["body"]["stringValue"] for _, r in records_in(sluice.lines("logs"))) == ["one", "three", "two"]
 
 
-def _wait_port(port, timeout=15):
-    import socket
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port}")
-
-
 def test_a_stuck_exporter_cannot_hold_the_process_past_its_grace_period(make_sluice, tmp_path):
     """Shutdown gives up after `shutdown_grace`, says how much was still queued, and exits 1."""
     stalled_dir = tmp_path / "host0" / "data" / "stalled"
@@ -199,7 +182,9 @@ def test_a_stuck_exporter_cannot_hold_the_process_past_its_grace_period(make_slu
     host = make_sluice(STALLED_PIPELINE, grace="1s")
     status, _, _ = post(host, "/v1/traces", traces(1, prefix="stuck").SerializeToString(), PROTOBUF)
     assert status == 200
-    time.sleep(0.3)
+    # The span has left the pipeline and sits with the stalled exporter (the healthy one is done).
+    assert host.wait_metric("sluice_pending_items", 1, stage="exporter", name="stalled") == 1, host.logs()
+    assert host.wait_metric("sluice_pending_items", 0, stage="pipeline", name="all") == 0, host.logs()
     host.process.send_signal(15)
     assert host.process.wait(timeout=15) == 1
     logs = host.logs()

@@ -6,13 +6,11 @@ import hashlib
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
-from conftest import PLUGIN_CACHE, PLUGINS, REPO, free_port, http, sluice_binary
+from conftest import PLUGIN_CACHE, PLUGINS, PROTOBUF, REPO, free_port, http, sluice_binary, wait_until
 from otlp_payloads import spans_in, traces
-from test_bad_input import PROTOBUF
 
 
 class Repository:
@@ -81,16 +79,6 @@ class Repository:
             return []
         import json
         return sorted(span["name"] for _, span in spans_in([json.loads(l) for l in path.read_text().splitlines()]))
-
-
-def wait_until(check, what, context=lambda: "", timeout=15):
-    """Polls `check` until it is truthy; fails with `what` and the context otherwise."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting until {what}\n{context()}")
 
 
 def edit_in_place(path, old, new):
@@ -170,7 +158,8 @@ def test_a_plugin_that_refuses_its_settings_is_a_config_error_everywhere(tmp_pat
         repo.send("GET /healthz", "after")  # the old rule still drops health checks
         assert "the plugin refused its config" in repo.last_reload()
     finally:
-        assert repo.stop() == 0, repo.logs()
+        code = repo.stop()
+    assert code == 0, repo.logs()
     assert repo.archived() == ["after"]
 
     validate = subprocess.run([str(sluice_binary()), "validate", str(config)], capture_output=True, text=True,

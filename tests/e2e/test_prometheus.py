@@ -3,7 +3,6 @@ gauge, counter, histogram and a metric with units produce are queried back throu
 
 import json
 import subprocess
-import time
 import urllib.parse
 
 import pytest
@@ -11,7 +10,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from conftest import RECEIVER, free_port, http, require_tool
+from conftest import RECEIVER, free_port, http, require_tool, wait_until
 from test_sdk import exporters
 
 
@@ -76,18 +75,13 @@ scrape_configs:
          f"--web.listen-address=127.0.0.1:{prom_port}"],
         stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 60
-        results = []
-        while time.time() < deadline:
+        def scraped():
             try:
-                results = query(prom_port, "gpu_temperature_celsius")
+                return query(prom_port, "gpu_temperature_celsius")
             except (OSError, AssertionError):
-                results = []
-            if results:
-                break
-            time.sleep(0.5)
-        assert results, (tmp_path / "prometheus.log").read_text()[-2000:]
-        [gauge] = results
+                return []  # Prometheus not up yet
+        [gauge] = wait_until(scraped, "Prometheus has scraped the gauge",
+                             lambda: (tmp_path / "prometheus.log").read_text()[-2000:], timeout=60, interval=0.5)
         assert gauge["metric"]["job"] == "gpu-api" and gauge["metric"]["instance"] == "node-7"
         assert gauge["metric"]["gpu"] == "0" and gauge["metric"]["deployment"] == "e2e"
         assert float(gauge["value"][1]) == 71.5
@@ -121,14 +115,13 @@ def test_remote_write_into_prometheus(make_sluice, tmp_path):
          "--web.enable-remote-write-receiver"],
         stdout=open(tmp_path / "prometheus.log", "wb"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        def ready():
             try:
-                if http("GET", f"http://127.0.0.1:{prom_port}/-/ready")[0] == 200:
-                    break
+                return http("GET", f"http://127.0.0.1:{prom_port}/-/ready")[0] == 200
             except OSError:
-                pass
-            time.sleep(0.2)
+                return False
+        wait_until(ready, "Prometheus is ready", lambda: (tmp_path / "prometheus.log").read_text()[-2000:],
+                   timeout=60, interval=0.2)
         host = metrics_host(make_sluice, f"""
             [exporters.out]
             type = "prometheus_remote_write"
@@ -141,12 +134,10 @@ def test_remote_write_into_prometheus(make_sluice, tmp_path):
         for value in (0.2, 3.0):
             histogram.record(value)
         provider.force_flush()
-        assert host.wait_metric("sluice_exporter_sent_items_total", 4, exporter="out") >= 3, host.logs()
-        results = []
-        while time.time() < deadline and not results:
-            results = query(prom_port, "gpu_temperature_celsius")
-            time.sleep(0.2)
-        [gauge] = results
+        # Three data points: the gauge's, the counter's and the histogram's.
+        assert host.wait_metric("sluice_exporter_sent_items_total", 3, exporter="out") == 3, host.logs()
+        [gauge] = wait_until(lambda: query(prom_port, "gpu_temperature_celsius"), "the gauge is queryable",
+                             lambda: (tmp_path / "prometheus.log").read_text()[-2000:], timeout=30, interval=0.2)
         assert gauge["metric"]["job"] == "gpu-api" and gauge["metric"]["gpu"] == "1"
         assert float(gauge["value"][1]) == 64.0
         [jobs] = query(prom_port, "jobs_done_total")

@@ -105,13 +105,23 @@ fn rebuild_replaces_items_and_adds_missing_resources() {
     )
     .expect("valid");
     let out = ExportTraceServiceRequest::decode(&out[..]).expect("decodes");
-    assert_eq!(out.resource_spans[0].scope_spans[0].spans[1].name, "renamed");
+    // Every item kept, in its group, in order; only item 1 replaced.
+    let strings = |names: &[&[&str]]| -> Vec<Vec<String>> {
+        names.iter().map(|scope| scope.iter().map(|name| name.to_string()).collect()).collect()
+    };
+    assert_eq!(names(&out), vec![strings(&[&["s0", "renamed"], &["s2"]]), strings(&[&["s3"]])]);
+    assert_eq!(out.resource_spans.len(), 2);
     for group in &out.resource_spans {
         let resource = group.resource.as_ref().expect("every group has a resource now");
         assert!(resource.attributes.iter().any(|kv| kv.key == "system"));
     }
     let first = &out.resource_spans[0].resource.as_ref().expect("resource").attributes;
     assert_eq!(first.len(), 2, "service.name kept beside the new attribute");
+    assert_eq!(out.resource_spans[1].resource.as_ref().expect("resource").attributes.len(), 1);
+    // What was not edited is as it was: the kept span whole, the group's schema URLs.
+    assert_eq!(out.resource_spans[0].scope_spans[0].spans[0], span("s0"));
+    assert_eq!(out.resource_spans[0].scope_spans[0].schema_url, "x");
+    assert_eq!(out.resource_spans[0].schema_url, "r");
 }
 
 #[test]
@@ -183,10 +193,17 @@ fn metric_edits_reach_every_data_point() {
     .expect("valid");
     let out = ExportMetricsServiceRequest::decode(&out[..]).expect("decodes");
     let metrics = &out.resource_metrics[0].scope_metrics[0].metrics;
+    assert_eq!(metrics.len(), 2);
     assert_eq!(metrics[0].name, "gpu.temperature");
+    assert_eq!(metrics[1].name, "latency");
+    let host = vec![kv("host", any_value::Value::StringValue("n1".into()))];
     let Some(metric::Data::Gauge(gauge)) = &metrics[0].data else { panic!("gauge") };
-    assert!(gauge.data_points.iter().all(|p| p.attributes[0].key == "host"));
+    assert_eq!(gauge.data_points.len(), 2, "both gauge points kept");
+    for point in &gauge.data_points {
+        assert_eq!(point.attributes, host);
+    }
     let Some(metric::Data::Histogram(h)) = &metrics[1].data else { panic!("histogram") };
-    assert_eq!(h.data_points[0].attributes[0].key, "host");
+    assert_eq!(h.data_points.len(), 1);
+    assert_eq!(h.data_points[0].attributes, host);
     assert_eq!(h.aggregation_temporality, 2);
 }
