@@ -439,7 +439,8 @@ def test_queue_defaults_are_the_ones_operations_documents(busy_host):
         float(defaults["`[pipelines.NAME] queue_size`"])
     assert busy_host.metric("sluice_queue_capacity", stage="exporter", name="archive") == \
         float(defaults["`[exporters.NAME] queue_size`"])
-    schema = (REPO / "host" / "src" / "config" / "schema.rs").read_text()
+    # The OTLP receiver's table and its defaults live beside its code.
+    schema = (REPO / "host" / "src" / "receivers" / "otlp" / "config.rs").read_text()
     for setting, size in [("max_message_size", defaults["`grpc.max_message_size` of an `otlp` receiver"]),
                           ("max_body_size", defaults["`http.max_body_size` of an `otlp` receiver"])]:
         mib = int(size.removesuffix("MiB"))

@@ -215,6 +215,16 @@ impl Parser {
         self.errors.push(Diagnostic::at(span.map(|s| self.map.range_to_original(s)), message));
     }
 
+    /// A component table of type `T`.
+    pub(crate) fn table<T: DeserializeOwned>(
+        &mut self,
+        rest: Value,
+        what: &str,
+        header: Option<Range<usize>>,
+    ) -> Option<T> {
+        self.typed_value(rest, what, header)
+    }
+
     /// An exporter table of type `T`: a network exporter's with its client keys beside.
     pub(crate) fn exporter<T: ExporterType>(
         &mut self,
@@ -447,11 +457,7 @@ fn parse_receiver(
     what: &str,
     header: Option<Range<usize>>,
 ) -> Option<ReceiverConfig> {
-    match kind {
-        "otlp" => parser.typed_value(rest, what, header).map(|c| ReceiverConfig::Otlp(Box::new(c))),
-        "gpu" => parser.typed_value(rest, what, header).map(ReceiverConfig::Gpu),
-        _ => None,
-    }
+    ReceiverConfig::parse(kind, parser, rest, what, header)
 }
 
 fn parse_exporter(

@@ -21,3 +21,4 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use load::Parser as TableParser;
 pub use load::{LoadError, Loaded, PluginCheck, load_file, parse, parse_with};
 pub use schema::*;
+pub(crate) use validate::duplicate_signals;

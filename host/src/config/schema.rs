@@ -39,6 +39,11 @@ pub use crate::exporters::otlp::config::{BatchConfig, CompressionConfig, OtlpExp
 pub use crate::exporters::plugin::config::PluginExporterConfig;
 pub use crate::exporters::prometheus::config::PrometheusExporterConfig;
 pub use crate::exporters::remote_write::config::RemoteWriteExporterConfig;
+pub use crate::receivers::ReceiverConfig;
+pub use crate::receivers::gpu::config::{GpuNaming, GpuReceiverConfig, GpuSource};
+pub use crate::receivers::otlp::config::{
+    GrpcConfig, HttpConfig, OtlpReceiverConfig, ReceiverAuthConfig, ServerTlsConfig,
+};
 
 /// A validated config: every reference resolves and every value is in range.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,197 +286,6 @@ impl Default for ServiceConfig {
             admin_address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 8888)))),
             log_level: LogLevel::Info,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
-        }
-    }
-}
-
-/// `[receivers.NAME]`: a source of telemetry, chosen by `type`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverConfig {
-    /// `type = "otlp"`: OTLP over gRPC and HTTP.
-    Otlp(Box<OtlpReceiverConfig>),
-    /// `type = "gpu"`: samples NVIDIA GPUs as OTLP metrics.
-    Gpu(GpuReceiverConfig),
-}
-
-impl ReceiverConfig {
-    /// The `type` names receivers can have.
-    pub const TYPES: &'static [&'static str] = &["otlp", "gpu"];
-
-    /// The signals this receiver produces.
-    pub fn signals(&self) -> Vec<Signal> {
-        match self {
-            ReceiverConfig::Otlp(otlp) => otlp.signals.iter().map(|s| *s.get_ref()).collect(),
-            ReceiverConfig::Gpu(_) => vec![Signal::Metrics],
-        }
-    }
-}
-
-/// `type = "gpu"`: samples every NVIDIA GPU (and MIG instance) on the host and sends the samples
-/// down its pipelines as OTLP metrics.
-///
-/// ```toml
-/// [receivers.gpu]
-/// type = "gpu"
-/// kind = "nvml"          # the driver's NVML library, loaded at run time
-/// interval = "10s"
-/// naming = "dcgm"        # dcgm-exporter's names; "otel" for hw.gpu.*, "both" for both
-/// processes = true       # per-process GPU memory and utilization
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GpuReceiverConfig {
-    /// Where samples come from.
-    pub kind: Spanned<GpuSource>,
-    /// Time between samples.
-    #[serde(default = "default_gpu_interval")]
-    pub interval: Spanned<HumanDuration>,
-    /// Which metric names to produce.
-    #[serde(default)]
-    pub naming: GpuNaming,
-    /// Also report each process's GPU memory and utilization.
-    #[serde(default)]
-    pub processes: bool,
-    /// `kind = "nvml"`: the NVML library to load instead of the system's `libnvidia-ml.so.1`.
-    #[serde(default)]
-    pub library: Option<Spanned<PathBuf>>,
-    /// `kind = "scripted"`: the script of samples to replay, relative to the config file.
-    #[serde(default)]
-    pub script: Option<Spanned<PathBuf>>,
-    /// The `Hostname` label and `host.name` attribute; the machine's host name when absent or empty.
-    #[serde(default)]
-    pub hostname: Option<String>,
-}
-
-fn default_gpu_interval() -> Spanned<HumanDuration> {
-    Spanned::new(0..0, HumanDuration(Duration::from_secs(10)))
-}
-
-/// Where GPU samples come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuSource {
-    /// NVIDIA's NVML, loaded with `dlopen` when the receiver starts.
-    Nvml,
-    /// A script of samples (`script = "..."`): for tests, demos and dashboards without a GPU.
-    Scripted,
-}
-
-/// The metric names a GPU receiver produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuNaming {
-    /// dcgm-exporter's names and labels (`DCGM_FI_DEV_GPU_UTIL{gpu, UUID, ...}`), so DCGM
-    /// dashboards work unchanged.
-    #[default]
-    Dcgm,
-    /// OpenTelemetry's hardware semantic conventions (`hw.gpu.utilization`, ...).
-    Otel,
-    /// Both sets.
-    Both,
-}
-
-fn all_signals() -> Vec<Spanned<Signal>> {
-    Signal::ALL.iter().map(|s| Spanned::new(0..0, *s)).collect()
-}
-
-/// `type = "otlp"`: the OTLP receiver. Both transports are on by default.
-///
-/// ```toml
-/// [receivers.otlp]
-/// type = "otlp"
-/// signals = ["traces", "metrics", "logs"]
-/// grpc = { address = "0.0.0.0:4317", max_message_size = "4MiB" }
-/// http = { enabled = false }
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpReceiverConfig {
-    /// Which signals to accept; the others are answered as unknown paths / unimplemented methods.
-    #[serde(default = "all_signals")]
-    pub signals: Vec<Spanned<Signal>>,
-    /// OTLP/gRPC settings.
-    #[serde(default)]
-    pub grpc: GrpcConfig,
-    /// OTLP/HTTP settings.
-    #[serde(default)]
-    pub http: HttpConfig,
-    /// Require `Authorization: Bearer <token>` on every request:
-    /// `auth = { bearer = { token = { file = "/run/secrets/ingest-token" } } }`.
-    #[serde(default)]
-    pub auth: Option<ReceiverAuthConfig>,
-}
-
-/// `auth = { ... }` of a receiver.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum ReceiverAuthConfig {
-    /// A bearer token clients must send; `{ env = .. }` or `{ file = .. }`.
-    Bearer {
-        /// The expected token.
-        token: Spanned<Credential>,
-    },
-}
-
-/// `tls = { ... }` of a receiver transport: serve TLS, and for mTLS require client certificates.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerTlsConfig {
-    /// PEM certificate chain the listener presents.
-    pub cert_file: Spanned<PathBuf>,
-    /// PEM private key of that certificate.
-    pub key_file: Spanned<PathBuf>,
-    /// PEM CA certificates; when set, clients must present a certificate they signed (mTLS).
-    #[serde(default)]
-    pub client_ca_file: Option<Spanned<PathBuf>>,
-}
-
-/// `grpc = { ... }` of an OTLP receiver.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GrpcConfig {
-    /// `enabled = false` switches the gRPC listener off.
-    pub enabled: bool,
-    /// `address = "127.0.0.1:4317"`.
-    pub address: Spanned<ListenAddress>,
-    /// Largest accepted message, before and after decompression: `max_message_size = "4MiB"`.
-    pub max_message_size: ByteSize,
-    /// Serve TLS (and optionally require client certificates).
-    pub tls: Option<ServerTlsConfig>,
-}
-
-impl Default for GrpcConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4317)))),
-            max_message_size: ByteSize::mib(4),
-            tls: None,
-        }
-    }
-}
-
-/// `http = { ... }` of an OTLP receiver.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// `enabled = false` switches the HTTP listener off.
-    pub enabled: bool,
-    /// `address = "127.0.0.1:4318"`.
-    pub address: Spanned<ListenAddress>,
-    /// Largest accepted body after decompression: `max_body_size = "20MiB"`.
-    pub max_body_size: ByteSize,
-    /// Serve TLS (and optionally require client certificates).
-    pub tls: Option<ServerTlsConfig>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 4318)))),
-            max_body_size: ByteSize::mib(20),
-            tls: None,
         }
     }
 }
@@ -811,3 +625,8 @@ fn default_pipeline_queue() -> Spanned<usize> {
 
 /// The default queue of an exporter, in batches.
 pub const DEFAULT_EXPORTER_QUEUE: usize = 256;
+
+/// Every signal: the default of a receiver's and a pipeline's `signals`.
+pub(crate) fn all_signals() -> Vec<Spanned<Signal>> {
+    Signal::ALL.iter().map(|s| Spanned::new(0..0, *s)).collect()
+}

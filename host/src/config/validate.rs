@@ -7,7 +7,6 @@ use std::ops::Range;
 use super::diagnostic::Diagnostic;
 use super::parsed::{Component, Parsed};
 use super::schema::*;
-use super::units::ByteSize;
 
 #[derive(Default)]
 pub(super) struct Outcome {
@@ -42,12 +41,9 @@ fn signal_list(signals: &[Signal]) -> String {
 fn check_loops(parsed: &Parsed, out: &mut Outcome) {
     let mut listeners: Vec<(std::net::SocketAddr, String)> = Vec::new();
     for (id, receiver) in &parsed.receivers {
-        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
-        if otlp.grpc.enabled {
-            listeners.push((otlp.grpc.address.get_ref().0, format!("receiver `{id}` (grpc)")));
-        }
-        if otlp.http.enabled {
-            listeners.push((otlp.http.address.get_ref().0, format!("receiver `{id}` (http)")));
+        let Some(config) = &receiver.config else { continue };
+        for (transport, address) in config.listens_on() {
+            listeners.push((address.get_ref().0, format!("receiver `{id}` ({transport})")));
         }
     }
     let local = |host: &str| {
@@ -87,99 +83,34 @@ pub(super) fn check(parsed: &Parsed) -> Outcome {
     out
 }
 
-fn check_gpu_receiver(id: &str, gpu: &GpuReceiverConfig, parsed: &Parsed, out: &mut Outcome) {
-    let interval = gpu.interval.get_ref().0;
-    if interval < std::time::Duration::from_millis(100) || interval > std::time::Duration::from_secs(3600) {
-        out.error(
-            Some(gpu.interval.span()),
-            format!("receiver `{id}`: `interval` must be between 100ms and 1h"),
-        );
-    }
-    match (gpu.kind.get_ref(), &gpu.script) {
-        (GpuSource::Scripted, None) => out.error(
-            Some(gpu.kind.span()),
-            format!(
-                "receiver `{id}`: `kind = \"scripted\"` needs `script = \"FILE\"`, the samples to replay"
-            ),
-        ),
-        (GpuSource::Scripted, Some(script)) => {
-            // `join` keeps an absolute path as it is.
-            let resolved = parsed.base_dir.join(script.get_ref());
-            if !resolved.is_file() {
-                out.error(
-                    Some(script.span()),
-                    format!("receiver `{id}`: script {} does not exist", resolved.display()),
-                );
-            }
+fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
+    for (id, receiver) in &parsed.receivers {
+        let Some(config) = &receiver.config else { continue };
+        for (span, message) in config.check(&format!("receiver `{id}`"), &parsed.base_dir) {
+            out.error(span.or_else(|| receiver.header.clone()), message);
         }
-        (GpuSource::Nvml, Some(script)) => out.error(
-            Some(script.span()),
-            format!("receiver `{id}`: `script` is only for `kind = \"scripted\"`"),
-        ),
-        (GpuSource::Nvml, None) => {}
-    }
-    if let (GpuSource::Scripted, Some(library)) = (gpu.kind.get_ref(), &gpu.library) {
-        out.error(Some(library.span()), format!("receiver `{id}`: `library` is only for `kind = \"nvml\"`"));
     }
 }
 
-fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
-    for (id, receiver) in &parsed.receivers {
-        if let Some(ReceiverConfig::Gpu(gpu)) = &receiver.config {
-            check_gpu_receiver(id.as_str(), gpu, parsed, out);
-        }
-        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
-        if !otlp.grpc.enabled && !otlp.http.enabled {
-            out.error(
-                receiver.header.clone(),
-                format!("receiver `{id}` has both `grpc` and `http` switched off"),
-            );
-        }
-        if otlp.signals.is_empty() {
-            out.error(
-                receiver.header.clone(),
-                format!("receiver `{id}` accepts no signals: list some in `signals`"),
-            );
-        }
-        check_duplicate_signals(&otlp.signals, &format!("receiver `{id}`"), out);
-        let tls_files = [&otlp.grpc.tls, &otlp.http.tls].into_iter().flatten().flat_map(|tls| {
-            [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()].into_iter().flatten()
-        });
-        for file in tls_files {
-            if !file.get_ref().is_file() {
-                out.error(
-                    Some(file.span()),
-                    format!("receiver `{id}`: {} does not exist", file.get_ref().display()),
-                );
-            }
-        }
-        if let Some(ReceiverAuthConfig::Bearer { token }) = &otlp.auth
-            && matches!(token.get_ref(), Credential::Literal(_))
-        {
-            out.error(
-                Some(token.span()),
-                format!("receiver `{id}`: the bearer token is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
-            );
-        }
-        for (size, name) in [
-            (otlp.grpc.max_message_size, "grpc.max_message_size"),
-            (otlp.http.max_body_size, "http.max_body_size"),
-        ] {
-            if size < ByteSize(1024) {
-                out.error(
-                    receiver.header.clone(),
-                    format!("receiver `{id}`: `{name}` must be at least 1KiB, not {size}"),
-                );
-            }
-        }
-    }
+/// A list of signals that names one twice: `what: signal \`x\` is listed twice`, at the second.
+pub(crate) fn duplicate_signals(
+    signals: &[serde_spanned::Spanned<Signal>],
+    what: &str,
+) -> Vec<(Option<Range<usize>>, String)> {
+    let twice = signals
+        .iter()
+        .enumerate()
+        .filter(|(i, signal)| signals[..*i].iter().any(|s| s.get_ref() == signal.get_ref()));
+    twice
+        .map(|(_, signal)| {
+            (Some(signal.span()), format!("{what}: signal `{}` is listed twice", signal.get_ref()))
+        })
+        .collect()
 }
 
 fn check_duplicate_signals(signals: &[serde_spanned::Spanned<Signal>], what: &str, out: &mut Outcome) {
-    for (i, signal) in signals.iter().enumerate() {
-        if signals[..i].iter().any(|s| s.get_ref() == signal.get_ref()) {
-            out.error(Some(signal.span()), format!("{what}: signal `{}` is listed twice", signal.get_ref()));
-        }
+    for (span, message) in duplicate_signals(signals, what) {
+        out.error(span, message);
     }
 }
 
@@ -511,12 +442,9 @@ fn check_addresses(parsed: &Parsed, out: &mut Outcome) {
         }
     }
     for (id, receiver) in &parsed.receivers {
-        let Some(ReceiverConfig::Otlp(otlp)) = &receiver.config else { continue };
-        if otlp.grpc.enabled {
-            claim(&otlp.grpc.address, &receiver.header, format!("receiver `{id}` (grpc)"));
-        }
-        if otlp.http.enabled {
-            claim(&otlp.http.address, &receiver.header, format!("receiver `{id}` (http)"));
+        let Some(config) = &receiver.config else { continue };
+        for (transport, address) in config.listens_on() {
+            claim(address, &receiver.header, format!("receiver `{id}` ({transport})"));
         }
     }
 }

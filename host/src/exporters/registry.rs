@@ -1,6 +1,6 @@
 //! How exporter types are known: each is a folder under `exporters/` — its config table in
 //! `config.rs`, its code beside it — that implements [`ExporterType`], plus one line in the
-//! [`exporter_types!`] list in `exporters/mod.rs`. From that list come the `type` names, the
+//! `exporter_types!` list in `exporters/mod.rs`. From that list come the `type` names, the
 //! parsing of each table, and the start of each exporter.
 
 use std::future::Future;

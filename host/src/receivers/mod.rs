@@ -1,27 +1,31 @@
-//! Receivers: where telemetry enters the host.
+//! Receivers: where telemetry enters the host. Each receiver type is a folder with its config
+//! table beside its code, listed once in [`registry`].
 //!
 //! # Layout
-//! - [`grpc`] and [`http`]: the two OTLP transports.
-//! - [`ingest`]: what both do with a body — validate, count, enqueue to every pipeline or none.
-//! - [`compression`]: gzip and zstd with a hard output limit.
+//! - [`otlp`]: OTLP over gRPC and HTTP.
 //! - [`gpu`]: NVIDIA GPUs sampled through NVML, as OTLP metrics.
+//! - [`ingest`]: what every receiver does with a batch — validate, count, enqueue to every
+//!   pipeline it feeds or none.
+//! - [`registry`]: how receiver types are known — the [`ReceiverType`](registry::ReceiverType)
+//!   trait and the list that names them.
 
-pub mod compression;
 pub mod gpu;
-pub mod grpc;
-pub mod http;
 pub mod ingest;
+pub mod otlp;
+pub mod registry;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ComponentId, OtlpReceiverConfig};
-use crate::metrics::Metrics;
-use ingest::Ingest;
+registry::receiver_types! {
+    /// `type = "otlp"`: OTLP over gRPC and HTTP.
+    Otlp = "otlp" => otlp::config::OtlpReceiverConfig,
+    /// `type = "gpu"`: samples NVIDIA GPUs as OTLP metrics.
+    Gpu = "gpu" => gpu::config::GpuReceiverConfig,
+}
 
 /// A listener that is bound and serving.
 #[derive(Debug)]
@@ -43,62 +47,6 @@ pub struct StartError {
     source: std::io::Error,
 }
 
-/// Binds every enabled transport of OTLP receiver `id` and starts serving. `feeds` holds, per signal,
-/// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
-pub async fn start(
-    id: &ComponentId,
-    otlp: &OtlpReceiverConfig,
-    feeds: &ingest::Feeds,
-    metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
-) -> Result<Vec<Listening>, StartError> {
-    let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
-        Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
-    });
-    let mut listening = Vec::new();
-    if otlp.grpc.enabled {
-        let receiver = grpc::GrpcReceiver {
-            ingest: Ingest::new(id, "grpc", feeds.clone(), metrics.clone(), auth.clone()),
-            max_message_size: otlp.grpc.max_message_size.as_usize(),
-        };
-        let label = format!("receiver `{id}` (grpc)");
-        let router = grpc::router(Arc::new(receiver));
-        listening.push(
-            serve_maybe_tls(label, otlp.grpc.address.get_ref().0, router, otlp.grpc.tls.as_ref(), shutdown)
-                .await?,
-        );
-    }
-    if otlp.http.enabled {
-        let receiver = http::HttpReceiver {
-            ingest: Ingest::new(id, "http", feeds.clone(), metrics.clone(), auth.clone()),
-            max_body_size: otlp.http.max_body_size.as_usize(),
-        };
-        let label = format!("receiver `{id}` (http)");
-        let router = http::router(Arc::new(receiver));
-        listening.push(
-            serve_maybe_tls(label, otlp.http.address.get_ref().0, router, otlp.http.tls.as_ref(), shutdown)
-                .await?,
-        );
-    }
-    Ok(listening)
-}
-
-/// Like [`serve`], over TLS when `tls` is set.
-async fn serve_maybe_tls(
-    label: String,
-    address: SocketAddr,
-    router: axum::Router,
-    tls: Option<&crate::config::ServerTlsConfig>,
-    shutdown: &CancellationToken,
-) -> Result<Listening, StartError> {
-    let Some(tls) = tls else { return serve(label, address, router, shutdown).await };
-    let fail = |source| StartError { label: label.clone(), address, source };
-    let acceptor = crate::tls::acceptor(tls).map_err(|e| fail(std::io::Error::other(e)))?;
-    let tcp = TcpListener::bind(address).await.map_err(fail)?;
-    let listener = crate::tls::TlsListener::new(tcp, acceptor, label.clone()).map_err(fail)?;
-    spawn_server(label.clone(), listener, router, shutdown).map_err(fail)
-}
-
 /// Binds `address` and serves `router` until `shutdown`, then drains in-flight requests.
 pub async fn serve(
     label: String,
@@ -115,7 +63,7 @@ pub async fn serve(
     spawn_server(label.clone(), listener, router, shutdown).map_err(fail)
 }
 
-fn spawn_server<L>(
+pub(crate) fn spawn_server<L>(
     label: String,
     listener: L,
     router: axum::Router,

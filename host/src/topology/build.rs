@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::diff::{Change, Diff, InstanceKey, Snapshot};
-use crate::config::{ComponentId, ReceiverConfig, Signal};
+use crate::config::{ComponentId, Signal};
 use crate::exporters::ExporterInput;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineInput};
@@ -156,14 +156,8 @@ pub(super) async fn build(
         }
         let feeds: Feeds = Arc::new(ArcSwap::from_pointee(built.feeds.get(id).cloned().unwrap_or_default()));
         let stop = CancellationToken::new();
-        let (listeners, sampler) = match &config.receivers[id] {
-            ReceiverConfig::Otlp(otlp) => (receivers::start(id, otlp, &feeds, metrics, &stop).await?, None),
-            ReceiverConfig::Gpu(gpu) => {
-                let task = receivers::gpu::start(id, gpu, config, &feeds, metrics, &stop)
-                    .map_err(|e| anyhow::anyhow!("receiver `{id}`: {e}"))?;
-                (Vec::new(), Some(task))
-            }
-        };
+        let start = receivers::registry::Start { id, config, feeds: &feeds, metrics, stop: &stop };
+        let receivers::registry::Started { listeners, sampler } = config.receivers[id].start(start).await?;
         for listener in &listeners {
             tracing::info!(component = %listener.label, address = %listener.address, "Listening");
         }

@@ -14,12 +14,14 @@
 //! - [`nvml`]: the real backend. [`scripted`]: a scripted one for tests and demos.
 //! - [`naming`]: samples → OTLP metrics, dcgm-exporter's names or OpenTelemetry's.
 
+pub mod config;
 pub mod naming;
 pub mod nvml;
 pub mod sample;
 pub mod scripted;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,7 @@ use naming::Translator;
 use sample::{Backend, BackendError, Snapshot};
 
 use super::ingest::Feeds;
+use super::registry::{Problem, ReceiverType, Start, Started};
 
 type Sampled = (Result<Snapshot, BackendError>, Duration);
 
@@ -226,4 +229,50 @@ pub fn start(
         // the driver holds it.
         tracing::debug!(receiver = %receiver.id, "GPU receiver stopped");
     }))
+}
+
+impl ReceiverType for GpuReceiverConfig {
+    fn signals(&self) -> Vec<Signal> {
+        vec![Signal::Metrics]
+    }
+
+    fn check(&self, what: &str, base_dir: &Path) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let interval = self.interval.get_ref().0;
+        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+            problems.push((
+                Some(self.interval.span()),
+                format!("{what}: `interval` must be between 100ms and 1h"),
+            ));
+        }
+        match (self.kind.get_ref(), &self.script) {
+            (GpuSource::Scripted, None) => problems.push((
+                Some(self.kind.span()),
+                format!("{what}: `kind = \"scripted\"` needs `script = \"FILE\"`, the samples to replay"),
+            )),
+            (GpuSource::Scripted, Some(script)) => {
+                // `join` keeps an absolute path as it is.
+                let resolved = base_dir.join(script.get_ref());
+                if !resolved.is_file() {
+                    problems.push((
+                        Some(script.span()),
+                        format!("{what}: script {} does not exist", resolved.display()),
+                    ));
+                }
+            }
+            (GpuSource::Nvml, Some(script)) => problems
+                .push((Some(script.span()), format!("{what}: `script` is only for `kind = \"scripted\"`"))),
+            (GpuSource::Nvml, None) => {}
+        }
+        if let (GpuSource::Scripted, Some(library)) = (self.kind.get_ref(), &self.library) {
+            problems.push((Some(library.span()), format!("{what}: `library` is only for `kind = \"nvml\"`")));
+        }
+        problems
+    }
+
+    async fn start(&self, start: Start<'_>) -> anyhow::Result<Started> {
+        let sampler = self::start(start.id, self, start.config, start.feeds, start.metrics, start.stop)
+            .map_err(|e| anyhow::anyhow!("receiver `{}`: {e}", start.id))?;
+        Ok(Started { listeners: Vec::new(), sampler: Some(sampler) })
+    }
 }

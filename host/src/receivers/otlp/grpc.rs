@@ -16,9 +16,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited, StreamBody};
 
 use super::compression::{self, DecompressError, Encoding};
-use super::ingest::{Ingest, Refusal, RefusalReason};
 use crate::batch::{ExportOutcome, Format, RpcCode, export_response};
 use crate::config::Signal;
+use crate::receivers::ingest::{Ingest, Refusal, RefusalReason};
 
 /// The gRPC receiver's shared state.
 #[derive(Debug)]

@@ -12,9 +12,9 @@ use axum::routing::post;
 use http_body_util::{BodyExt, Limited};
 
 use super::compression::{self, DecompressError, Encoding};
-use super::ingest::{Ingest, Refusal, RefusalReason};
 use crate::batch::{Format, RpcCode, export_response, status_body};
 use crate::config::Signal;
+use crate::receivers::ingest::{Ingest, Refusal, RefusalReason};
 
 /// The HTTP receiver's shared state.
 #[derive(Debug)]

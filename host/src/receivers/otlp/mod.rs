@@ -1,0 +1,142 @@
+//! The OTLP receiver: gRPC and HTTP listeners that validate, count and enqueue every request.
+//!
+//! # Layout
+//! - [`config`]: its table.
+//! - [`grpc`] and [`http`]: the two transports.
+//! - [`compression`]: gzip and zstd with a hard output limit.
+
+pub mod compression;
+pub mod config;
+pub mod grpc;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::ingest::{self, Ingest};
+use super::{Listening, StartError, serve, spawn_server};
+use crate::config::ComponentId;
+use crate::metrics::Metrics;
+use std::path::Path;
+
+use serde_spanned::Spanned;
+
+use super::registry::{Problem, ReceiverType, Start, Started};
+use crate::config::units::ByteSize;
+use crate::config::{Credential, ListenAddress, Signal};
+use config::{OtlpReceiverConfig, ReceiverAuthConfig};
+
+/// Binds every enabled transport of OTLP receiver `id` and starts serving. `feeds` holds, per signal,
+/// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
+pub async fn start(
+    id: &ComponentId,
+    otlp: &OtlpReceiverConfig,
+    feeds: &ingest::Feeds,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Listening>, StartError> {
+    let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
+        Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
+    });
+    let mut listening = Vec::new();
+    if otlp.grpc.enabled {
+        let receiver = grpc::GrpcReceiver {
+            ingest: Ingest::new(id, "grpc", feeds.clone(), metrics.clone(), auth.clone()),
+            max_message_size: otlp.grpc.max_message_size.as_usize(),
+        };
+        let label = format!("receiver `{id}` (grpc)");
+        let router = grpc::router(Arc::new(receiver));
+        listening.push(
+            serve_maybe_tls(label, otlp.grpc.address.get_ref().0, router, otlp.grpc.tls.as_ref(), shutdown)
+                .await?,
+        );
+    }
+    if otlp.http.enabled {
+        let receiver = http::HttpReceiver {
+            ingest: Ingest::new(id, "http", feeds.clone(), metrics.clone(), auth.clone()),
+            max_body_size: otlp.http.max_body_size.as_usize(),
+        };
+        let label = format!("receiver `{id}` (http)");
+        let router = http::router(Arc::new(receiver));
+        listening.push(
+            serve_maybe_tls(label, otlp.http.address.get_ref().0, router, otlp.http.tls.as_ref(), shutdown)
+                .await?,
+        );
+    }
+    Ok(listening)
+}
+
+/// Like [`serve`], over TLS when `tls` is set.
+async fn serve_maybe_tls(
+    label: String,
+    address: SocketAddr,
+    router: axum::Router,
+    tls: Option<&crate::config::ServerTlsConfig>,
+    shutdown: &CancellationToken,
+) -> Result<Listening, StartError> {
+    let Some(tls) = tls else { return serve(label, address, router, shutdown).await };
+    let fail = |source| StartError { label: label.clone(), address, source };
+    let acceptor = crate::tls::acceptor(tls).map_err(|e| fail(std::io::Error::other(e)))?;
+    let tcp = TcpListener::bind(address).await.map_err(fail)?;
+    let listener = crate::tls::TlsListener::new(tcp, acceptor, label.clone()).map_err(fail)?;
+    spawn_server(label.clone(), listener, router, shutdown).map_err(fail)
+}
+
+impl ReceiverType for OtlpReceiverConfig {
+    fn signals(&self) -> Vec<Signal> {
+        self.signals.iter().map(|s| *s.get_ref()).collect()
+    }
+
+    fn listens_on(&self) -> Vec<(&'static str, &Spanned<ListenAddress>)> {
+        let grpc = self.grpc.enabled.then_some(("grpc", &self.grpc.address));
+        let http = self.http.enabled.then_some(("http", &self.http.address));
+        grpc.into_iter().chain(http).collect()
+    }
+
+    fn check(&self, what: &str, _base_dir: &Path) -> Vec<Problem> {
+        let mut problems: Vec<Problem> = Vec::new();
+        if !self.grpc.enabled && !self.http.enabled {
+            problems.push((None, format!("{what} has both `grpc` and `http` switched off")));
+        }
+        if self.signals.is_empty() {
+            problems.push((None, format!("{what} accepts no signals: list some in `signals`")));
+        }
+        problems.extend(crate::config::duplicate_signals(&self.signals, what));
+        let tls_files = [&self.grpc.tls, &self.http.tls].into_iter().flatten().flat_map(|tls| {
+            [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()].into_iter().flatten()
+        });
+        for file in tls_files {
+            if !file.get_ref().is_file() {
+                problems.push((
+                    Some(file.span()),
+                    format!("{what}: {} does not exist", file.get_ref().display()),
+                ));
+            }
+        }
+        if let Some(ReceiverAuthConfig::Bearer { token }) = &self.auth
+            && matches!(token.get_ref(), Credential::Literal(_))
+        {
+            problems.push((
+                Some(token.span()),
+                format!("{what}: the bearer token is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
+            ));
+        }
+        for (size, name) in [
+            (self.grpc.max_message_size, "grpc.max_message_size"),
+            (self.http.max_body_size, "http.max_body_size"),
+        ] {
+            if size < ByteSize(1024) {
+                problems.push((None, format!("{what}: `{name}` must be at least 1KiB, not {size}")));
+            }
+        }
+        problems
+    }
+
+    async fn start(&self, start: Start<'_>) -> anyhow::Result<Started> {
+        let listeners = self::start(start.id, self, start.feeds, start.metrics, start.stop).await?;
+        Ok(Started { listeners, sampler: None })
+    }
+}
