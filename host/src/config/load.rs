@@ -231,11 +231,11 @@ impl Parser {
         rest: Value,
         what: &str,
         header: Option<Range<usize>>,
-    ) -> Option<T> {
+    ) -> Option<(T, Option<ClientConfig>)> {
         if T::NETWORK {
-            return self.network::<T>(rest, what, header).map(|(config, client)| config.with_client(client));
+            return self.network::<T>(rest, what, header).map(|(config, client)| (config, Some(client)));
         }
-        self.typed_value(rest, what, header)
+        self.typed_value(rest, what, header).map(|config| (config, None))
     }
 
     /// A network exporter's table: the [`ClientConfig`] keys and its type's own keys side by
@@ -482,8 +482,8 @@ fn parse_exporter(
             }
         }
     };
-    let kind = ExporterKind::parse(kind, parser, rest, what, header)?;
-    Some(ExporterConfig { queue_size: queue_size?, kind })
+    let (kind, client) = ExporterKind::parse(kind, parser, rest, what, header)?;
+    Some(ExporterConfig { queue_size: queue_size?, client, kind })
 }
 
 /// The fields a `Deserialize` struct declares, as serde hands them to `deserialize_struct`.

@@ -295,6 +295,9 @@ impl Default for ServiceConfig {
 pub struct ExporterConfig {
     /// Batches that may wait for this exporter before it pushes back on its pipelines.
     pub queue_size: usize,
+    /// A network exporter's client settings: `timeout`, `headers`, `auth`, `tls`, `retry`,
+    /// `on_full`, read from its table beside its type's keys. `None` for the others.
+    pub client: Option<ClientConfig>,
     /// What the exporter is.
     pub kind: ExporterKind,
 }

@@ -118,7 +118,7 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
     for (id, exporter) in &parsed.exporters {
         let Some(config) = &exporter.config else { continue };
         let what = format!("exporter `{id}`");
-        if let Some(settings) = config.kind.client() {
+        if let Some(settings) = &config.client {
             let client = Client { urls: config.kind.endpoints(), settings, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
         }

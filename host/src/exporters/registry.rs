@@ -28,17 +28,6 @@ pub trait ExporterType:
     /// Whether its table also holds the [`ClientConfig`] keys: a network exporter.
     const NETWORK: bool = false;
 
-    /// Takes the client settings read from its table (network exporters keep them).
-    #[must_use]
-    fn with_client(self, _client: ClientConfig) -> Self {
-        self
-    }
-
-    /// A network exporter's client settings.
-    fn client(&self) -> Option<&ClientConfig> {
-        None
-    }
-
     /// Every URL it may send to: checked as URLs, and against this host's own receivers.
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         Vec::new()
@@ -70,9 +59,11 @@ pub struct Start<'a> {
     pub metrics: &'a Metrics,
     /// The queue to drain.
     pub queue: queue::Receiver,
+    /// A network exporter's client settings.
+    pub client: Option<&'a ClientConfig>,
 }
 
-impl Start<'_> {
+impl<'a> Start<'a> {
     /// Runs a blocking or in-task [`Exporter`] over the queue, counting what it sends and fails.
     pub fn run<E: Exporter>(self, exporter: E) -> JoinHandle<()> {
         let counters: PerSignal<(Counter, Counter)> =
@@ -90,6 +81,12 @@ impl Start<'_> {
     /// An exporter plugin's call metrics (no pipeline label: it serves every pipeline naming it).
     pub fn plugin_metrics(&self) -> PluginMetrics {
         self.metrics.plugin("", self.name.as_str())
+    }
+
+    /// A network exporter's client settings (its table always has them; see
+    /// [`ExporterType::NETWORK`]).
+    pub fn client(&self) -> Result<&'a ClientConfig, BuildError> {
+        self.client.ok_or_else(|| BuildError::client(self.name, "no client settings".into()))
     }
 
     /// The build error for `source`.
@@ -112,27 +109,25 @@ macro_rules! exporter_types {
             /// The `type` names exporters can have.
             pub const TYPES: &'static [&'static str] = &[$($name),*];
 
-            /// Parses an exporter table of type `kind`, one of [`Self::TYPES`].
+            /// Parses an exporter table of type `kind`, one of [`Self::TYPES`]: the type's own
+            /// keys, and a network exporter's client settings.
             pub(crate) fn parse(
                 kind: &str,
                 parser: &mut crate::config::TableParser,
                 rest: toml_edit::Value,
                 what: &str,
                 header: Option<std::ops::Range<usize>>,
-            ) -> Option<Self> {
+            ) -> Option<(Self, Option<crate::config::ClientConfig>)> {
                 match kind {
-                    $( $name => parser.exporter::<$config>(rest, what, header).map(|c| Self::$variant(Box::new(c))), )*
+                    $( $name => parser
+                        .exporter::<$config>(rest, what, header)
+                        .map(|(c, client)| (Self::$variant(Box::new(c)), client)), )*
                     _ => None,
                 }
             }
 
             fn as_type(&self) -> &dyn registry::Checks {
                 match self { $( Self::$variant(c) => c.as_ref(), )* }
-            }
-
-            /// A network exporter's client settings.
-            pub fn client(&self) -> Option<&crate::config::ClientConfig> {
-                self.as_type().client()
             }
 
             /// Every URL it may send to.
@@ -162,8 +157,6 @@ pub(crate) use exporter_types;
 
 /// The object-safe part of [`ExporterType`], for the checks that don't need the type.
 pub trait Checks {
-    /// See [`ExporterType::client`].
-    fn client(&self) -> Option<&ClientConfig>;
     /// See [`ExporterType::endpoints`].
     fn endpoints(&self) -> Vec<&Spanned<String>>;
     /// See [`ExporterType::listens_on`].
@@ -173,9 +166,6 @@ pub trait Checks {
 }
 
 impl<T: ExporterType> Checks for T {
-    fn client(&self) -> Option<&ClientConfig> {
-        ExporterType::client(self)
-    }
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         ExporterType::endpoints(self)
     }

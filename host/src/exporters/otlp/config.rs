@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::config::Signal;
 use crate::config::units::{ByteSize, HumanDuration};
-use crate::config::{ClientConfig, Signal};
 
 /// `type = "otlp"`.
 ///
@@ -47,10 +47,6 @@ pub struct OtlpExporterConfig {
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
 }
 
 fn default_concurrency() -> usize {

@@ -76,6 +76,7 @@ impl Pending {
 pub fn spawn(
     name: &ComponentId,
     config: &OtlpExporterConfig,
+    client: &ClientConfig,
     rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
@@ -89,7 +90,7 @@ pub fn spawn(
     });
     let delivery = Delivery::new(Settings {
         name,
-        client: &config.client,
+        client,
         http2_only: config.protocol == OtlpProtocol::Grpc,
         counters,
     })?;
@@ -200,14 +201,6 @@ impl Shared {
 impl ExporterType for OtlpExporterConfig {
     const NETWORK: bool = true;
 
-    fn with_client(self, client: ClientConfig) -> Self {
-        Self { client, ..self }
-    }
-
-    fn client(&self) -> Option<&ClientConfig> {
-        Some(&self.client)
-    }
-
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         [&self.endpoint, &self.traces_endpoint, &self.metrics_endpoint, &self.logs_endpoint]
             .into_iter()
@@ -223,7 +216,7 @@ impl ExporterType for OtlpExporterConfig {
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
-        let (name, delivery) = (start.name, start.delivery());
-        spawn(name, self, start.queue, delivery).map_err(|message| BuildError::client(name, message))
+        let (name, client, delivery) = (start.name, start.client()?, start.delivery());
+        spawn(name, self, client, start.queue, delivery).map_err(|message| BuildError::client(name, message))
     }
 }

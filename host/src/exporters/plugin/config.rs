@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{ClientConfig, PluginLimits};
+use crate::config::PluginLimits;
 
 /// `type = "plugin"`: a custom destination. The plugin (the `exporter` world) turns each batch
 /// into HTTP requests; the host sends them to `endpoint` with the credentials, TLS, retries and
@@ -43,8 +43,4 @@ pub struct PluginExporterConfig {
     pub env: Vec<Spanned<String>>,
     /// The destination's base URL; each request's path is appended to it.
     pub endpoint: Spanned<String>,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
 }

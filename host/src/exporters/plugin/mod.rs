@@ -146,13 +146,14 @@ impl Worker {
 pub async fn spawn(
     name: &ComponentId,
     plugin: &PluginExporterConfig,
+    client: &ClientConfig,
     config: &Config,
     refuse_unloadable: bool,
     parts: (queue::Receiver, PerSignal<DeliveryCounters>, PluginMetrics),
 ) -> Result<JoinHandle<()>, String> {
     let (mut rx, counters, metrics) = parts;
     let base = plugin.endpoint.get_ref().trim_end_matches('/').to_string();
-    let delivery = Delivery::new(Settings { name, client: &plugin.client, http2_only: false, counters })?;
+    let delivery = Delivery::new(Settings { name, client, http2_only: false, counters })?;
     let place = crate::config::PluginPlace::Exporter(name.clone());
     let plugin_use = config.plugin_uses().into_iter().find(|u| u.place == place);
     let Some(plugin_use) = plugin_use else {
@@ -188,23 +189,15 @@ pub async fn spawn(
 impl ExporterType for PluginExporterConfig {
     const NETWORK: bool = true;
 
-    fn with_client(self, client: ClientConfig) -> Self {
-        Self { client, ..self }
-    }
-
-    fn client(&self) -> Option<&ClientConfig> {
-        Some(&self.client)
-    }
-
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         vec![&self.endpoint]
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
         let parts = (start.delivery(), start.plugin_metrics());
-        let (name, config, reloading) = (start.name, start.config, start.reloading);
+        let (name, client, config, reloading) = (start.name, start.client()?, start.config, start.reloading);
         let failed = |message| BuildError::client(name, message);
-        spawn(name, self, config, reloading, (start.queue, parts.0, parts.1)).await.map_err(failed)
+        spawn(name, self, client, config, reloading, (start.queue, parts.0, parts.1)).await.map_err(failed)
     }
 }
 

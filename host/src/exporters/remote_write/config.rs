@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+use crate::config::default_expiry;
 use crate::config::units::HumanDuration;
-use crate::config::{ClientConfig, default_expiry};
 
 /// `type = "prometheus_remote_write"`: pushes metrics with the remote write 1.0 protocol
 /// (snappy-compressed protobuf), with the same credentials, TLS and retries as `otlp`.
@@ -32,8 +32,4 @@ pub struct RemoteWriteExporterConfig {
     /// How long accumulated (delta → cumulative) state is kept for a series that stops.
     #[serde(default = "default_expiry")]
     pub expiry: HumanDuration,
-    /// How it reaches the destination: `timeout`, `headers`, `auth`, `tls`, `retry`, `on_full`
-    /// (read from the same table; see [`ClientConfig`]).
-    #[serde(skip)]
-    pub client: ClientConfig,
 }

@@ -59,11 +59,12 @@ struct Sample {
 pub fn spawn(
     name: &ComponentId,
     config: &RemoteWriteExporterConfig,
+    client: &ClientConfig,
     mut rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
     let url: http::Uri = config.endpoint.get_ref().parse().map_err(|e| format!("endpoint: {e}"))?;
-    let delivery = Delivery::new(Settings { name, client: &config.client, http2_only: false, counters })?;
+    let delivery = Delivery::new(Settings { name, client, http2_only: false, counters })?;
     let mut store = Store::new(Options {
         resource_to_labels: config.resource_to_labels.clone(),
         const_labels: config.const_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -129,20 +130,12 @@ pub fn spawn(
 impl ExporterType for RemoteWriteExporterConfig {
     const NETWORK: bool = true;
 
-    fn with_client(self, client: ClientConfig) -> Self {
-        Self { client, ..self }
-    }
-
-    fn client(&self) -> Option<&ClientConfig> {
-        Some(&self.client)
-    }
-
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         vec![&self.endpoint]
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
-        let (name, delivery) = (start.name, start.delivery());
-        spawn(name, self, start.queue, delivery).map_err(|message| BuildError::client(name, message))
+        let (name, client, delivery) = (start.name, start.client()?, start.delivery());
+        spawn(name, self, client, start.queue, delivery).map_err(|message| BuildError::client(name, message))
     }
 }
