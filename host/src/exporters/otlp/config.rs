@@ -1,4 +1,5 @@
-//! `type = "otlp"`: its table, beside the shared client keys ([`ClientConfig`]).
+//! `type = "otlp"`: its table, beside the shared client keys
+//! ([`ClientConfig`](crate::config::ClientConfig)).
 
 use std::time::Duration;
 

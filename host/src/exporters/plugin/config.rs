@@ -1,4 +1,5 @@
-//! `type = "plugin"`: its table, beside the shared client keys ([`ClientConfig`]).
+//! `type = "plugin"`: its table, beside the shared client keys
+//! ([`ClientConfig`](crate::config::ClientConfig)).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `type = "prometheus_remote_write"`: its table, beside the shared client keys
-//! ([`ClientConfig`]).
+//! ([`ClientConfig`](crate::config::ClientConfig)).
 
 use std::collections::BTreeMap;
 
