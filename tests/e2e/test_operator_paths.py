@@ -4,6 +4,7 @@ again and again while it runs; plugin settings a plugin refuses; secrets that ar
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 
@@ -278,3 +279,48 @@ def test_a_shipped_pipelines_header_command_runs_as_written(tmp_path, name, comm
             process.terminate()
             code = process.wait(timeout=30)
     assert code == 0, log.read_text()
+
+
+def shipped_modes():
+    """The deployment modes' pipelines and graphistry.toml, parsed as TOML (variables left as
+    written: what is checked here doesn't depend on them)."""
+    import tomllib
+    names = ["forward", "packaged", "hybrid", "graphistry"]
+    return {name: tomllib.loads((REPO / "pipelines" / f"{name}.toml").read_text()) for name in names}
+
+
+def processors_of(pipeline, plugin_name):
+    return [p for p in pipeline.get("processors", []) if p["plugin"].endswith(f"/{plugin_name}.wasm")]
+
+
+def test_every_mode_takes_the_graphistry_rules_from_the_one_definition():
+    """Each mode's drop and tag rules name the shared rule files rather than copies of them, and
+    every pipeline that carries traces drops the noise."""
+    for mode, config in shipped_modes().items():
+        for name, pipeline in config["pipelines"].items():
+            for plugin_name, rules in [("drop-spans", "graphistry-noise.rules.toml"),
+                                       ("set-attributes", "graphistry-tags.rules.toml")]:
+                for processor in processors_of(pipeline, plugin_name):
+                    assert processor.get("config_file") == rules and "config" not in processor, (mode, name)
+            if "traces" in pipeline.get("signals", ["traces"]):
+                assert processors_of(pipeline, "drop-spans"), f"{mode}: pipeline {name} carries traces unfiltered"
+            assert processors_of(pipeline, "set-attributes"), f"{mode}: pipeline {name} is not tagged"
+
+
+def test_hybrid_sends_the_tenant_to_its_collector_as_well_and_jaeger_only_traces():
+    config = shipped_modes()["hybrid"]
+    for name, pipeline in config["pipelines"].items():
+        signals = pipeline.get("signals", ["traces", "metrics", "logs"])
+        exporters = set(pipeline["exporters"]) | {e for route in pipeline.get("routes", {}).values() for e in route}
+        if "jaeger" in exporters:
+            assert signals == ["traces"], f"pipeline {name} sends {signals} to Jaeger, which takes traces only"
+        for route in pipeline.get("routes", {}).values():
+            # "Also": the tenant's items reach every default exporter and the custom collector.
+            assert set(pipeline["exporters"]) <= set(route) and "custom" in route, (name, route)
+
+
+def test_shipped_listeners_default_to_loopback():
+    """Every listen address a shipped pipeline defaults to is on loopback; deployments open them."""
+    for path in sorted((REPO / "pipelines").glob("*.toml")):
+        for variable, default in re.findall(r"\$\{(SLUICE_\w*ADDRESS):-([^}]+)\}", path.read_text()):
+            assert default.startswith("127.0.0.1:"), f"{path.name}: {variable} defaults to {default}"
