@@ -6,11 +6,47 @@
 //! Kubernetes Secret), the value is that file's content, re-read when it changes. One pipeline
 //! thus takes a password from an env file on a laptop and from a rotating Secret in a cluster.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::config::{Credential, SecretSource};
+
+/// Where a credential's value is, as the environment says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// The value itself (a literal, or a set variable).
+    Value(String),
+    /// A file holding it.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The `NAME_FILE` variable that named it, if one did.
+        named_by: Option<String>,
+    },
+}
+
+/// Finds `credential` with `env` as the environment: a literal; a non-empty variable (an empty
+/// one counts as unset: Compose writes `VAR: ${VAR:-}` for optional ones), else the file
+/// `NAME_FILE` names; or a file. Validation and delivery both resolve through this.
+pub fn locate(credential: &Credential, env: &dyn Fn(&str) -> Option<String>) -> Result<Located, String> {
+    match credential {
+        Credential::Literal(value) => Ok(Located::Value(value.clone())),
+        Credential::Secret(SecretSource::Env(name)) => match env(name) {
+            Some(value) if !value.is_empty() => Ok(Located::Value(value)),
+            _ => {
+                let variable = format!("{name}_FILE");
+                match env(&variable) {
+                    Some(path) => Ok(Located::File { path: PathBuf::from(path), named_by: Some(variable) }),
+                    None => Err(format!("environment variable `{name}` (or `{name}_FILE`) is not set")),
+                }
+            }
+        },
+        Credential::Secret(SecretSource::File(path)) => {
+            Ok(Located::File { path: path.clone(), named_by: None })
+        }
+    }
+}
 
 /// A header value or credential, resolved on use.
 #[derive(Debug)]
@@ -27,17 +63,12 @@ impl Secret {
 
     /// The current value. The error names the source, never the value.
     pub fn value(&self) -> Result<String, String> {
-        match &self.credential {
-            Credential::Literal(value) => Ok(value.clone()),
-            // An empty variable counts as unset: Compose writes `VAR: ${VAR:-}` for optional ones.
-            Credential::Secret(SecretSource::Env(name)) => match std::env::var(name) {
-                Ok(value) if !value.is_empty() => Ok(value),
-                _ => match std::env::var_os(format!("{name}_FILE")) {
-                    Some(path) => self.read_file(Path::new(&path)),
-                    None => Err(format!("environment variable `{name}` (or `{name}_FILE`) is not set")),
-                },
-            },
-            Credential::Secret(SecretSource::File(path)) => self.read_file(path),
+        match locate(&self.credential, &|name| std::env::var(name).ok())? {
+            Located::Value(value) => Ok(value),
+            Located::File { path, named_by } => self.read_file(&path).map_err(|why| match named_by {
+                Some(variable) => format!("`{variable}`: {why}"),
+                None => why,
+            }),
         }
     }
 
@@ -89,5 +120,29 @@ mod tests {
         assert_eq!(secret.value().as_deref(), Ok("from-a-secret"));
         std::fs::write(&path, "rotated\n").expect("write");
         assert_eq!(secret.value().as_deref(), Ok("rotated"));
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SET" => Some("value".into()),
+            "EMPTY" => Some(String::new()),
+            "EMPTY_FILE" => Some("/run/secrets/empty".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_variable_wins_and_an_empty_one_falls_back_to_its_file() {
+        let from_env = |name: &str| Credential::Secret(SecretSource::Env(name.into()));
+        assert_eq!(locate(&from_env("SET"), &env), Ok(Located::Value("value".into())));
+        assert_eq!(
+            locate(&from_env("EMPTY"), &env),
+            Ok(Located::File { path: "/run/secrets/empty".into(), named_by: Some("EMPTY_FILE".into()) })
+        );
+        let unset = locate(&from_env("UNSET"), &env).expect_err("unset");
+        assert!(unset.contains("`UNSET` (or `UNSET_FILE`) is not set"), "{unset}");
+        let file = Credential::Secret(SecretSource::File("/run/secrets/x".into()));
+        assert_eq!(locate(&file, &env), Ok(Located::File { path: "/run/secrets/x".into(), named_by: None }));
+        assert_eq!(locate(&Credential::Literal("plain".into()), &env), Ok(Located::Value("plain".into())));
     }
 }

@@ -219,21 +219,16 @@ fn check_secret_available(
     env: &dyn Fn(&str) -> Option<String>,
     out: &mut Outcome,
 ) {
-    let readable = |path: &std::path::Path| match std::fs::File::open(path) {
-        Ok(_) => None,
-        Err(error) => Some(format!("cannot read {}: {error}", path.display())),
-    };
-    let problem = match value.get_ref() {
-        Credential::Literal(_) => None,
-        // As the exporter reads it: a non-empty variable, else the file `NAME_FILE` names.
-        Credential::Secret(SecretSource::Env(var)) => match (env(var), env(&format!("{var}_FILE"))) {
-            (Some(value), _) if !value.is_empty() => None,
-            (_, Some(file)) => {
-                readable(std::path::Path::new(&file)).map(|why| format!("`{var}_FILE`: {why}"))
-            }
-            _ => Some(format!("environment variable `{var}` (or `{var}_FILE`) is not set")),
-        },
-        Credential::Secret(SecretSource::File(path)) => readable(path),
+    // Resolved as delivery resolves it, with the environment substitution saw.
+    let problem = match crate::secret::locate(value.get_ref(), env) {
+        Err(why) => Some(why),
+        Ok(crate::secret::Located::Value(_)) => None,
+        Ok(crate::secret::Located::File { path, named_by }) => {
+            std::fs::File::open(&path).err().map(|error| {
+                let why = format!("cannot read {}: {error}", path.display());
+                named_by.map_or(why.clone(), |variable| format!("`{variable}`: {why}"))
+            })
+        }
     };
     if let Some(why) = problem {
         out.error(
