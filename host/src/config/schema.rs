@@ -130,6 +130,10 @@ pub enum PluginPlace {
     Exporter(ComponentId),
 }
 
+/// A problem a component's own check found: where (a span of the config text; `None` stands for
+/// the component's header) and the message.
+pub type Problem = (Option<std::ops::Range<usize>>, String);
+
 /// One plugin as the config uses it: the settings every place that runs a plugin shares.
 #[derive(Debug, Clone)]
 pub struct PluginUse<'a> {

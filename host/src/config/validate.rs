@@ -93,10 +93,7 @@ fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
 }
 
 /// A list of signals that names one twice: `what: signal \`x\` is listed twice`, at the second.
-pub(crate) fn duplicate_signals(
-    signals: &[serde_spanned::Spanned<Signal>],
-    what: &str,
-) -> Vec<(Option<Range<usize>>, String)> {
+pub(crate) fn duplicate_signals(signals: &[serde_spanned::Spanned<Signal>], what: &str) -> Vec<Problem> {
     let twice = signals
         .iter()
         .enumerate()

@@ -4,7 +4,6 @@
 //! parsing of each table, and the start of each exporter.
 
 use std::future::Future;
-use std::ops::Range;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
@@ -12,14 +11,10 @@ use serde_spanned::Spanned;
 use tokio::task::JoinHandle;
 
 use super::{BuildError, ExportError, Exporter, Runner};
-use crate::config::{ClientConfig, ComponentId, Config, ListenAddress};
+use crate::config::{ClientConfig, ComponentId, Config, ListenAddress, Problem};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
 use crate::queue;
-
-/// A problem an exporter's own check found: where (a span of the config text; `None` for the
-/// component's header) and what.
-pub type Problem = (Option<Range<usize>>, String);
 
 /// One exporter type: its config table and how it starts.
 pub trait ExporterType:
@@ -126,23 +121,19 @@ macro_rules! exporter_types {
                 }
             }
 
-            fn as_type(&self) -> &dyn registry::Checks {
-                match self { $( Self::$variant(c) => c.as_ref(), )* }
-            }
-
             /// Every URL it may send to.
             pub fn endpoints(&self) -> Vec<&serde_spanned::Spanned<String>> {
-                self.as_type().endpoints()
+                match self { $( Self::$variant(c) => registry::ExporterType::endpoints(c.as_ref()), )* }
             }
 
             /// The address it listens on, if it serves.
             pub fn listens_on(&self) -> Option<&serde_spanned::Spanned<crate::config::ListenAddress>> {
-                self.as_type().listens_on()
+                match self { $( Self::$variant(c) => registry::ExporterType::listens_on(c.as_ref()), )* }
             }
 
             /// Its type's own checks.
-            pub fn check(&self) -> Vec<registry::Problem> {
-                self.as_type().check()
+            pub fn check(&self) -> Vec<crate::config::Problem> {
+                match self { $( Self::$variant(c) => registry::ExporterType::check(c.as_ref()), )* }
             }
 
             /// Starts it.
@@ -154,25 +145,3 @@ macro_rules! exporter_types {
 }
 
 pub(crate) use exporter_types;
-
-/// The object-safe part of [`ExporterType`], for the checks that don't need the type.
-pub trait Checks {
-    /// See [`ExporterType::endpoints`].
-    fn endpoints(&self) -> Vec<&Spanned<String>>;
-    /// See [`ExporterType::listens_on`].
-    fn listens_on(&self) -> Option<&Spanned<ListenAddress>>;
-    /// See [`ExporterType::check`].
-    fn check(&self) -> Vec<Problem>;
-}
-
-impl<T: ExporterType> Checks for T {
-    fn endpoints(&self) -> Vec<&Spanned<String>> {
-        ExporterType::endpoints(self)
-    }
-    fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
-        ExporterType::listens_on(self)
-    }
-    fn check(&self) -> Vec<Problem> {
-        ExporterType::check(self)
-    }
-}

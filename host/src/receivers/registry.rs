@@ -4,7 +4,6 @@
 //! parsing of each table, the checks and the start of each receiver.
 
 use std::future::Future;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,12 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Listening;
 use super::ingest::Feeds;
-use crate::config::{ComponentId, Config, ListenAddress, Signal};
+use crate::config::{ComponentId, Config, ListenAddress, Problem, Signal};
 use crate::metrics::Metrics;
-
-/// A problem a receiver's own check found: where (`None`: the component's header) and the whole
-/// message.
-pub type Problem = (Option<Range<usize>>, String);
 
 /// One receiver type: its config table and how it starts.
 pub trait ReceiverType:
@@ -106,7 +101,7 @@ macro_rules! receiver_types {
             }
 
             /// Its type's own checks.
-            pub fn check(&self, what: &str, base_dir: &std::path::Path) -> Vec<$crate::receivers::registry::Problem> {
+            pub fn check(&self, what: &str, base_dir: &std::path::Path) -> Vec<$crate::config::Problem> {
                 match self { $( Self::$variant(c) => $crate::receivers::registry::ReceiverType::check(c.as_ref(), what, base_dir), )* }
             }
 

@@ -9,7 +9,8 @@
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Problem, Start};
+use super::registry::{ExporterType, Start};
+use crate::config::Problem;
 use crate::config::units::ByteSize;
 use tokio::task::JoinHandle;
 

@@ -18,8 +18,9 @@ mod wire;
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Problem, Start};
+use super::registry::{ExporterType, Start};
 use crate::config::ClientConfig;
+use crate::config::Problem;
 use serde_spanned::Spanned;
 
 use std::sync::Arc;

@@ -37,7 +37,8 @@ use naming::Translator;
 use sample::{Backend, BackendError, Snapshot};
 
 use super::ingest::Feeds;
-use super::registry::{Problem, ReceiverType, Start, Started};
+use super::registry::{ReceiverType, Start, Started};
+use crate::config::Problem;
 
 type Sampled = (Result<Snapshot, BackendError>, Duration);
 

@@ -24,7 +24,8 @@ use std::path::Path;
 
 use serde_spanned::Spanned;
 
-use super::registry::{Problem, ReceiverType, Start, Started};
+use super::registry::{ReceiverType, Start, Started};
+use crate::config::Problem;
 use crate::config::units::ByteSize;
 use crate::config::{Credential, ListenAddress, Signal};
 use config::{OtlpReceiverConfig, ReceiverAuthConfig};
