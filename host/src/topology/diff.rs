@@ -173,20 +173,21 @@ fn exporter_plugin_hash<'a>(snapshot: Snapshot<'a>, id: &ComponentId) -> Option<
 }
 
 /// Everything built anew: what starting from nothing means.
-fn fresh(new: Snapshot<'_>) -> Diff {
+/// `instances` are [`InstanceKey::all`] of `new`, computed once by the caller.
+fn fresh(new: Snapshot<'_>, instances: &[InstanceKey]) -> Diff {
     let build = |ids: BTreeSet<ComponentId>| ids.into_iter().map(|id| (id, Change::Build)).collect();
     Diff {
         exporters: build(used_exporters(new.config)),
         pipelines: build(new.config.pipelines.keys().cloned().collect()),
         receivers: build(used_receivers(new.config)),
-        instances: InstanceKey::all(new).into_iter().map(|key| (key, Change::Build)).collect(),
+        instances: instances.iter().map(|key| (key.clone(), Change::Build)).collect(),
     }
 }
 
 impl Diff {
     /// Starting up: everything is built.
     pub fn start(new: Snapshot<'_>) -> Self {
-        fresh(new)
+        fresh(new, &InstanceKey::all(new))
     }
 
     /// What reloading from `old` (serving) to `new` changes, or why it can't be applied live.
@@ -201,7 +202,9 @@ impl Diff {
         if was.log_level != now.log_level {
             return Err(Refusal::LogLevel { from: was.log_level.as_str(), to: now.log_level.as_str() });
         }
-        let mut diff = fresh(new);
+        // Each plugin's key (its settings serialized, its file's hash) is worked out once.
+        let (old_keys, new_keys) = (InstanceKey::all(old), InstanceKey::all(new));
+        let mut diff = fresh(new, &new_keys);
 
         let exporters_before = used_exporters(old.config);
         for (id, change) in &mut diff.exporters {
@@ -217,21 +220,18 @@ impl Diff {
         }
 
         // A pipeline holds its exporters' queues and its chain: it is kept only when both are.
-        let old_instances: BTreeSet<InstanceKey> = InstanceKey::all(old).into_iter().collect();
+        let old_instances: BTreeSet<&InstanceKey> = old_keys.iter().collect();
         for (key, change) in &mut diff.instances {
             if old_instances.contains(key) {
                 *change = Change::Keep;
             }
         }
-        let instances_of = |pipeline: &ComponentId, snapshot: Snapshot<'_>| -> Vec<InstanceKey> {
-            InstanceKey::all(snapshot).into_iter().filter(|key| &key.pipeline == pipeline).collect()
-        };
         for (id, change) in &mut diff.pipelines {
             let Some(before) = old.config.pipelines.get(id) else { continue };
             let after = &new.config.pipelines[id];
             let exporters_kept =
                 used_exporters_of(after).all(|e| diff.exporters.get(&e) == Some(&Change::Keep));
-            if before == after && exporters_kept && instances_of(id, old) == instances_of(id, new) {
+            if before == after && exporters_kept && chain_of(&old_keys, id).eq(chain_of(&new_keys, id)) {
                 *change = Change::Keep;
             }
         }
@@ -239,7 +239,7 @@ impl Diff {
             diff.pipelines.entry(id.clone()).or_insert(Change::Remove);
         }
         for key in old_instances {
-            diff.instances.entry(key).or_insert(Change::Remove);
+            diff.instances.entry(key.clone()).or_insert(Change::Remove);
         }
 
         let receivers_before = used_receivers(old.config);
@@ -267,6 +267,11 @@ impl Diff {
         names.extend(instances.map(|(key, _)| format!("processor {}/{}", key.pipeline, key.name)));
         names
     }
+}
+
+/// The processor instances of `pipeline`, in chain order.
+fn chain_of<'a>(keys: &'a [InstanceKey], pipeline: &'a ComponentId) -> impl Iterator<Item = &'a InstanceKey> {
+    keys.iter().filter(move |key| &key.pipeline == pipeline)
 }
 
 fn used_exporters_of(pipeline: &PipelineConfig) -> impl Iterator<Item = ComponentId> + '_ {
