@@ -90,6 +90,22 @@ def wait_until(check, what, context=None, timeout=15, interval=0.05):
     raise AssertionError(f"timed out after {timeout}s waiting until {what}; last saw {last!r}\n{shown}")
 
 
+def scrape(admin_port, metric_name, **labels):
+    """From a host's `/metrics`: the sum of every series of `metric_name` whose labels include
+    `labels` (0 when none)."""
+    _, _, body = http("GET", f"http://127.0.0.1:{admin_port}/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith("#") or not line.startswith(metric_name):
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.split("{")[0] != metric_name:
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 def wait_port(port, timeout=15):
     """Waits until something accepts connections on 127.0.0.1:`port`."""
     def listening():
@@ -174,17 +190,7 @@ class Sluice:
 
     def metric(self, metric_name, **labels):
         """The sum of every series of `metric_name` whose labels include `labels` (0 when none)."""
-        _, _, body = self.admin("/metrics")
-        total = 0.0
-        for line in body.decode().splitlines():
-            if line.startswith("#") or not line.startswith(metric_name):
-                continue
-            series, value = line.rsplit(" ", 1)
-            if series.split("{")[0] != metric_name:
-                continue
-            if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                total += float(value)
-        return total
+        return scrape(self.admin_port, metric_name, **labels)
 
     def stop(self, timeout=30):
         """SIGTERM, wait, and return the exit code (SIGKILL after `timeout`, failing the test)."""

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import PLUGIN_CACHE, PLUGINS, PROTOBUF, REPO, free_port, http, sluice_binary, wait_until
+from conftest import PLUGIN_CACHE, PLUGINS, PROTOBUF, REPO, free_port, http, scrape, sluice_binary, wait_until
 from otlp_payloads import spans_in, traces
 
 
@@ -50,11 +50,7 @@ class Repository:
         return (self.root / "stderr.log").read_text(errors="replace")
 
     def reloads(self, result):
-        _, _, body = http("GET", f"http://127.0.0.1:{self.admin_port}/metrics")
-        for line in body.decode().splitlines():
-            if line.startswith("sluice_reload_total{") and f'result="{result}"' in line:
-                return int(float(line.rsplit(" ", 1)[1]))
-        return 0
+        return int(scrape(self.admin_port, "sluice_reload_total", result=result))
 
     def last_reload(self):
         return http("GET", f"http://127.0.0.1:{self.admin_port}/reload")[2].decode()

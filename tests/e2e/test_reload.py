@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-from conftest import ARCHIVE, PLUGINS, PROTOBUF, RECEIVER, http, pipeline, post, wait_until
+from conftest import ARCHIVE, PLUGINS, PROTOBUF, RECEIVER, http, pipeline, post, scrape, wait_until
 from otlp_payloads import spans_in, traces
 
 BASE = RECEIVER + ARCHIVE
@@ -249,11 +249,7 @@ def test_configmap_style_symlink_swaps_trigger_a_reload_each_time(tmp_path):
             return False
 
     def successes():
-        _, _, body = http("GET", f"{admin}/metrics")
-        for line in body.decode().splitlines():
-            if line.startswith('sluice_reload_total{result="success"} '):
-                return int(float(line.split()[1]))
-        return 0
+        return int(scrape(ports["admin"], "sluice_reload_total", result="success"))
 
     with open(log_path, "wb") as log:
         process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(mount / "sluice.toml")],
