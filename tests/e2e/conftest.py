@@ -42,10 +42,20 @@ def require_tool(name) -> str:
     return path
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, never one handed out before in this run: the kernel
+    may offer a just-closed ephemeral port again, and a host given the same port for two
+    listeners is (rightly) refused."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def http(method, url, body=None, headers=None, timeout=10):
