@@ -122,14 +122,12 @@ pub fn parse_with(
     for (id, pipeline) in pipelines.iter_mut().filter_map(|(id, c)| Some((id, c.config.as_mut()?))) {
         for processor in &mut pipeline.processors {
             let what = format!("pipeline `{id}`: processor `{}`", processor.display_name());
-            let (config, file) = (&mut processor.config, &processor.config_file);
-            parser.read_config_file(&what, &base_dir, config, file, lookup);
+            parser.read_config_file(&what, &base_dir, &mut processor.plugin, lookup);
         }
     }
     for (id, exporter) in exporters.iter_mut().filter_map(|(id, c)| Some((id, c.config.as_mut()?))) {
-        if let ExporterKind::Plugin(plugin) = &mut exporter.kind {
-            let what = format!("exporter `{id}`");
-            parser.read_config_file(&what, &base_dir, &mut plugin.config, &plugin.config_file, lookup);
+        if let Some(plugin) = &mut exporter.shared.plugin {
+            parser.read_config_file(&format!("exporter `{id}`"), &base_dir, plugin, lookup);
         }
     }
 
@@ -164,8 +162,8 @@ pub fn parse_with(
             if let Err(message) = plugins.check(&config, &plugin) {
                 // The settings are what a plugin usually refuses: point at them.
                 let span = settings_span(root, &plugin.place)
-                    .or_else(|| plugin.config_file.map(|f| f.span()))
-                    .unwrap_or_else(|| plugin.plugin.span());
+                    .or_else(|| plugin.reference.config_file.as_ref().map(|f| f.span()))
+                    .unwrap_or_else(|| plugin.reference.plugin.span());
                 errors.push(Diagnostic {
                     span: Some(parser.map.range_to_original(span)),
                     message: format!("{}: {message}", plugin.describe()),
@@ -225,59 +223,96 @@ impl Parser {
         self.typed_value(rest, what, header)
     }
 
-    /// An exporter table of type `T`: a network exporter's with its client keys beside.
+    /// An exporter table of type `T`: its own keys, and the shared ones its type holds.
     pub(crate) fn exporter<T: ExporterType>(
         &mut self,
         rest: Value,
         what: &str,
         header: Option<Range<usize>>,
-    ) -> Option<(T, Option<ClientConfig>)> {
-        if T::NETWORK {
-            return self.network::<T>(rest, what, header).map(|(config, client)| (config, Some(client)));
+    ) -> Option<(T, Shared)> {
+        let mut groups = vec![fields_of::<T>()];
+        groups.extend(T::SHARED.iter().map(|part| match part {
+            SharedKeys::Client => fields_of::<ClientConfig>(),
+            SharedKeys::Plugin => fields_of::<PluginRef>(),
+            SharedKeys::Series => fields_of::<SeriesConfig>(),
+        }));
+        let (mut parts, mut complete) = self.split(rest, what, header.clone(), &groups)?;
+        let own = self.typed_value::<T>(parts.remove(0), what, header.clone());
+        let mut shared = Shared::default();
+        for (part, value) in T::SHARED.iter().zip(parts) {
+            let header = header.clone();
+            complete &= match part {
+                SharedKeys::Client => {
+                    shared.client = self.typed_value(value, what, header);
+                    shared.client.is_some()
+                }
+                SharedKeys::Plugin => {
+                    shared.plugin = self.typed_value(value, what, header);
+                    shared.plugin.is_some()
+                }
+                SharedKeys::Series => {
+                    shared.series = self.typed_value(value, what, header);
+                    shared.series.is_some()
+                }
+            };
         }
-        self.typed_value(rest, what, header).map(|config| (config, None))
+        (complete).then_some((own?, shared))
     }
 
-    /// A network exporter's table: the [`ClientConfig`] keys and its type's own keys side by
-    /// side. Each part is deserialized on its own (both deny unknown fields); a key neither
-    /// knows is reported once, at its place, with every key the table may have.
-    fn network<T: DeserializeOwned>(
+    /// A processor's table: its own keys beside a [`PluginRef`]'s.
+    fn processor(
         &mut self,
-        mut rest: Value,
+        value: Value,
         what: &str,
         header: Option<Range<usize>>,
-    ) -> Option<(T, ClientConfig)> {
-        let (own, shared) = (fields_of::<T>(), fields_of::<ClientConfig>());
-        let Some(table) = rest.as_inline_table_mut() else {
+    ) -> Option<ProcessorConfig> {
+        let groups = [fields_of::<ProcessorKeys>(), fields_of::<PluginRef>()];
+        let (mut parts, complete) = self.split(value, what, header.clone(), &groups)?;
+        let plugin = self.typed_value::<PluginRef>(parts.pop()?, what, header.clone());
+        let own = self.typed_value::<ProcessorKeys>(parts.pop()?, what, header);
+        let (own, plugin) = (own?, plugin?);
+        complete.then_some(ProcessorConfig { name: own.name, on_error: own.on_error, plugin })
+    }
+
+    /// Shares one table's keys out among several structs, each of which denies unknown keys:
+    /// one table per group of `groups`, the first keeping the table itself (and its place).
+    /// A key no group knows is reported once, at its place, with every key the table may have;
+    /// then the returned flag is false.
+    fn split(
+        &mut self,
+        mut value: Value,
+        what: &str,
+        header: Option<Range<usize>>,
+        groups: &[&'static [&'static str]],
+    ) -> Option<(Vec<Value>, bool)> {
+        let Some(table) = value.as_inline_table_mut() else {
             self.error(header, format!("{what} must be a table"));
             return None;
         };
-        let mut client = toml_edit::InlineTable::new();
-        let mut unknown = false;
+        let mut others = vec![toml_edit::InlineTable::new(); groups.len().saturating_sub(1)];
+        let mut complete = true;
         let keys: Vec<String> = table.iter().map(|(key, _)| key.to_string()).collect();
         for key in keys {
-            if shared.contains(&key.as_str()) {
-                if let Some(value) = table.remove(&key) {
-                    client.insert(&key, value);
+            match groups.iter().position(|group| group.contains(&key.as_str())) {
+                Some(0) => {}
+                Some(group) => {
+                    if let Some(moved) = table.remove(&key) {
+                        others[group - 1].insert(&key, moved);
+                    }
                 }
-            } else if !own.contains(&key.as_str()) {
-                let span = table.key(&key).and_then(|k| k.span()).or_else(|| header.clone());
-                let expected = own.iter().chain(shared).map(|f| format!("`{f}`")).collect::<Vec<_>>();
-                self.error(
-                    span,
-                    format!("{what}: unknown field `{key}`, expected one of {}", expected.join(", ")),
-                );
-                // Reported here, once: the type's own parse must not see it again.
-                table.remove(&key);
-                unknown = true;
+                None => {
+                    let span = table.key(&key).and_then(|k| k.span()).or_else(|| header.clone());
+                    let expected = groups.iter().flat_map(|g| g.iter()).map(|f| format!("`{f}`"));
+                    let expected = expected.collect::<Vec<_>>().join(", ");
+                    self.error(span, format!("{what}: unknown field `{key}`, expected one of {expected}"));
+                    // Reported here, once: no part's own parse must see it again.
+                    table.remove(&key);
+                    complete = false;
+                }
             }
         }
-        let client = self.typed_value::<ClientConfig>(Value::InlineTable(client), what, header.clone());
-        let typed = self.typed_value::<T>(rest, what, header);
-        if unknown {
-            return None;
-        }
-        Some((typed?, client?))
+        let parts = std::iter::once(value).chain(others.into_iter().map(Value::InlineTable)).collect();
+        Some((parts, complete))
     }
 
     /// Fills a plugin's `config` from its `config_file`: a TOML file, relative to the config,
@@ -287,11 +322,10 @@ impl Parser {
         &mut self,
         what: &str,
         base_dir: &Path,
-        config: &mut Option<serde_json::Value>,
-        config_file: &Option<serde_spanned::Spanned<PathBuf>>,
+        plugin: &mut PluginRef,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) {
-        let Some(file) = config_file else { return };
+        let (config, Some(file)) = (&mut plugin.config, &plugin.config_file) else { return };
         let span = Some(file.span());
         if config.is_some() {
             self.error(
@@ -443,10 +477,45 @@ impl Parser {
         let mut out = BTreeMap::new();
         for (name, header, item) in self.section(root, "pipelines") {
             let Some(id) = self.id(name, header.clone()) else { continue };
-            let config = self.typed::<PipelineConfig>(item, &format!("pipeline `{name}`"), header.clone());
+            let what = format!("pipeline `{name}`");
+            let config = self.pipeline(item, &what, header.clone());
             out.insert(id, Component { header, config });
         }
         out
+    }
+
+    /// A pipeline's table; its `processors` are read one by one (see [`Self::processor`]).
+    fn pipeline(&mut self, item: &Item, what: &str, header: Option<Range<usize>>) -> Option<PipelineConfig> {
+        let Some(mut value) = item.clone().into_value().ok().filter(Value::is_inline_table) else {
+            self.error(header, format!("{what} must be a table"));
+            return None;
+        };
+        let processors = value.as_inline_table_mut().and_then(|table| table.remove("processors"));
+        let pipeline = self.typed_value::<PipelineConfig>(value, what, header.clone());
+        let processors = match processors {
+            None => Some(Vec::new()),
+            Some(Value::Array(array)) => {
+                let read: Vec<Option<ProcessorConfig>> = array
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, table)| {
+                        let at = table.span().or_else(|| header.clone());
+                        self.processor(table, &format!("{what}: processor {}", index + 1), at)
+                    })
+                    .collect();
+                read.into_iter().collect()
+            }
+            Some(other) => {
+                let message = format!(
+                    "{what}: `processors` must be a list of tables (`[[pipelines.NAME.processors]]`)"
+                );
+                self.error(other.span().or(header), message);
+                None
+            }
+        };
+        let mut pipeline = pipeline?;
+        pipeline.processors = processors?;
+        Some(pipeline)
     }
 }
 
@@ -482,8 +551,8 @@ fn parse_exporter(
             }
         }
     };
-    let (kind, client) = ExporterKind::parse(kind, parser, rest, what, header)?;
-    Some(ExporterConfig { queue_size: queue_size?, client, kind })
+    let (kind, shared) = ExporterKind::parse(kind, parser, rest, what, header)?;
+    Some(ExporterConfig { queue_size: queue_size?, shared, kind })
 }
 
 /// The fields a `Deserialize` struct declares, as serde hands them to `deserialize_struct`.

@@ -37,7 +37,8 @@ pub use crate::exporters::discard::config::DiscardExporterConfig;
 pub use crate::exporters::file::config::FileExporterConfig;
 pub use crate::exporters::otlp::config::{BatchConfig, CompressionConfig, OtlpExporterConfig, OtlpProtocol};
 pub use crate::exporters::plugin::config::PluginExporterConfig;
-pub use crate::exporters::prometheus::config::PrometheusExporterConfig;
+pub use crate::exporters::prometheus::config::{PrometheusExporterConfig, SeriesConfig};
+pub use crate::exporters::registry::{Shared, SharedKeys};
 pub use crate::exporters::remote_write::config::RemoteWriteExporterConfig;
 pub use crate::receivers::ReceiverConfig;
 pub use crate::receivers::gpu::config::{GpuNaming, GpuReceiverConfig, GpuSource};
@@ -74,29 +75,18 @@ impl Config {
             config.processors.iter().enumerate().map(move |(index, p)| PluginUse {
                 place: PluginPlace::Processor { pipeline: pipeline.clone(), index },
                 name: p.display_name(),
-                plugin: &p.plugin,
-                sha256: p.sha256.as_ref(),
-                config: p.config.as_ref(),
-                config_file: p.config_file.as_ref(),
-                limits: &p.limits,
-                env: &p.env,
+                reference: &p.plugin,
                 on_error: p.on_error,
             })
         });
-        let exporters = self.exporters.iter().filter_map(|(id, exporter)| match &exporter.kind {
-            ExporterKind::Plugin(p) => Some(PluginUse {
+        let exporters = self.exporters.iter().filter_map(|(id, exporter)| {
+            Some(PluginUse {
                 place: PluginPlace::Exporter(id.clone()),
                 name: id.to_string(),
-                plugin: &p.plugin,
-                sha256: p.sha256.as_ref(),
-                config: p.config.as_ref(),
-                config_file: p.config_file.as_ref(),
-                limits: &p.limits,
-                env: &p.env,
+                reference: exporter.shared.plugin.as_ref()?,
                 // A failed render loses nothing silently: the items are counted as failed.
                 on_error: OnError::Drop,
-            }),
-            _ => None,
+            })
         });
         processors.chain(exporters).collect()
     }
@@ -107,7 +97,11 @@ impl Config {
         let mut files: Vec<PathBuf> = self
             .plugin_uses()
             .iter()
-            .flat_map(|u| std::iter::once(u.plugin.get_ref()).chain(u.config_file.map(Spanned::get_ref)))
+            .flat_map(|u| {
+                let reference = u.reference;
+                std::iter::once(reference.plugin.get_ref())
+                    .chain(reference.config_file.as_ref().map(Spanned::get_ref))
+            })
             .map(|path| self.resolve(path))
             .collect();
         files.sort();
@@ -134,25 +128,16 @@ pub enum PluginPlace {
 /// the component's header) and the message.
 pub type Problem = (Option<std::ops::Range<usize>>, String);
 
-/// One plugin as the config uses it: the settings every place that runs a plugin shares.
+/// One plugin as the config uses it: where, under which name and fault policy, and which
+/// plugin with which settings.
 #[derive(Debug, Clone)]
 pub struct PluginUse<'a> {
     /// Where it is used.
     pub place: PluginPlace,
     /// Its name in logs and metrics.
     pub name: String,
-    /// The `.wasm` file as written (relative to the config file).
-    pub plugin: &'a Spanned<PathBuf>,
-    /// The expected SHA-256, if pinned.
-    pub sha256: Option<&'a Spanned<String>>,
-    /// Its settings (already read from `config_file` when one is given).
-    pub config: Option<&'a serde_json::Value>,
-    /// The file its settings came from, if any.
-    pub config_file: Option<&'a Spanned<PathBuf>>,
-    /// Memory and time limits.
-    pub limits: &'a PluginLimits,
-    /// Environment variables it may read.
-    pub env: &'a [Spanned<String>],
+    /// The plugin, its settings and its limits, as the config names them.
+    pub reference: &'a PluginRef,
     /// What a fault does to the batch.
     pub on_error: OnError,
 }
@@ -160,7 +145,7 @@ pub struct PluginUse<'a> {
 impl PluginUse<'_> {
     /// The settings as the JSON text handed to the plugin's `init`.
     pub fn config_json(&self) -> String {
-        self.config.map_or_else(|| "{}".into(), ToString::to_string)
+        self.reference.config.as_ref().map_or_else(|| "{}".into(), ToString::to_string)
     }
 
     /// How messages name it: "pipeline `p`: processor `n`" or "exporter `e`".
@@ -299,16 +284,11 @@ impl Default for ServiceConfig {
 pub struct ExporterConfig {
     /// Batches that may wait for this exporter before it pushes back on its pipelines.
     pub queue_size: usize,
-    /// A network exporter's client settings: `timeout`, `headers`, `auth`, `tls`, `retry`,
-    /// `on_full`, read from its table beside its type's keys. `None` for the others.
-    pub client: Option<ClientConfig>,
+    /// The groups of keys its table shares with other types' (client settings, plugin,
+    /// series settings), each present where its type holds it.
+    pub shared: Shared,
     /// What the exporter is.
     pub kind: ExporterKind,
-}
-
-/// How long accumulated series state is kept by default (Prometheus exporters).
-pub(crate) fn default_expiry() -> HumanDuration {
-    HumanDuration(Duration::from_secs(300))
 }
 
 /// A secret: never written in the TOML, but named there — `{ env = "NAME" }` or
@@ -524,7 +504,8 @@ pub struct PipelineConfig {
     #[serde(default = "default_pipeline_queue")]
     pub queue_size: Spanned<usize>,
     /// The plugins every batch passes through, in order, before it reaches the exporters.
-    #[serde(default)]
+    /// Read by the loader, each as its own keys beside a [`PluginRef`].
+    #[serde(skip)]
     pub processors: Vec<ProcessorConfig>,
     /// Route name (as a router plugin answers it) → the exporters that route goes to. Items a
     /// router leaves unrouted, or routes to a name not listed here, go to `exporters`.
@@ -572,7 +553,8 @@ impl Default for PluginLimits {
     }
 }
 
-/// `[[pipelines.NAME.processors]]`: one WebAssembly plugin in a pipeline's chain.
+/// `[[pipelines.NAME.processors]]`: one WebAssembly plugin in a pipeline's chain — its own
+/// keys (`name`, `on_error`) beside the plugin reference's ([`PluginRef`]).
 ///
 /// ```toml
 /// [[pipelines.default.processors]]
@@ -582,12 +564,46 @@ impl Default for PluginLimits {
 /// limits = { memory = "32MiB", timeout = "50ms" }
 /// on_error = "pass"
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessorConfig {
     /// The name in logs and metrics; the file name without `.wasm` when absent.
+    pub name: Option<Spanned<String>>,
+    /// What a failure does to the batch.
+    pub on_error: OnError,
+    /// The plugin it runs.
+    pub plugin: PluginRef,
+}
+
+/// A processor's own keys; the rest of its table is a [`PluginRef`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProcessorKeys {
     #[serde(default)]
     pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+impl ProcessorConfig {
+    /// The processor's name: `name`, or the plugin's file stem.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => name.get_ref().clone(),
+            None => self
+                .plugin
+                .plugin
+                .get_ref()
+                .file_stem()
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into()),
+        }
+    }
+}
+
+/// The keys that name a plugin and how it runs, the same in a processor and in a
+/// `type = "plugin"` exporter: `plugin`, `sha256`, `config` or `config_file`, `limits`, `env`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
     /// The `.wasm` component, relative to the config file.
     pub plugin: Spanned<PathBuf>,
     /// The file's expected SHA-256 (hex); a different file is refused.
@@ -601,29 +617,12 @@ pub struct ProcessorConfig {
     /// so one set of rules serves several pipelines and files.
     #[serde(default)]
     pub config_file: Option<Spanned<PathBuf>>,
-    /// Memory and time limits.
+    /// Memory and time limits of one call.
     #[serde(default)]
     pub limits: PluginLimits,
-    /// What a failure does to the batch.
-    #[serde(default)]
-    pub on_error: OnError,
     /// Environment variables the plugin may read; it sees no others.
     #[serde(default)]
     pub env: Vec<Spanned<String>>,
-}
-
-impl ProcessorConfig {
-    /// The processor's name: `name`, or the plugin's file stem.
-    pub fn display_name(&self) -> String {
-        match &self.name {
-            Some(name) => name.get_ref().clone(),
-            None => self
-                .plugin
-                .get_ref()
-                .file_stem()
-                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into()),
-        }
-    }
 }
 
 fn default_pipeline_queue() -> Spanned<usize> {

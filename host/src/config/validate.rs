@@ -115,7 +115,7 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
     for (id, exporter) in &parsed.exporters {
         let Some(config) = &exporter.config else { continue };
         let what = format!("exporter `{id}`");
-        if let Some(settings) = &config.client {
+        if let Some(settings) = &config.shared.client {
             let client = Client { urls: config.kind.endpoints(), settings, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
         }
@@ -123,14 +123,8 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
             out.error(span.or_else(|| exporter.header.clone()), format!("{what}: {message}"));
         }
         // An exporter plugin is checked as every plugin reference is.
-        if let ExporterKind::Plugin(plugin) = &config.kind {
-            let reference = PluginRef {
-                path: &plugin.plugin,
-                sha256: plugin.sha256.as_ref(),
-                limits: &plugin.limits,
-                config: plugin.config.as_ref(),
-            };
-            check_plugin(&what, reference, &parsed.base_dir, out);
+        if let Some(plugin) = &config.shared.plugin {
+            check_plugin(&what, plugin, &parsed.base_dir, out);
         }
     }
 }
@@ -350,7 +344,7 @@ fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::P
     let mut names: Vec<String> = Vec::new();
     for processor in &config.processors {
         let name = processor.display_name();
-        let span = Some(processor.plugin.span());
+        let span = Some(processor.plugin.plugin.span());
         if names.contains(&name) {
             out.error(
                 processor.name.as_ref().map(|n| n.span()).or(span.clone()),
@@ -358,35 +352,22 @@ fn check_processors(what: &str, config: &PipelineConfig, base_dir: &std::path::P
             );
         }
         names.push(name.clone());
-        let plugin = PluginRef {
-            path: &processor.plugin,
-            sha256: processor.sha256.as_ref(),
-            limits: &processor.limits,
-            config: processor.config.as_ref(),
-        };
-        check_plugin(&format!("{what}: processor `{name}`"), plugin, base_dir, out);
+        check_plugin(&format!("{what}: processor `{name}`"), &processor.plugin, base_dir, out);
     }
 }
 
-/// What every plugin reference — a processor or a plugin exporter — names.
-struct PluginRef<'a> {
-    path: &'a serde_spanned::Spanned<std::path::PathBuf>,
-    sha256: Option<&'a serde_spanned::Spanned<String>>,
-    limits: &'a PluginLimits,
-    config: Option<&'a serde_json::Value>,
-}
-
-fn check_plugin(what: &str, plugin: PluginRef<'_>, base_dir: &std::path::Path, out: &mut Outcome) {
-    let span = Some(plugin.path.span());
+/// What every plugin reference — a processor or a plugin exporter — must satisfy.
+fn check_plugin(what: &str, plugin: &PluginRef, base_dir: &std::path::Path, out: &mut Outcome) {
+    let span = Some(plugin.plugin.span());
     // `join` keeps an absolute path as it is.
-    let resolved = base_dir.join(plugin.path.get_ref());
+    let resolved = base_dir.join(plugin.plugin.get_ref());
     if !resolved.is_file() {
         out.error(
             span.clone(),
             format!("{what}: plugin file {} does not exist (run `make plugins`?)", resolved.display()),
         );
     }
-    if let Some(pin) = plugin.sha256
+    if let Some(pin) = &plugin.sha256
         && (pin.get_ref().len() != 64 || !pin.get_ref().chars().all(|c| c.is_ascii_hexdigit()))
     {
         out.error(Some(pin.span()), format!("{what}: `sha256` must be 64 hex digits"));
@@ -401,7 +382,7 @@ fn check_plugin(what: &str, plugin: PluginRef<'_>, base_dir: &std::path::Path, o
         out.error(span, format!("{what}: `limits.timeout` must be between 1ms and 60s"));
     }
     // (A `config` table carries no span of its own, so this points at `plugin`.)
-    if let Some(config) = plugin.config
+    if let Some(config) = &plugin.config
         && !config.is_object()
     {
         out.error(span, format!("{what}: `config` must be a table"));

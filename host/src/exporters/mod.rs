@@ -152,12 +152,11 @@ pub async fn spawn(
     metrics: &Metrics,
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, queue) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
-    let overflow = config.client.as_ref().filter(|client| client.on_full == OnFull::Drop).map(|_| {
+    let overflow = config.shared.client.as_ref().filter(|client| client.on_full == OnFull::Drop).map(|_| {
         let dropped = PerSignal::new(|signal| metrics.delivery(name.as_str(), signal).dropped);
         (dropped, Arc::new(LogThrottle::default()))
     });
-    let start =
-        registry::Start { name, config: whole, reloading, metrics, queue, client: config.client.as_ref() };
+    let start = registry::Start { name, config: whole, reloading, metrics, queue, shared: &config.shared };
     let task = config.kind.start(start).await?;
     Ok((ExporterInput { name: name.clone(), queue: tx, overflow }, task))
 }

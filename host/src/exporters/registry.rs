@@ -11,7 +11,7 @@ use serde_spanned::Spanned;
 use tokio::task::JoinHandle;
 
 use super::{BuildError, ExportError, Exporter, Runner};
-use crate::config::{ClientConfig, ComponentId, Config, ListenAddress, Problem};
+use crate::config::{ClientConfig, ComponentId, Config, ListenAddress, PluginRef, Problem, SeriesConfig};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
 use crate::queue;
@@ -20,8 +20,8 @@ use crate::queue;
 pub trait ExporterType:
     DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
 {
-    /// Whether its table also holds the [`ClientConfig`] keys: a network exporter.
-    const NETWORK: bool = false;
+    /// The groups of shared keys its table holds beside its own, each read into its struct.
+    const SHARED: &'static [SharedKeys] = &[];
 
     /// Every URL it may send to: checked as URLs, and against this host's own receivers.
     fn endpoints(&self) -> Vec<&Spanned<String>> {
@@ -42,6 +42,32 @@ pub trait ExporterType:
     fn start(&self, start: Start<'_>) -> impl Future<Output = Result<JoinHandle<()>, BuildError>> + Send;
 }
 
+/// A group of keys several exporter types' tables share. Each is read into its own struct
+/// (serde's `flatten` would lose the keys' places in the file) and kept beside the type's
+/// config in [`ExporterConfig`](crate::config::ExporterConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedKeys {
+    /// A network exporter's [`ClientConfig`]: `timeout`, `headers`, `auth`, `tls`, `retry`,
+    /// `on_full`.
+    Client,
+    /// A plugin exporter's [`PluginRef`]: `plugin`, `sha256`, `config`, `config_file`, `limits`,
+    /// `env`.
+    Plugin,
+    /// A Prometheus exporter's [`SeriesConfig`]: `resource_to_labels`, `const_labels`, `expiry`.
+    Series,
+}
+
+/// The shared parts an exporter's table held (see [`SharedKeys`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shared {
+    /// Its client settings, if it is a network exporter.
+    pub client: Option<ClientConfig>,
+    /// Its plugin, if it is a plugin exporter.
+    pub plugin: Option<PluginRef>,
+    /// Its series settings, if it serves or writes Prometheus series.
+    pub series: Option<SeriesConfig>,
+}
+
 /// What an exporter starts with.
 pub struct Start<'a> {
     /// Its name.
@@ -54,8 +80,8 @@ pub struct Start<'a> {
     pub metrics: &'a Metrics,
     /// The queue to drain.
     pub queue: queue::Receiver,
-    /// A network exporter's client settings.
-    pub client: Option<&'a ClientConfig>,
+    /// Its shared parts ([`SharedKeys`]).
+    pub shared: &'a Shared,
 }
 
 impl<'a> Start<'a> {
@@ -79,9 +105,23 @@ impl<'a> Start<'a> {
     }
 
     /// A network exporter's client settings (its table always has them; see
-    /// [`ExporterType::NETWORK`]).
+    /// [`ExporterType::SHARED`]).
     pub fn client(&self) -> Result<&'a ClientConfig, BuildError> {
-        self.client.ok_or_else(|| BuildError::client(self.name, "no client settings".into()))
+        self.shared.client.as_ref().ok_or_else(|| self.missing("client settings"))
+    }
+
+    /// A plugin exporter's plugin.
+    pub fn plugin(&self) -> Result<&'a PluginRef, BuildError> {
+        self.shared.plugin.as_ref().ok_or_else(|| self.missing("plugin"))
+    }
+
+    /// A Prometheus exporter's series settings.
+    pub fn series(&self) -> Result<&'a SeriesConfig, BuildError> {
+        self.shared.series.as_ref().ok_or_else(|| self.missing("series settings"))
+    }
+
+    fn missing(&self, what: &str) -> BuildError {
+        BuildError::client(self.name, format!("no {what} in its config"))
     }
 
     /// The build error for `source`.
@@ -105,18 +145,18 @@ macro_rules! exporter_types {
             pub const TYPES: &'static [&'static str] = &[$($name),*];
 
             /// Parses an exporter table of type `kind`, one of [`Self::TYPES`]: the type's own
-            /// keys, and a network exporter's client settings.
+            /// keys, and the shared ones it holds.
             pub(crate) fn parse(
                 kind: &str,
                 parser: &mut crate::config::TableParser,
                 rest: toml_edit::Value,
                 what: &str,
                 header: Option<std::ops::Range<usize>>,
-            ) -> Option<(Self, Option<crate::config::ClientConfig>)> {
+            ) -> Option<(Self, registry::Shared)> {
                 match kind {
                     $( $name => parser
                         .exporter::<$config>(rest, what, header)
-                        .map(|(c, client)| (Self::$variant(Box::new(c)), client)), )*
+                        .map(|(c, shared)| (Self::$variant(Box::new(c)), shared)), )*
                     _ => None,
                 }
             }

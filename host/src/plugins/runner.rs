@@ -50,13 +50,13 @@ impl Spec {
     pub fn for_use(use_: &PluginUse<'_>, config: &Config, cache_dir: Option<PathBuf>) -> Self {
         Spec {
             name: Arc::from(use_.name.as_str()),
-            path: config.resolve(use_.plugin.get_ref()),
-            pin: use_.sha256.map(|s| s.get_ref().clone()),
+            path: config.resolve(use_.reference.plugin.get_ref()),
+            pin: use_.reference.sha256.as_ref().map(|s| s.get_ref().clone()),
             config_json: use_.config_json(),
-            max_memory: use_.limits.memory.get_ref().as_usize(),
-            timeout: use_.limits.timeout.get_ref().0,
+            max_memory: use_.reference.limits.memory.get_ref().as_usize(),
+            timeout: use_.reference.limits.timeout.get_ref().0,
             on_error: use_.on_error,
-            env: granted_env(use_.env),
+            env: granted_env(&use_.reference.env),
             cache_dir,
             accepts: match use_.place {
                 PluginPlace::Processor { .. } => Accepts::Processors,

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ComponentId, Config, ExporterKind, PipelineConfig, PluginPlace, PluginUse};
+use crate::config::{ComponentId, Config, PipelineConfig, PluginPlace, PluginUse};
 
 /// The SHA-256 of each plugin file a config names, read once per build or reload, so a rebuilt
 /// `.wasm` at the same path counts as a change.
@@ -21,7 +21,8 @@ impl FileHashes {
     /// Hashes every plugin component `config` names (an unreadable file hashes as empty; loading
     /// it reports why).
     pub fn read(config: &Config) -> Self {
-        let components = config.plugin_uses().into_iter().map(|u| config.resolve(u.plugin.get_ref()));
+        let components =
+            config.plugin_uses().into_iter().map(|u| config.resolve(u.reference.plugin.get_ref()));
         Self(components.map(|path| (path.clone(), crate::plugins::loader::file_sha256(&path))).collect())
     }
 
@@ -77,18 +78,19 @@ impl InstanceKey {
     /// with their exporter.
     pub fn of(plugin: &PluginUse<'_>, snapshot: Snapshot<'_>) -> Option<Self> {
         let PluginPlace::Processor { pipeline, .. } = &plugin.place else { return None };
-        let file = snapshot.config.resolve(plugin.plugin.get_ref());
+        let reference = plugin.reference;
+        let file = snapshot.config.resolve(reference.plugin.get_ref());
         Some(Self {
             pipeline: pipeline.clone(),
             name: plugin.name.clone(),
             sha256: snapshot.hashes.get(&file).to_string(),
             file,
             config_json: plugin.config_json(),
-            max_memory: plugin.limits.memory.get_ref().as_usize(),
-            timeout: plugin.limits.timeout.get_ref().0,
+            max_memory: reference.limits.memory.get_ref().as_usize(),
+            timeout: reference.limits.timeout.get_ref().0,
             on_error: plugin.on_error.as_str(),
-            env: plugin.env.iter().map(|name| name.get_ref().clone()).collect(),
-            pin: plugin.sha256.map(|pin| pin.get_ref().clone()),
+            env: reference.env.iter().map(|name| name.get_ref().clone()).collect(),
+            pin: reference.sha256.as_ref().map(|pin| pin.get_ref().clone()),
         })
     }
 
@@ -164,12 +166,8 @@ fn used_receivers(config: &Config) -> BTreeSet<ComponentId> {
 
 /// The SHA-256 of an exporter plugin's file, so a rebuilt `.wasm` rebuilds the exporter.
 fn exporter_plugin_hash<'a>(snapshot: Snapshot<'a>, id: &ComponentId) -> Option<&'a str> {
-    match &snapshot.config.exporters.get(id)?.kind {
-        ExporterKind::Plugin(plugin) => {
-            Some(snapshot.hashes.get(&snapshot.config.resolve(plugin.plugin.get_ref())))
-        }
-        _ => None,
-    }
+    let plugin = snapshot.config.exporters.get(id)?.shared.plugin.as_ref()?;
+    Some(snapshot.hashes.get(&snapshot.config.resolve(plugin.plugin.get_ref())))
 }
 
 /// Everything built anew: what starting from nothing means.

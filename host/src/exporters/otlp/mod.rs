@@ -18,7 +18,7 @@ mod wire;
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Start};
+use super::registry::{ExporterType, SharedKeys, Start};
 use crate::config::ClientConfig;
 use crate::config::Problem;
 use serde_spanned::Spanned;
@@ -200,7 +200,7 @@ impl Shared {
 }
 
 impl ExporterType for OtlpExporterConfig {
-    const NETWORK: bool = true;
+    const SHARED: &'static [SharedKeys] = &[SharedKeys::Client];
 
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         [&self.endpoint, &self.traces_endpoint, &self.metrics_endpoint, &self.logs_endpoint]

@@ -11,7 +11,7 @@
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Start};
+use super::registry::{ExporterType, SharedKeys, Start};
 use crate::config::ClientConfig;
 use serde_spanned::Spanned;
 
@@ -187,7 +187,7 @@ pub async fn spawn(
 }
 
 impl ExporterType for PluginExporterConfig {
-    const NETWORK: bool = true;
+    const SHARED: &'static [SharedKeys] = &[SharedKeys::Plugin, SharedKeys::Client];
 
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         vec![&self.endpoint]

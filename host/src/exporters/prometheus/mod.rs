@@ -23,7 +23,7 @@ pub(super) mod store;
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Start};
+use super::registry::{ExporterType, SharedKeys, Start};
 use crate::config::ListenAddress;
 use serde_spanned::Spanned;
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use self::store::{Options, Store};
 use super::{ExportError, Exporter};
 use crate::batch::{Batch, Decoded};
-use crate::config::{ComponentId, PrometheusExporterConfig, Signal};
+use crate::config::{ComponentId, PrometheusExporterConfig, SeriesConfig, Signal};
 
 /// Serves what it is given on its scrape endpoint.
 pub struct PrometheusExporter {
@@ -60,7 +60,11 @@ async fn scrape(State(store): State<Arc<Mutex<Store>>>) -> impl IntoResponse {
 
 impl PrometheusExporter {
     /// Binds the scrape endpoint and starts serving it.
-    pub fn start(name: &ComponentId, config: &PrometheusExporterConfig) -> Result<Self, ExportError> {
+    pub fn start(
+        name: &ComponentId,
+        config: &PrometheusExporterConfig,
+        series: &SeriesConfig,
+    ) -> Result<Self, ExportError> {
         let address = config.address.get_ref().0;
         let io = |context: String| move |source| ExportError::Io { context, source };
         let listener =
@@ -68,13 +72,7 @@ impl PrometheusExporter {
         listener.set_nonblocking(true).map_err(io("cannot configure the listener".into()))?;
         let listener = tokio::net::TcpListener::from_std(listener)
             .map_err(io("cannot configure the listener".into()))?;
-        let options = Options {
-            resource_to_labels: config.resource_to_labels.clone(),
-            const_labels: config.const_labels.iter().map(|(k, v)| (names_label(k), v.clone())).collect(),
-            expiry: config.expiry.0,
-            track_updates: false,
-        };
-        let store = Arc::new(Mutex::new(Store::new(options)));
+        let store = Arc::new(Mutex::new(Store::new(Options::of(series, names_label, false))));
         let stop = CancellationToken::new();
         let router = Router::new().route("/metrics", get(scrape)).with_state(store.clone());
         let (label, shutdown) = (format!("exporter `{name}`"), stop.clone().cancelled_owned());
@@ -110,12 +108,15 @@ impl Exporter for PrometheusExporter {
 }
 
 impl ExporterType for PrometheusExporterConfig {
+    const SHARED: &'static [SharedKeys] = &[SharedKeys::Series];
+
     fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
         Some(&self.address)
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
-        let exporter = PrometheusExporter::start(start.name, self).map_err(|e| start.failed(e))?;
+        let series = start.series()?;
+        let exporter = PrometheusExporter::start(start.name, self, series).map_err(|e| start.failed(e))?;
         Ok(start.run(exporter))
     }
 }

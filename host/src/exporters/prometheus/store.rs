@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogramDataPoint, metric, number_data_point,
+    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
+    SummaryDataPoint, metric, number_data_point,
 };
 
 use super::names::{metric_name, sanitize_label};
+use crate::config::SeriesConfig;
 
 /// Label pairs, sorted by name.
 type Labels = Vec<(String, String)>;
@@ -86,6 +88,19 @@ pub struct Options {
     pub track_updates: bool,
 }
 
+impl Options {
+    /// The options `series` sets, each constant label's name passed through `label_name`;
+    /// `track_updates` as remote write needs it.
+    pub fn of(series: &SeriesConfig, label_name: impl Fn(&str) -> String, track_updates: bool) -> Self {
+        Options {
+            resource_to_labels: series.resource_to_labels.clone(),
+            const_labels: series.const_labels.iter().map(|(k, v)| (label_name(k), v.clone())).collect(),
+            expiry: series.expiry.0,
+            track_updates,
+        }
+    }
+}
+
 /// Every series, by family.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -122,6 +137,28 @@ fn job_and_instance(resource: &[KeyValue]) -> (String, String) {
     };
     let instance = find(resource, "service.instance.id").map(any_to_string).unwrap_or_default();
     (job, instance)
+}
+
+/// A data point of any kind: its attributes are what make its series.
+trait DataPoint {
+    fn attributes(&self) -> &[KeyValue];
+}
+
+macro_rules! data_points {
+    ($($point:ty),*) => {
+        $(impl DataPoint for $point {
+            fn attributes(&self) -> &[KeyValue] {
+                &self.attributes
+            }
+        })*
+    };
+}
+
+data_points!(NumberDataPoint, HistogramDataPoint, ExponentialHistogramDataPoint, SummaryDataPoint);
+
+/// Each point's series (its labels over `base`) and value.
+fn series_of<P: DataPoint>(points: &[P], base: &Labels, value: impl Fn(&P) -> Value) -> Vec<(Labels, Value)> {
+    points.iter().map(|p| (labels(p.attributes(), base), value(p))).collect()
 }
 
 fn labels(attributes: &[KeyValue], base: &Labels) -> Labels {
@@ -262,10 +299,10 @@ impl Store {
         delta: i32,
         now: Instant,
     ) {
-        let number = |p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint| match p.value {
-            Some(number_data_point::Value::AsDouble(d)) => d,
-            Some(number_data_point::Value::AsInt(i)) => i as f64,
-            None => 0.0,
+        let number = |p: &NumberDataPoint| match p.value {
+            Some(number_data_point::Value::AsDouble(d)) => Value::Number(d),
+            Some(number_data_point::Value::AsInt(i)) => Value::Number(i as f64),
+            None => Value::Number(0.0),
         };
         // Each data kind gives its family's type, naming, temporality and points; the series
         // are then stored alike.
@@ -274,67 +311,42 @@ impl Store {
                 Kind::Gauge,
                 metric_name(&m.name, &m.unit, true, false),
                 false,
-                g.data_points
-                    .iter()
-                    .map(|p| (labels(&p.attributes, base), Value::Number(number(p))))
-                    .collect(),
+                series_of(&g.data_points, base, number),
             ),
             Some(metric::Data::Sum(s)) => (
                 if s.is_monotonic { Kind::Counter } else { Kind::Gauge },
                 metric_name(&m.name, &m.unit, !s.is_monotonic, s.is_monotonic),
                 s.aggregation_temporality == delta,
-                s.data_points
-                    .iter()
-                    .map(|p| (labels(&p.attributes, base), Value::Number(number(p))))
-                    .collect(),
+                series_of(&s.data_points, base, number),
             ),
             Some(metric::Data::Histogram(h)) => (
                 Kind::Histogram,
                 metric_name(&m.name, &m.unit, false, false),
                 h.aggregation_temporality == delta,
-                h.data_points
-                    .iter()
-                    .map(|p| {
-                        let mut counts = p.bucket_counts.clone();
-                        counts.resize(p.explicit_bounds.len() + 1, 0);
-                        let value = Value::Histogram {
-                            bounds: p.explicit_bounds.clone(),
-                            counts,
-                            sum: p.sum.unwrap_or(0.0),
-                            count: p.count,
-                        };
-                        (labels(&p.attributes, base), value)
-                    })
-                    .collect(),
+                series_of(&h.data_points, base, |p| {
+                    let mut counts = p.bucket_counts.clone();
+                    counts.resize(p.explicit_bounds.len() + 1, 0);
+                    let bounds = p.explicit_bounds.clone();
+                    Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count }
+                }),
             ),
             Some(metric::Data::ExponentialHistogram(h)) => (
                 Kind::Histogram,
                 metric_name(&m.name, &m.unit, false, false),
                 h.aggregation_temporality == delta,
-                h.data_points
-                    .iter()
-                    .map(|p| {
-                        let (bounds, counts) = exponential_to_classic(p);
-                        let value =
-                            Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count };
-                        (labels(&p.attributes, base), value)
-                    })
-                    .collect(),
+                series_of(&h.data_points, base, |p| {
+                    let (bounds, counts) = exponential_to_classic(p);
+                    Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count }
+                }),
             ),
             Some(metric::Data::Summary(s)) => (
                 Kind::Summary,
                 metric_name(&m.name, &m.unit, false, false),
                 false,
-                s.data_points
-                    .iter()
-                    .map(|p| {
-                        let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
-                        (
-                            labels(&p.attributes, base),
-                            Value::Summary { quantiles, sum: p.sum, count: p.count },
-                        )
-                    })
-                    .collect(),
+                series_of(&s.data_points, base, |p| {
+                    let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
+                    Value::Summary { quantiles, sum: p.sum, count: p.count }
+                }),
             ),
             None => return,
         };

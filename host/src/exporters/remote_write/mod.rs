@@ -6,7 +6,7 @@
 pub mod config;
 
 use super::BuildError;
-use super::registry::{ExporterType, Start};
+use super::registry::{ExporterType, SharedKeys, Start};
 use crate::config::ClientConfig;
 use serde_spanned::Spanned;
 
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::http::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
 use crate::batch::Decoded;
-use crate::config::{ComponentId, RemoteWriteExporterConfig, Signal};
+use crate::config::{ComponentId, RemoteWriteExporterConfig, SeriesConfig, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
@@ -59,18 +59,14 @@ struct Sample {
 pub fn spawn(
     name: &ComponentId,
     config: &RemoteWriteExporterConfig,
-    client: &ClientConfig,
+    (client, series): (&ClientConfig, &SeriesConfig),
     mut rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
 ) -> Result<JoinHandle<()>, String> {
     let url: http::Uri = config.endpoint.get_ref().parse().map_err(|e| format!("endpoint: {e}"))?;
     let delivery = Delivery::new(Settings { name, client, http2_only: false, counters })?;
-    let mut store = Store::new(Options {
-        resource_to_labels: config.resource_to_labels.clone(),
-        const_labels: config.const_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        expiry: config.expiry.0,
-        track_updates: true,
-    });
+    // Remote write sends only the series each batch touched.
+    let mut store = Store::new(Options::of(series, |name| name.to_string(), true));
     let mut fixed = HeaderMap::new();
     fixed.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
     fixed.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
@@ -128,14 +124,16 @@ pub fn spawn(
 }
 
 impl ExporterType for RemoteWriteExporterConfig {
-    const NETWORK: bool = true;
+    const SHARED: &'static [SharedKeys] = &[SharedKeys::Series, SharedKeys::Client];
 
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         vec![&self.endpoint]
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
-        let (name, client, delivery) = (start.name, start.client()?, start.delivery());
-        spawn(name, self, client, start.queue, delivery).map_err(|message| BuildError::client(name, message))
+        let (name, client, series, delivery) =
+            (start.name, start.client()?, start.series()?, start.delivery());
+        spawn(name, self, (client, series), start.queue, delivery)
+            .map_err(|message| BuildError::client(name, message))
     }
 }
