@@ -500,6 +500,26 @@ mod tests {
         assert!(load.message.contains("the plugin refused its config") && load.message.contains("span_nams"));
     }
 
+    /// The sandbox, not the probe, keeps the network out: the snoop fixture's net probe (it
+    /// drops the span when its connection opens) reaches a listener only once the store is
+    /// granted the network.
+    #[test]
+    fn the_network_is_reachable_only_where_the_sandbox_grants_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let config = format!(r#"{{"port": {}}}"#, listener.local_addr().expect("address").port());
+        listener.set_nonblocking(true).expect("nonblocking");
+        for granted in [false, true] {
+            sandbox::GRANT_NETWORK_IN_TESTS.set(granted);
+            let (mut plugin, load) = Plugin::new(spec("fixture-snoop", &config, OnError::Pass));
+            assert!(load.is_none(), "{load:?}");
+            let step = plugin.run(Signal::Traces, spans(&["net-probe"]).payload());
+            let dropped = matches!(step, Step::Answered(Answer::Drop(ref d)) if d == &[0]);
+            assert_eq!(dropped, granted, "granted: {granted}, answer: {step:?}");
+            assert_eq!(listener.accept().is_ok(), granted, "a connection came in: granted {granted}");
+        }
+        sandbox::GRANT_NETWORK_IN_TESTS.set(false);
+    }
+
     #[test]
     fn signals_a_plugin_does_not_handle_are_not_sent_to_it() {
         let (mut plugin, _) = Plugin::new(spec("sample-traces", r#"{"percentage": 0}"#, OnError::Pass));

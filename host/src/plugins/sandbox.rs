@@ -80,6 +80,13 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: stores made on this thread get the host's network, so a test can show that a
+    /// probe which the sandbox stops does reach the network once it is granted.
+    pub(crate) static GRANT_NETWORK_IN_TESTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Everything a plugin instance's store holds.
 pub struct StoreState {
     plugin: Arc<str>,
@@ -107,6 +114,10 @@ impl StoreState {
         wasi.stderr(stderr.clone());
         for (key, value) in env {
             wasi.env(key, value);
+        }
+        #[cfg(test)]
+        if GRANT_NETWORK_IN_TESTS.get() {
+            wasi.inherit_network().allow_tcp(true);
         }
         Self {
             plugin,
