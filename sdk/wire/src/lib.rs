@@ -9,13 +9,16 @@
 //! # Layout
 //! - [`wire`]: the protobuf wire format itself — varints, tags and a field iterator.
 //! - [`otlp`]: OTLP's message shapes on top of it — resources, scopes, items and attributes of
-//!   `Export{Trace,Metrics,Logs}ServiceRequest`, plus a one-pass [`otlp::summarize`].
+//!   `Export{Trace,Metrics,Logs}ServiceRequest`.
+//! - [`check`]: the whole-request check against OTLP's schema, exactly as strict as the
+//!   reference decoder, counting items on the way ([`summarize`]).
 //! - [`rewrite`]: rebuild a request with items dropped or replaced, re-framing lengths.
 //! - [`edit`]: attribute and name edits on single encoded messages.
 //! - [`views`]: typed borrowed views of spans, metrics, log records and resources.
 
 #![deny(missing_docs)]
 
+pub mod check;
 pub mod edit;
 pub mod otlp;
 pub mod rewrite;

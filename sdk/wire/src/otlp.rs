@@ -56,11 +56,6 @@ const SCOPE_GROUP_ITEMS: u32 = 2;
 const RESOURCE_ATTRIBUTES: u32 = 1;
 const KEY_VALUE_KEY: u32 = 1;
 const KEY_VALUE_VALUE: u32 = 2;
-// Span and LogRecord IDs.
-const SPAN_TRACE_ID: u32 = 1;
-const SPAN_SPAN_ID: u32 = 2;
-const LOG_TRACE_ID: u32 = 9;
-const LOG_SPAN_ID: u32 = 10;
 // Metric data fields (gauge, sum, histogram, exponential_histogram, summary) and their points.
 const METRIC_DATA_FIELDS: [u32; 5] = [5, 7, 9, 10, 11];
 const METRIC_DATA_POINTS: u32 = 1;
@@ -298,56 +293,10 @@ pub struct Summary {
     pub invalid_items: u64,
 }
 
-/// Counts and checks a request's items in one pass, without allocating.
-///
-/// The walk descends to the items and checks the framing of everything on the way; inside an
-/// item it reads only the fields needed to validate it (the IDs of spans and log records, the
-/// data-point lists of metrics). Whatever a later stage reads, it checks as it reads.
+/// Checks a request completely and counts its items, in one pass without allocating: what it
+/// accepts, every later stage can decode (see [`check`](crate::check)).
 pub fn summarize(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
-    let mut summary = Summary::default();
-    for group in Request::new(signal, buf).resources() {
-        let group = group?;
-        summary.resources += 1;
-        group.resource()?;
-        for scope in group.scopes() {
-            for item in scope?.items() {
-                let item = item?;
-                match signal {
-                    Signal::Traces => {
-                        summary.items += 1;
-                        if !ids_valid(item, SPAN_TRACE_ID, SPAN_SPAN_ID, false)? {
-                            summary.invalid_items += 1;
-                        }
-                    }
-                    Signal::Logs => {
-                        summary.items += 1;
-                        if !ids_valid(item, LOG_TRACE_ID, LOG_SPAN_ID, true)? {
-                            summary.invalid_items += 1;
-                        }
-                    }
-                    Signal::Metrics => summary.items += data_points(item)?,
-                }
-            }
-        }
-    }
-    Ok(summary)
-}
-
-/// Checks the trace and span IDs of a span or log record. IDs may be absent only where
-/// `optional` (log records); when present they must be 16 and 8 bytes.
-fn ids_valid(item: &[u8], trace_field: u32, span_field: u32, optional: bool) -> Result<bool, Error> {
-    let (mut trace_len, mut span_len) = (0, 0);
-    for field in Fields::new(item) {
-        let field = field?;
-        if field.number == trace_field {
-            trace_len = field.bytes()?.len();
-        } else if field.number == span_field {
-            span_len = field.bytes()?.len();
-        }
-    }
-    let trace_ok = trace_len == 16 || (optional && trace_len == 0);
-    let span_ok = span_len == 8 || (optional && span_len == 0);
-    Ok(trace_ok && span_ok)
+    crate::check::check(signal, buf)
 }
 
 /// Counts the data points of one encoded `Metric`.

@@ -1,8 +1,9 @@
 //! The protobuf wire format: tags, varints and a borrowing field iterator.
 //!
-//! Only the four wire types that proto3 emits are accepted; the deprecated group types (3 and 4)
-//! are rejected as malformed, as are field number 0, truncated values and varints longer than
-//! ten bytes.
+//! The rules are the reference decoder's (prost): field number 0, keys past 32 bits, wire types
+//! 6 and 7, truncated values, varints longer than ten bytes or past 64 bits, and an end-group tag
+//! without its start are malformed. A deprecated group (wire types 3 and 4), which no proto3
+//! encoder writes but decoders skip, is read as one field, [`Value::Group`].
 
 use std::fmt;
 
@@ -31,6 +32,24 @@ pub enum ErrorKind {
         /// The field number.
         field: u32,
     },
+    /// A varint's ten bytes hold more than 64 bits.
+    VarintOverflow,
+    /// A tag's varint is wider than 32 bits.
+    KeyTooLarge,
+    /// An end-group tag with no group open, or closing another field's group.
+    UnmatchedEndGroup,
+    /// A `string` field holds bytes that are not UTF-8.
+    InvalidUtf8 {
+        /// The field number.
+        field: u32,
+    },
+    /// Messages (or groups) nested deeper than the reference decoder's recursion limit.
+    TooDeep,
+    /// A packed repeated field's length is not a whole number of its elements.
+    BadPackedLength {
+        /// The field number.
+        field: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -42,6 +61,16 @@ impl fmt::Display for Error {
             ErrorKind::ZeroFieldNumber => write!(f, "field number 0 at byte {}", self.offset),
             ErrorKind::UnexpectedWireType { field } => {
                 write!(f, "field {field} has the wrong wire type at byte {}", self.offset)
+            }
+            ErrorKind::VarintOverflow => write!(f, "varint past 64 bits at byte {}", self.offset),
+            ErrorKind::KeyTooLarge => write!(f, "field key wider than 32 bits at byte {}", self.offset),
+            ErrorKind::UnmatchedEndGroup => write!(f, "unmatched end-group tag at byte {}", self.offset),
+            ErrorKind::InvalidUtf8 { field } => {
+                write!(f, "string field {field} is not valid UTF-8 at byte {}", self.offset)
+            }
+            ErrorKind::TooDeep => write!(f, "messages nested too deeply at byte {}", self.offset),
+            ErrorKind::BadPackedLength { field } => {
+                write!(f, "packed field {field} has a partial element at byte {}", self.offset)
             }
         }
     }
@@ -60,6 +89,8 @@ pub enum Value<'a> {
     Bytes(&'a [u8]),
     /// Wire type 5: fixed32, sfixed32 and float.
     Fixed32(u32),
+    /// Wire types 3 and 4: a deprecated group, its fields between the start and end tags.
+    Group(&'a [u8]),
 }
 
 /// One field of a message: its number, its value and where the value starts.
@@ -115,52 +146,17 @@ impl<'a> Fields<'a> {
 
     #[inline]
     fn read_varint(&mut self) -> Result<u64, Error> {
-        // Tags and the lengths of small fields fit in one byte: take that path without the loop.
-        if let Some(&byte) = self.buf.get(self.pos)
-            && byte < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(byte));
-        }
-        self.read_long_varint()
-    }
-
-    #[cold]
-    fn read_long_varint(&mut self) -> Result<u64, Error> {
-        let start = self.pos;
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let Some(&byte) = self.buf.get(self.pos) else {
-                return Err(Error { offset: start, kind: ErrorKind::Truncated });
-            };
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(Error { offset: start, kind: ErrorKind::VarintTooLong })
+        read_varint(self.buf, &mut self.pos)
     }
 
     fn take(&mut self, len: usize, offset: usize) -> Result<&'a [u8], Error> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or(Error { offset, kind: ErrorKind::Truncated })?;
-        let slice = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(slice)
+        take(self.buf, &mut self.pos, len, offset)
     }
 
     fn next_field(&mut self) -> Result<Field<'a>, Error> {
         let offset = self.pos;
-        let tag = self.read_varint()?;
-        let number = u32::try_from(tag >> 3).map_err(|_| Error { offset, kind: ErrorKind::Truncated })?;
-        if number == 0 {
-            return Err(Error { offset, kind: ErrorKind::ZeroFieldNumber });
-        }
-        let value = match (tag & 7) as u8 {
+        let (number, wire_type) = read_key(self.buf, &mut self.pos)?;
+        let value = match wire_type {
             0 => Value::Varint(self.read_varint()?),
             1 => {
                 let raw = self.take(8, offset)?;
@@ -171,13 +167,126 @@ impl<'a> Fields<'a> {
                 let len = usize::try_from(len).map_err(|_| Error { offset, kind: ErrorKind::Truncated })?;
                 Value::Bytes(self.take(len, offset)?)
             }
-            5 => {
+            3 => {
+                let start = self.pos;
+                let end = skip_group(self.buf, &mut self.pos, number, GROUP_DEPTH_LIMIT)?;
+                Value::Group(&self.buf[start..end])
+            }
+            4 => return Err(Error { offset, kind: ErrorKind::UnmatchedEndGroup }),
+            _ => {
                 let raw = self.take(4, offset)?;
                 Value::Fixed32(u32::from_le_bytes(raw.try_into().expect("4 bytes")))
             }
-            other => return Err(Error { offset, kind: ErrorKind::BadWireType(other) }),
         };
         Ok(Field { number, value, offset, raw: &self.buf[offset..self.pos] })
+    }
+}
+
+/// How deep groups may nest inside one another when [`Fields`] steps over them (the reference
+/// decoder's recursion limit; a checked request never comes near it).
+const GROUP_DEPTH_LIMIT: u32 = 100;
+
+/// Reads a varint at `*pos`, as the reference decoder does: at most ten bytes, and the tenth
+/// may carry only the 64th bit.
+#[inline]
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Error> {
+    // Tags and the lengths of small fields fit in one byte: take that path without the loop.
+    if let Some(&byte) = buf.get(*pos)
+        && byte < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(byte));
+    }
+    read_long_varint(buf, pos)
+}
+
+#[cold]
+fn read_long_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Error> {
+    let start = *pos;
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let Some(&byte) = buf.get(*pos) else {
+            return Err(Error { offset: start, kind: ErrorKind::Truncated });
+        };
+        *pos += 1;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            // The tenth byte holds only the 64th bit.
+            if i == 9 && byte > 1 {
+                return Err(Error { offset: start, kind: ErrorKind::VarintOverflow });
+            }
+            return Ok(value);
+        }
+    }
+    Err(Error { offset: start, kind: ErrorKind::VarintTooLong })
+}
+
+/// Reads a field's key at `*pos`: its number and wire type (0 to 5).
+#[inline]
+pub(crate) fn read_key(buf: &[u8], pos: &mut usize) -> Result<(u32, u8), Error> {
+    let offset = *pos;
+    let key = read_varint(buf, pos)?;
+    let key = u32::try_from(key).map_err(|_| Error { offset, kind: ErrorKind::KeyTooLarge })?;
+    let (number, wire_type) = (key >> 3, (key & 7) as u8);
+    if wire_type > 5 {
+        return Err(Error { offset, kind: ErrorKind::BadWireType(wire_type) });
+    }
+    if number == 0 {
+        return Err(Error { offset, kind: ErrorKind::ZeroFieldNumber });
+    }
+    Ok((number, wire_type))
+}
+
+/// Takes the next `len` bytes at `*pos`; `offset` is where the field they belong to starts.
+#[inline]
+pub(crate) fn take<'a>(buf: &'a [u8], pos: &mut usize, len: usize, offset: usize) -> Result<&'a [u8], Error> {
+    let end = pos
+        .checked_add(len)
+        .filter(|&end| end <= buf.len())
+        .ok_or(Error { offset, kind: ErrorKind::Truncated })?;
+    let slice = &buf[*pos..end];
+    *pos = end;
+    Ok(slice)
+}
+
+/// Steps over the fields of group `number`, whose start tag has just been read, and its end
+/// tag; returns where its fields end (the end tag's offset). `depth` is how many levels may
+/// still open: each field inside needs one, as the reference decoder counts them.
+pub(crate) fn skip_group(buf: &[u8], pos: &mut usize, number: u32, depth: u32) -> Result<usize, Error> {
+    loop {
+        let offset = *pos;
+        if offset >= buf.len() {
+            return Err(Error { offset, kind: ErrorKind::Truncated });
+        }
+        let (inner, wire_type) = read_key(buf, pos)?;
+        if wire_type == 4 {
+            if inner == number {
+                return Ok(offset);
+            }
+            return Err(Error { offset, kind: ErrorKind::UnmatchedEndGroup });
+        }
+        if depth == 0 {
+            return Err(Error { offset, kind: ErrorKind::TooDeep });
+        }
+        match wire_type {
+            0 => {
+                read_varint(buf, pos)?;
+            }
+            1 => {
+                take(buf, pos, 8, offset)?;
+            }
+            2 => {
+                let len = read_varint(buf, pos)?;
+                let len = usize::try_from(len).map_err(|_| Error { offset, kind: ErrorKind::Truncated })?;
+                take(buf, pos, len, offset)?;
+            }
+            3 => {
+                skip_group(buf, pos, inner, depth - 1)?;
+            }
+            _ => {
+                take(buf, pos, 4, offset)?;
+            }
+        }
     }
 }
 
@@ -248,16 +357,46 @@ mod tests {
     }
 
     #[test]
-    fn rejects_truncation_groups_and_field_zero() {
+    fn steps_over_groups_and_refuses_stray_end_tags() {
+        // field 1 group { field 2 varint 5, field 3 group {} }, then field 4 varint 1
+        let buf = [0x0b, 0x10, 0x05, 0x1b, 0x1c, 0x0c, 0x20, 0x01];
+        let fields: Vec<_> = Fields::new(&buf).collect::<Result<_, _>>().expect("valid");
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[0].value, Value::Group(&[0x10, 0x05, 0x1b, 0x1c]));
+        assert_eq!(fields[1].value, Value::Varint(1));
+        for bad in [&[0x0c][..], &[0x0b, 0x14], &[0x0b, 0x10, 0x05]] {
+            assert!(Fields::new(bad).any(|f| f.is_err()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_reference_decoder_refuses() {
+        let overflow = [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(
+            Fields::new(&overflow).next().map(|r| r.map_err(|e| e.kind)),
+            Some(Err(ErrorKind::VarintOverflow))
+        );
+        let max = [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(Fields::new(&max).next().map(|r| r.map(|f| f.value)), Some(Ok(Value::Varint(u64::MAX))));
+        // A key of 2^32 (field 2^29, varint): wider than 32 bits.
+        let wide = [0x80, 0x80, 0x80, 0x80, 0x10, 0x00];
+        assert_eq!(
+            Fields::new(&wide).next().map(|r| r.map_err(|e| e.kind)),
+            Some(Err(ErrorKind::KeyTooLarge))
+        );
+    }
+
+    #[test]
+    fn rejects_truncation_bad_wire_types_and_field_zero() {
         let truncated = [0x12, 0x05, b'h'];
         assert_eq!(
             Fields::new(&truncated).last().map(|r| r.map_err(|e| e.kind)),
             Some(Err(ErrorKind::Truncated))
         );
-        let group = [0x0b];
+        let wire_type_six = [0x0e];
         assert_eq!(
-            Fields::new(&group).next().map(|r| r.map_err(|e| e.kind)),
-            Some(Err(ErrorKind::BadWireType(3)))
+            Fields::new(&wire_type_six).next().map(|r| r.map_err(|e| e.kind)),
+            Some(Err(ErrorKind::BadWireType(6)))
         );
         let zero = [0x00, 0x01];
         assert_eq!(
@@ -292,7 +431,7 @@ mod tests {
 
     #[test]
     fn stops_after_the_first_error() {
-        let buf = [0x0b, 0x08, 0x01];
+        let buf = [0x0e, 0x08, 0x01];
         assert_eq!(Fields::new(&buf).count(), 1);
     }
 }
