@@ -8,7 +8,7 @@ VENV   ?= .venv
 CONFIG ?= pipelines/default.toml
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: all build release run test test-rust test-e2e plugins wasm-target venv lint bench clean
+.PHONY: all build release run test test-rust test-e2e plugins wasm-target venv lint bench fuzz fuzz-tools clean
 
 all: build
 
@@ -62,7 +62,24 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) fmt --all --check && $(CARGO) clippy --all-targets -- -D warnings
+	cd fuzz && $(CARGO) fmt --check
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+# Fuzzing (cargo-fuzz, nightly): every target under fuzz/fuzz_targets for FUZZ_SECONDS each.
+# Crashes land in fuzz/artifacts/TARGET/; reproduce one with
+# `cd fuzz && cargo +nightly fuzz run TARGET artifacts/TARGET/crash-…`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+
+fuzz-tools:
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-tools
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target && \
+		$(CARGO) +nightly fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 bench: release venv
 	$(VENV)/bin/python bench/run.py
