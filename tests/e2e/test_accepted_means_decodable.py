@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ARCHIVE, PROTOBUF, RECEIVER, free_port, grpc_call, post, wait_until
 from otlp_payloads import logs, metrics, points_in, records_in, spans_in, traces
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 # The file exporter decodes every signal; the Prometheus one decodes metrics too.
@@ -155,3 +156,24 @@ def test_every_acknowledged_item_of_mutated_requests_is_exported(make_sluice):
     assert len(spans_in(host.lines("traces"))) == accepted["traces"]
     assert len(points_in(host.lines("metrics"))) == accepted["metrics"]
     assert len(records_in(host.lines("logs"))) == accepted["logs"]
+
+
+def test_points_no_exporter_can_represent_are_refused_through_partial_success(make_sluice):
+    """A number point without a value would become a made-up 0 in Prometheus; a histogram whose
+    bucket counts don't fit its bounds has no faithful form anywhere. Both are refused at the
+    door, counted in `partial_success`, and the rest goes through."""
+    host = decoding_host(make_sluice)
+    request = metrics((1.0, 2.0))
+    request.resource_metrics[0].scope_metrics[0].metrics[0].gauge.data_points[1].ClearField("as_double")
+    histogram = request.resource_metrics[0].scope_metrics[0].metrics.add(name="latency", unit="s")
+    point = histogram.histogram.data_points.add(count=3, explicit_bounds=[1.0, 2.0], bucket_counts=[1, 2])
+    histogram.histogram.aggregation_temporality = 2
+    assert point.bucket_counts == [1, 2]
+    status, _, body = post(host, "/v1/metrics", request.SerializeToString(), PROTOBUF)
+    assert status == 200
+    answer = ExportMetricsServiceResponse.FromString(body)
+    assert answer.partial_success.rejected_data_points == 2, answer
+    assert host.wait_metric("sluice_exporter_sent_items_total", 1, exporter="archive", signal="metrics") == 1
+    assert host.stop() == 0
+    assert [(name, point.get("asDouble")) for _, name, _, point in points_in(host.lines("metrics"))] == \
+        [("gpu.temp", 1.0)]

@@ -3,6 +3,7 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
 
 use crate::config::Signal;
@@ -76,7 +77,6 @@ impl Decoded {
 
     /// Counts items: spans, metric data points or log records.
     pub fn items(&self) -> u64 {
-        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
         let count: usize = match self {
             Decoded::Traces(r) => {
                 r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
@@ -103,8 +103,10 @@ impl Decoded {
     }
 
     /// Removes the items the OTLP spec says a receiver must reject (spans without a 16-byte
-    /// trace ID and 8-byte span ID; log records with IDs of the wrong length) and returns how
-    /// many it removed. Mirrors [`sluice_wire::summarize`]'s `invalid_items`.
+    /// trace ID and 8-byte span ID; log records with IDs of the wrong length; number data
+    /// points without a value; histogram data points whose bucket counts don't number one more
+    /// than their bounds) and returns how many it removed. Mirrors [`sluice_wire::summarize`]'s
+    /// `invalid_items`.
     pub fn remove_invalid_items(&mut self) -> u64 {
         let mut removed = 0;
         match self {
@@ -123,8 +125,27 @@ impl Decoded {
                     removed += before - logs.log_records.len();
                 }
             }
-            Decoded::Metrics(_) => {}
+            Decoded::Metrics(r) => {
+                let metrics = r.resource_metrics.iter_mut().flat_map(|r| &mut r.scope_metrics);
+                for metric in metrics.flat_map(|s| &mut s.metrics) {
+                    removed += match &mut metric.data {
+                        Some(Data::Gauge(g)) => retain_counting(&mut g.data_points, |p| p.value.is_some()),
+                        Some(Data::Sum(s)) => retain_counting(&mut s.data_points, |p| p.value.is_some()),
+                        Some(Data::Histogram(h)) => retain_counting(&mut h.data_points, |p| {
+                            p.bucket_counts.is_empty() || p.bucket_counts.len() == p.explicit_bounds.len() + 1
+                        }),
+                        _ => 0,
+                    };
+                }
+            }
         }
         removed as u64
     }
+}
+
+/// Keeps the items `keep` accepts; returns how many went.
+fn retain_counting<T>(items: &mut Vec<T>, keep: impl Fn(&T) -> bool) -> usize {
+    let before = items.len();
+    items.retain(keep);
+    before - items.len()
 }

@@ -33,6 +33,13 @@ pub enum Applied {
 fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
     let summary = sluice_wire::summarize(signal, &bytes)
         .map_err(|e| InvalidAnswer(format!("rebuilt batch is invalid: {e}")))?;
+    // The batch came in with none (the receivers refuse them); an answer must not make any.
+    if summary.invalid_items > 0 {
+        return Err(InvalidAnswer(format!(
+            "the answer leaves {} item(s) a receiver would refuse (bad IDs, a point without a value)",
+            summary.invalid_items
+        )));
+    }
     Ok(Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), summary.items)))
 }
 

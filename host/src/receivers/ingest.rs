@@ -322,6 +322,51 @@ mod tests {
         assert_eq!(sluice_wire::summarize(Signal::Traces, batch.payload()).expect("valid").invalid_items, 0);
     }
 
+    /// Points no exporter could represent — a number without a value, a histogram whose counts
+    /// don't fit its bounds — are refused at the door through partial success, as bad spans are.
+    #[test]
+    fn data_points_without_a_faithful_form_are_rejected_at_the_door() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+            metric, number_data_point,
+        };
+        let number = |value: Option<f64>| NumberDataPoint {
+            value: value.map(number_data_point::Value::AsDouble),
+            ..Default::default()
+        };
+        let histogram = |counts: usize, bounds: usize| HistogramDataPoint {
+            bucket_counts: vec![1; counts],
+            explicit_bounds: (0..bounds).map(|b| b as f64).collect(),
+            ..Default::default()
+        };
+        let metrics = vec![
+            Metric {
+                data: Some(metric::Data::Gauge(Gauge { data_points: vec![number(Some(1.0)), number(None)] })),
+                ..Default::default()
+            },
+            Metric {
+                data: Some(metric::Data::Histogram(Histogram {
+                    data_points: vec![histogram(3, 2), histogram(0, 2), histogram(2, 2)],
+                    aggregation_temporality: 2,
+                })),
+                ..Default::default()
+            },
+        ];
+        let scope_metrics = vec![ScopeMetrics { metrics, ..Default::default() }];
+        let resource_metrics = vec![ResourceMetrics { scope_metrics, ..Default::default() }];
+        let body = ExportMetricsServiceRequest { resource_metrics }.encode_to_vec();
+        assert_eq!(sluice_wire::summarize(Signal::Metrics, &body).expect("valid").invalid_items, 2);
+
+        let (ingest, mut queues) = ingest(1, 4);
+        let outcome = ingest.accept(Signal::Metrics, Format::Protobuf, body.into()).expect("ok");
+        assert_eq!(outcome.rejected, 2);
+        let batch = queues[0].try_recv().expect("queued");
+        assert_eq!(batch.items(), 3);
+        let summary = sluice_wire::summarize(Signal::Metrics, batch.payload()).expect("valid");
+        assert_eq!((summary.items, summary.invalid_items), (3, 0));
+    }
+
     #[test]
     fn a_full_pipeline_refuses_without_delivering_to_any() {
         let (ingest, mut queues) = ingest(2, 1);

@@ -36,8 +36,14 @@ enum Kind {
     SpanId,
     /// An embedded message, single or repeated.
     Message(&'static Schema),
-    /// `repeated fixed64` or `repeated double`: packed or one by one.
-    RepeatedFixed64,
+    /// A number data point's value (`as_double` or `as_int`): a `fixed64` whose presence the
+    /// summary checks.
+    PointValue,
+    /// A histogram data point's `bucket_counts` (`repeated fixed64`, packed or one by one),
+    /// counted to check against its bounds.
+    BucketCounts,
+    /// A histogram data point's `explicit_bounds` (`repeated double`), counted likewise.
+    ExplicitBounds,
     /// `repeated uint64`: packed or one by one.
     RepeatedVarint,
 }
@@ -55,6 +61,11 @@ enum Role {
     LogRecord,
     /// A metric data point: an item.
     DataPoint,
+    /// A number data point: an item that needs a value.
+    NumberPoint,
+    /// A histogram data point: an item whose bucket counts, when given, number one more than
+    /// its bounds.
+    HistogramPoint,
 }
 
 /// Field numbers above this are unknown in every OTLP message.
@@ -89,7 +100,10 @@ const fn plain(fields: &[(u32, Kind)]) -> Schema {
     Schema::new(fields, Role::Plain)
 }
 
-use Kind::{Bytes, Fixed32, Fixed64, Message, RepeatedFixed64, RepeatedVarint, SpanId, Str, TraceId, Varint};
+use Kind::{
+    BucketCounts, Bytes, ExplicitBounds, Fixed32, Fixed64, Message, PointValue, RepeatedVarint, SpanId, Str,
+    TraceId, Varint,
+};
 
 // opentelemetry/proto/common/v1/common.proto
 static ANY_VALUE: Schema = plain(&[
@@ -188,13 +202,13 @@ static NUMBER_POINT: Schema = Schema::new(
     &[
         (2, Fixed64),
         (3, Fixed64),
-        (4, Fixed64),
+        (4, PointValue),
         (5, Message(&EXEMPLAR)),
-        (6, Fixed64),
+        (6, PointValue),
         (7, Message(&KEY_VALUE)),
         (8, Varint),
     ],
-    Role::DataPoint,
+    Role::NumberPoint,
 );
 static HISTOGRAM_POINT: Schema = Schema::new(
     &[
@@ -202,15 +216,15 @@ static HISTOGRAM_POINT: Schema = Schema::new(
         (3, Fixed64),
         (4, Fixed64),
         (5, Fixed64),
-        (6, RepeatedFixed64),
-        (7, RepeatedFixed64),
+        (6, BucketCounts),
+        (7, ExplicitBounds),
         (8, Message(&EXEMPLAR)),
         (9, Message(&KEY_VALUE)),
         (10, Varint),
         (11, Fixed64),
         (12, Fixed64),
     ],
-    Role::DataPoint,
+    Role::HistogramPoint,
 );
 static EXPONENTIAL_POINT: Schema = Schema::new(
     &[
@@ -273,6 +287,7 @@ impl Walk {
         let at = |offset: usize, kind: ErrorKind| Error { offset: base + offset, kind };
         let rebase = |e: Error| Error { offset: base + e.offset, kind: e.kind };
         let (mut trace_id, mut span_id) = (0, 0);
+        let (mut has_value, mut bucket_counts, mut bounds) = (false, 0, 0);
         let mut pos = 0;
         while pos < buf.len() {
             let offset = pos;
@@ -285,8 +300,20 @@ impl Walk {
                 (Varint, 0) => {
                     read_varint(buf, &mut pos).map_err(rebase)?;
                 }
-                (Fixed64 | RepeatedFixed64, 1) => {
+                (Fixed64, 1) => {
                     take(buf, &mut pos, 8, offset).map_err(rebase)?;
+                }
+                (PointValue, 1) => {
+                    take(buf, &mut pos, 8, offset).map_err(rebase)?;
+                    has_value = true;
+                }
+                (BucketCounts, 1) => {
+                    take(buf, &mut pos, 8, offset).map_err(rebase)?;
+                    bucket_counts += 1;
+                }
+                (ExplicitBounds, 1) => {
+                    take(buf, &mut pos, 8, offset).map_err(rebase)?;
+                    bounds += 1;
                 }
                 (Fixed32, 5) => {
                     take(buf, &mut pos, 4, offset).map_err(rebase)?;
@@ -314,10 +341,11 @@ impl Walk {
                             }
                             self.message(value, base + start, inner, depth - 1)?;
                         }
-                        RepeatedFixed64 if value.len() % 8 != 0 => {
+                        BucketCounts | ExplicitBounds if value.len() % 8 != 0 => {
                             return Err(at(offset, ErrorKind::BadPackedLength { field: number }));
                         }
-                        RepeatedFixed64 => {}
+                        BucketCounts => bucket_counts += value.len() / 8,
+                        ExplicitBounds => bounds += value.len() / 8,
                         RepeatedVarint => {
                             let mut inner = 0;
                             while inner < value.len() {
@@ -325,7 +353,7 @@ impl Walk {
                                     .map_err(|_| at(offset, ErrorKind::BadPackedLength { field: number }))?;
                             }
                         }
-                        Varint | Fixed64 | Fixed32 => {
+                        Varint | Fixed64 | Fixed32 | PointValue => {
                             return Err(at(offset, ErrorKind::UnexpectedWireType { field: number }));
                         }
                     }
@@ -347,6 +375,14 @@ impl Walk {
                 summary.invalid_items += u64::from(!valid);
             }
             Role::DataPoint => summary.items += 1,
+            Role::NumberPoint => {
+                summary.items += 1;
+                summary.invalid_items += u64::from(!has_value);
+            }
+            Role::HistogramPoint => {
+                summary.items += 1;
+                summary.invalid_items += u64::from(bucket_counts != 0 && bucket_counts != bounds + 1);
+            }
         }
         Ok(())
     }

@@ -288,8 +288,10 @@ pub struct Summary {
     pub resources: u64,
     /// Spans, metric data points or log records.
     pub items: u64,
-    /// Items the OTLP spec says a receiver must reject: spans without a 16-byte trace ID and an
-    /// 8-byte span ID, log records whose IDs are present but of the wrong length.
+    /// Items the OTLP spec says a receiver must reject, which no exporter could represent
+    /// faithfully: spans without a 16-byte trace ID and an 8-byte span ID, log records whose
+    /// IDs are present but of the wrong length, number data points without a value, histogram
+    /// data points whose bucket counts (when given) don't number one more than their bounds.
     pub invalid_items: u64,
 }
 
