@@ -9,7 +9,7 @@ use sluice_wire::views::{self, LogRecordView, MetricView, SpanView};
 
 use sluice::batch::{Batch, Decoded};
 use sluice::config::Signal;
-use sluice::plugins::apply::{self, Applied};
+use sluice::plugins::apply::{self, AnswerLimits, Applied};
 use sluice::plugins::bindings::types;
 use sluice::plugins::runner::{Answer, Plugin, Spec, Step};
 
@@ -174,7 +174,7 @@ pub fn run(trial: &Trial) -> Result<String, String> {
             }
         }
         // The same application as a pipeline's: what the report shows is what would flow.
-        let results = apply::answer(&batch, &answer).map_err(|e| e.0)?;
+        let results = apply::answer(&batch, &answer, &AnswerLimits::default()).map_err(|e| e.0)?;
         for (route, applied) in results {
             let out = match applied {
                 Applied::Unchanged => Batch::from_encoded(signal, batch.payload().clone(), batch.items()),

@@ -542,6 +542,13 @@ pub struct PluginLimits {
     pub memory: Spanned<ByteSize>,
     /// Wall-clock time one call may take: `timeout = "100ms"` (rounded up to 5 ms ticks).
     pub timeout: Spanned<HumanDuration>,
+    /// The longest attribute key an answer may set or rename to: `key_size = "1KiB"`.
+    pub key_size: Spanned<ByteSize>,
+    /// The longest string value an answer may set: `value_size = "64KiB"`.
+    pub value_size: Spanned<ByteSize>,
+    /// How much larger an answer may make a batch: `growth` times its size, plus 64 KiB so a
+    /// small batch can still take a few attributes (`growth = 4`).
+    pub growth: Spanned<f64>,
 }
 
 impl Default for PluginLimits {
@@ -549,6 +556,9 @@ impl Default for PluginLimits {
         Self {
             memory: Spanned::new(0..0, ByteSize::mib(64)),
             timeout: Spanned::new(0..0, HumanDuration(Duration::from_millis(100))),
+            key_size: Spanned::new(0..0, ByteSize::kib(1)),
+            value_size: Spanned::new(0..0, ByteSize::kib(64)),
+            growth: Spanned::new(0..0, 4.0),
         }
     }
 }

@@ -381,6 +381,19 @@ fn check_plugin(what: &str, plugin: &PluginRef, base_dir: &std::path::Path, out:
         let span = or_header(plugin.limits.timeout.span(), &span);
         out.error(span, format!("{what}: `limits.timeout` must be between 1ms and 60s"));
     }
+    for (size, key) in [(&plugin.limits.key_size, "key_size"), (&plugin.limits.value_size, "value_size")] {
+        if size.get_ref().0 == 0 {
+            out.error(or_header(size.span(), &span), format!("{what}: `limits.{key}` must be at least 1B"));
+        }
+    }
+    let growth = &plugin.limits.growth;
+    if !(growth.get_ref().is_finite() && *growth.get_ref() >= 1.0) {
+        let span = or_header(growth.span(), &span);
+        out.error(
+            span,
+            format!("{what}: `limits.growth` must be a number of at least 1 (times the batch's size)"),
+        );
+    }
     // (A `config` table carries no span of its own, so this points at `plugin`.)
     if let Some(config) = &plugin.config
         && !config.is_object()

@@ -14,7 +14,57 @@ use sluice_wire::rewrite::{ItemAction, rebuild};
 use super::bindings::types;
 use super::runner::Answer;
 use crate::batch::Batch;
-use crate::config::Signal;
+use crate::config::{PluginLimits, Signal};
+
+/// What an answer may do to a batch: a processor's `limits` on keys, values and growth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnswerLimits {
+    /// The longest attribute key an edit may set or rename to.
+    pub key_size: usize,
+    /// The longest string value an edit may set.
+    pub value_size: usize,
+    /// How many times its size a batch may grow to (plus [`GROWTH_SLACK`]).
+    pub growth: f64,
+}
+
+/// Bytes any answer may add whatever the batch's size, so small batches can take attributes.
+pub const GROWTH_SLACK: usize = 64 << 10;
+
+impl AnswerLimits {
+    /// The limits a processor's `limits` table sets.
+    pub fn of(limits: &PluginLimits) -> Self {
+        Self {
+            key_size: limits.key_size.get_ref().as_usize(),
+            value_size: limits.value_size.get_ref().as_usize(),
+            growth: *limits.growth.get_ref(),
+        }
+    }
+
+    /// The largest a batch of `size` bytes may become.
+    fn grown(&self, size: usize) -> usize {
+        (size as f64 * self.growth) as usize + GROWTH_SLACK
+    }
+
+    fn key(&self, what: &str, key: &str) -> Result<(), InvalidAnswer> {
+        if key.is_empty() {
+            return Err(InvalidAnswer(format!("{what} an empty attribute key")));
+        }
+        if key.len() > self.key_size {
+            return Err(InvalidAnswer(format!(
+                "{what} a {}-byte attribute key; `limits.key_size` allows {}",
+                key.len(),
+                self.key_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AnswerLimits {
+    fn default() -> Self {
+        Self::of(&PluginLimits::default())
+    }
+}
 
 /// Why an answer could not be applied (the plugin named items the batch doesn't have, say).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,10 +96,14 @@ fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
 /// Applies a processor's answer to `batch`: the one place drops, edits and routes become new
 /// batch bytes, for pipelines and `sluice plugin test` alike. Each part carries the route a
 /// router chose (`None`: the batch keeps the route it had).
-pub fn answer(batch: &Batch, answer: &Answer) -> Result<Vec<(Option<String>, Applied)>, InvalidAnswer> {
+pub fn answer(
+    batch: &Batch,
+    answer: &Answer,
+    limits: &AnswerLimits,
+) -> Result<Vec<(Option<String>, Applied)>, InvalidAnswer> {
     match answer {
         Answer::Drop(dropped) => drop_items(batch, dropped.clone()).map(|applied| vec![(None, applied)]),
-        Answer::Edit(edits) => edit(batch, edits).map(|applied| vec![(None, applied)]),
+        Answer::Edit(edits) => edit(batch, edits, limits).map(|applied| vec![(None, applied)]),
         Answer::Route(routing) => route(batch, routing),
         // Loading refuses exporter plugins in a chain, so this answer can't arrive there.
         Answer::Requests(_) => Err(InvalidAnswer("an exporter plugin answered in a processor chain".into())),
@@ -110,11 +164,28 @@ fn push<'a>(grouped: &mut Grouped<'a>, target: types::Target, edit: AttrEdit<'a>
     }
 }
 
-fn group(edits: &[types::Edit]) -> Grouped<'_> {
+/// Sorts the edits by what they touch, refusing any that make no sense for `signal` or pass
+/// `limits`.
+fn group<'a>(
+    edits: &'a [types::Edit],
+    signal: Signal,
+    limits: &AnswerLimits,
+) -> Result<Grouped<'a>, InvalidAnswer> {
     let mut grouped = Grouped::default();
     for edit in edits {
         match edit {
             types::Edit::SetAttribute(set) => {
+                limits.key("an edit sets", &set.key)?;
+                if let types::Value::String(text) = &set.value
+                    && text.len() > limits.value_size
+                {
+                    return Err(InvalidAnswer(format!(
+                        "an edit sets `{}` to a {}-byte value; `limits.value_size` allows {}",
+                        set.key,
+                        text.len(),
+                        limits.value_size
+                    )));
+                }
                 let mode = match set.mode {
                     types::SetMode::Insert => SetMode::Insert,
                     types::SetMode::Update => SetMode::Update,
@@ -125,9 +196,12 @@ fn group(edits: &[types::Edit]) -> Grouped<'_> {
                 push(&mut grouped, set.target, edit);
             }
             types::Edit::DeleteAttribute(delete) => {
+                limits.key("an edit deletes", &delete.key)?;
                 push(&mut grouped, delete.target, AttrEdit::Delete { key: Cow::Borrowed(&delete.key) });
             }
             types::Edit::RenameAttribute(rename) => {
+                limits.key("an edit renames", &rename.key)?;
+                limits.key("an edit renames to", &rename.new_key)?;
                 let edit = AttrEdit::Rename {
                     key: Cow::Borrowed(&rename.key),
                     new_key: Cow::Borrowed(&rename.new_key),
@@ -135,20 +209,26 @@ fn group(edits: &[types::Edit]) -> Grouped<'_> {
                 push(&mut grouped, rename.target, edit);
             }
             types::Edit::RenameMetric(rename) => {
+                if signal != Signal::Metrics {
+                    return Err(InvalidAnswer(format!("an edit renames a metric in a batch of {signal}")));
+                }
+                if rename.new_name.is_empty() {
+                    return Err(InvalidAnswer("an edit renames a metric to an empty name".into()));
+                }
                 grouped.renames.insert(rename.item, &rename.new_name);
             }
         }
     }
-    grouped
+    Ok(grouped)
 }
 
-/// Applies a transform's edits.
-pub fn edit(batch: &Batch, edits: &[types::Edit]) -> Result<Applied, InvalidAnswer> {
+/// Applies a transform's edits, within `limits`.
+pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Result<Applied, InvalidAnswer> {
     if edits.is_empty() {
         return Ok(Applied::Unchanged);
     }
     let signal = batch.signal();
-    let grouped = group(edits);
+    let grouped = group(edits, signal, limits)?;
     let failure: RefCell<Option<String>> = RefCell::new(None);
     let fail = |e: sluice_wire::Error| {
         failure.borrow_mut().get_or_insert_with(|| e.to_string());
@@ -165,7 +245,7 @@ pub fn edit(batch: &Batch, edits: &[types::Edit]) -> Result<Applied, InvalidAnsw
         |n, item| {
             items_seen = n + 1;
             let attr_edits = grouped.items.get(&n);
-            let rename = grouped.renames.get(&n).filter(|_| signal == Signal::Metrics);
+            let rename = grouped.renames.get(&n);
             if attr_edits.is_none() && rename.is_none() {
                 return ItemAction::Keep;
             }
@@ -201,6 +281,13 @@ pub fn edit(batch: &Batch, edits: &[types::Edit]) -> Result<Applied, InvalidAnsw
         || grouped.items.keys().chain(grouped.renames.keys()).any(|&n| n >= items_seen);
     if out_of_range {
         return Err(InvalidAnswer("an edit names a resource or item the batch doesn't have".into()));
+    }
+    let (before, after) = (batch.payload().len(), bytes.len());
+    if after > limits.grown(before) {
+        return Err(InvalidAnswer(format!(
+            "the edits grow the batch from {before} to {after} bytes; `limits.growth` allows {}",
+            limits.grown(before)
+        )));
     }
     rebuilt(signal, bytes)
 }
@@ -269,8 +356,10 @@ mod tests {
     #[test]
     fn drops_remove_exactly_the_named_items() {
         let batch = spans(&["a", "b", "c"]);
-        let [(route, applied)] =
-            answer(&batch, &Answer::Drop(vec![1])).expect("valid").try_into().expect("one");
+        let [(route, applied)] = answer(&batch, &Answer::Drop(vec![1]), &AnswerLimits::default())
+            .expect("valid")
+            .try_into()
+            .expect("one");
         assert_eq!(route, None);
         let kept = changed(applied);
         assert_eq!((names(&kept), kept.items()), (vec!["a".to_string(), "c".into()], 2));
@@ -287,20 +376,14 @@ mod tests {
     #[test]
     fn edits_change_the_resource_and_items_they_name() {
         let batch = spans(&["a", "b"]);
-        let set = |target, key: &str, value: &str| {
-            types::Edit::SetAttribute(types::SetAttribute {
-                target,
-                key: key.into(),
-                value: types::Value::String(value.into()),
-                mode: types::SetMode::Upsert,
-            })
-        };
         let edits = [
             set(types::Target::Resource(0), "system", "graphistry"),
             set(types::Target::Item(1), "tenant", "t1"),
         ];
-        let [(_, applied)] =
-            answer(&batch, &Answer::Edit(edits.to_vec())).expect("valid").try_into().expect("one");
+        let [(_, applied)] = answer(&batch, &Answer::Edit(edits.to_vec()), &AnswerLimits::default())
+            .expect("valid")
+            .try_into()
+            .expect("one");
         let edited = changed(applied);
         assert_eq!(resource_attribute(&edited, "system").as_deref(), Some("graphistry"));
         assert_eq!(
@@ -316,7 +399,45 @@ mod tests {
             .collect();
         assert_eq!(tenants, [None, Some("t1".into())]);
         let stray = [set(types::Target::Item(9), "k", "v")];
-        assert!(edit(&batch, &stray).is_err(), "an item the batch doesn't have");
+        assert!(edit(&batch, &stray, &AnswerLimits::default()).is_err(), "an item the batch doesn't have");
+    }
+
+    fn set(target: types::Target, key: &str, value: &str) -> types::Edit {
+        types::Edit::SetAttribute(types::SetAttribute {
+            target,
+            key: key.into(),
+            value: types::Value::String(value.into()),
+            mode: types::SetMode::Upsert,
+        })
+    }
+
+    /// An answer past its limits, or making no sense for the batch, is refused whole.
+    #[test]
+    fn edits_past_the_limits_or_beside_the_point_are_invalid() {
+        let batch = spans(&["a", "b"]);
+        let limits = AnswerLimits { key_size: 8, value_size: 16, growth: 1.0 };
+        let refused = |edits: Vec<types::Edit>| edit(&batch, &edits, &limits).expect_err("refused").0;
+        let item = types::Target::Item(0);
+        assert!(refused(vec![set(item, "a-very-long-key", "v")]).contains("`limits.key_size` allows 8"));
+        assert!(refused(vec![set(item, "k", &"v".repeat(17))]).contains("`limits.value_size` allows 16"));
+        assert!(refused(vec![set(item, "", "v")]).contains("empty attribute key"));
+        let rename = |new_key: &str| {
+            types::Edit::RenameAttribute(types::RenameAttribute {
+                target: item,
+                key: "k".into(),
+                new_key: new_key.into(),
+            })
+        };
+        assert!(refused(vec![rename("")]).contains("empty attribute key"));
+        let metric = types::Edit::RenameMetric(types::RenameMetric { item: 0, new_name: "m".into() });
+        assert!(refused(vec![metric]).contains("renames a metric in a batch of traces"));
+        // Growth: the 64 KiB slack is the most a small batch may gain.
+        let many: Vec<types::Edit> = (0..5_000)
+            .map(|i| set(types::Target::Item(i % 2), &format!("k{i}"), "0123456789abcdef"))
+            .collect();
+        assert!(refused(many).contains("`limits.growth` allows"));
+        // Within the limits, the same kinds of edits apply.
+        assert!(edit(&batch, &[set(item, "k", "v"), rename("k2")], &limits).is_ok());
     }
 
     #[test]
@@ -324,7 +445,7 @@ mod tests {
         let batch = spans(&["a", "b", "c", "d"]);
         // `by-item` may be shorter than the batch: the rest take the default route.
         let routing = types::Routing { routes: vec!["x".into()], by_item: vec![1, 0, 1] };
-        let mut parts = answer(&batch, &Answer::Route(routing)).expect("valid");
+        let mut parts = answer(&batch, &Answer::Route(routing), &AnswerLimits::default()).expect("valid");
         parts.sort_by(|a, b| a.0.cmp(&b.0));
         let parts: Vec<(Option<String>, Vec<String>)> =
             parts.into_iter().map(|(route, applied)| (route, names(&changed(applied)))).collect();
@@ -341,7 +462,8 @@ mod tests {
 
     #[test]
     fn an_exporters_answer_is_invalid_in_a_chain() {
-        let error = answer(&spans(&["a"]), &Answer::Requests(Vec::new())).expect_err("invalid");
+        let error = answer(&spans(&["a"]), &Answer::Requests(Vec::new()), &AnswerLimits::default())
+            .expect_err("invalid");
         assert!(error.0.contains("exporter plugin"));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Instant;
 
-use super::apply::{self, Applied};
+use super::apply::{self, AnswerLimits, Applied};
 use super::runner::{Plugin, Spec, Step};
 use crate::batch::Batch;
 use crate::config::{ComponentId, OnError};
@@ -30,6 +30,8 @@ struct Stage {
     processor: SharedPlugin,
     name: Arc<str>,
     on_error: OnError,
+    /// What its answers may do to a batch.
+    limits: AnswerLimits,
     metrics: PluginMetrics,
     faults_log: LogThrottle,
 }
@@ -83,6 +85,7 @@ impl Chain {
                     processor,
                     name,
                     on_error: plugin.on_error,
+                    limits: AnswerLimits::of(&plugin.reference.limits),
                     faults_log: LogThrottle::default(),
                 }
             })
@@ -142,7 +145,7 @@ impl Stage {
         self.metrics.items_in.inc_by(batch.items());
         let applied = match step {
             Step::Skipped => unreachable!("handled above"),
-            Step::Answered(answer) => apply::answer(batch, &answer),
+            Step::Answered(answer) => apply::answer(batch, &answer, &self.limits),
             Step::Faulted(fault) => {
                 self.fault(pipeline, fault.kind, &fault.message, part, out);
                 return;
