@@ -334,3 +334,33 @@ def test_plugins_reach_nothing_they_are_not_granted(make_sluice, granted):
     expected = ["fs-probe", "net-probe"] if granted else ["env-probe", "fs-probe", "net-probe"]
     assert span_names(host) == expected
     assert "Plugin fault" not in host.logs(), "the probes ran; none faulted"
+
+
+@pytest.mark.parametrize("on_error", ["pass", "drop"])
+def test_an_answer_past_its_limits_is_an_invalid_answer(make_sluice, on_error):
+    """A transform told to set a value longer than `limits.value_size` (here, a 70 KB string
+    from a rule file, as a careless rule would) is refused whole, with its policy and metric;
+    the same rule within the limit applies."""
+    host = make_sluice(one_plugin_pipeline(f"""
+        [[pipelines.all.processors]]
+        plugin = "{{plugins}}/set-attributes.wasm"
+        name = "huge"
+        on_error = "{on_error}"
+        config = {{{{ attributes = [{{{{ key = "blob", value = "{'x' * 70_000}" }}}}] }}}}
+
+        [[pipelines.all.processors]]
+        plugin = "{{plugins}}/set-attributes.wasm"
+        name = "small"
+        limits = {{{{ value_size = "8B" }}}}
+        config = {{{{ attributes = [{{{{ key = "tag", value = "12345678" }}}}] }}}}
+    """))
+    send(host, traces(2, prefix="limited"))
+    assert host.wait_metric("sluice_plugin_faults_total", 1, plugin="huge", kind="invalid_answer") == 1, host.logs()
+    assert host.stop() == 0
+    assert "`limits.value_size` allows 65536" in host.logs()
+    spans = [span for _, span in spans_in(host.lines("traces"))]
+    if on_error == "drop":
+        assert spans == []
+    else:
+        assert [attributes(span).get("blob") for span in spans] == [None, None]
+        assert [attributes(span).get("tag") for span in spans] == ["12345678", "12345678"]
