@@ -16,6 +16,7 @@
 //! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and `/reload`.
 //! - [`metrics`]: every metric the host exports, named in one place.
+//! - [`memory`]: the memory bound — the receivers refuse new data near `service.memory_limit`.
 //! - [`log_throttle`]: one log line per interval for a repeating problem.
 //! - [`topology`]: the running host's components — what a reload changes (a pure diff), building
 //!   it, swapping it in, and shutting down in order.
@@ -30,6 +31,7 @@ pub mod batch;
 pub mod config;
 pub mod exporters;
 pub mod log_throttle;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugins;

@@ -239,6 +239,12 @@ pub struct Metrics {
     pub gpu_samples_skipped: Family<GpuLabels, Counter>,
     /// GPU device errors by kind.
     pub gpu_device_errors: Family<GpuErrorLabels, Counter>,
+    /// `service.memory_limit` in bytes (0: none).
+    pub memory_limit_bytes: Gauge,
+    /// The process's resident set size at the last sample.
+    pub memory_resident_bytes: Gauge,
+    /// 1 while the receivers refuse new data because memory is above its soft limit.
+    pub memory_refusing: Gauge,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
     /// The label sets of [`Metrics::pending`] gauges handed out, to total at shutdown.
@@ -286,6 +292,9 @@ impl Metrics {
             }),
             gpu_samples_skipped: Family::default(),
             gpu_device_errors: Family::default(),
+            memory_limit_bytes: Gauge::default(),
+            memory_resident_bytes: Gauge::default(),
+            memory_refusing: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -379,6 +388,23 @@ impl Metrics {
             "sluice_gpu_device_errors",
             "GPU errors by kind: lost (fell off the bus), error, library",
             metrics.gpu_device_errors.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_memory_limit",
+            "service.memory_limit (0: none)",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.memory_limit_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_memory_resident",
+            "The process's resident set size, sampled every 50 ms",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.memory_resident_bytes.clone(),
+        );
+        registry.register(
+            "sluice_memory_refusing",
+            "1 while receivers refuse new data (retryable) because memory is above 80% of its limit",
+            metrics.memory_refusing.clone(),
         );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);

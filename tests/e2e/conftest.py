@@ -136,7 +136,8 @@ def rotel_binary():
 class Sluice:
     """One running `sluice run` process with its ports and data directory."""
 
-    def __init__(self, tmp: Path, pipeline: str, extra_env=None, wait=True, grace="20s"):
+    def __init__(self, tmp: Path, pipeline: str, extra_env=None, wait=True, grace="20s", service=""):
+        """`service`: more `[service]` lines (TOML), e.g. `memory_limit = "256MiB"`."""
         self.tmp = tmp
         self.data = tmp / "data"
         self.grpc_port = free_port()
@@ -147,7 +148,7 @@ class Sluice:
             [service]
             admin_address = "127.0.0.1:{self.admin_port}"
             shutdown_grace = "{grace}"
-        """)
+        """) + textwrap.dedent(service)
         self.config.write_text(header + textwrap.dedent(pipeline).format(
             grpc=f"127.0.0.1:{self.grpc_port}", http=f"127.0.0.1:{self.http_port}", data=self.data,
             plugins=PLUGINS))

@@ -65,6 +65,36 @@ pub struct ProtoAny {
     pub value: Vec<u8>,
 }
 
+/// `google.rpc.RetryInfo`: how long a client should wait before retrying.
+#[derive(Clone, PartialEq, Message)]
+pub struct RetryInfo {
+    /// The delay.
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoDuration {
+    /// Whole seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// The rest, in nanoseconds.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+impl RpcStatus {
+    /// A status that tells the client to retry after `seconds` (`RetryInfo` in its details:
+    /// OTLP clients retry RESOURCE_EXHAUSTED only when it is there).
+    pub fn retry_after(code: RpcCode, message: &str, seconds: i64) -> Self {
+        let info = RetryInfo { retry_delay: Some(ProtoDuration { seconds, nanos: 0 }) };
+        let detail =
+            ProtoAny { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: info.encode_to_vec() };
+        RpcStatus { code: code as i32, message: message.into(), details: vec![detail] }
+    }
+}
+
 /// Encodes an `Export*ServiceResponse`, with `partial_success` set when items were rejected.
 pub fn export_response(signal: Signal, outcome: &ExportOutcome, format: Format) -> Vec<u8> {
     if format == Format::Json {

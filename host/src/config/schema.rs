@@ -267,6 +267,10 @@ pub struct ServiceConfig {
     pub log_level: LogLevel,
     /// How long a shutdown may take to drain queues and flush exporters: `shutdown_grace = "30s"`.
     pub shutdown_grace: HumanDuration,
+    /// The most memory the host may use: `memory_limit = "512MiB"`. Above 80% of it the
+    /// receivers refuse new data (503 / RESOURCE_EXHAUSTED, retryable) until usage falls below
+    /// 70%. Set it a little under the container's limit. None by default.
+    pub memory_limit: Option<Spanned<ByteSize>>,
 }
 
 impl Default for ServiceConfig {
@@ -275,6 +279,7 @@ impl Default for ServiceConfig {
             admin_address: Spanned::new(0..0, ListenAddress(SocketAddr::from((Ipv4Addr::LOCALHOST, 8888)))),
             log_level: LogLevel::Info,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
+            memory_limit: None,
         }
     }
 }

@@ -75,12 +75,24 @@ fn check_loops(parsed: &Parsed, out: &mut Outcome) {
 
 pub(super) fn check(parsed: &Parsed) -> Outcome {
     let mut out = Outcome::default();
+    check_service(parsed, &mut out);
     check_loops(parsed, &mut out);
     check_receivers(parsed, &mut out);
     check_exporters(parsed, &mut out);
     check_pipelines(parsed, &mut out);
     check_addresses(parsed, &mut out);
     out
+}
+
+fn check_service(parsed: &Parsed, out: &mut Outcome) {
+    if let Some(limit) = &parsed.service.memory_limit
+        && limit.get_ref().0 < 64 << 20
+    {
+        out.error(
+            Some(limit.span()),
+            "`service.memory_limit` must be at least 64MiB (the host alone needs tens of MiB)".into(),
+        );
+    }
 }
 
 fn check_receivers(parsed: &Parsed, out: &mut Outcome) {

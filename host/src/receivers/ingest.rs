@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::batch::{Batch, Decoded, ExportOutcome, Format};
 use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
+use crate::memory::MemoryGuard;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
 use crate::pipeline::PipelineInput;
 use crate::queue::Reserved;
@@ -28,6 +29,9 @@ pub enum Refusal {
     /// A pipeline's queue is full (or the host is stopping): retry later.
     #[error("pipeline `{0}` is full; retry later")]
     Busy(ComponentId),
+    /// The host's memory is near `service.memory_limit`: retry later.
+    #[error("the host's memory is near its limit; retry later")]
+    Memory,
 }
 
 /// Reasons a request is refused, as the `reason` label of the refusal counters.
@@ -41,6 +45,8 @@ pub enum RefusalReason {
     Unsupported,
     /// Backpressure.
     Busy,
+    /// Memory near `service.memory_limit`.
+    Memory,
     /// Missing or wrong credentials.
     Unauthenticated,
 }
@@ -52,6 +58,7 @@ impl RefusalReason {
             RefusalReason::TooLarge => "too_large",
             RefusalReason::Unsupported => "unsupported",
             RefusalReason::Busy => "busy",
+            RefusalReason::Memory => "memory",
             RefusalReason::Unauthenticated => "unauthenticated",
         }
     }
@@ -77,19 +84,29 @@ pub struct Ingest {
     /// resolved once, not per refusal.
     busy: PerSignal<Counter>,
     metrics: Arc<Metrics>,
+    memory: Arc<MemoryGuard>,
     bad_request_log: LogThrottle,
     auth: Option<Arc<Secret>>,
 }
 
+/// What every transport of a receiver shares: the pipelines it feeds, the host's metrics and
+/// memory bound, and its credential.
+#[derive(Debug, Clone)]
+pub struct IngestContext {
+    /// The pipelines it feeds, per signal.
+    pub feeds: Feeds,
+    /// The host's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The host's memory bound.
+    pub memory: Arc<MemoryGuard>,
+    /// The bearer token clients must present, if any.
+    pub auth: Option<Arc<Secret>>,
+}
+
 impl Ingest {
-    /// Entry for `receiver`'s `transport` ("grpc" or "http"), feeding `feeds` per signal.
-    pub fn new(
-        receiver: &ComponentId,
-        transport: &'static str,
-        feeds: Feeds,
-        metrics: Arc<Metrics>,
-        auth: Option<Arc<Secret>>,
-    ) -> Self {
+    /// Entry for `receiver`'s `transport` ("grpc" or "http").
+    pub fn new(receiver: &ComponentId, transport: &'static str, context: IngestContext) -> Self {
+        let IngestContext { feeds, metrics, memory, auth } = context;
         let labels = |signal: Signal| ReceiverLabels {
             receiver: receiver.to_string(),
             transport: transport.into(),
@@ -122,6 +139,7 @@ impl Ingest {
             invalid,
             busy,
             metrics,
+            memory,
             bad_request_log: LogThrottle::default(),
             auth,
         }
@@ -151,6 +169,12 @@ impl Ingest {
         }
     }
 
+    /// Whether new data is refused for memory right now: checked before a body is read, so a
+    /// host near its limit doesn't read large bodies only to refuse them.
+    pub fn memory_refusing(&self) -> bool {
+        self.memory.refusing()
+    }
+
     /// Whether any pipeline takes `signal` from this receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
         !self.feeds.load().get(signal).is_empty()
@@ -158,7 +182,7 @@ impl Ingest {
 
     /// Counts a refused request and logs why — at most once per interval, since the client is
     /// told in its answer and the refusal counters count every one. Backpressure is not logged:
-    /// it is the system working, and `sluice_queue_depth` shows it.
+    /// it is the system working, and `sluice_queue_depth` shows it; nor is each memory refusal.
     pub fn reject(&self, signal: Option<Signal>, reason: RefusalReason, problem: &str) {
         if let (Some(signal), RefusalReason::Busy) = (signal, reason) {
             self.busy.get(signal).inc();
@@ -171,7 +195,8 @@ impl Ingest {
             reason: reason.as_str().into(),
         };
         self.metrics.receiver_refused_requests.get_or_create(&labels).inc();
-        if reason != RefusalReason::Busy
+        // Memory refusals are logged when refusing starts and stops (see `memory`).
+        if !matches!(reason, RefusalReason::Busy | RefusalReason::Memory)
             && let Some(suppressed) = self.bad_request_log.check()
         {
             tracing::warn!(
@@ -186,7 +211,8 @@ impl Ingest {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
-        let result = Self::reserve(&feeds, signal).and_then(|slots| {
+        let admitted = || if self.memory.admit(body.len()) { Ok(()) } else { Err(Refusal::Memory) };
+        let result = admitted().and_then(|()| Self::reserve(&feeds, signal)).and_then(|slots| {
             let (batch, outcome) = self.prepare(signal, format, body)?;
             if let Some(batch) = batch {
                 let items = batch.items();
@@ -202,6 +228,7 @@ impl Ingest {
             let reason = match refusal {
                 Refusal::Malformed(_) => RefusalReason::Malformed,
                 Refusal::Busy(_) => RefusalReason::Busy,
+                Refusal::Memory => RefusalReason::Memory,
             };
             self.reject(Some(signal), reason, &refusal.to_string());
         }
@@ -242,7 +269,8 @@ impl Ingest {
                 rejected,
                 message: match signal {
                     Signal::Traces => "spans need a 16-byte trace ID and an 8-byte span ID".into(),
-                    _ => "trace and span IDs must be 16 and 8 bytes when present".into(),
+                    Signal::Logs => "trace and span IDs must be 16 and 8 bytes when present".into(),
+                    Signal::Metrics => "number data points need a value; histogram bucket counts must number one more than the bounds".into(),
                 },
             }
         } else {
@@ -296,7 +324,9 @@ mod tests {
             .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
             .unzip();
         let feeds = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
-        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", feeds, metrics, None), receivers)
+        let memory = MemoryGuard::new(None, &metrics);
+        let context = IngestContext { feeds, metrics, memory, auth: None };
+        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", context), receivers)
     }
 
     #[test]

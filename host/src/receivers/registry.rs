@@ -48,6 +48,8 @@ pub struct Start<'a> {
     pub feeds: &'a Feeds,
     /// The host's metrics.
     pub metrics: &'a Arc<Metrics>,
+    /// The host's memory bound, which receivers consult before taking data.
+    pub memory: &'a Arc<crate::memory::MemoryGuard>,
     /// Cancelled when it must stop.
     pub stop: &'a CancellationToken,
 }

@@ -17,6 +17,7 @@ use crate::exporters::ExporterInput;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineInput};
 use crate::plugins::chain::{Chain, SharedPlugin};
+use crate::memory::MemoryGuard;
 use crate::receivers::ingest::{FeedTable, Feeds};
 use crate::{exporters, receivers};
 
@@ -73,7 +74,7 @@ pub(super) async fn build(
     diff: &Diff,
     new: Snapshot<'_>,
     serving: &mut Components,
-    metrics: &Arc<Metrics>,
+    (metrics, memory): (&Arc<Metrics>, &Arc<MemoryGuard>),
     reloading: bool,
 ) -> anyhow::Result<Built> {
     let config = new.config;
@@ -156,7 +157,7 @@ pub(super) async fn build(
         }
         let feeds: Feeds = Arc::new(ArcSwap::from_pointee(built.feeds.get(id).cloned().unwrap_or_default()));
         let stop = CancellationToken::new();
-        let start = receivers::registry::Start { id, config, feeds: &feeds, metrics, stop: &stop };
+        let start = receivers::registry::Start { id, config, feeds: &feeds, metrics, memory, stop: &stop };
         let receivers::registry::Started { listeners, sampler } = config.receivers[id].start(start).await?;
         for listener in &listeners {
             tracing::info!(component = %listener.label, address = %listener.address, "Listening");

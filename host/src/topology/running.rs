@@ -29,6 +29,7 @@ use super::build::{self, Built, Components};
 use super::diff::{Change, Diff, FileHashes, Snapshot};
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{ComponentId, Config, Loaded};
+use crate::memory::MemoryGuard;
 use crate::metrics::Metrics;
 use crate::receivers;
 
@@ -44,6 +45,8 @@ pub struct Running {
     /// fixing (or building) one of them triggers the next try.
     refused_files: Vec<PathBuf>,
     metrics: Arc<Metrics>,
+    /// The memory bound the receivers consult; its sampler stops with the admin listener.
+    memory: Arc<MemoryGuard>,
     admin: Arc<AdminState>,
     admin_address: SocketAddr,
     admin_stop: CancellationToken,
@@ -113,8 +116,10 @@ impl Running {
         reloading: bool,
     ) -> anyhow::Result<()> {
         let snapshot = Snapshot { config, hashes: &hashes };
-        let built = build::build(diff, snapshot, &mut self.components, &self.metrics, reloading).await?;
+        let shared = (&self.metrics, &self.memory);
+        let built = build::build(diff, snapshot, &mut self.components, shared, reloading).await?;
         self.commit(diff, built);
+        self.memory.set_limit(config.service.memory_limit.as_ref().map(|limit| limit.get_ref().0));
         self.config = config.clone();
         self.hashes = hashes;
         Ok(())
@@ -263,6 +268,8 @@ pub async fn start(
         last_reload: Default::default(),
     });
     let admin_stop = CancellationToken::new();
+    let memory = MemoryGuard::new(config.service.memory_limit.as_ref().map(|l| l.get_ref().0), &metrics);
+    memory.spawn_sampler(admin_stop.clone());
     let admin_listener = receivers::serve(
         "the admin listener".into(),
         config.service.admin_address.get_ref().0,
@@ -277,6 +284,7 @@ pub async fn start(
         config_path: config_path.map(Path::to_path_buf),
         refused_files: Vec::new(),
         metrics,
+        memory,
         admin: admin.clone(),
         admin_address: admin_listener.address,
         admin_stop,

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use prost::Message;
 
-use crate::batch::{Decoded, RpcStatus};
+use crate::batch::{Decoded, RetryInfo, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::http::verdict::{Verdict, retry_after};
 
@@ -73,20 +73,6 @@ pub fn body(
         OtlpProtocol::HttpProtobuf => (compressed, "application/x-protobuf"),
         OtlpProtocol::HttpJson => (compressed, "application/json"),
     })
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
 }
 
 /// `partial_success.rejected_*` (field 1 of field 1) of any export response, read in place.

@@ -11,12 +11,14 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited, StreamBody};
 
 use super::compression::{self, DecompressError, Encoding};
-use crate::batch::{ExportOutcome, Format, RpcCode, export_response};
+use crate::batch::{ExportOutcome, Format, RpcCode, RpcStatus, export_response};
 use crate::config::Signal;
 use crate::receivers::ingest::{Ingest, Refusal, RefusalReason};
 
@@ -116,6 +118,11 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
     if let Err(message) = ingest.authorize(request.headers()) {
         return refuse(RpcCode::Unauthenticated, RefusalReason::Unauthenticated, message);
     }
+    if ingest.memory_refusing() {
+        let message = Refusal::Memory.to_string();
+        ingest.reject(Some(signal), RefusalReason::Memory, &message);
+        return memory_refusal(&message);
+    }
     let encoding_header =
         request.headers().get("grpc-encoding").map(|v| v.to_str().unwrap_or("?").to_string());
     let limit = receiver.max_message_size;
@@ -160,7 +167,19 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
         Ok(outcome) => ok(signal, &outcome),
         Err(refusal @ Refusal::Malformed(_)) => status(RpcCode::InvalidArgument, &refusal.to_string()),
         Err(refusal @ Refusal::Busy(_)) => status(RpcCode::Unavailable, &refusal.to_string()),
+        Err(refusal @ Refusal::Memory) => memory_refusal(&refusal.to_string()),
     }
+}
+
+/// RESOURCE_EXHAUSTED with `RetryInfo` (one second): OTLP clients retry it only with that.
+fn memory_refusal(message: &str) -> Response {
+    let mut response = status(RpcCode::ResourceExhausted, message);
+    let details = RpcStatus::retry_after(RpcCode::ResourceExhausted, message, 1).encode_to_vec();
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        response.headers_mut().insert("grpc-status-details-bin", value);
+    }
+    response
 }
 
 /// Splits a unary request body into its compressed flag and message.
@@ -209,13 +228,13 @@ mod tests {
     async fn call(compressed: &[u8], encoding: &str) -> (Option<String>, crate::queue::Receiver) {
         let metrics = Arc::new(Metrics::new());
         let (input, queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, &metrics);
-        let ingest = Ingest::new(
-            &ComponentId::new("otlp").expect("id"),
-            "grpc",
-            Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| vec![input.clone()]))),
+        let context = crate::receivers::ingest::IngestContext {
+            feeds: Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| vec![input.clone()]))),
+            memory: crate::memory::MemoryGuard::new(None, &metrics),
             metrics,
-            None,
-        );
+            auth: None,
+        };
+        let ingest = Ingest::new(&ComponentId::new("otlp").expect("id"), "grpc", context);
         let app = router(Arc::new(GrpcReceiver { ingest, max_message_size: 1 << 20 }));
         let mut frame = vec![1];
         frame.extend_from_slice(&(compressed.len() as u32).to_be_bytes());

@@ -131,6 +131,14 @@ async fn export(
     let malformed = |message: &str| {
         refuse(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, RefusalReason::Malformed, message, format)
     };
+    if ingest.memory_refusing() {
+        // Read the body and throw it away, holding none of it: a client still sending gets
+        // its 503 rather than a broken pipe.
+        discard(body, limit).await;
+        let message = Refusal::Memory.to_string();
+        ingest.reject(Some(signal), RefusalReason::Memory, &message);
+        return retry_later(&message, format);
+    }
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
@@ -151,11 +159,24 @@ async fn export(
         Err(refusal @ Refusal::Malformed(_)) => {
             error(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, &refusal.to_string(), format)
         }
-        Err(refusal @ Refusal::Busy(_)) => {
-            let mut response =
-                error(StatusCode::SERVICE_UNAVAILABLE, RpcCode::Unavailable, &refusal.to_string(), format);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+        Err(refusal @ (Refusal::Busy(_) | Refusal::Memory)) => retry_later(&refusal.to_string(), format),
+    }
+}
+
+/// Reads up to `limit` bytes of `body`, keeping none.
+async fn discard(mut body: Body, limit: usize) {
+    let mut read = 0;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.len()),
+            _ => break,
         }
     }
+}
+
+/// 503 with `Retry-After: 1`: the answer to backpressure and to memory near its limit.
+fn retry_later(message: &str, format: Format) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, RpcCode::Unavailable, message, format);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }

@@ -18,8 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::ingest::{self, Ingest};
 use super::{Listening, StartError, serve, spawn_server};
-use crate::config::ComponentId;
-use crate::metrics::Metrics;
 use std::path::Path;
 
 use serde_spanned::Spanned;
@@ -30,22 +28,23 @@ use crate::config::units::ByteSize;
 use crate::config::{Credential, ListenAddress, Signal};
 use config::{OtlpReceiverConfig, ReceiverAuthConfig};
 
-/// Binds every enabled transport of OTLP receiver `id` and starts serving. `feeds` holds, per signal,
-/// the pipelines this receiver feeds. Servers stop accepting when `shutdown` is cancelled.
-pub async fn start(
-    id: &ComponentId,
-    otlp: &OtlpReceiverConfig,
-    feeds: &ingest::Feeds,
-    metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
-) -> Result<Vec<Listening>, StartError> {
+/// Binds every enabled transport of OTLP receiver `start.id` and starts serving the pipelines
+/// `start.feeds` names. Servers stop accepting when `start.stop` is cancelled.
+pub async fn start(otlp: &OtlpReceiverConfig, start: Start<'_>) -> Result<Vec<Listening>, StartError> {
+    let (id, shutdown) = (start.id, start.stop);
     let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
         Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
     });
+    let context = ingest::IngestContext {
+        feeds: start.feeds.clone(),
+        metrics: start.metrics.clone(),
+        memory: start.memory.clone(),
+        auth,
+    };
     let mut listening = Vec::new();
     if otlp.grpc.enabled {
         let receiver = grpc::GrpcReceiver {
-            ingest: Ingest::new(id, "grpc", feeds.clone(), metrics.clone(), auth.clone()),
+            ingest: Ingest::new(id, "grpc", context.clone()),
             max_message_size: otlp.grpc.max_message_size.as_usize(),
         };
         let label = format!("receiver `{id}` (grpc)");
@@ -57,7 +56,7 @@ pub async fn start(
     }
     if otlp.http.enabled {
         let receiver = http::HttpReceiver {
-            ingest: Ingest::new(id, "http", feeds.clone(), metrics.clone(), auth.clone()),
+            ingest: Ingest::new(id, "http", context),
             max_body_size: otlp.http.max_body_size.as_usize(),
         };
         let label = format!("receiver `{id}` (http)");
@@ -137,7 +136,7 @@ impl ReceiverType for OtlpReceiverConfig {
     }
 
     async fn start(&self, start: Start<'_>) -> anyhow::Result<Started> {
-        let listeners = self::start(start.id, self, start.feeds, start.metrics, start.stop).await?;
+        let listeners = self::start(self, start).await?;
         Ok(Started { listeners, sampler: None })
     }
 }
