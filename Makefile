@@ -65,7 +65,8 @@ lint:
 	cd fuzz && $(CARGO) fmt --check
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-# Fuzzing (cargo-fuzz, nightly): every target under fuzz/fuzz_targets for FUZZ_SECONDS each.
+# Fuzzing (cargo-fuzz, nightly): every target under fuzz/fuzz_targets for FUZZ_SECONDS each,
+# starting from the valid requests in fuzz/seeds/TARGET.
 # Crashes land in fuzz/artifacts/TARGET/; reproduce one with
 # `cd fuzz && cargo +nightly fuzz run TARGET artifacts/TARGET/crash-…`.
 FUZZ_SECONDS ?= 60
@@ -77,8 +78,8 @@ fuzz-tools:
 
 fuzz: fuzz-tools
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
-		mkdir -p corpus/$$target && \
-		$(CARGO) +nightly fuzz run $$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+		mkdir -p corpus/$$target seeds/$$target && \
+		$(CARGO) +nightly fuzz run $$target corpus/$$target seeds/$$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
 bench: release venv
