@@ -20,6 +20,7 @@ PNG plot beside it (--plot to choose where).
 """
 
 import argparse
+import gzip
 import json
 import subprocess
 import sys
@@ -95,6 +96,8 @@ class Sink:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
                 sink.record(ExportTraceServiceRequest.FromString(body))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
