@@ -18,7 +18,7 @@
 //! - `store`: the series, their translation, and the text format.
 
 mod names;
-pub(super) mod store;
+pub mod store;
 
 pub mod config;
 

@@ -1,0 +1,30 @@
+//! The Prometheus conversions never panic: any metrics request prost decodes goes into the
+//! scrape store (twice, so deltas accumulate) and out as exposition text and as remote write
+//! samples.
+
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use sluice::exporters::prometheus::store::{Options, Store};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = ExportMetricsServiceRequest::decode(data) else { return };
+    let options = Options {
+        resource_to_labels: vec!["service.name".into(), "k8s.pod.name".into()],
+        const_labels: vec![("deployment".into(), "fuzz".into())],
+        expiry: Duration::from_secs(60),
+        track_updates: true,
+    };
+    let mut store = Store::new(options);
+    let now = Instant::now();
+    store.update(&request, now);
+    store.update(&request, now);
+    let _ = store.render();
+    let _ = store.take_updated();
+    store.expire(now + Duration::from_secs(120));
+    assert!(store.render().lines().all(|line| line.starts_with('#')), "every series expired");
+});
