@@ -92,7 +92,11 @@ impl MemoryGuard {
             self.gauges.refusing.set(i64::from(now));
             let limit = self.limit.load(Ordering::Relaxed);
             if now {
-                tracing::warn!(resident, limit, "Memory above its soft limit: refusing new data (retryable) until it falls");
+                tracing::warn!(
+                    resident,
+                    limit,
+                    "Memory above its soft limit: refusing new data (retryable) until it falls"
+                );
             } else {
                 tracing::info!(resident, limit, "Memory back under its limit: accepting data again");
             }

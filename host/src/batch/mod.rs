@@ -11,7 +11,9 @@ mod response;
 
 pub use decoded::{DecodeError, Decoded};
 pub use encoded::Batch;
-pub use response::{ExportOutcome, ProtoAny, ProtoDuration, RetryInfo, RpcCode, RpcStatus, export_response, status_body};
+pub use response::{
+    ExportOutcome, ProtoAny, ProtoDuration, RetryInfo, RpcCode, RpcStatus, export_response, status_body,
+};
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,8 +89,10 @@ impl RpcStatus {
     /// OTLP clients retry RESOURCE_EXHAUSTED only when it is there).
     pub fn retry_after(code: RpcCode, message: &str, seconds: i64) -> Self {
         let info = RetryInfo { retry_delay: Some(ProtoDuration { seconds, nanos: 0 }) };
-        let detail =
-            ProtoAny { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: info.encode_to_vec() };
+        let detail = ProtoAny {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: info.encode_to_vec(),
+        };
         RpcStatus { code: code as i32, message: message.into(), details: vec![detail] }
     }
 }

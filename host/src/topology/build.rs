@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use super::diff::{Change, Diff, InstanceKey, Snapshot};
 use crate::config::{ComponentId, Signal};
 use crate::exporters::ExporterInput;
+use crate::memory::MemoryGuard;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineInput};
 use crate::plugins::chain::{Chain, SharedPlugin};
-use crate::memory::MemoryGuard;
 use crate::receivers::ingest::{FeedTable, Feeds};
 use crate::{exporters, receivers};
 

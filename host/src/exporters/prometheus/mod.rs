@@ -177,6 +177,35 @@ mod tests {
         })
     }
 
+    /// Found by the `prometheus_store` fuzz target: counts come off the wire as any u64, and
+    /// adding delta histograms (or a bucket's counts up to `le`) wrapped — a panic in a debug
+    /// build, wrong counts in a release one. They saturate.
+    #[test]
+    fn huge_delta_histogram_counts_saturate() {
+        let huge = HistogramDataPoint {
+            count: u64::MAX - 1,
+            explicit_bounds: vec![1.0],
+            bucket_counts: vec![u64::MAX - 1, u64::MAX - 1],
+            ..Default::default()
+        };
+        let metrics = vec![Metric {
+            name: "latency".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![huge],
+                aggregation_temporality: 1,
+            })),
+            ..Default::default()
+        }];
+        let mut store = store();
+        let now = std::time::Instant::now();
+        store.update(&request(metrics.clone()), now);
+        store.update(&request(metrics), now);
+        let text = store.render();
+        let max = format!("{}", u64::MAX as f64);
+        assert!(text.lines().any(|l| l.starts_with("latency_seconds_count") && l.ends_with(&max)), "{text}");
+    }
+
     #[test]
     fn translates_gauges_counters_and_histograms() {
         let mut store = store();

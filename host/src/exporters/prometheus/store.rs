@@ -187,7 +187,10 @@ fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, V
     let base = 2f64.powf(2f64.powi(-point.scale));
     let mut bounds = Vec::new();
     let mut counts = Vec::new();
-    let below = point.zero_count + point.negative.as_ref().map_or(0, |b| b.bucket_counts.iter().sum());
+    // Counts come off the wire as any u64: saturate rather than wrap.
+    let negative =
+        point.negative.as_ref().map_or(0, |b| b.bucket_counts.iter().fold(0u64, |a, b| a.saturating_add(*b)));
+    let below = point.zero_count.saturating_add(negative);
     if let Some(positive) = &point.positive {
         for (i, count) in positive.bucket_counts.iter().enumerate() {
             let index = positive.offset as i64 + i as i64;
@@ -196,7 +199,7 @@ fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, V
         }
     }
     if let Some(first) = counts.first_mut() {
-        *first += below;
+        *first = first.saturating_add(below);
     } else {
         bounds.push(point.zero_threshold.max(0.0));
         counts.push(below);
@@ -241,9 +244,10 @@ impl Store {
                         },
                     ) if *bounds == new_bounds => Value::Histogram {
                         bounds: new_bounds,
-                        counts: counts.iter().zip(&new_counts).map(|(a, b)| a + b).collect(),
+                        // Counts come off the wire as any u64: saturate rather than wrap.
+                        counts: counts.iter().zip(&new_counts).map(|(a, b)| a.saturating_add(*b)).collect(),
                         sum: sum + add_sum,
-                        count: count + add_count,
+                        count: count.saturating_add(add_count),
                     },
                     (_, value) => value,
                 };
@@ -432,9 +436,9 @@ fn flatten(value: &Value, mut emit: impl FnMut(&'static str, Option<(&'static st
     match value {
         Value::Number(v) => emit("", None, *v),
         Value::Histogram { bounds, counts, sum, count } => {
-            let mut cumulative = 0;
+            let mut cumulative: u64 = 0;
             for (bound, c) in bounds.iter().zip(counts) {
-                cumulative += c;
+                cumulative = cumulative.saturating_add(*c);
                 emit("_bucket", Some(("le", format_float(*bound))), cumulative as f64);
             }
             emit("_bucket", Some(("le", "+Inf".into())), *count as f64);

@@ -13,9 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
-use prost::Message as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Limited, StreamBody};
+use prost::Message as _;
 
 use super::compression::{self, DecompressError, Encoding};
 use crate::batch::{ExportOutcome, Format, RpcCode, RpcStatus, export_response};
