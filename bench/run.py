@@ -11,6 +11,7 @@ Runs alternate between hosts (A B A B …) so drift on a shared machine hits bot
 summary quotes medians. Results go to bench/results/<timestamp>.json and a Markdown table to stdout.
 
   python3 bench/run.py --runs 3 --duration 10
+  python3 bench/run.py --baseline /path/to/older/sluice   # this build against an older one, same run
 """
 
 import argparse
@@ -96,7 +97,7 @@ config = {{ percentage = 50.0 }}
 PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
 
 
-def sluice_command(exporter, grpc_port, http_port, workdir, sink=None):
+def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None):
     processors = PROCESSORS.get(exporter.removeprefix("forward-"), "")
     if exporter.startswith("forward"):
         exporter = "forward"
@@ -126,7 +127,7 @@ http = {{ address = "127.0.0.1:{http_port}" }}
 receivers = ["otlp"]
 exporters = ["out"]
 {processors}""")
-    return [str(REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
+    return [str(binary or REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
 
 
 def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
@@ -215,7 +216,14 @@ def main():
                              "to a sink Sluice on the load core), forward-<plugin scenario>, or `webhook` / "
                              "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink)")
     parser.add_argument("--hosts", default="sluice,rotel")
+    parser.add_argument("--baseline", default=None,
+                        help="another Sluice binary (an older build, say), run as host `baseline` with the same "
+                             "configs beside the others, alternating run by run")
     args = parser.parse_args()
+    if args.baseline:
+        HOSTS["baseline"] = lambda *a: sluice_command(*a, binary=args.baseline)
+        if "baseline" not in args.hosts.split(","):
+            args.hosts += ",baseline"
 
     results = []
     for scenario in args.scenarios.split(","):
