@@ -335,8 +335,17 @@ impl Walk {
                             if depth == 0 {
                                 return Err(at(offset, ErrorKind::TooDeep));
                             }
-                            // Most of a request's bytes are attributes of this one shape.
+                            // Most of a request's bytes are attributes of this one shape, in spans
+                            // of this one shape.
                             if std::ptr::eq(inner, &KEY_VALUE) && depth > 1 && simple_attribute(value) {
+                                continue;
+                            }
+                            if std::ptr::eq(inner, &SPAN)
+                                && depth > 2
+                                && let Some(valid_ids) = simple_span(value)
+                            {
+                                self.summary.items += 1;
+                                self.summary.invalid_items += u64::from(!valid_ids);
                                 continue;
                             }
                             self.message(value, base + start, inner, depth - 1)?;
@@ -396,7 +405,7 @@ impl Walk {
 fn simple_attribute(buf: &[u8]) -> bool {
     let [0x0a, key_len, rest @ ..] = buf else { return false };
     let key_len = usize::from(*key_len);
-    if key_len >= 0x80 || rest.len() < key_len || !rest[..key_len].is_ascii() {
+    if key_len >= 0x80 || rest.len() < key_len {
         return false;
     }
     let [0x12, value_len, value @ ..] = &rest[key_len..] else { return false };
@@ -405,12 +414,77 @@ fn simple_attribute(buf: &[u8]) -> bool {
         return false;
     }
     match value {
-        [0x0a, len, text @ ..] => usize::from(*len) == text.len() && text.is_ascii(),
-        [0x10, flag] => *flag < 0x80,
-        [0x18, number @ ..] => is_one_varint(number),
-        [0x21, _, _, _, _, _, _, _, _] => true,
+        // A string value: every byte of the attribute — tags, lengths under 128, key and text —
+        // is ASCII exactly when key and text are, so one pass over it checks both.
+        [0x0a, len, text @ ..] => usize::from(*len) == text.len() && buf.is_ascii(),
+        [0x10, flag] => *flag < 0x80 && rest[..key_len].is_ascii(),
+        [0x18, number @ ..] => is_one_varint(number) && rest[..key_len].is_ascii(),
+        [0x21, _, _, _, _, _, _, _, _] => rest[..key_len].is_ascii(),
         _ => false,
     }
+}
+
+/// Whether `buf` is a span of the shape nearly every span has — IDs, trace state, name, kind,
+/// times, flags and counts, and [simple attributes](simple_attribute), each field in its
+/// usual encoding — and so valid; then whether its IDs are 16 and 8 bytes. `None` says nothing:
+/// the general walk decides (an event, a link, a status, or anything unusual sends it there).
+#[inline]
+fn simple_span(buf: &[u8]) -> Option<bool> {
+    let (mut trace_id, mut span_id) = (0, 0);
+    let mut pos = 0;
+    while pos < buf.len() {
+        let tag = buf[pos];
+        pos += 1;
+        match tag {
+            // trace_id, span_id, parent_span_id: bytes.
+            0x0a | 0x12 | 0x22 => {
+                let value = short_delimited(buf, &mut pos)?;
+                match tag {
+                    0x0a => trace_id = value.len(),
+                    0x12 => span_id = value.len(),
+                    _ => {}
+                }
+            }
+            // trace_state, name: strings.
+            0x1a | 0x2a => {
+                let value = short_delimited(buf, &mut pos)?;
+                if !value.is_ascii() && std::str::from_utf8(value).is_err() {
+                    return None;
+                }
+            }
+            // kind, dropped counts: varints.
+            0x30 | 0x50 | 0x60 | 0x70 => {
+                read_varint(buf, &mut pos).ok()?;
+            }
+            // start and end times: fixed64.
+            0x39 | 0x41 => {
+                pos = pos.checked_add(8).filter(|&end| end <= buf.len())?;
+            }
+            // attributes.
+            0x4a => {
+                if !simple_attribute(short_delimited(buf, &mut pos)?) {
+                    return None;
+                }
+            }
+            // flags (field 16, fixed32): a two-byte tag.
+            0x85 if buf.get(pos) == Some(&0x01) => {
+                pos = pos.checked_add(5).filter(|&end| end <= buf.len())?;
+            }
+            _ => return None,
+        }
+    }
+    Some(trace_id == 16 && span_id == 8)
+}
+
+/// A length-delimited value under 128 bytes at `*pos` (its one-byte length first); `None` for a
+/// longer one or one that runs past `buf`.
+#[inline]
+fn short_delimited<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::from(*buf.get(*pos).filter(|&&len| len < 0x80)?);
+    let start = *pos + 1;
+    let value = buf.get(start..start + len)?;
+    *pos = start + len;
+    Some(value)
 }
 
 /// Whether `buf` is exactly one valid varint.

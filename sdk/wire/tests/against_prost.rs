@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+    number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -55,9 +56,10 @@ fn counts_spans_and_flags_bad_ids() {
 
 #[test]
 fn counts_metric_data_points_across_kinds() {
+    let valued = NumberDataPoint { value: Some(number_data_point::Value::AsInt(7)), ..Default::default() };
     let gauge = Metric {
         name: "g".into(),
-        data: Some(metric::Data::Gauge(Gauge { data_points: vec![NumberDataPoint::default(); 3] })),
+        data: Some(metric::Data::Gauge(Gauge { data_points: vec![valued.clone(), valued.clone(), valued] })),
         ..Default::default()
     };
     let histogram = Metric {

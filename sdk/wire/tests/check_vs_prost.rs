@@ -127,7 +127,8 @@ impl Rng {
             end_time_unix_nano: self.next(),
             attributes: self.attributes(),
             dropped_attributes_count: 0,
-            events: (0..self.count(2))
+            // Most spans have no events, links or status: the shape the check's fast path takes.
+            events: (0..if self.chance(30) { self.count(2) } else { 0 })
                 .map(|_| Event {
                     time_unix_nano: self.next(),
                     name: self.string(),
@@ -136,7 +137,7 @@ impl Rng {
                 })
                 .collect(),
             dropped_events_count: 0,
-            links: (0..self.count(1))
+            links: (0..if self.chance(20) { 1 } else { 0 })
                 .map(|_| Link {
                     trace_id: self.bytes(&[16]),
                     span_id: self.bytes(&[8]),
@@ -147,7 +148,7 @@ impl Rng {
                 })
                 .collect(),
             dropped_links_count: 0,
-            status: self.chance(50).then(|| Status { message: self.string(), code: self.below(3) as i32 }),
+            status: self.chance(20).then(|| Status { message: self.string(), code: self.below(3) as i32 }),
         }
     }
 
@@ -480,6 +481,40 @@ fn a_string_that_is_not_utf8_is_refused_where_it_lies() {
     let error = check(Signal::Logs, &bytes).expect_err("refused");
     assert!(error.to_string().contains("not valid UTF-8"), "{error}");
     assert!(!prost_decodes(Signal::Logs, &bytes));
+}
+
+/// The common shapes — a plain span, a short attribute — are checked by fast paths: a byte
+/// that breaks UTF-8 in one string of them (the span's name or trace state, an attribute's key
+/// or value), everything else plain ASCII, is refused there too.
+#[test]
+fn bad_utf8_is_refused_in_the_common_shapes() {
+    let text = |value: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) });
+    let span = |name: &str, state: &str, key: &str, value: &str| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        trace_state: state.into(),
+        attributes: vec![KeyValue { key: key.into(), value: text(value), ..Default::default() }],
+        ..Default::default()
+    };
+    let spans = [
+        span("caf\u{e9}", "s", "k", "v"),
+        span("n", "caf\u{e9}", "k", "v"),
+        span("n", "s", "caf\u{e9}", "v"),
+        span("n", "s", "k", "caf\u{e9}"),
+    ];
+    for span in spans {
+        let scope_spans = vec![ScopeSpans { spans: vec![span.clone()], ..Default::default() }];
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans { scope_spans, ..Default::default() }],
+        };
+        let mut bytes = request.encode_to_vec();
+        assert!(check(Signal::Traces, &bytes).is_ok());
+        let at = bytes.iter().position(|&b| b == 0xc3).expect("the accent");
+        bytes[at + 1] = b'(';
+        assert!(check(Signal::Traces, &bytes).is_err(), "{span:?}");
+        assert!(!prost_decodes(Signal::Traces, &bytes));
+    }
 }
 
 proptest! {
