@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let signal = Signal::ALL[usize::from(pick) % 3];
     let Ok(decoded) = Decoded::from_json(signal, body) else { return };
     let encoded = decoded.encode();
-    let summary = sluice_wire::check::check(signal, &encoded).expect("decoded JSON encodes to a valid request");
+    let summary =
+        sluice_wire::check::check(signal, &encoded).expect("decoded JSON encodes to a valid request");
     assert_eq!(summary.items, decoded.items());
 });
