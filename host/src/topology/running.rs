@@ -168,8 +168,6 @@ impl Running {
             return Err("this host was not started from a file".into());
         };
         let outcome = self.reload_from(&path).await;
-        let result = if outcome.is_ok() { "success" } else { "failure" };
-        self.metrics.reload(result);
         match &outcome {
             Ok(diff) => {
                 self.refused_files.clear();
@@ -187,6 +185,8 @@ impl Running {
             result: outcome.as_ref().map(ToString::to_string).map_err(Clone::clone),
             serving_sha256: self.config_sha256.clone(),
         });
+        // Counted last: whoever sees the counter move finds `GET /reload` already telling it.
+        self.metrics.reload(if outcome.is_ok() { "success" } else { "failure" });
         outcome
     }
 
