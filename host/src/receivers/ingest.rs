@@ -64,6 +64,17 @@ impl RefusalReason {
     }
 }
 
+/// `body` in an allocation holding nothing else: as it is when it already has one (a body
+/// gathered from several reads, or decompressed, usually does), else copied, because a slice of
+/// the transport's much larger read buffer would keep that whole buffer alive while queued.
+fn own_allocation(body: Bytes) -> Bytes {
+    match body.try_into_mut() {
+        Ok(own) if own.capacity() == own.len() => own.freeze(),
+        Ok(own) => Bytes::copy_from_slice(&own),
+        Err(shared) => Bytes::copy_from_slice(&shared),
+    }
+}
+
 /// Per signal, the pipelines a receiver feeds. ("Routes" are a router plugin's answer, inside a
 /// pipeline; this is the wiring from receivers to pipelines.)
 pub type FeedTable = PerSignal<Vec<PipelineInput>>;
@@ -247,10 +258,8 @@ impl Ingest {
                 let summary = sluice_wire::summarize(signal, &body)
                     .map_err(|e| Refusal::Malformed(format!("invalid protobuf {signal} request: {e}")))?;
                 if summary.invalid_items == 0 {
-                    // The common case: forward the bytes as they came. They are copied once into
-                    // an allocation of their own, because `body` may be a slice of the transport's
-                    // much larger read buffer, which a queued batch would otherwise keep alive.
-                    let payload = Bytes::copy_from_slice(&body);
+                    // The common case: forward the bytes as they came.
+                    let payload = own_allocation(body);
                     let batch =
                         (summary.items > 0).then(|| Batch::from_encoded(signal, payload, summary.items));
                     return Ok((batch, ExportOutcome::default()));
@@ -339,6 +348,23 @@ mod tests {
         assert_eq!(batch.items(), 3);
         assert!(!batch.is_decoded(), "the receive path must not decode");
         assert_eq!(batch.payload(), &body);
+    }
+
+    /// A body in an allocation of its own is queued without a copy; one sharing a larger
+    /// buffer (a transport's read buffer) is copied out of it.
+    #[test]
+    fn a_body_is_queued_in_an_allocation_of_its_own() {
+        let own = Bytes::from(request(&[16]));
+        let at = own.as_ptr();
+        assert_eq!(own_allocation(own).as_ptr(), at, "not copied");
+        let mut read_buffer = bytes::BytesMut::with_capacity(1 << 20);
+        read_buffer.extend_from_slice(&request(&[16]));
+        let body = read_buffer.split().freeze();
+        let at = body.as_ptr();
+        let queued = own_allocation(body);
+        assert_ne!(queued.as_ptr(), at, "copied out of the shared buffer");
+        assert_eq!(&queued[..], &request(&[16])[..]);
+        drop(read_buffer);
     }
 
     #[test]
