@@ -35,7 +35,8 @@ struct Sized {
 /// Rebuilds `buf`, an encoded request of `signal`.
 ///
 /// `resource(n, bytes)` sees resource group `n`'s encoded `Resource` (empty when the group has
-/// none) and returns replacement bytes or `None` to keep it. `item(n, bytes)` decides item `n`.
+/// none; the last when it has several, as the views read it) and returns replacement bytes —
+/// which then stand for every occurrence — or `None` to keep it. `item(n, bytes)` decides item `n`.
 /// Each is called exactly once per resource group / item, in batch order.
 pub fn rebuild(
     signal: Signal,
@@ -58,17 +59,16 @@ pub fn rebuild(
             continue;
         }
         let index = resources.len() as u32;
-        let (mut size, mut had_scopes, mut kept_scopes, mut saw_resource) = (0, false, 0, false);
+        let (mut size, mut had_scopes, mut kept_scopes) = (0, false, 0);
+        // Protobuf merges a message field that occurs more than once; OTLP senders write the
+        // resource once, and the views read the last. A replacement stands for all of them.
+        let (mut last_resource, mut resources_raw) = (None, 0);
         for part in Fields::new(field.bytes()?) {
             let part = part?;
             match part.number {
                 GROUP_RESOURCE => {
-                    saw_resource = true;
-                    let replaced = resource(index, part.bytes()?);
-                    size += replaced
-                        .as_ref()
-                        .map_or(part.raw.len(), |r| bytes_field_len(GROUP_RESOURCE, r.len()));
-                    resources.push(replaced);
+                    last_resource = Some(part.bytes()?);
+                    resources_raw += part.raw.len();
                 }
                 GROUP_SCOPES => {
                     had_scopes = true;
@@ -99,12 +99,10 @@ pub fn rebuild(
                 _ => size += part.raw.len(),
             }
         }
-        if !saw_resource {
-            // A group without a resource can still gain one (a plugin tagging every resource).
-            let added = resource(index, &[]);
-            size += added.as_ref().map_or(0, |r| bytes_field_len(GROUP_RESOURCE, r.len()));
-            resources.push(added);
-        }
+        // A group without a resource can still gain one (a plugin tagging every resource).
+        let replaced = resource(index, last_resource.unwrap_or(&[]));
+        size += replaced.as_ref().map_or(resources_raw, |r| bytes_field_len(GROUP_RESOURCE, r.len()));
+        resources.push(replaced);
         let keep = !had_scopes || kept_scopes > 0;
         groups.push(Sized { size, keep });
         if keep {
@@ -140,16 +138,17 @@ pub fn rebuild(
         put_varint(&mut out, (u64::from(REQUEST_GROUPS) << 3) | 2);
         put_varint(&mut out, group.size as u64);
         let mut saw_resource = false;
-        let mut replaced_resource = replaced_resource;
         for part in Fields::new(field.bytes()?) {
             let part = part?;
             match part.number {
                 GROUP_RESOURCE => {
-                    saw_resource = true;
-                    match replaced_resource.take() {
-                        Some(bytes) => put_bytes_field(&mut out, GROUP_RESOURCE, &bytes),
+                    match &replaced_resource {
+                        // Written once, where the first occurrence stood.
+                        Some(bytes) if !saw_resource => put_bytes_field(&mut out, GROUP_RESOURCE, bytes),
+                        Some(_) => {}
                         None => out.extend_from_slice(part.raw),
                     }
+                    saw_resource = true;
                 }
                 GROUP_SCOPES => {
                     let scope = scopes[scope_index];

@@ -207,3 +207,50 @@ fn metric_edits_reach_every_data_point() {
     assert_eq!(h.data_points[0].attributes, host);
     assert_eq!(h.aggregation_temporality, 2);
 }
+
+/// Found by the `wire_rewrite` fuzz target: a resource group whose `resource` field occurs
+/// twice (valid protobuf: decoders merge them) was asked about twice and sized twice, so every
+/// later group was framed with another's size. It is asked about once (the last occurrence, as
+/// the views read it); a replacement stands for both, and a kept one keeps both.
+#[test]
+fn a_resource_written_twice_is_one_resource() {
+    let original = traces().encode_to_vec();
+    // Append a second `resource` to the first group by hand, and re-frame that group.
+    let groups: Vec<_> = sluice_wire::Fields::new(&original).map(|f| f.expect("valid")).collect();
+    let first = groups[0].bytes().expect("a group");
+    let mut group = first.to_vec();
+    sluice_wire::wire::put_bytes_field(&mut group, 1, &Resource::default().encode_to_vec());
+    let mut twice = Vec::new();
+    sluice_wire::wire::put_bytes_field(&mut twice, 1, &group);
+    for field in &groups[1..] {
+        twice.extend_from_slice(field.raw);
+    }
+    let bytes = twice;
+    let before = sluice_wire::check::check(Signal::Traces, &bytes).expect("valid");
+    let mut asked = Vec::new();
+    let tagged = rebuild(
+        Signal::Traces,
+        &bytes,
+        |n, _| {
+            asked.push(n);
+            Some(
+                Resource {
+                    attributes: vec![kv("tagged", any_value::Value::BoolValue(true))],
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )
+        },
+        |_, _| ItemAction::Keep,
+    )
+    .expect("rebuilt");
+    assert_eq!(asked, (0..groups.len() as u32).collect::<Vec<_>>(), "once per group");
+    let after = sluice_wire::check::check(Signal::Traces, &tagged).expect("still valid");
+    assert_eq!(after.items, before.items);
+    let decoded = ExportTraceServiceRequest::decode(&tagged[..]).expect("decodes");
+    assert!(
+        decoded.resource_spans.iter().all(|g| g.resource.as_ref().is_some_and(|r| r.attributes.len() == 1))
+    );
+    let kept = rebuild(Signal::Traces, &bytes, |_, _| None, |_, _| ItemAction::Keep).expect("rebuilt");
+    assert_eq!(kept, bytes, "nothing replaced, nothing changed");
+}
