@@ -80,6 +80,21 @@ pub enum Applied {
     Changed(Batch),
 }
 
+/// A batch of items copied as they were: the receivers checked them, and splicing re-frames
+/// only the groups around them, so they are counted (`items`) rather than checked again.
+fn spliced(signal: Signal, bytes: Vec<u8>, items: u64) -> Applied {
+    Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), items))
+}
+
+/// What one encoded item counts for: a span or log record is one; a metric, its data points.
+fn weight(signal: Signal, item: &[u8]) -> u64 {
+    match signal {
+        Signal::Metrics => sluice_wire::otlp::data_points(item).unwrap_or(0),
+        Signal::Traces | Signal::Logs => 1,
+    }
+}
+
+/// A batch an edit rewrote: new bytes, so checked as the receivers check a request.
 fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
     let summary = sluice_wire::summarize(signal, &bytes)
         .map_err(|e| InvalidAnswer(format!("rebuilt batch is invalid: {e}")))?;
@@ -117,16 +132,17 @@ pub fn drop_items(batch: &Batch, mut dropped: Vec<u32>) -> Result<Applied, Inval
     }
     dropped.sort_unstable();
     dropped.dedup();
-    let mut next = 0;
+    let (signal, mut next, mut kept) = (batch.signal(), 0, 0);
     let bytes = rebuild(
-        batch.signal(),
+        signal,
         batch.payload(),
         |_, _| None,
-        |n, _| {
+        |n, item| {
             if dropped.get(next) == Some(&n) {
                 next += 1;
                 ItemAction::Drop
             } else {
+                kept += weight(signal, item);
                 ItemAction::Keep
             }
         },
@@ -138,7 +154,7 @@ pub fn drop_items(batch: &Batch, mut dropped: Vec<u32>) -> Result<Applied, Inval
             dropped[next]
         )));
     }
-    rebuilt(batch.signal(), bytes)
+    Ok(spliced(signal, bytes, kept))
 }
 
 fn attr_value(value: &types::Value) -> AttrValue<'_> {
@@ -322,13 +338,16 @@ pub fn route(
         return Ok(vec![(used.first().and_then(|&r| name(r)), Applied::Unchanged)]);
     }
     let mut parts = Vec::with_capacity(used.len());
+    let signal = batch.signal();
     for route_index in used {
+        let mut kept = 0;
         let bytes = rebuild(
-            batch.signal(),
+            signal,
             batch.payload(),
             |_, _| None,
-            |n, _| {
+            |n, item| {
                 if routing.by_item.get(n as usize).copied().unwrap_or(0) == route_index {
+                    kept += weight(signal, item);
                     ItemAction::Keep
                 } else {
                     ItemAction::Drop
@@ -336,7 +355,7 @@ pub fn route(
             },
         )
         .map_err(|e| InvalidAnswer(e.to_string()))?;
-        parts.push((name(route_index), rebuilt(batch.signal(), bytes)?));
+        parts.push((name(route_index), spliced(signal, bytes, kept)));
     }
     Ok(parts)
 }
@@ -438,6 +457,35 @@ mod tests {
         assert!(refused(many).contains("`limits.growth` allows"));
         // Within the limits, the same kinds of edits apply.
         assert!(edit(&batch, &[set(item, "k", "v"), rename("k2")], &limits).is_ok());
+    }
+
+    /// Spliced batches are counted, not checked again: a metric counts its data points.
+    #[test]
+    fn drops_and_routes_count_what_they_keep() {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+        };
+        use prost::Message as _;
+        let point = NumberDataPoint { value: Some(number_data_point::Value::AsInt(1)), ..Default::default() };
+        let gauge = |points: usize| Metric {
+            data: Some(metric::Data::Gauge(Gauge { data_points: vec![point.clone(); points] })),
+            ..Default::default()
+        };
+        let metrics = vec![gauge(2), gauge(3), gauge(4)];
+        let scope_metrics = vec![ScopeMetrics { metrics, ..Default::default() }];
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics { scope_metrics, ..Default::default() }],
+        };
+        let batch = Batch::from_encoded(Signal::Metrics, Bytes::from(request.encode_to_vec()), 9);
+        assert_eq!(changed(drop_items(&batch, vec![1]).expect("valid")).items(), 6);
+        let routing = types::Routing { routes: vec!["x".into()], by_item: vec![1, 0, 1] };
+        let items: Vec<u64> = route(&batch, &routing)
+            .expect("valid")
+            .into_iter()
+            .map(|(_, applied)| changed(applied).items())
+            .collect();
+        assert_eq!(items, [3, 6]);
     }
 
     #[test]
