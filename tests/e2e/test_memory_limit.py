@@ -91,6 +91,7 @@ def test_a_flood_against_a_stalled_destination_stays_under_the_limit(make_sluice
     assert host.metric("sluice_receiver_refused_requests_total", reason="memory") == len(refused)
     assert host.metric("sluice_memory_limit_bytes") == LIMIT_MIB << 20
     peak = peak_resident_mib(host.process.pid)
+    print(f"refused {len(refused)}, acknowledged {len(acknowledged)}, peak resident {peak:.1f} MiB")  # shown with -s
     assert peak < LIMIT_MIB, f"peak resident {peak:.0f} MiB over the {LIMIT_MIB} MiB limit"
 
     # The destination answers again: everything acknowledged arrives, and the host accepts again.
