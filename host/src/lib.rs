@@ -12,6 +12,7 @@
 //!   the GPU receiver.
 //! - [`pipeline`]: the processor chain's thread and the fan-out to exporters.
 //! - [`queue`]: the bounded queue every stage uses, keeping its depth and pending gauges.
+//! - [`disk_queue`]: an exporter's queue on disk, surviving a killed host.
 //! - [`exporters`]: where batches leave — OTLP, Prometheus, files, exporter plugins, and more.
 //! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and `/reload`.
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
+pub mod disk_queue;
 pub mod exporters;
 pub mod log_throttle;
 pub mod memory;

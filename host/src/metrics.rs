@@ -178,6 +178,33 @@ pub struct DeliveryCounters {
     pub pending: Gauge,
 }
 
+/// Labels of disk queue metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiskQueueLabels {
+    /// The exporter the queue belongs to.
+    pub exporter: String,
+}
+
+/// One disk queue's metrics.
+#[derive(Debug, Clone)]
+pub struct DiskQueueMetrics {
+    /// Bytes of its segment files.
+    pub bytes: Gauge,
+    /// Its `max_size`.
+    pub capacity: Gauge,
+    /// Items written and not yet settled.
+    pub items: Gauge,
+    /// Seconds since the oldest unsettled item was written (0 when empty).
+    pub oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Items delivered again after a restart.
+    pub replayed: Counter,
+    /// Records lost to damage (a torn write, a bad sector).
+    pub corrupt: Counter,
+    /// Items dropped because it was full (`on_full = "drop"`), per signal: the exporter's own
+    /// dropped counters.
+    pub dropped: PerSignal<Counter>,
+}
+
 /// Labels of the reload counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -245,6 +272,18 @@ pub struct Metrics {
     pub memory_resident_bytes: Gauge,
     /// 1 while the receivers refuse new data because memory is above its soft limit.
     pub memory_refusing: Gauge,
+    /// Disk queue bytes on disk.
+    pub disk_queue_bytes: Family<DiskQueueLabels, Gauge>,
+    /// Disk queue `max_size`.
+    pub disk_queue_capacity_bytes: Family<DiskQueueLabels, Gauge>,
+    /// Items in disk queues.
+    pub disk_queue_items: Family<DiskQueueLabels, Gauge>,
+    /// Age of each disk queue's oldest item.
+    pub disk_queue_oldest_age: Family<DiskQueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Items replayed from disk queues after a restart.
+    pub disk_queue_replayed_items: Family<DiskQueueLabels, Counter>,
+    /// Disk queue records lost to damage.
+    pub disk_queue_corrupt_records: Family<DiskQueueLabels, Counter>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
     /// The label sets of [`Metrics::pending`] gauges handed out, to total at shutdown.
@@ -295,6 +334,12 @@ impl Metrics {
             memory_limit_bytes: Gauge::default(),
             memory_resident_bytes: Gauge::default(),
             memory_refusing: Gauge::default(),
+            disk_queue_bytes: Family::default(),
+            disk_queue_capacity_bytes: Family::default(),
+            disk_queue_items: Family::default(),
+            disk_queue_oldest_age: Family::default(),
+            disk_queue_replayed_items: Family::default(),
+            disk_queue_corrupt_records: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -406,6 +451,39 @@ impl Metrics {
             "1 while receivers refuse new data (retryable) because memory is above 80% of its limit",
             metrics.memory_refusing.clone(),
         );
+        registry.register_with_unit(
+            "sluice_disk_queue",
+            "Bytes of a disk queue's segment files",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.disk_queue_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_disk_queue_capacity",
+            "A disk queue's max_size",
+            prometheus_client::registry::Unit::Bytes,
+            metrics.disk_queue_capacity_bytes.clone(),
+        );
+        registry.register(
+            "sluice_disk_queue_items",
+            "Items written to a disk queue and not yet settled (delivered, rejected or given up on)",
+            metrics.disk_queue_items.clone(),
+        );
+        registry.register_with_unit(
+            "sluice_disk_queue_oldest_age",
+            "Time since the oldest unsettled item in a disk queue was written (0 when empty)",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.disk_queue_oldest_age.clone(),
+        );
+        registry.register(
+            "sluice_disk_queue_replayed_items",
+            "Items a disk queue delivered again after a restart (the at-least-once window)",
+            metrics.disk_queue_replayed_items.clone(),
+        );
+        registry.register(
+            "sluice_disk_queue_corrupt_records",
+            "Disk queue records lost to damage: a torn write, a bad sector",
+            metrics.disk_queue_corrupt_records.clone(),
+        );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
@@ -512,6 +590,20 @@ impl Metrics {
             dropped: self.exporter_dropped_items.get_or_create(&labels).clone(),
             rejected: self.exporter_rejected_items.get_or_create(&labels).clone(),
             pending: self.pending("exporter", exporter),
+        }
+    }
+
+    /// The metrics of exporter `exporter`'s disk queue.
+    pub fn disk_queue(&self, exporter: &str) -> DiskQueueMetrics {
+        let labels = DiskQueueLabels { exporter: exporter.into() };
+        DiskQueueMetrics {
+            bytes: self.disk_queue_bytes.get_or_create(&labels).clone(),
+            capacity: self.disk_queue_capacity_bytes.get_or_create(&labels).clone(),
+            items: self.disk_queue_items.get_or_create(&labels).clone(),
+            oldest_age: self.disk_queue_oldest_age.get_or_create(&labels).clone(),
+            replayed: self.disk_queue_replayed_items.get_or_create(&labels).clone(),
+            corrupt: self.disk_queue_corrupt_records.get_or_create(&labels).clone(),
+            dropped: PerSignal::new(|signal| self.delivery(exporter, signal).dropped),
         }
     }
 

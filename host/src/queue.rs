@@ -13,9 +13,21 @@ use tokio::sync::mpsc;
 use crate::batch::Batch;
 use crate::metrics::Metrics;
 
-/// A batch's items as a gauge amount.
-fn items(batch: &Batch) -> i64 {
-    i64::try_from(batch.items()).unwrap_or(i64::MAX)
+/// What a queue holds: something with a batch's items to count.
+pub trait Queued: Send + 'static {
+    /// The items it carries.
+    fn items(&self) -> u64;
+}
+
+impl Queued for Arc<Batch> {
+    fn items(&self) -> u64 {
+        Batch::items(self)
+    }
+}
+
+/// Items as a gauge amount.
+fn items(queued: &impl Queued) -> i64 {
+    i64::try_from(queued.items()).unwrap_or(i64::MAX)
 }
 
 /// The gauges one queue keeps.
@@ -26,56 +38,67 @@ struct Gauges {
 }
 
 impl Gauges {
-    fn queued(&self, batch: &Batch) {
+    fn queued(&self, batch: &impl Queued) {
         self.depth.inc();
         self.pending.inc_by(items(batch));
     }
 
-    fn not_queued(&self, batch: &Batch) {
+    fn not_queued(&self, batch: &impl Queued) {
         self.depth.dec();
         self.pending.dec_by(items(batch));
     }
 }
 
 /// The sending side; clone it for every producer.
-#[derive(Debug, Clone)]
-pub struct Sender {
-    tx: mpsc::Sender<Arc<Batch>>,
+#[derive(Debug)]
+pub struct Sender<T = Arc<Batch>> {
+    tx: mpsc::Sender<T>,
     gauges: Gauges,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), gauges: self.gauges.clone() }
+    }
 }
 
 /// Why a batch was not queued; the batch comes back.
 #[derive(Debug)]
-pub enum NotQueued {
+pub enum NotQueued<T = Arc<Batch>> {
     /// The queue is full.
-    Full(Arc<Batch>),
+    Full(T),
     /// The consumer is gone.
-    Closed(Arc<Batch>),
+    Closed(T),
 }
 
 /// A slot reserved in a queue: sending into it can't fail.
 #[derive(Debug)]
-pub struct Reserved<'a> {
-    permit: mpsc::Permit<'a, Arc<Batch>>,
+pub struct Reserved<'a, T = Arc<Batch>> {
+    permit: mpsc::Permit<'a, T>,
     gauges: &'a Gauges,
 }
 
-impl Reserved<'_> {
+impl<T: Queued> Reserved<'_, T> {
     /// Puts `batch` in the reserved slot.
-    pub fn send(self, batch: Arc<Batch>) {
+    pub fn send(self, batch: T) {
         self.gauges.queued(&batch);
         self.permit.send(batch);
     }
 }
 
-impl Sender {
+impl<T: Queued> Sender<T> {
     /// Reserves a slot without waiting; `None` when the queue is full or closed.
-    pub fn try_reserve(&self) -> Option<Reserved<'_>> {
+    pub fn try_reserve(&self) -> Option<Reserved<'_, T>> {
         self.tx.try_reserve().ok().map(|permit| Reserved { permit, gauges: &self.gauges })
     }
 
+    /// Reserves a slot, waiting while the queue is full; `None` once the consumer is gone.
+    pub async fn reserve(&self) -> Option<Reserved<'_, T>> {
+        self.tx.reserve().await.ok().map(|permit| Reserved { permit, gauges: &self.gauges })
+    }
+
     /// Queues `batch` if there is room now.
-    pub fn try_send(&self, batch: Arc<Batch>) -> Result<(), NotQueued> {
+    pub fn try_send(&self, batch: T) -> Result<(), NotQueued<T>> {
         self.gauges.queued(&batch);
         self.tx.try_send(batch).map_err(|error| {
             let (mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) = &error;
@@ -88,7 +111,7 @@ impl Sender {
     }
 
     /// Queues `batch`, waiting while the queue is full; gives it back if the consumer is gone.
-    pub async fn send(&self, batch: Arc<Batch>) -> Result<(), Arc<Batch>> {
+    pub async fn send(&self, batch: T) -> Result<(), T> {
         self.gauges.queued(&batch);
         self.tx.send(batch).await.map_err(|mpsc::error::SendError(batch)| {
             self.gauges.not_queued(&batch);
@@ -97,7 +120,7 @@ impl Sender {
     }
 
     /// [`Sender::send`] for a thread outside the runtime.
-    pub fn blocking_send(&self, batch: Arc<Batch>) -> Result<(), Arc<Batch>> {
+    pub fn blocking_send(&self, batch: T) -> Result<(), T> {
         self.gauges.queued(&batch);
         self.tx.blocking_send(batch).map_err(|mpsc::error::SendError(batch)| {
             self.gauges.not_queued(&batch);
@@ -108,42 +131,47 @@ impl Sender {
 
 /// The consuming side.
 #[derive(Debug)]
-pub struct Receiver {
-    rx: mpsc::Receiver<Arc<Batch>>,
+pub struct Receiver<T = Arc<Batch>> {
+    rx: mpsc::Receiver<T>,
     gauges: Gauges,
 }
 
-impl Receiver {
+impl<T: Queued> Receiver<T> {
     /// The next batch; `None` once every sender is gone and the queue is empty.
-    pub async fn recv(&mut self) -> Option<Arc<Batch>> {
+    pub async fn recv(&mut self) -> Option<T> {
         let batch = self.rx.recv().await?;
         self.gauges.depth.dec();
         Some(batch)
     }
 
     /// [`Receiver::recv`] for a thread outside the runtime.
-    pub fn blocking_recv(&mut self) -> Option<Arc<Batch>> {
+    pub fn blocking_recv(&mut self) -> Option<T> {
         let batch = self.rx.blocking_recv()?;
         self.gauges.depth.dec();
         Some(batch)
     }
 
     /// The next batch if one is waiting.
-    pub fn try_recv(&mut self) -> Result<Arc<Batch>, mpsc::error::TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<T, mpsc::error::TryRecvError> {
         let batch = self.rx.try_recv()?;
         self.gauges.depth.dec();
         Ok(batch)
     }
 
     /// `batch`'s items are settled: their outcome is counted (or they were handed on).
-    pub fn settle(&self, batch: &Batch) {
+    pub fn settle(&self, batch: &T) {
         self.gauges.pending.dec_by(items(batch));
     }
 }
 
 /// A queue of `capacity` batches feeding `stage` (`pipeline` or `exporter`) `name`, with its
 /// `sluice_queue_depth`, `sluice_queue_capacity` and `sluice_pending_items` series.
-pub fn bounded(metrics: &Metrics, stage: &str, name: &str, capacity: usize) -> (Sender, Receiver) {
+pub fn bounded<T: Queued>(
+    metrics: &Metrics,
+    stage: &str,
+    name: &str,
+    capacity: usize,
+) -> (Sender<T>, Receiver<T>) {
     let (tx, rx) = mpsc::channel(capacity);
     let gauges =
         Gauges { depth: metrics.queue(stage, name, capacity), pending: metrics.pending(stage, name) };

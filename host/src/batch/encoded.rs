@@ -17,12 +17,14 @@ pub struct Batch {
     payload: Bytes,
     items: u64,
     decoded: OnceLock<Result<Decoded, DecodeError>>,
+    /// The disk queue record this batch was read from, settled when the batch is dropped.
+    claim: Option<crate::disk_queue::Claim>,
 }
 
 impl Batch {
     /// A batch from an encoded `Export*ServiceRequest` holding `items` items.
     pub fn from_encoded(signal: Signal, payload: Bytes, items: u64) -> Self {
-        Self { signal, payload, items, decoded: OnceLock::new() }
+        Self { signal, payload, items, decoded: OnceLock::new(), claim: None }
     }
 
     /// A batch whose owned form already exists (it arrived as JSON, say), so nobody decodes again.
@@ -31,6 +33,17 @@ impl Batch {
         let batch = Self::from_encoded(decoded.signal(), payload, items);
         let _ = batch.decoded.set(Ok(decoded));
         batch
+    }
+
+    /// The batch read back from a disk queue's record, which is settled once this batch is
+    /// dropped: an exporter keeps a batch until its outcome is known.
+    pub fn with_claim(self, claim: crate::disk_queue::Claim) -> Self {
+        Self { claim: Some(claim), ..self }
+    }
+
+    /// Whether it was read from a disk queue (and settles its record when dropped).
+    pub fn is_claimed(&self) -> bool {
+        self.claim.is_some()
     }
 
     /// The signal.

@@ -551,8 +551,48 @@ fn parse_exporter(
             }
         }
     };
+    let queue = match rest.as_inline_table_mut().and_then(|t| t.remove("queue")) {
+        None => Some(QueueConfig::default()),
+        Some(value) => parse_queue(parser, value, &format!("{what}: `queue`"), header.clone()),
+    };
     let (kind, shared) = ExporterKind::parse(kind, parser, rest, what, header)?;
-    Some(ExporterConfig { queue_size: queue_size?, shared, kind })
+    Some(ExporterConfig { queue_size: queue_size?, queue: queue?, shared, kind })
+}
+
+/// An exporter's `queue` table: `type` picks the kind, the other keys are that kind's.
+fn parse_queue(
+    parser: &mut Parser,
+    mut value: Value,
+    what: &str,
+    header: Option<Range<usize>>,
+) -> Option<QueueConfig> {
+    let at = value.span().or(header.clone());
+    let Some(table) = value.as_inline_table_mut() else {
+        parser.error(at, format!("{what} must be a table such as {{ type = \"disk\", directory = \"…\" }}"));
+        return None;
+    };
+    let kind = table.remove("type");
+    match kind.as_ref().map(|kind| (kind.as_str(), kind.span())) {
+        Some((Some("disk"), _)) => {
+            parser.typed_value::<DiskQueueConfig>(value, what, at).map(QueueConfig::Disk)
+        }
+        Some((Some("memory"), _)) if table.is_empty() => Some(QueueConfig::Memory),
+        Some((Some("memory"), span)) => {
+            let keys: Vec<&str> = table.iter().map(|(key, _)| key).collect();
+            let message =
+                format!("{what}: a memory queue takes no other keys (found `{}`)", keys.join("`, `"));
+            parser.error(span.or(at), message);
+            None
+        }
+        Some((_, span)) => {
+            parser.error(span.or(at), format!("{what}: `type` must be \"memory\" or \"disk\""));
+            None
+        }
+        None => {
+            parser.error(at, format!("{what} needs a `type`: \"memory\" or \"disk\""));
+            None
+        }
+    }
 }
 
 /// The fields a `Deserialize` struct declares, as serde hands them to `deserialize_struct`.

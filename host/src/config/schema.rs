@@ -289,12 +289,50 @@ impl Default for ServiceConfig {
 pub struct ExporterConfig {
     /// Batches that may wait for this exporter before it pushes back on its pipelines.
     pub queue_size: usize,
+    /// Where what it has not delivered waits: memory (the default) or disk.
+    pub queue: QueueConfig,
     /// The groups of keys its table shares with other types' (client settings, plugin,
     /// series settings), each present where its type holds it.
     pub shared: Shared,
     /// What the exporter is.
     pub kind: ExporterKind,
 }
+
+/// `queue = { .. }` on an exporter: where what it has not delivered yet waits.
+///
+/// ```toml
+/// queue = { type = "disk", directory = "/var/lib/sluice/vendor", max_size = "1GiB" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum QueueConfig {
+    /// In memory, `queue_size` batches: lost if the host is killed.
+    #[default]
+    Memory,
+    /// In files that survive the host being killed (see [`crate::disk_queue`]).
+    Disk(DiskQueueConfig),
+}
+
+/// `queue = { type = "disk", .. }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskQueueConfig {
+    /// The directory the queue's files go in (created if missing), relative to the working
+    /// directory like the file exporter's; one exporter per directory.
+    pub directory: Spanned<PathBuf>,
+    /// The most bytes its files may take: `max_size = "1GiB"`.
+    #[serde(default = "default_disk_queue_size")]
+    pub max_size: Spanned<ByteSize>,
+    /// What a full queue does: hold the pipeline back (the default) or drop, counted.
+    #[serde(default)]
+    pub on_full: OnFull,
+}
+
+fn default_disk_queue_size() -> Spanned<ByteSize> {
+    Spanned::new(0..0, ByteSize::mib(1024))
+}
+
+/// The smallest `max_size` a disk queue may have.
+pub const MIN_DISK_QUEUE_SIZE: ByteSize = ByteSize::mib(1);
 
 /// A secret: never written in the TOML, but named there — `{ env = "NAME" }` or
 /// `{ file = "/run/secrets/name" }` — and read when used. A file is re-read whenever it changes,

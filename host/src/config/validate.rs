@@ -139,6 +139,40 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
             check_plugin(&what, plugin, &parsed.base_dir, out);
         }
     }
+    check_disk_queues(parsed, out);
+}
+
+/// A disk queue needs room for a batch, a directory of its own, and its own `on_full`.
+fn check_disk_queues(parsed: &Parsed, out: &mut Outcome) {
+    let mut directories: Vec<(&std::path::Path, &ComponentId)> = Vec::new();
+    for (id, exporter) in &parsed.exporters {
+        let Some(config) = &exporter.config else { continue };
+        let QueueConfig::Disk(disk) = &config.queue else { continue };
+        let what = format!("exporter `{id}`");
+        if *disk.max_size.get_ref() < MIN_DISK_QUEUE_SIZE {
+            out.error(
+                or_header(disk.max_size.span(), &exporter.header),
+                format!("{what}: the disk queue's `max_size` must be at least {MIN_DISK_QUEUE_SIZE}"),
+            );
+        }
+        let directory = disk.directory.get_ref().as_path();
+        if let Some((_, other)) = directories.iter().find(|(seen, _)| *seen == directory) {
+            out.error(
+                or_header(disk.directory.span(), &exporter.header),
+                format!(
+                    "{what}: exporter `{other}` already keeps its disk queue in `{}`; each needs a directory of its own",
+                    directory.display()
+                ),
+            );
+        }
+        directories.push((directory, id));
+        if config.shared.client.as_ref().is_some_and(|client| client.on_full == OnFull::Drop) {
+            out.error(
+                exporter.header.clone(),
+                format!("{what}: with a disk queue, set `on_full` inside `queue` (the exporter's own `on_full` is for the memory queue)"),
+            );
+        }
+    }
 }
 
 /// Header names whose values are credentials: they must come from `env` or `file`.

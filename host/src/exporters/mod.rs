@@ -34,7 +34,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, DecodeError};
-use crate::config::{ComponentId, Config, ExporterConfig, OnFull};
+use crate::config::{ComponentId, Config, ExporterConfig, OnFull, QueueConfig};
+use crate::disk_queue;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
 use crate::queue::{self, NotQueued};
@@ -73,18 +74,31 @@ pub trait Exporter: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct ExporterInput {
     name: ComponentId,
-    queue: queue::Sender,
-    /// With `on_full = "drop"`: counts what a full queue drops, per signal.
-    overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)>,
+    entry: Entry,
+}
+
+/// Where a pipeline puts an exporter's batches.
+#[derive(Debug, Clone)]
+enum Entry {
+    /// Its memory queue; with `on_full = "drop"`, what a full queue drops is counted per
+    /// signal.
+    Memory { queue: queue::Sender, overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)> },
+    /// Its disk queue, which feeds its memory queue.
+    Disk(Arc<disk_queue::Attachment>),
 }
 
 impl ExporterInput {
+    /// Whether batches for it are written to disk (and the client waits for that).
+    pub fn durable(&self) -> bool {
+        matches!(self.entry, Entry::Disk(_))
+    }
+
     /// With a drop-on-full policy: queues `batch` if there is room, else drops it (counted,
     /// logged once per interval); either way returns `None`. Otherwise gives the batch back to
     /// send.
-    fn try_without_waiting(&self, batch: Arc<Batch>) -> Option<Arc<Batch>> {
-        let Some((dropped, log)) = &self.overflow else { return Some(batch) };
-        if let Err(NotQueued::Full(batch) | NotQueued::Closed(batch)) = self.queue.try_send(batch) {
+    fn try_without_waiting(&self, queue: &queue::Sender, batch: Arc<Batch>) -> Option<Arc<Batch>> {
+        let Entry::Memory { overflow: Some((dropped, log)), .. } = &self.entry else { return Some(batch) };
+        if let Err(NotQueued::Full(batch) | NotQueued::Closed(batch)) = queue.try_send(batch) {
             dropped.get(batch.signal()).inc_by(batch.items());
             if let Some(suppressed) = log.check() {
                 tracing::warn!(
@@ -97,22 +111,37 @@ impl ExporterInput {
     }
 
     /// Queues `batch`, waiting while the queue is full (or dropping it, with `on_full = "drop"`).
-    pub async fn send(&self, batch: Arc<Batch>) {
-        let Some(batch) = self.try_without_waiting(batch) else { return };
-        if self.queue.send(batch).await.is_err() {
+    /// Fails only when a disk queue could not store it.
+    pub async fn send(&self, batch: Arc<Batch>) -> Result<(), String> {
+        let queue = match &self.entry {
+            Entry::Memory { queue, .. } => queue,
+            Entry::Disk(attachment) => {
+                let attachment = attachment.clone();
+                let stored = tokio::task::spawn_blocking(move || attachment.append(&batch)).await;
+                return stored.map_err(|e| e.to_string()).and_then(|result| result.map(drop));
+            }
+        };
+        let Some(batch) = self.try_without_waiting(queue, batch) else { return Ok(()) };
+        if queue.send(batch).await.is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
             tracing::error!(exporter = %self.name, "Exporter is gone; batch lost");
         }
+        Ok(())
     }
 
-    /// Queues `batch`, blocking the calling thread while the queue is full (for pipelines that
-    /// run plugins on a thread of their own).
-    pub fn send_blocking(&self, batch: Arc<Batch>) {
-        let Some(batch) = self.try_without_waiting(batch) else { return };
-        if self.queue.blocking_send(batch).is_err() {
+    /// [`ExporterInput::send`], blocking the calling thread (for pipelines that run plugins or
+    /// write to disk on a thread of their own).
+    pub fn send_blocking(&self, batch: Arc<Batch>) -> Result<(), String> {
+        let queue = match &self.entry {
+            Entry::Memory { queue, .. } => queue,
+            Entry::Disk(attachment) => return attachment.append(&batch).map(drop),
+        };
+        let Some(batch) = self.try_without_waiting(queue, batch) else { return Ok(()) };
+        if queue.blocking_send(batch).is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
             tracing::error!(exporter = %self.name, "Exporter thread is gone; batch lost");
         }
+        Ok(())
     }
 }
 
@@ -158,7 +187,28 @@ pub async fn spawn(
     });
     let start = registry::Start { name, config: whole, reloading, metrics, queue, shared: &config.shared };
     let task = config.kind.start(start).await?;
-    Ok((ExporterInput { name: name.clone(), queue: tx, overflow }, task))
+    // Attached only once the exporter runs: what the disk queue hands its memory queue is
+    // settled when dropped, so nothing may be handed to a queue nobody drains.
+    let entry = match &config.queue {
+        QueueConfig::Memory => Entry::Memory { queue: tx, overflow },
+        QueueConfig::Disk(disk) => {
+            let (id, disk, handles) = (name.clone(), disk.clone(), metrics.disk_queue(name.as_str()));
+            let runtime = tokio::runtime::Handle::current();
+            let attached =
+                tokio::task::spawn_blocking(move || disk_queue::attach(&id, &disk, handles, tx, runtime))
+                    .await;
+            let attachment =
+                attached.map_err(|e| e.to_string()).and_then(|a| a).map_err(|message| BuildError {
+                    name: name.clone(),
+                    source: ExportError::Io {
+                        context: "cannot open its disk queue".into(),
+                        source: std::io::Error::other(message),
+                    },
+                })?;
+            Entry::Disk(Arc::new(attachment))
+        }
+    };
+    Ok((ExporterInput { name: name.clone(), entry }, task))
 }
 
 impl BuildError {
@@ -197,7 +247,7 @@ impl Runner {
         })
     }
 
-    fn handle(&mut self, exporter: &mut impl Exporter, batch: &Batch) {
+    fn handle(&mut self, exporter: &mut impl Exporter, batch: &Arc<Batch>) {
         let (sent, failed) = self.counters.get(batch.signal());
         match exporter.export(batch) {
             Ok(()) => {

@@ -6,6 +6,14 @@
 //! bounded queue and waits when one is full: a stalled exporter holds its pipeline back (which
 //! the receivers then report as backpressure) but never drops or reorders another exporter's
 //! batches, which are already queued and keep flowing.
+//!
+//! A pipeline that routes to a disk-queued exporter writes each batch to that queue during the
+//! fan-out, and keeps the batch's [`Pledge`] only once every such write is done: the receiver
+//! answers its client then (see [`crate::disk_queue`]).
+
+mod admitted;
+
+pub use admitted::{Admitted, Pledge, Receipt};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +30,8 @@ use crate::queue::{self, Reserved};
 #[derive(Debug, Clone)]
 pub struct PipelineInput {
     name: ComponentId,
-    queue: queue::Sender,
+    queue: queue::Sender<Admitted>,
+    durable: bool,
 }
 
 impl PipelineInput {
@@ -31,22 +40,34 @@ impl PipelineInput {
         &self.name
     }
 
+    /// Whether it writes to a disk queue: a receiver then waits for its [`Pledge`] before
+    /// answering.
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
     /// Queues `batch`, waiting while the queue is full (for sources that sample rather than
     /// answer clients). False if the pipeline has stopped.
     pub async fn send(&self, batch: Arc<crate::batch::Batch>) -> bool {
-        self.queue.send(batch).await.is_ok()
+        self.queue.send(Admitted { batch, pledge: None }).await.is_ok()
     }
 
     /// Reserves a slot without waiting; `None` when the queue is full or the pipeline stopped.
-    pub fn try_reserve(&self) -> Option<Reserved<'_>> {
+    pub fn try_reserve(&self) -> Option<Reserved<'_, Admitted>> {
         self.queue.try_reserve()
     }
 }
 
 /// A pipeline's bounded queue: the input receivers hold, and the end the worker drains.
-pub fn queue(name: ComponentId, size: usize, metrics: &Metrics) -> (PipelineInput, queue::Receiver) {
+/// `durable`: whether it writes to a disk queue.
+pub fn queue(
+    name: ComponentId,
+    size: usize,
+    durable: bool,
+    metrics: &Metrics,
+) -> (PipelineInput, queue::Receiver<Admitted>) {
     let (tx, rx) = queue::bounded(metrics, "pipeline", name.as_str(), size);
-    (PipelineInput { name, queue: tx }, rx)
+    (PipelineInput { name, queue: tx, durable }, rx)
 }
 
 /// Where a pipeline's batches go: its default exporters, and those of each named route.
@@ -59,6 +80,10 @@ pub struct Destinations {
 }
 
 impl Destinations {
+    fn durable(&self) -> bool {
+        self.default.iter().chain(self.routes.values().flatten()).any(ExporterInput::durable)
+    }
+
     fn for_route(&self, route: Option<&Arc<str>>) -> &[ExporterInput] {
         route.and_then(|r| self.routes.get(r)).unwrap_or(&self.default)
     }
@@ -75,28 +100,34 @@ pub fn spawn(
     destinations: Destinations,
     metrics: &Metrics,
 ) -> (PipelineInput, JoinHandle<()>) {
-    let (input, mut rx) = queue(name.clone(), queue_size, metrics);
-    if chain.is_empty() {
-        // Nothing to run: fan out from a task, without a thread hand-off.
+    let (input, mut rx) = queue(name.clone(), queue_size, destinations.durable(), metrics);
+    let unstored = |admitted: &Admitted, result: Result<(), String>| {
+        if let (Err(reason), Some(pledge)) = (result, &admitted.pledge) {
+            pledge.break_with(reason);
+        }
+    };
+    if chain.is_empty() && !destinations.durable() {
+        // Nothing to run and nothing to write: fan out from a task, without a thread hand-off.
         let task = tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
+            while let Some(admitted) = rx.recv().await {
                 for exporter in &destinations.default {
-                    exporter.send(batch.clone()).await;
+                    unstored(&admitted, exporter.send(admitted.batch.clone()).await);
                 }
-                rx.settle(&batch);
+                rx.settle(&admitted);
             }
             tracing::debug!(pipeline = %name, "Pipeline drained");
         });
         return (input, task);
     }
     let task = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = rx.blocking_recv() {
-            for part in chain.run(batch.clone()) {
+        while let Some(admitted) = rx.blocking_recv() {
+            for part in chain.run(admitted.batch.clone()) {
                 for exporter in destinations.for_route(part.route.as_ref()) {
-                    exporter.send_blocking(part.batch.clone());
+                    unstored(&admitted, exporter.send_blocking(part.batch.clone()));
                 }
             }
-            rx.settle(&batch);
+            rx.settle(&admitted);
+            // Dropping the pledge keeps it (unless a write above broke it): the client hears now.
         }
         tracing::debug!(pipeline = %name, "Pipeline drained");
     });

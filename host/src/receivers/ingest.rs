@@ -11,7 +11,7 @@ use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::memory::MemoryGuard;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
-use crate::pipeline::PipelineInput;
+use crate::pipeline::{Admitted, PipelineInput, Pledge, Receipt};
 use crate::queue::Reserved;
 use crate::secret::Secret;
 
@@ -32,6 +32,9 @@ pub enum Refusal {
     /// The host's memory is near `service.memory_limit`: retry later.
     #[error("the host's memory is near its limit; retry later")]
     Memory,
+    /// A disk queue could not store the batch (a disk error): retry later.
+    #[error("the batch could not be stored: {0}; retry later")]
+    NotStored(String),
 }
 
 /// Reasons a request is refused, as the `reason` label of the refusal counters.
@@ -49,6 +52,8 @@ pub enum RefusalReason {
     Memory,
     /// Missing or wrong credentials.
     Unauthenticated,
+    /// A disk queue could not store the batch.
+    NotStored,
 }
 
 impl RefusalReason {
@@ -60,6 +65,7 @@ impl RefusalReason {
             RefusalReason::Busy => "busy",
             RefusalReason::Memory => "memory",
             RefusalReason::Unauthenticated => "unauthenticated",
+            RefusalReason::NotStored => "not_stored",
         }
     }
 }
@@ -217,33 +223,72 @@ impl Ingest {
         }
     }
 
-    /// Checks, counts and enqueues one request body.
-    pub fn accept(&self, signal: Signal, format: Format, body: Bytes) -> Result<ExportOutcome, Refusal> {
+    /// Checks, counts and enqueues one request body. When a pipeline it enters writes to a
+    /// disk queue, returns only once the batch is stored there (or couldn't be).
+    pub async fn accept(
+        &self,
+        signal: Signal,
+        format: Format,
+        body: Bytes,
+    ) -> Result<ExportOutcome, Refusal> {
+        let result = match self.enqueue(signal, format, body) {
+            Ok((outcome, items, Some(receipt))) => match receipt.await {
+                Ok(Ok(())) => Ok((outcome, items)),
+                Ok(Err(reason)) => Err(Refusal::NotStored(reason)),
+                Err(_) => Err(Refusal::NotStored("the pipeline stopped".into())),
+            },
+            Ok((outcome, items, None)) => Ok((outcome, items)),
+            Err(refusal) => Err(refusal),
+        };
+        match result {
+            Ok((outcome, items)) => {
+                self.accepted.get(signal).inc_by(items);
+                Ok(outcome)
+            }
+            Err(refusal) => {
+                let reason = match refusal {
+                    Refusal::Malformed(_) => RefusalReason::Malformed,
+                    Refusal::Busy(_) => RefusalReason::Busy,
+                    Refusal::Memory => RefusalReason::Memory,
+                    Refusal::NotStored(_) => RefusalReason::NotStored,
+                };
+                self.reject(Some(signal), reason, &refusal.to_string());
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Checks one request body and queues its batch in every pipeline that takes `signal`;
+    /// returns what to tell the client, the items queued, and the receipt to wait for when a
+    /// pipeline writes to a disk queue.
+    fn enqueue(
+        &self,
+        signal: Signal,
+        format: Format,
+        body: Bytes,
+    ) -> Result<(ExportOutcome, u64, Option<Receipt>), Refusal> {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
-        let admitted = || if self.memory.admit(body.len()) { Ok(()) } else { Err(Refusal::Memory) };
-        let result = admitted().and_then(|()| Self::reserve(&feeds, signal)).and_then(|slots| {
-            let (batch, outcome) = self.prepare(signal, format, body)?;
-            if let Some(batch) = batch {
-                let items = batch.items();
-                let batch = Arc::new(batch);
-                for slot in slots {
-                    slot.send(batch.clone());
-                }
-                self.accepted.get(signal).inc_by(items);
-            }
-            Ok(outcome)
-        });
-        if let Err(refusal) = &result {
-            let reason = match refusal {
-                Refusal::Malformed(_) => RefusalReason::Malformed,
-                Refusal::Busy(_) => RefusalReason::Busy,
-                Refusal::Memory => RefusalReason::Memory,
-            };
-            self.reject(Some(signal), reason, &refusal.to_string());
+        if !self.memory.admit(body.len()) {
+            return Err(Refusal::Memory);
         }
-        result
+        let slots = Self::reserve(&feeds, signal)?;
+        let (batch, outcome) = self.prepare(signal, format, body)?;
+        let Some(batch) = batch else { return Ok((outcome, 0, None)) };
+        let items = batch.items();
+        let batch = Arc::new(batch);
+        let (pledge, receipt) = if slots.iter().any(|(durable, _)| *durable) {
+            let (pledge, receipt) = Pledge::new();
+            (Some(pledge), Some(receipt))
+        } else {
+            (None, None)
+        };
+        for (durable, slot) in slots {
+            let pledge = pledge.as_ref().filter(|_| durable).cloned();
+            slot.send(Admitted { batch: batch.clone(), pledge });
+        }
+        Ok((outcome, items, receipt))
     }
 
     /// Turns a body into a batch of valid items, plus what to tell the client about the rest.
@@ -291,12 +336,15 @@ impl Ingest {
 
     /// Reserves a slot in every pipeline that takes `signal`: all or nothing, so a refusal never
     /// leaves a batch half delivered (which the client's retry would duplicate).
-    fn reserve(feeds: &PerSignal<Vec<PipelineInput>>, signal: Signal) -> Result<Vec<Reserved<'_>>, Refusal> {
+    fn reserve(
+        feeds: &PerSignal<Vec<PipelineInput>>,
+        signal: Signal,
+    ) -> Result<Vec<(bool, Reserved<'_, Admitted>)>, Refusal> {
         let feeds = feeds.get(signal);
         let mut slots = Vec::with_capacity(feeds.len());
         for route in feeds {
             match route.try_reserve() {
-                Some(slot) => slots.push(slot),
+                Some(slot) => slots.push((route.durable(), slot)),
                 None => return Err(Refusal::Busy(route.name().clone())),
             }
         }
@@ -327,10 +375,19 @@ mod tests {
         .encode_to_vec()
     }
 
-    fn ingest(queues: usize, size: usize) -> (Ingest, Vec<crate::queue::Receiver>) {
+    fn ingest(queues: usize, size: usize) -> (Ingest, Vec<crate::queue::Receiver<Admitted>>) {
+        ingest_to(&vec![false; queues], size)
+    }
+
+    /// An ingest feeding one pipeline per entry of `durable` (whether it writes to disk).
+    fn ingest_to(durable: &[bool], size: usize) -> (Ingest, Vec<crate::queue::Receiver<Admitted>>) {
         let metrics = Arc::new(Metrics::new());
-        let (inputs, receivers): (Vec<_>, Vec<_>) = (0..queues)
-            .map(|i| pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, &metrics))
+        let (inputs, receivers): (Vec<_>, Vec<_>) = durable
+            .iter()
+            .enumerate()
+            .map(|(i, &durable)| {
+                pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, durable, &metrics)
+            })
             .unzip();
         let feeds = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
         let memory = MemoryGuard::new(None, &metrics);
@@ -338,13 +395,14 @@ mod tests {
         (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", context), receivers)
     }
 
-    #[test]
-    fn valid_protobuf_is_forwarded_without_decoding() {
+    #[tokio::test]
+    async fn valid_protobuf_is_forwarded_without_decoding() {
         let (ingest, mut queues) = ingest(1, 4);
         let body = Bytes::from(request(&[16, 16, 16]));
-        let outcome = ingest.accept(Signal::Traces, Format::Protobuf, body.clone()).expect("accepted");
+        let outcome = ingest.accept(Signal::Traces, Format::Protobuf, body.clone()).await.expect("accepted");
         assert_eq!(outcome, ExportOutcome::default());
-        let batch = queues[0].try_recv().expect("queued");
+        let Admitted { batch, pledge } = queues[0].try_recv().expect("queued");
+        assert!(pledge.is_none(), "nobody waits on a pipeline without a disk queue");
         assert_eq!(batch.items(), 3);
         assert!(!batch.is_decoded(), "the receive path must not decode");
         assert_eq!(batch.payload(), &body);
@@ -367,21 +425,21 @@ mod tests {
         drop(read_buffer);
     }
 
-    #[test]
-    fn invalid_items_are_removed_and_reported() {
+    #[tokio::test]
+    async fn invalid_items_are_removed_and_reported() {
         let (ingest, mut queues) = ingest(1, 4);
         let outcome =
-            ingest.accept(Signal::Traces, Format::Protobuf, request(&[16, 3, 16]).into()).expect("ok");
+            ingest.accept(Signal::Traces, Format::Protobuf, request(&[16, 3, 16]).into()).await.expect("ok");
         assert_eq!(outcome.rejected, 1);
-        let batch = queues[0].try_recv().expect("queued");
+        let batch = queues[0].try_recv().expect("queued").batch;
         assert_eq!(batch.items(), 2);
         assert_eq!(sluice_wire::summarize(Signal::Traces, batch.payload()).expect("valid").invalid_items, 0);
     }
 
     /// Points no exporter could represent — a number without a value, a histogram whose counts
     /// don't fit its bounds — are refused at the door through partial success, as bad spans are.
-    #[test]
-    fn data_points_without_a_faithful_form_are_rejected_at_the_door() {
+    #[tokio::test]
+    async fn data_points_without_a_faithful_form_are_rejected_at_the_door() {
         use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
         use opentelemetry_proto::tonic::metrics::v1::{
             Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -415,31 +473,71 @@ mod tests {
         assert_eq!(sluice_wire::summarize(Signal::Metrics, &body).expect("valid").invalid_items, 2);
 
         let (ingest, mut queues) = ingest(1, 4);
-        let outcome = ingest.accept(Signal::Metrics, Format::Protobuf, body.into()).expect("ok");
+        let outcome = ingest.accept(Signal::Metrics, Format::Protobuf, body.into()).await.expect("ok");
         assert_eq!(outcome.rejected, 2);
-        let batch = queues[0].try_recv().expect("queued");
+        let batch = queues[0].try_recv().expect("queued").batch;
         assert_eq!(batch.items(), 3);
         let summary = sluice_wire::summarize(Signal::Metrics, batch.payload()).expect("valid");
         assert_eq!((summary.items, summary.invalid_items), (3, 0));
     }
 
-    #[test]
-    fn a_full_pipeline_refuses_without_delivering_to_any() {
+    #[tokio::test]
+    async fn a_full_pipeline_refuses_without_delivering_to_any() {
         let (ingest, mut queues) = ingest(2, 1);
         // Fill the second pipeline only.
         let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
+        let blocker = Admitted { batch: blocker, pledge: None };
         ingest.feeds.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
-        let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into());
+        let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into()).await;
         assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
         assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");
     }
 
-    #[test]
-    fn garbage_is_malformed() {
+    #[tokio::test]
+    async fn garbage_is_malformed() {
         let (ingest, _queues) = ingest(1, 1);
-        let refused = ingest.accept(Signal::Logs, Format::Protobuf, Bytes::from_static(b"\xff\xff"));
+        let refused = ingest.accept(Signal::Logs, Format::Protobuf, Bytes::from_static(b"\xff\xff")).await;
         assert!(matches!(refused, Err(Refusal::Malformed(_))));
-        let refused = ingest.accept(Signal::Logs, Format::Json, Bytes::from_static(b"{"));
+        let refused = ingest.accept(Signal::Logs, Format::Json, Bytes::from_static(b"{")).await;
         assert!(matches!(refused, Err(Refusal::Malformed(_))));
+    }
+
+    /// A client is answered only once every pipeline writing to a disk queue has stored the
+    /// batch, and told to retry when one could not.
+    #[tokio::test]
+    async fn a_durable_pipeline_answers_once_the_batch_is_stored() {
+        let (ingest, mut queues) = ingest_to(&[true, false], 4);
+        let ingest = Arc::new(ingest);
+        let send = |ingest: &Arc<Ingest>| {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into()).await
+            })
+        };
+        let accepting = send(&ingest);
+        let stored = loop {
+            match queues[0].try_recv() {
+                Ok(admitted) => break admitted,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        let plain = queues[1].try_recv().expect("queued");
+        assert!(plain.pledge.is_none(), "only the durable pipeline holds the pledge");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!accepting.is_finished(), "no answer before the batch is stored");
+        drop(stored);
+        assert!(accepting.await.expect("runs").is_ok());
+
+        let refusing = send(&ingest);
+        let unstored = loop {
+            match queues[0].try_recv() {
+                Ok(admitted) => break admitted,
+                Err(_) => tokio::task::yield_now().await,
+            }
+        };
+        unstored.pledge.as_ref().expect("a pledge").break_with("disk full".into());
+        drop(unstored);
+        let refused = refusing.await.expect("runs");
+        assert!(matches!(&refused, Err(Refusal::NotStored(reason)) if reason == "disk full"), "{refused:?}");
     }
 }

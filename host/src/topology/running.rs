@@ -229,6 +229,11 @@ impl Running {
             }
         };
         let drained = tokio::time::timeout(grace, drain).await;
+        if drained.is_err() {
+            // What is cut off now was not delivered: disk queues must not count it settled as
+            // the tasks holding it are dropped, so the next start delivers it.
+            crate::disk_queue::freeze();
+        }
         self.admin_stop.cancel();
         let _ = (&mut self.admin_task).await;
         drained.map_err(|_| {

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::http::delivery::{Delivery, Judge, Settings};
+use crate::batch::Batch;
 use crate::config::{ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
@@ -44,17 +45,30 @@ struct Shared {
     delivery: Delivery,
 }
 
+/// Batches merged into the next request of one signal.
 #[derive(Default)]
 struct Pending {
     parts: Vec<Bytes>,
+    /// Batches read from a disk queue, kept until the request's outcome is known: each settles
+    /// its record when dropped. (Others are not kept: a batch another exporter decoded would
+    /// hold its decoded form for as long as this request is retried.)
+    claimed: Vec<Arc<Batch>>,
     items: u64,
     bytes: usize,
     since: Option<Instant>,
 }
 
+/// One request: its payload, its items, and the disk queue batches it was merged from.
+struct Request {
+    payload: Bytes,
+    items: u64,
+    claimed: Vec<Arc<Batch>>,
+}
+
 impl Pending {
-    fn take(&mut self) -> (Bytes, u64) {
+    fn take(&mut self) -> Request {
         let parts = std::mem::take(&mut self.parts);
+        let claimed = std::mem::take(&mut self.claimed);
         let items = std::mem::take(&mut self.items);
         self.bytes = 0;
         self.since = None;
@@ -68,7 +82,7 @@ impl Pending {
             }
             merged.freeze()
         };
-        (payload, items)
+        Request { payload, items, claimed }
     }
 }
 
@@ -125,6 +139,9 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
                 part.parts.push(batch.payload().clone());
                 part.items += batch.items();
                 part.bytes += size;
+                if batch.is_claimed() {
+                    part.claimed.push(batch);
+                }
                 part.since.get_or_insert_with(Instant::now);
                 if part.items >= limits.max_items || part.bytes >= limits.max_bytes.as_usize() {
                     send(&shared, &senders, signal, part.take()).await;
@@ -153,16 +170,13 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
 }
 
 /// Waits for a free sender, then delivers in the background.
-async fn send(
-    shared: &Arc<Shared>,
-    senders: &Arc<Semaphore>,
-    signal: Signal,
-    (payload, items): (Bytes, u64),
-) {
+async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, request: Request) {
     let Ok(permit) = senders.clone().acquire_owned().await else { return };
     let shared = shared.clone();
     tokio::spawn(async move {
-        shared.deliver(signal, payload, items).await;
+        shared.deliver(signal, request.payload, request.items).await;
+        // Settled only now that the outcome is counted.
+        drop(request.claimed);
         drop(permit);
     });
 }

@@ -163,10 +163,12 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
     } else {
         message
     };
-    match ingest.accept(signal, Format::Protobuf, message) {
+    match ingest.accept(signal, Format::Protobuf, message).await {
         Ok(outcome) => ok(signal, &outcome),
         Err(refusal @ Refusal::Malformed(_)) => status(RpcCode::InvalidArgument, &refusal.to_string()),
-        Err(refusal @ Refusal::Busy(_)) => status(RpcCode::Unavailable, &refusal.to_string()),
+        Err(refusal @ (Refusal::Busy(_) | Refusal::NotStored(_))) => {
+            status(RpcCode::Unavailable, &refusal.to_string())
+        }
         Err(refusal @ Refusal::Memory) => memory_refusal(&refusal.to_string()),
     }
 }
@@ -225,9 +227,12 @@ mod tests {
         .encode_to_vec()
     }
 
-    async fn call(compressed: &[u8], encoding: &str) -> (Option<String>, crate::queue::Receiver) {
+    async fn call(
+        compressed: &[u8],
+        encoding: &str,
+    ) -> (Option<String>, crate::queue::Receiver<pipeline::Admitted>) {
         let metrics = Arc::new(Metrics::new());
-        let (input, queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, &metrics);
+        let (input, queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, false, &metrics);
         let context = crate::receivers::ingest::IngestContext {
             feeds: Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| vec![input.clone()]))),
             memory: crate::memory::MemoryGuard::new(None, &metrics),
@@ -261,13 +266,13 @@ mod tests {
         let zstd = zstd::encode_all(&body[..], 3).expect("zstd");
         let (status, mut queue) = call(&zstd, "zstd").await;
         assert_eq!(status.as_deref(), Some("0"));
-        assert_eq!(queue.try_recv().expect("queued").items(), 3);
+        assert_eq!(queue.try_recv().expect("queued").batch.items(), 3);
 
         let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gzip, &body).expect("gzip");
         let (status, mut queue) = call(&gzip.finish().expect("gzip"), "gzip").await;
         assert_eq!(status.as_deref(), Some("0"));
-        assert_eq!(queue.try_recv().expect("queued").items(), 3);
+        assert_eq!(queue.try_recv().expect("queued").batch.items(), 3);
     }
 
     #[tokio::test]

@@ -149,7 +149,7 @@ async fn export(
         Err(DecompressError::TooLarge { .. }) => return too_large(),
         Err(e @ DecompressError::Corrupt(_)) => return malformed(&e.to_string()),
     };
-    match ingest.accept(signal, format, body) {
+    match ingest.accept(signal, format, body).await {
         Ok(outcome) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, content_type(format))],
@@ -159,7 +159,9 @@ async fn export(
         Err(refusal @ Refusal::Malformed(_)) => {
             error(StatusCode::BAD_REQUEST, RpcCode::InvalidArgument, &refusal.to_string(), format)
         }
-        Err(refusal @ (Refusal::Busy(_) | Refusal::Memory)) => retry_later(&refusal.to_string(), format),
+        Err(refusal @ (Refusal::Busy(_) | Refusal::Memory | Refusal::NotStored(_))) => {
+            retry_later(&refusal.to_string(), format)
+        }
     }
 }
 

@@ -1,0 +1,245 @@
+//! The feeder: reads records in order and hands each, as a batch carrying its [`Claim`], to
+//! the exporter's memory queue — waiting while that queue is full, and following the exporter
+//! when a reload replaces it.
+//!
+//! A damaged record (a bad sector, a file changed behind the host's back) is stepped over: the
+//! next good record is found by its magic number and checksum, and the records lost in between
+//! — the gap in seqs — are counted as corrupt and settled, so the cursor moves on.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::record::{self, HEADER_LEN, Header, Meta};
+use super::{Claim, DiskQueue, lock, log};
+use crate::batch::Batch;
+
+/// How often the oldest-item gauge is refreshed while the feeder waits.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// Where the feeder reads next.
+#[derive(Debug)]
+pub struct Position {
+    /// The next seq to hand out.
+    seq: u64,
+    /// The segment being read (its first seq) and the offset in it.
+    segment: u64,
+    offset: u64,
+    file: Option<(u64, File)>,
+}
+
+impl Position {
+    /// Reading from record `seq`, which is in the segment starting at `segment`.
+    pub fn new(seq: u64, segment: u64) -> Self {
+        Self { seq, segment, offset: 0, file: None }
+    }
+}
+
+/// A record read back, not yet handed out.
+struct Record {
+    meta: Meta,
+    payload: Bytes,
+    end: u64,
+}
+
+/// Runs until `stop`: reads records as they are appended and hands them out.
+pub fn run(queue: &Arc<DiskQueue>, stop: &CancellationToken, runtime: &tokio::runtime::Handle) {
+    // One feeder at a time: a feeder started by a new attachment waits here for the one
+    // being stopped.
+    let mut position = lock(&queue.position);
+    while !stop.is_cancelled() {
+        let grown = queue.grown.notified();
+        tokio::pin!(grown);
+        grown.as_mut().enable();
+        let record = match next_record(queue, &mut position) {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                queue.update_age(None);
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = grown => {}
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(REFRESH) => {}
+                    }
+                });
+                continue;
+            }
+            Err(error) => {
+                queue.log_error(&queue.io_error("reading", &error));
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(REFRESH) => {}
+                    }
+                });
+                continue;
+            }
+        };
+        if !hand_over(queue, &record, stop, runtime) {
+            return;
+        }
+        position.seq = record.meta.seq + 1;
+        position.offset = record.end;
+    }
+}
+
+/// Hands `record` to the current consumer, waiting for room; false when stopped first.
+fn hand_over(
+    queue: &Arc<DiskQueue>,
+    record: &Record,
+    stop: &CancellationToken,
+    runtime: &tokio::runtime::Handle,
+) -> bool {
+    let meta = record.meta;
+    runtime.block_on(async {
+        let mut consumer = queue.consumer.subscribe();
+        loop {
+            queue.update_age(Some(meta.written_at_ms));
+            let current = consumer.borrow_and_update().clone();
+            let Some((_, sender)) = current else {
+                tokio::select! {
+                    changed = consumer.changed() => if changed.is_err() { return false },
+                    () = stop.cancelled() => return false,
+                }
+                continue;
+            };
+            tokio::select! {
+                reserved = sender.reserve() => {
+                    let Some(slot) = reserved else {
+                        // That exporter is gone; a reload's replacement attaches soon.
+                        tokio::select! {
+                            _ = consumer.changed() => {}
+                            () = stop.cancelled() => return false,
+                        }
+                        continue;
+                    };
+                    lock(&queue.acks).handed_out(meta.seq, meta.written_at_ms);
+                    if meta.seq < queue.replay_before {
+                        queue.metrics.replayed.inc_by(meta.items);
+                    }
+                    let claim = Claim { queue: queue.clone(), seq: meta.seq, items: meta.items };
+                    let batch = Batch::from_encoded(meta.signal, record.payload.clone(), meta.items).with_claim(claim);
+                    slot.send(Arc::new(batch));
+                    return true;
+                }
+                _ = consumer.changed() => {}
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(REFRESH) => {}
+            }
+        }
+    })
+}
+
+/// The next record after `position`, if one has been appended; steps over damage.
+fn next_record(queue: &DiskQueue, position: &mut Position) -> io::Result<Option<Record>> {
+    loop {
+        let (length, next_segment) = {
+            let log = lock(&queue.log);
+            let segments = log.segments();
+            match segments.iter().position(|s| s.first_seq == position.segment) {
+                Some(i) => (segments[i].bytes, segments.get(i + 1).map(|s| s.first_seq)),
+                None => {
+                    // Deleted (settled) or never there: carry on from the oldest.
+                    let oldest = segments.front().map_or(position.seq, |s| s.first_seq);
+                    if oldest == position.segment {
+                        return Ok(None);
+                    }
+                    (position.segment, position.offset) = (oldest, 0);
+                    continue;
+                }
+            }
+        };
+        if position.offset >= length {
+            match next_segment {
+                Some(next) => {
+                    (position.segment, position.offset) = (next, 0);
+                    continue;
+                }
+                None => return Ok(None),
+            }
+        }
+        match read_at(queue, position, length)? {
+            Read::Record(record) if record.meta.seq < position.seq => {
+                // Settled before this run started: the cursor's segment begins with those.
+                position.offset = record.end;
+            }
+            Read::Record(record) => {
+                skip_gap(queue, position, record.meta.seq);
+                return Ok(Some(record));
+            }
+            Read::Damaged { resume } => {
+                queue.log_error(&format!(
+                    "disk queue {}: a damaged record in segment {} at byte {}; skipping {} bytes",
+                    queue.directory.display(),
+                    position.segment,
+                    position.offset,
+                    resume.unwrap_or(length) - position.offset
+                ));
+                match resume {
+                    Some(offset) => position.offset = offset,
+                    None => {
+                        position.offset = length;
+                        if let Some(next) = next_segment {
+                            skip_gap(queue, position, next);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records `position.seq..seq` were lost to damage: counted, and settled so the cursor moves.
+fn skip_gap(queue: &DiskQueue, position: &mut Position, seq: u64) {
+    if seq <= position.seq {
+        return;
+    }
+    queue.metrics.corrupt.inc_by(seq - position.seq);
+    for lost in position.seq..seq {
+        lock(&queue.acks).handed_out(lost, 0);
+        queue.settle(lost, 0);
+    }
+    position.seq = seq;
+}
+
+enum Read {
+    Record(Record),
+    /// Not a whole good record here; the next good one (with a seq not below the position's)
+    /// starts at `resume`, if any does before `length`.
+    Damaged {
+        resume: Option<u64>,
+    },
+}
+
+fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Result<Read> {
+    let segment = position.segment;
+    if position.file.as_ref().is_none_or(|(open, _)| *open != segment) {
+        position.file = Some((segment, File::open(log::segment_path(&queue.directory, segment))?));
+    }
+    let (_, file) = position.file.as_ref().expect("opened above");
+    let offset = position.offset;
+    let mut raw = [0u8; HEADER_LEN];
+    let header = if offset + HEADER_LEN as u64 <= length {
+        file.read_exact_at(&mut raw, offset)?;
+        Header::parse(&raw).filter(|h| offset + h.record_len() as u64 <= length)
+    } else {
+        None
+    };
+    if let Some(header) = header {
+        let mut payload = vec![0u8; header.payload_len];
+        file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)?;
+        if header.matches(&payload) {
+            let end = offset + header.record_len() as u64;
+            return Ok(Read::Record(Record { meta: header.meta, payload: payload.into(), end }));
+        }
+    }
+    let mut rest = vec![0u8; usize::try_from(length - offset).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut rest, offset)?;
+    let resume = record::next_good(&rest, 1, position.seq).map(|found| offset + found.offset as u64);
+    Ok(Read::Damaged { resume })
+}

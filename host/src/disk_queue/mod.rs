@@ -1,0 +1,559 @@
+//! The disk queue: `queue = { type = "disk", directory = "…", max_size = "1GiB" }` on an
+//! exporter keeps what it has not delivered yet in files, so a host killed with SIGKILL, by the
+//! kernel's OOM killer or with its node loses nothing it acknowledged.
+//!
+//! # Where the write happens
+//! At each disk-queued exporter, during its pipeline's fan-out: the pipeline appends every batch
+//! it routes to such an exporter and syncs it to the device, and the receiver answers the client
+//! only after every pipeline the request entered has done so for every disk-queued exporter it
+//! routes to (the client waits for its plugins and one `fdatasync` per disk-queued exporter).
+//! This is the end-to-end acknowledgement of Vector's disk buffers rather than the OTel
+//! Collector's persistent queue, which is written after the client was answered: writing after
+//! the plugins means a restart replays exactly what each destination was owed, with the rules
+//! already applied, and nothing a filter dropped takes disk space.
+//!
+//! # Reading back
+//! A feeder thread per queue reads records in order and hands each to the exporter's own bounded
+//! memory queue as a batch carrying a [`Claim`]. The exporter holds the batch until its outcome
+//! is known (delivered, rejected, or given up on after its retries), and dropping it settles the
+//! record. The cursor file remembers the first unsettled record; whole segments before it are
+//! deleted. After a restart every record from the cursor on is delivered again: duplicates come
+//! only from records the exporter held (in its queue or in flight) when the host died — at most
+//! its `queue_size` batches plus its requests in flight — and every replayed item is counted.
+//!
+//! # Layout
+//! - `record`: one record's bytes, checksums, and finding good records after damage.
+//! - `log`: segment files — append and sync, recover after a crash, delete what is settled.
+//! - `acks`: which records are settled, and the cursor file.
+//! - `feeder`: reads records back and hands them to the exporter.
+
+mod acks;
+mod feeder;
+mod log;
+pub mod record;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batch;
+use crate::config::{ComponentId, DiskQueueConfig, OnFull};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::DiskQueueMetrics;
+use crate::queue;
+use record::{HEADER_LEN, Meta};
+
+/// Set when the host stops before its exporters finished (the shutdown grace ran out): from
+/// then on nothing settles, so what was cut off is delivered after the next start.
+static FROZEN: AtomicBool = AtomicBool::new(false);
+
+/// Every disk queue this process has open, by directory: a queue outlives a reload that
+/// rebuilds its exporter, and two exporters never open one directory twice.
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<DiskQueue>>>> = LazyLock::new(Mutex::default);
+
+/// Stops every disk queue from recording settlements; called when the shutdown grace period
+/// runs out, before the tasks still delivering are dropped.
+pub fn freeze() {
+    FROZEN.store(true, Ordering::SeqCst);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Segment size for a queue of `max_size` bytes: an eighth of it, so space comes back in
+/// steps of an eighth, within 64 KiB..64 MiB.
+fn segment_limit(max_size: u64) -> u64 {
+    (max_size / 8).clamp(64 << 10, 64 << 20)
+}
+
+/// What became of a batch handed to [`DiskQueue::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Written and synced.
+    Stored,
+    /// The queue was full and `on_full = "drop"`: counted, not written.
+    Dropped,
+}
+
+/// The settings a reload may change without reopening.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_size: u64,
+    on_full: OnFull,
+}
+
+/// Who the feeder hands records to, and whether it runs.
+#[derive(Debug, Default)]
+struct Feeding {
+    attachments: usize,
+    next_id: u64,
+    stop: Option<CancellationToken>,
+}
+
+/// One directory's queue.
+#[derive(Debug)]
+pub struct DiskQueue {
+    name: ComponentId,
+    directory: PathBuf,
+    limits: Mutex<Limits>,
+    log: Mutex<log::Log>,
+    /// Signalled when settled segments are deleted (room for a waiting append).
+    space: Condvar,
+    /// Signalled when a record is appended (something for the feeder).
+    grown: Notify,
+    acks: Mutex<acks::Acks>,
+    /// The cursor, readable without the lock.
+    cursor: AtomicU64,
+    /// Records below this seq were written by an earlier run: handing them out is a replay.
+    replay_before: u64,
+    /// Where the feeder is; held by the running feeder for its whole life.
+    position: Mutex<feeder::Position>,
+    consumer: watch::Sender<Option<(u64, queue::Sender)>>,
+    feeding: Mutex<Feeding>,
+    metrics: DiskQueueMetrics,
+    errors: LogThrottle,
+    /// Held while open: another process can't use the directory meanwhile.
+    _lock: File,
+}
+
+/// An exporter's hold on its queue: appends go through it, and while one exists the feeder
+/// hands records to the newest holder's memory queue.
+#[derive(Debug)]
+pub struct Attachment {
+    queue: Arc<DiskQueue>,
+    id: u64,
+}
+
+/// A record handed to an exporter inside its batch; dropping the batch settles the record.
+#[derive(Debug)]
+pub struct Claim {
+    queue: Arc<DiskQueue>,
+    seq: u64,
+    items: u64,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // A panic unwinding through an exporter, or a shutdown cut short, did not deliver it.
+        if std::thread::panicking() || FROZEN.load(Ordering::SeqCst) {
+            return;
+        }
+        self.queue.settle(self.seq, self.items);
+    }
+}
+
+/// Opens (or finds open) the queue `config` names for exporter `name`, and attaches `consumer`
+/// (the exporter's memory queue) to it. Reads the whole directory when it opens: call it off
+/// the runtime's workers.
+pub fn attach(
+    name: &ComponentId,
+    config: &DiskQueueConfig,
+    metrics: DiskQueueMetrics,
+    consumer: queue::Sender,
+    runtime: tokio::runtime::Handle,
+) -> Result<Attachment, String> {
+    let directory = config.directory.get_ref();
+    std::fs::create_dir_all(directory).map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
+    let key = directory.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", directory.display()))?;
+    let limits = Limits { max_size: config.max_size.get_ref().0, on_full: config.on_full };
+    let mut open = lock(&OPEN);
+    let queue = match open.get(&key).and_then(Weak::upgrade) {
+        Some(queue) => {
+            *lock(&queue.limits) = limits;
+            queue.metrics.capacity.set(i64::try_from(limits.max_size).unwrap_or(i64::MAX));
+            queue
+        }
+        None => {
+            let queue = Arc::new(DiskQueue::open(name, &key, limits, metrics)?);
+            open.insert(key, Arc::downgrade(&queue));
+            queue
+        }
+    };
+    drop(open);
+    Ok(queue.attach(consumer, runtime))
+}
+
+impl DiskQueue {
+    fn open(
+        name: &ComponentId,
+        directory: &Path,
+        limits: Limits,
+        metrics: DiskQueueMetrics,
+    ) -> Result<Self, String> {
+        let at = |what: &str, e: std::io::Error| format!("{what} {}: {e}", directory.display());
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(directory.join("lock"))
+            .map_err(|e| at("cannot open the lock file in", e))?;
+        lock_file.try_lock().map_err(|_| {
+            format!(
+                "{} is in use by another process (each disk queue needs a directory of its own)",
+                directory.display()
+            )
+        })?;
+        let cursor_path = directory.join("acked");
+        let stored = acks::read(&cursor_path).map_err(|e| at("cannot read the cursor in", e))?;
+        let cursor = match stored {
+            acks::Stored::Cursor(cursor) => cursor,
+            acks::Stored::Missing => 0,
+            acks::Stored::Damaged => {
+                tracing::warn!(
+                    exporter = %name, directory = %directory.display(),
+                    "The disk queue's cursor file is damaged; delivering everything in the queue again"
+                );
+                0
+            }
+        };
+        let (log, recovered) = log::Log::open(directory, cursor, segment_limit(limits.max_size))
+            .map_err(|e| at("cannot read", e))?;
+        // Never start before the oldest record there is: the seqs in between are long settled.
+        let cursor = cursor.max(log.segments().front().map_or(cursor, |s| s.first_seq)).min(log.next_seq());
+        let acks = acks::Acks::new(&cursor_path, cursor).map_err(|e| at("cannot write the cursor in", e))?;
+        metrics.capacity.set(i64::try_from(limits.max_size).unwrap_or(i64::MAX));
+        metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
+        metrics.items.set(i64::try_from(recovered.items).unwrap_or(i64::MAX));
+        if recovered.torn_bytes > 0 {
+            metrics.corrupt.inc();
+            tracing::warn!(
+                exporter = %name, directory = %directory.display(), bytes = recovered.torn_bytes,
+                "The disk queue ended in a torn write (the host stopped mid-write); cut it off"
+            );
+        }
+        if recovered.records > 0 {
+            tracing::info!(
+                exporter = %name, directory = %directory.display(), items = recovered.items,
+                records = recovered.records, bytes = log.total_bytes(),
+                "The disk queue holds undelivered items from an earlier run; delivering them"
+            );
+        }
+        let first_segment =
+            log.segments().iter().rev().find(|s| s.first_seq <= cursor).map_or(cursor, |s| s.first_seq);
+        let replay_before = log.next_seq();
+        Ok(Self {
+            name: name.clone(),
+            directory: directory.to_path_buf(),
+            limits: Mutex::new(limits),
+            log: Mutex::new(log),
+            space: Condvar::new(),
+            grown: Notify::new(),
+            acks: Mutex::new(acks),
+            cursor: AtomicU64::new(cursor),
+            replay_before,
+            position: Mutex::new(feeder::Position::new(cursor, first_segment)),
+            consumer: watch::Sender::new(None),
+            feeding: Mutex::default(),
+            metrics,
+            errors: LogThrottle::default(),
+            _lock: lock_file,
+        })
+    }
+}
+
+impl DiskQueue {
+    fn attach(self: &Arc<Self>, consumer: queue::Sender, runtime: tokio::runtime::Handle) -> Attachment {
+        let mut feeding = lock(&self.feeding);
+        feeding.next_id += 1;
+        let id = feeding.next_id;
+        self.consumer.send_replace(Some((id, consumer)));
+        feeding.attachments += 1;
+        if feeding.stop.is_none() {
+            let stop = CancellationToken::new();
+            feeding.stop = Some(stop.clone());
+            let queue = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sluice-disk-queue".into())
+                .spawn(move || feeder::run(&queue, &stop, &runtime));
+            if let Err(error) = spawned {
+                tracing::error!(exporter = %self.name, %error, "Cannot start the disk queue's reader");
+            }
+        }
+        Attachment { queue: self.clone(), id }
+    }
+
+    fn detach(&self, id: u64) {
+        let mut feeding = lock(&self.feeding);
+        self.consumer.send_if_modified(|current| {
+            let ours = current.as_ref().is_some_and(|(holder, _)| *holder == id);
+            if ours {
+                *current = None;
+            }
+            ours
+        });
+        feeding.attachments -= 1;
+        if feeding.attachments == 0
+            && let Some(stop) = feeding.stop.take()
+        {
+            stop.cancel();
+        }
+    }
+
+    /// Writes `batch` and syncs it to the device. When the queue is full, waits for room
+    /// (`on_full = "backpressure"`) or drops it, counted (`"drop"`). Blocks: call it from a
+    /// thread that may.
+    pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
+        let payload = batch.payload();
+        let length = (HEADER_LEN + payload.len()) as u64;
+        let mut log = lock(&self.log);
+        loop {
+            let Limits { max_size, on_full } = *lock(&self.limits);
+            if length > max_size {
+                return Err(format!(
+                    "a batch of {length} bytes can never fit a disk queue of max_size {max_size}"
+                ));
+            }
+            if log.total_bytes() + length <= max_size {
+                break;
+            }
+            let cursor = self.cursor.load(Ordering::SeqCst);
+            if cursor >= log.next_seq() && log.segments().back().is_some_and(|s| s.bytes > 0) {
+                // Everything is settled but the segment being written still counts: start
+                // another so this one can go.
+                log.roll()
+                    .and_then(|()| log.release_before(cursor))
+                    .map_err(|e| self.io_error("rolling", &e))?;
+                continue;
+            }
+            if on_full == OnFull::Drop {
+                self.metrics.dropped.get(batch.signal()).inc_by(batch.items());
+                return Ok(Appended::Dropped);
+            }
+            log = self.space.wait_timeout(log, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let meta = Meta { seq: 0, written_at_ms: now_ms(), items: batch.items(), signal: batch.signal() };
+        log.append(meta, payload).map_err(|e| self.io_error("writing", &e))?;
+        self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
+        drop(log);
+        self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
+        self.grown.notify_waiters();
+        Ok(Appended::Stored)
+    }
+
+    fn io_error(&self, doing: &str, error: &std::io::Error) -> String {
+        format!("disk queue {}: {doing}: {error}", self.directory.display())
+    }
+
+    /// Record `seq` of `items` items is settled: the cursor moves if it can, and segments
+    /// wholly before it are deleted.
+    fn settle(&self, seq: u64, items: u64) {
+        self.metrics.items.dec_by(i64::try_from(items).unwrap_or(i64::MAX));
+        let moved = lock(&self.acks).settle(seq);
+        let cursor = match moved {
+            Ok(Some(cursor)) => cursor,
+            Ok(None) => return,
+            Err(error) => return self.log_error(&self.io_error("recording what was delivered", &error)),
+        };
+        self.cursor.store(cursor, Ordering::SeqCst);
+        let mut log = lock(&self.log);
+        match log.release_before(cursor) {
+            Ok(0) => {}
+            Ok(_) => {
+                self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
+                self.space.notify_all();
+            }
+            Err(error) => self.log_error(&self.io_error("deleting delivered segments", &error)),
+        }
+    }
+
+    fn log_error(&self, message: &str) {
+        if let Some(suppressed) = self.errors.check() {
+            tracing::error!(exporter = %self.name, similar_errors_not_logged = suppressed, "{message}");
+        }
+    }
+
+    /// Sets the oldest-item gauge: the oldest record the exporter holds, else `waiting` (the
+    /// record the feeder holds), else nothing is queued.
+    fn update_age(&self, waiting: Option<u64>) {
+        let oldest = lock(&self.acks).oldest_in_flight().or(waiting);
+        let age = oldest.map_or(0.0, |written| now_ms().saturating_sub(written) as f64 / 1000.0);
+        self.metrics.oldest_age.set(age);
+    }
+}
+
+impl Attachment {
+    /// Writes `batch` to the queue (see [`DiskQueue::append`]).
+    pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
+        self.queue.append(batch)
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.queue.detach(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use bytes::Bytes;
+    use serde_spanned::Spanned;
+
+    use super::*;
+    use crate::config::{Signal, units::ByteSize};
+    use crate::metrics::Metrics;
+
+    fn config(directory: &Path, on_full: OnFull) -> DiskQueueConfig {
+        DiskQueueConfig {
+            directory: Spanned::new(0..0, directory.to_path_buf()),
+            max_size: Spanned::new(0..0, ByteSize::mib(1)),
+            on_full,
+        }
+    }
+
+    fn batch(items: u64, size: usize) -> Batch {
+        Batch::from_encoded(Signal::Traces, Bytes::from(vec![items as u8; size]), items)
+    }
+
+    /// A queue on `directory` feeding a memory queue of 16, with its metrics.
+    fn open(
+        directory: &Path,
+        on_full: OnFull,
+        metrics: &Metrics,
+        name: &str,
+    ) -> (Attachment, queue::Receiver, DiskQueueMetrics) {
+        let (tx, rx) = queue::bounded(metrics, "exporter", name, 16);
+        let handles = metrics.disk_queue(name);
+        let id = ComponentId::new(name).expect("id");
+        let config = config(directory, on_full);
+        let attachment =
+            attach(&id, &config, handles.clone(), tx, tokio::runtime::Handle::current()).expect("opens");
+        (attachment, rx, handles)
+    }
+
+    /// What a `kill -9` leaves: the files as they are this moment (the page cache included).
+    fn snapshot(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("creates");
+        for entry in std::fs::read_dir(from).expect("lists") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copies");
+        }
+    }
+
+    async fn next(rx: &mut queue::Receiver) -> Arc<Batch> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_was_not_settled_is_delivered_after_a_kill() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let (attachment, mut rx, _) = open(&first, OnFull::Backpressure, &metrics, "first");
+        for items in 1..=5 {
+            assert_eq!(attachment.append(&batch(items, 100)).expect("stored"), Appended::Stored);
+        }
+        let mut handed = Vec::new();
+        for _ in 0..5 {
+            handed.push(next(&mut rx).await);
+        }
+        let items: Vec<u64> = handed.iter().map(|b| b.items()).collect();
+        assert_eq!(items, [1, 2, 3, 4, 5], "in order");
+        // Delivered: the first two and the fourth. The cursor stops at the third.
+        let mut handed = handed.into_iter();
+        let (one, two, three, four, five) = (
+            handed.next().expect("1"),
+            handed.next().expect("2"),
+            handed.next().expect("3"),
+            handed.next().expect("4"),
+            handed.next().expect("5"),
+        );
+        drop((one, two, four));
+        snapshot(&first, &second);
+        let mut segment = std::fs::OpenOptions::new()
+            .append(true)
+            .open(log::segment_path(&second, 0))
+            .expect("the segment");
+        std::io::Write::write_all(&mut segment, b"SLQ1 torn").expect("a write cut short");
+
+        let (restarted, mut rx, handles) = open(&second, OnFull::Backpressure, &metrics, "second");
+        assert_eq!(handles.items.get(), 12, "the third, fourth and fifth are queued");
+        let replayed: Vec<u64> = [next(&mut rx).await, next(&mut rx).await, next(&mut rx).await]
+            .iter()
+            .map(|b| b.items())
+            .collect();
+        assert_eq!(replayed, [3, 4, 5], "from the cursor on; the fourth again (a counted duplicate)");
+        assert_eq!(handles.replayed.get(), 12);
+        assert_eq!(handles.corrupt.get(), 1, "the torn write is counted");
+        assert_eq!(handles.items.get(), 0, "settled once delivered");
+        restarted.append(&batch(6, 100)).expect("appends after the cut");
+        assert_eq!(next(&mut rx).await.items(), 6, "new records follow the replayed ones");
+        drop((three, five, attachment));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damage_is_stepped_over_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let (attachment, _rx, _) = open(&first, OnFull::Backpressure, &metrics, "first");
+        for items in 1..=3 {
+            attachment.append(&batch(items, 100)).expect("stored");
+        }
+        snapshot(&first, &second);
+        let path = log::segment_path(&second, 0);
+        let mut bytes = std::fs::read(&path).expect("reads");
+        bytes[HEADER_LEN + 100 + HEADER_LEN + 50] ^= 0xff;
+        std::fs::write(&path, bytes).expect("writes");
+
+        let (_restarted, mut rx, handles) = open(&second, OnFull::Backpressure, &metrics, "second");
+        let (one, three) = (next(&mut rx).await, next(&mut rx).await);
+        assert_eq!((one.items(), three.items()), (1, 3), "the damaged second record is skipped");
+        assert_eq!(handles.corrupt.get(), 1);
+        drop((one, three));
+        let settled = acks::read(&second.join("acked")).expect("reads");
+        assert_eq!(settled, acks::Stored::Cursor(3), "the lost record does not hold the cursor back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_drops_or_waits_as_configured() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let big = 200 << 10;
+        let (dropping, _rx, handles) = open(&dir.path().join("drop"), OnFull::Drop, &metrics, "drop");
+        let outcomes: Vec<Appended> =
+            (0..6).map(|_| dropping.append(&batch(2, big)).expect("no error")).collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == Appended::Dropped).count(), 1, "five fit in 1 MiB");
+        assert_eq!(handles.dropped.get(Signal::Traces).get(), 2);
+
+        let (waiting, mut rx, _) = open(&dir.path().join("wait"), OnFull::Backpressure, &metrics, "wait");
+        for _ in 0..5 {
+            waiting.append(&batch(2, big)).expect("fits");
+        }
+        let waiting = Arc::new(waiting);
+        let appending = {
+            let waiting = waiting.clone();
+            std::thread::spawn(move || waiting.append(&batch(2, big)))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!appending.is_finished(), "waits for room");
+        drop(next(&mut rx).await);
+        drop(next(&mut rx).await);
+        assert_eq!(appending.join().expect("joins"), Ok(Appended::Stored), "room once delivered segments go");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_directory_one_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (_first, _rx, _) = open(dir.path(), OnFull::Backpressure, &metrics, "first");
+        let (_again, mut rx, _) = open(dir.path(), OnFull::Backpressure, &metrics, "again");
+        _first.append(&batch(1, 10)).expect("stored");
+        assert_eq!(next(&mut rx).await.items(), 1, "a reload's exporter gets what its queue holds");
+    }
+}
