@@ -167,7 +167,7 @@ def test_a_kill_during_a_disk_write_loses_nothing_acknowledged(make_sluice, tmp_
     every acknowledged span still arrives."""
     queue_dir = tmp_path / "queue"
     port = reserve_port()
-    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=20_000)
+    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=100_000)
     torn = torn_tail(queue_dir)
 
     destination = Downstream(port=port)

@@ -30,13 +30,21 @@ pub struct Position {
     /// The segment being read (its first seq) and the offset in it.
     segment: u64,
     offset: u64,
+    /// The least seq the next record in this segment may have: one past the last good one.
+    /// Reading follows [`record::scan`]'s rules, so the feeder hands out exactly what a scan
+    /// of the same bytes finds.
+    expected: u64,
     file: Option<(u64, File)>,
 }
 
 impl Position {
     /// Reading from record `seq`, which is in the segment starting at `segment`.
     pub fn new(seq: u64, segment: u64) -> Self {
-        Self { seq, segment, offset: 0, file: None }
+        Self { seq, segment, offset: 0, expected: segment, file: None }
+    }
+
+    fn enter(&mut self, segment: u64) {
+        (self.segment, self.offset, self.expected) = (segment, 0, segment);
     }
 }
 
@@ -149,7 +157,7 @@ fn next_record(queue: &DiskQueue, position: &mut Position) -> io::Result<Option<
                     if oldest == position.segment {
                         return Ok(None);
                     }
-                    (position.segment, position.offset) = (oldest, 0);
+                    position.enter(oldest);
                     continue;
                 }
             }
@@ -157,7 +165,7 @@ fn next_record(queue: &DiskQueue, position: &mut Position) -> io::Result<Option<
         if position.offset >= length {
             match next_segment {
                 Some(next) => {
-                    (position.segment, position.offset) = (next, 0);
+                    position.enter(next);
                     continue;
                 }
                 None => return Ok(None),
@@ -167,9 +175,11 @@ fn next_record(queue: &DiskQueue, position: &mut Position) -> io::Result<Option<
             Read::Record(record) if record.meta.seq < position.seq => {
                 // Settled before this run started: the cursor's segment begins with those.
                 position.offset = record.end;
+                position.expected = record.meta.seq + 1;
             }
             Read::Record(record) => {
                 skip_gap(queue, position, record.meta.seq);
+                position.expected = record.meta.seq + 1;
                 return Ok(Some(record));
             }
             Read::Damaged { resume } => {
@@ -230,7 +240,8 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     } else {
         None
     };
-    if let Some(header) = header {
+    // A record older than one before it in the segment is stale bytes: damage, as in a scan.
+    if let Some(header) = header.filter(|h| h.meta.seq >= position.expected) {
         let mut payload = vec![0u8; header.payload_len];
         file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)?;
         if header.matches(&payload) {
@@ -240,6 +251,6 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     }
     let mut rest = vec![0u8; usize::try_from(length - offset).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, offset)?;
-    let resume = record::next_good(&rest, 1, position.seq).map(|found| offset + found.offset as u64);
+    let resume = record::next_good(&rest, 1, position.expected).map(|found| offset + found.offset as u64);
     Ok(Read::Damaged { resume })
 }

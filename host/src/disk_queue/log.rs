@@ -47,6 +47,8 @@ pub struct Log {
     next_seq: u64,
     total_bytes: u64,
     segment_limit: u64,
+    /// Records written since the last sync.
+    unsynced: bool,
 }
 
 /// Segment files in `directory`, oldest first.
@@ -115,6 +117,7 @@ impl Log {
             next_seq,
             total_bytes,
             segment_limit,
+            unsynced: false,
         };
         Ok((log, recovered))
     }
@@ -145,8 +148,9 @@ impl Log {
         &self.segments
     }
 
-    /// Appends one record and syncs it to the device; returns its seq. On failure nothing of
-    /// it stays in the file.
+    /// Appends one record; returns its seq. On failure nothing of it stays in the file. It is
+    /// on the device only after [`Log::sync`]; until then a killed process keeps it (the page
+    /// cache does) but a lost machine may not.
     pub fn append(&mut self, mut meta: Meta, payload: &[u8]) -> io::Result<u64> {
         let record_len = (HEADER_LEN + payload.len()) as u64;
         let active = *self.segments.back().expect("one at least");
@@ -155,11 +159,7 @@ impl Log {
         }
         meta.seq = self.next_seq;
         let header = record::header(&meta, payload);
-        let written = self
-            .active
-            .write_all(&header)
-            .and_then(|()| self.active.write_all(payload))
-            .and_then(|()| self.active.sync_data());
+        let written = self.active.write_all(&header).and_then(|()| self.active.write_all(payload));
         let active = self.segments.back_mut().expect("one at least");
         if let Err(error) = written {
             // Leave no partial record behind for the next append to follow.
@@ -169,11 +169,22 @@ impl Log {
         active.bytes += record_len;
         self.total_bytes += record_len;
         self.next_seq += 1;
+        self.unsynced = true;
         Ok(meta.seq)
     }
 
-    /// Starts a new segment at the next seq.
+    /// Puts every record appended so far on the device.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.active.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next seq, syncing the one it leaves.
     pub fn roll(&mut self) -> io::Result<()> {
+        self.sync()?;
         self.active = Self::open_segment(&self.directory, self.next_seq)?;
         self.segments.push_back(Segment { first_seq: self.next_seq, bytes: 0 });
         Ok(())

@@ -6,7 +6,9 @@
 //! At each disk-queued exporter, during its pipeline's fan-out: the pipeline appends every batch
 //! it routes to such an exporter and syncs it to the device, and the receiver answers the client
 //! only after every pipeline the request entered has done so for every disk-queued exporter it
-//! routes to (the client waits for its plugins and one `fdatasync` per disk-queued exporter).
+//! routes to (the client waits for its plugins and an `fdatasync`). The pipeline takes every
+//! batch waiting in its queue (up to [`crate::pipeline::GROUP_COMMIT`]) before it syncs, so
+//! under load one `fdatasync` covers many requests (group commit).
 //! This is the end-to-end acknowledgement of Vector's disk buffers rather than the OTel
 //! Collector's persistent queue, which is written after the client was answered: writing after
 //! the plugins means a restart replays exactly what each destination was owed, with the rules
@@ -302,9 +304,9 @@ impl DiskQueue {
         }
     }
 
-    /// Writes `batch` and syncs it to the device. When the queue is full, waits for room
-    /// (`on_full = "backpressure"`) or drops it, counted (`"drop"`). Blocks: call it from a
-    /// thread that may.
+    /// Writes `batch`; it is on the device after the next [`DiskQueue::sync`]. When the queue
+    /// is full, waits for room (`on_full = "backpressure"`) or drops it, counted (`"drop"`).
+    /// Blocks: call it from a thread that may.
     pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
         let payload = batch.payload();
         let length = (HEADER_LEN + payload.len()) as u64;
@@ -341,6 +343,12 @@ impl DiskQueue {
         self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
         self.grown.notify_waiters();
         Ok(Appended::Stored)
+    }
+
+    /// Puts everything appended so far on the device: one `fdatasync` for however many batches
+    /// were appended since the last one.
+    pub fn sync(&self) -> Result<(), String> {
+        lock(&self.log).sync().map_err(|e| self.io_error("syncing", &e))
     }
 
     fn io_error(&self, doing: &str, error: &std::io::Error) -> String {
@@ -388,6 +396,11 @@ impl Attachment {
     /// Writes `batch` to the queue (see [`DiskQueue::append`]).
     pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
         self.queue.append(batch)
+    }
+
+    /// Puts what was appended on the device (see [`DiskQueue::sync`]).
+    pub fn sync(&self) -> Result<(), String> {
+        self.queue.sync()
     }
 }
 

@@ -88,6 +88,11 @@ enum Entry {
 }
 
 impl ExporterInput {
+    /// The exporter's name.
+    pub fn name(&self) -> &ComponentId {
+        &self.name
+    }
+
     /// Whether batches for it are written to disk (and the client waits for that).
     pub fn durable(&self) -> bool {
         matches!(self.entry, Entry::Disk(_))
@@ -111,14 +116,18 @@ impl ExporterInput {
     }
 
     /// Queues `batch`, waiting while the queue is full (or dropping it, with `on_full = "drop"`).
-    /// Fails only when a disk queue could not store it.
+    /// Fails only when a disk queue could not store it (written and synced here; a pipeline
+    /// with disk-queued exporters uses [`ExporterInput::send_blocking`] and syncs per group).
     pub async fn send(&self, batch: Arc<Batch>) -> Result<(), String> {
         let queue = match &self.entry {
             Entry::Memory { queue, .. } => queue,
             Entry::Disk(attachment) => {
                 let attachment = attachment.clone();
-                let stored = tokio::task::spawn_blocking(move || attachment.append(&batch)).await;
-                return stored.map_err(|e| e.to_string()).and_then(|result| result.map(drop));
+                let stored = tokio::task::spawn_blocking(move || {
+                    attachment.append(&batch)?;
+                    attachment.sync()
+                });
+                return stored.await.map_err(|e| e.to_string()).and_then(|result| result);
             }
         };
         let Some(batch) = self.try_without_waiting(queue, batch) else { return Ok(()) };
@@ -130,7 +139,8 @@ impl ExporterInput {
     }
 
     /// [`ExporterInput::send`], blocking the calling thread (for pipelines that run plugins or
-    /// write to disk on a thread of their own).
+    /// write to disk on a thread of their own). A disk queue's write is on the device only after
+    /// [`ExporterInput::sync`].
     pub fn send_blocking(&self, batch: Arc<Batch>) -> Result<(), String> {
         let queue = match &self.entry {
             Entry::Memory { queue, .. } => queue,
@@ -142,6 +152,17 @@ impl ExporterInput {
             tracing::error!(exporter = %self.name, "Exporter thread is gone; batch lost");
         }
         Ok(())
+    }
+}
+
+impl ExporterInput {
+    /// Puts what [`ExporterInput::send_blocking`] wrote to a disk queue on the device; nothing
+    /// to do for a memory queue.
+    pub fn sync(&self) -> Result<(), String> {
+        match &self.entry {
+            Entry::Memory { .. } => Ok(()),
+            Entry::Disk(attachment) => attachment.sync(),
+        }
     }
 }
 

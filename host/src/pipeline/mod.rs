@@ -79,9 +79,21 @@ pub struct Destinations {
     pub routes: HashMap<Arc<str>, Vec<ExporterInput>>,
 }
 
+/// The most batches a pipeline with disk-queued exporters takes from its queue before one
+/// `fdatasync`: enough that a loaded pipeline syncs a few hundred times a second, not once per
+/// request; few enough that the first client in a group doesn't wait long for the others.
+pub const GROUP_COMMIT: usize = 32;
+
 impl Destinations {
-    fn durable(&self) -> bool {
-        self.default.iter().chain(self.routes.values().flatten()).any(ExporterInput::durable)
+    /// Its disk-queued exporters, each once.
+    fn durable(&self) -> Vec<ExporterInput> {
+        let mut durable: Vec<ExporterInput> = Vec::new();
+        for exporter in self.default.iter().chain(self.routes.values().flatten()) {
+            if exporter.durable() && !durable.iter().any(|seen| seen.name() == exporter.name()) {
+                durable.push(exporter.clone());
+            }
+        }
+        durable
     }
 
     fn for_route(&self, route: Option<&Arc<str>>) -> &[ExporterInput] {
@@ -100,13 +112,14 @@ pub fn spawn(
     destinations: Destinations,
     metrics: &Metrics,
 ) -> (PipelineInput, JoinHandle<()>) {
-    let (input, mut rx) = queue(name.clone(), queue_size, destinations.durable(), metrics);
+    let durable = destinations.durable();
+    let (input, mut rx) = queue(name.clone(), queue_size, !durable.is_empty(), metrics);
     let unstored = |admitted: &Admitted, result: Result<(), String>| {
         if let (Err(reason), Some(pledge)) = (result, &admitted.pledge) {
             pledge.break_with(reason);
         }
     };
-    if chain.is_empty() && !destinations.durable() {
+    if chain.is_empty() && durable.is_empty() {
         // Nothing to run and nothing to write: fan out from a task, without a thread hand-off.
         let task = tokio::spawn(async move {
             while let Some(admitted) = rx.recv().await {
@@ -119,15 +132,31 @@ pub fn spawn(
         });
         return (input, task);
     }
+    let group_size = if durable.is_empty() { 1 } else { GROUP_COMMIT };
     let task = tokio::task::spawn_blocking(move || {
-        while let Some(admitted) = rx.blocking_recv() {
-            for part in chain.run(admitted.batch.clone()) {
-                for exporter in destinations.for_route(part.route.as_ref()) {
-                    unstored(&admitted, exporter.send_blocking(part.batch.clone()));
+        let mut group = Vec::with_capacity(group_size);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < group_size {
+                let Ok(next) = rx.try_recv() else { break };
+                group.push(next);
+            }
+            for admitted in &group {
+                for part in chain.run(admitted.batch.clone()) {
+                    for exporter in destinations.for_route(part.route.as_ref()) {
+                        unstored(admitted, exporter.send_blocking(part.batch.clone()));
+                    }
                 }
             }
-            rx.settle(&admitted);
-            // Dropping the pledge keeps it (unless a write above broke it): the client hears now.
+            for exporter in &durable {
+                if let Err(reason) = exporter.sync() {
+                    group.iter().for_each(|admitted| unstored(admitted, Err(reason.clone())));
+                }
+            }
+            for admitted in group.drain(..) {
+                rx.settle(&admitted);
+                // Dropping the pledge keeps it (unless a write broke it): the client hears now.
+            }
         }
         tracing::debug!(pipeline = %name, "Pipeline drained");
     });
