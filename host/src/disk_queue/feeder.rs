@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
 use super::record::{self, HEADER_LEN, Header, Meta};
 use super::{Claim, DiskQueue, lock, log};
@@ -55,12 +54,12 @@ struct Record {
     end: u64,
 }
 
-/// Runs until `stop`: reads records as they are appended and hands them out.
-pub fn run(queue: &Arc<DiskQueue>, stop: &CancellationToken, runtime: &tokio::runtime::Handle) {
-    // One feeder at a time: a feeder started by a new attachment waits here for the one
-    // being stopped.
+/// Runs until nobody holds the queue and everything written has been handed out: reads
+/// records as they are appended and hands them out.
+pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
+    // One feeder at a time: one started by a new attachment waits here for the one finishing.
     let mut position = lock(&queue.position);
-    while !stop.is_cancelled() {
+    loop {
         let grown = queue.grown.notified();
         tokio::pin!(grown);
         grown.as_mut().enable();
@@ -68,10 +67,12 @@ pub fn run(queue: &Arc<DiskQueue>, stop: &CancellationToken, runtime: &tokio::ru
             Ok(Some(record)) => record,
             Ok(None) => {
                 queue.update_age(None);
+                if queue.stop_if_closing() {
+                    return;
+                }
                 runtime.block_on(async {
                     tokio::select! {
                         () = grown => {}
-                        () = stop.cancelled() => {}
                         () = tokio::time::sleep(REFRESH) => {}
                     }
                 });
@@ -79,16 +80,11 @@ pub fn run(queue: &Arc<DiskQueue>, stop: &CancellationToken, runtime: &tokio::ru
             }
             Err(error) => {
                 queue.log_error(&queue.io_error("reading", &error));
-                runtime.block_on(async {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        () = tokio::time::sleep(REFRESH) => {}
-                    }
-                });
+                runtime.block_on(tokio::time::sleep(REFRESH));
                 continue;
             }
         };
-        if !hand_over(queue, &record, stop, runtime) {
+        if !hand_over(queue, &record, runtime) {
             return;
         }
         position.seq = record.meta.seq + 1;
@@ -96,13 +92,9 @@ pub fn run(queue: &Arc<DiskQueue>, stop: &CancellationToken, runtime: &tokio::ru
     }
 }
 
-/// Hands `record` to the current consumer, waiting for room; false when stopped first.
-fn hand_over(
-    queue: &Arc<DiskQueue>,
-    record: &Record,
-    stop: &CancellationToken,
-    runtime: &tokio::runtime::Handle,
-) -> bool {
+/// Hands `record` to the current consumer, waiting for room; false when the queue closed with
+/// no consumer left to take it (it stays on disk for the next start).
+fn hand_over(queue: &Arc<DiskQueue>, record: &Record, runtime: &tokio::runtime::Handle) -> bool {
     let meta = record.meta;
     runtime.block_on(async {
         let mut consumer = queue.consumer.subscribe();
@@ -110,9 +102,12 @@ fn hand_over(
             queue.update_age(Some(meta.written_at_ms));
             let current = consumer.borrow_and_update().clone();
             let Some((_, sender)) = current else {
+                if queue.stop_if_closing() {
+                    return false;
+                }
                 tokio::select! {
-                    changed = consumer.changed() => if changed.is_err() { return false },
-                    () = stop.cancelled() => return false,
+                    _ = consumer.changed() => {}
+                    () = tokio::time::sleep(REFRESH) => {}
                 }
                 continue;
             };
@@ -120,9 +115,12 @@ fn hand_over(
                 reserved = sender.reserve() => {
                     let Some(slot) = reserved else {
                         // That exporter is gone; a reload's replacement attaches soon.
+                        if queue.stop_if_closing() {
+                            return false;
+                        }
                         tokio::select! {
                             _ = consumer.changed() => {}
-                            () = stop.cancelled() => return false,
+                            () = tokio::time::sleep(REFRESH) => {}
                         }
                         continue;
                     };
@@ -136,7 +134,6 @@ fn hand_over(
                     return true;
                 }
                 _ = consumer.changed() => {}
-                () = stop.cancelled() => return false,
                 () = tokio::time::sleep(REFRESH) => {}
             }
         }

@@ -42,7 +42,6 @@ use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
-use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batch;
 use crate::config::{ComponentId, DiskQueueConfig, OnFull};
@@ -97,12 +96,15 @@ struct Limits {
     on_full: OnFull,
 }
 
-/// Who the feeder hands records to, and whether it runs.
+/// Who holds the queue, and whether the feeder runs.
 #[derive(Debug, Default)]
 struct Feeding {
     attachments: usize,
     next_id: u64,
-    stop: Option<CancellationToken>,
+    running: bool,
+    /// Nobody holds the queue any more: the feeder hands out what is left to the last
+    /// consumer (a shutdown drains as a memory queue does, within the grace period) and stops.
+    closing: bool,
 }
 
 /// One directory's queue.
@@ -273,14 +275,15 @@ impl DiskQueue {
         let id = feeding.next_id;
         self.consumer.send_replace(Some((id, consumer)));
         feeding.attachments += 1;
-        if feeding.stop.is_none() {
-            let stop = CancellationToken::new();
-            feeding.stop = Some(stop.clone());
+        feeding.closing = false;
+        if !feeding.running {
+            feeding.running = true;
             let queue = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("sluice-disk-queue".into())
-                .spawn(move || feeder::run(&queue, &stop, &runtime));
+                .spawn(move || feeder::run(&queue, &runtime));
             if let Err(error) = spawned {
+                feeding.running = false;
                 tracing::error!(exporter = %self.name, %error, "Cannot start the disk queue's reader");
             }
         }
@@ -289,6 +292,14 @@ impl DiskQueue {
 
     fn detach(&self, id: u64) {
         let mut feeding = lock(&self.feeding);
+        feeding.attachments -= 1;
+        if feeding.attachments == 0 {
+            feeding.closing = true;
+            self.grown.notify_waiters();
+            return;
+        }
+        // A newer holder remains: an older one letting go changes nothing, and a newer one
+        // letting go leaves the queue to wait for the next.
         self.consumer.send_if_modified(|current| {
             let ours = current.as_ref().is_some_and(|(holder, _)| *holder == id);
             if ours {
@@ -296,12 +307,17 @@ impl DiskQueue {
             }
             ours
         });
-        feeding.attachments -= 1;
-        if feeding.attachments == 0
-            && let Some(stop) = feeding.stop.take()
-        {
-            stop.cancel();
+    }
+
+    /// Called by the feeder when it has handed out everything written: if nobody holds the
+    /// queue, lets go of the last consumer (its exporter then finishes) and says stop.
+    fn stop_if_closing(&self) -> bool {
+        let mut feeding = lock(&self.feeding);
+        if feeding.closing {
+            feeding.running = false;
+            self.consumer.send_replace(None);
         }
+        feeding.closing
     }
 
     /// Writes `batch`; it is on the device after the next [`DiskQueue::sync`]. When the queue
@@ -558,6 +574,26 @@ mod tests {
         drop(next(&mut rx).await);
         drop(next(&mut rx).await);
         assert_eq!(appending.join().expect("joins"), Ok(Appended::Stored), "room once delivered segments go");
+    }
+
+    /// At shutdown the pipelines let go first: the exporter still gets everything written, then
+    /// its queue closes so it can finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn letting_go_drains_then_closes_the_exporters_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (attachment, mut rx, _) = open(dir.path(), OnFull::Backpressure, &metrics, "drain");
+        for items in 1..=3 {
+            attachment.append(&batch(items, 10)).expect("stored");
+        }
+        drop(attachment);
+        let mut items = Vec::new();
+        while let Some(batch) =
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time")
+        {
+            items.push(batch.items());
+        }
+        assert_eq!(items, [1, 2, 3]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -246,7 +246,7 @@ impl Running {
                 pipeline_items = in_pipelines,
                 exporter_items = in_exporters,
                 ?grace,
-                "Shutdown grace period ran out; data not yet delivered is lost"
+                "Shutdown grace period ran out; data not yet delivered is lost, except what disk queues hold (delivered after the next start)"
             );
             anyhow::anyhow!(
                 "shutdown grace period of {grace:?} ran out with {in_exporters} items not yet delivered by \
