@@ -32,6 +32,19 @@ from conftest import PLUGIN_CACHE, PLUGINS, REPO, free_port, http, require_tool,
 DEPLOY = REPO / "deploy"
 DEPLOY_DOC = REPO / "docs" / "DEPLOY.md"
 MODES = ["forward", "packaged", "hybrid"]
+# Every Kubernetes overlay: one per mode, and forward with the gateway's queue on a
+# PersistentVolume per pod (the persistent-queue component).
+OVERLAYS = MODES + ["forward-persistent"]
+
+
+def mode_of(overlay):
+    """The mode an overlay runs: its name up to the first `-`."""
+    return overlay.split("-")[0]
+
+
+def gateway_kind(overlay):
+    """The gateway's workload kind: a StatefulSet where each pod keeps its own volume."""
+    return "StatefulSet" if overlay.endswith("-persistent") else "Deployment"
 
 
 def sh(*args, cwd=REPO, env=None, timeout=300):
@@ -670,27 +683,30 @@ K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.31.0"
 
 
-def rendered_overlay(mode):
+def rendered_overlay(overlay):
     import yaml
 
-    text = sh(require_tool("kubectl"), "kustomize", K8S / "overlays" / mode)
+    text = sh(require_tool("kubectl"), "kustomize", K8S / "overlays" / overlay)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def find(docs, kind, name):
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    # A generated ConfigMap's name carries a hash suffix.
+    named = re.compile(re.escape(name) + r"(-[a-z0-9]{10})?")
+    matches = [d for d in docs if d["kind"] == kind and named.fullmatch(d["metadata"]["name"])]
     assert len(matches) == 1, f"{kind} {name}: {[d['metadata']['name'] for d in matches]}"
     return matches[0]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, mode):
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, overlay):
     import yaml
 
-    docs = rendered_overlay(mode)
-    rendered = tmp_path / f"{mode}.yaml"
+    docs = rendered_overlay(overlay)
+    rendered = tmp_path / f"{overlay}.yaml"
     rendered.write_text(yaml.safe_dump_all(docs))
     sh(require_tool("kubernetes-validate"), "--strict", "--quiet", "-k", KUBERNETES_VERSION, rendered)
+    mode = mode_of(overlay)
 
     settings = find(docs, "ConfigMap", "sluice-settings")["data"]
     assert settings["SLUICE_MODE"] == mode, "the overlay is the mode"
@@ -700,7 +716,7 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, mode):
     for name, text in pipelines.items():
         assert text == (REPO / "pipelines" / name).read_text(), f"{name} in the ConfigMap is not pipelines/{name}"
 
-    gateway = find(docs, "Deployment", "sluice-gateway")
+    gateway = find(docs, gateway_kind(overlay), "sluice-gateway")
     agent = find(docs, "DaemonSet", "sluice-agent")
     for workload in (gateway, agent):
         pod = workload["spec"]["template"]["spec"]
@@ -732,7 +748,20 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, mode):
                      gateway["spec"]["selector"]["matchLabels"]):
         assert selector, "an empty selector selects every pod"
         assert selector.items() <= labels.items(), f"{selector} doesn't select the gateway's pods ({labels})"
-    assert find(docs, "HorizontalPodAutoscaler", "sluice-gateway")["spec"]["scaleTargetRef"]["name"] == "sluice-gateway"
+    target = find(docs, "HorizontalPodAutoscaler", "sluice-gateway")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == (gateway_kind(overlay), "sluice-gateway")
+
+    # The disk queues' directory (SLUICE_DATA_DIR in the image) is a volume: an emptyDir, or a
+    # claim per pod where the overlay keeps it across pods.
+    data = next(m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/sluice")["name"]
+    if gateway_kind(overlay) == "StatefulSet":
+        [claim] = [c for c in gateway["spec"]["volumeClaimTemplates"] if c["metadata"]["name"] == data]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        assert data not in {v["name"] for v in gateway_pod["volumes"]}, "the claim, not an emptyDir"
+        governing = find(docs, "Service", gateway["spec"]["serviceName"])["spec"]
+        assert governing["clusterIP"] == "None" and governing["selector"].items() <= labels.items()
+    else:
+        assert "emptyDir" in next(v for v in gateway_pod["volumes"] if v["name"] == data)
 
     # The scrape endpoint is declared, served on the pod's interfaces and carried by the Service
     # only where a Prometheus scrapes it.
@@ -760,7 +789,8 @@ SECRETS = {
     "sluice-credentials": {"otlp-username": "123456", "otlp-password": "glc_test", "custom-collector-key": "key"},
 }
 # The pipeline each Sluice workload means to run: the agent its own, the gateway the overlay's mode.
-PIPELINE_OF = {"DaemonSet/sluice-agent": "agent.toml", "Deployment/sluice-gateway": "{mode}.toml"}
+PIPELINE_OF = {"DaemonSet/sluice-agent": "agent.toml", "Deployment/sluice-gateway": "{mode}.toml",
+               "StatefulSet/sluice-gateway": "{mode}.toml"}
 # The downward API's fields, as the kubelet fills them in on a node.
 POD_FIELDS = {"spec.nodeName": "gpu-node-1", "status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1",
               "metadata.name": "sluice-0", "metadata.namespace": "sluice"}
@@ -774,6 +804,10 @@ def sluice_containers(docs):
         if doc["kind"] == "CronJob":
             spec = spec["jobTemplate"]["spec"]
         pod = spec.get("template", {}).get("spec") or (spec if doc["kind"] == "Pod" else None)
+        if pod is not None and spec.get("volumeClaimTemplates"):
+            # Each pod of a StatefulSet gets a claim of its own, mounted like a volume.
+            claims = [{"name": c["metadata"]["name"], "persistentVolumeClaim": {}} for c in spec["volumeClaimTemplates"]]
+            pod = {**pod, "volumes": pod.get("volumes", []) + claims}
         for container in (pod or {}).get("initContainers", []) + (pod or {}).get("containers", []):
             if container["image"].rsplit("/", 1)[-1].split("@")[0].split(":")[0] == "sluice":
                 yield f"{doc['kind']}/{doc['metadata']['name']}", pod, container
@@ -831,7 +865,7 @@ def pod_volumes(pod, container, docs, workdir):
             name = volume["secret"]["secretName"]
             assert name in SECRETS or volume["secret"].get("optional"), f"Secret {name}: the test has no values"
             files = SECRETS.get(name, {})
-        elif "emptyDir" in volume:
+        elif "emptyDir" in volume or "persistentVolumeClaim" in volume:
             files = {}
             local = IMAGE_FILES.get(mount["mountPath"], local)
         else:
@@ -842,14 +876,15 @@ def pod_volumes(pod, container, docs, workdir):
     return mounts
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_sluice_workload_starts_with_its_rendered_environment(tmp_path, mode):
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_sluice_workload_starts_with_its_rendered_environment(tmp_path, overlay):
     """Every container of the overlay that runs the Sluice image, run as the kubelet would run
     it: the image's ENV and ENTRYPOINT/CMD, the rendered env/envFrom, args and volumes, paths
     mapped to local ones. Every declared containerPort must have a listener on the pod's
     interfaces; the process must become ready on the readiness probe's port, serve every declared
     port, and exit 0 on SIGTERM within the pod's grace period."""
-    docs = rendered_overlay(mode)
+    docs = rendered_overlay(overlay)
+    mode = mode_of(overlay)
     image = image_config()
     started, failures = [], []
     for workload, pod, container in sluice_containers(docs):
@@ -877,5 +912,5 @@ def test_every_sluice_workload_starts_with_its_rendered_environment(tmp_path, mo
                                    grace=pod.get("terminationGracePeriodSeconds", 30))
         if problem:
             failures.append(f"{label}: {problem}")
-    assert {"DaemonSet/sluice-agent", "Deployment/sluice-gateway"} <= set(started), started
+    assert {"DaemonSet/sluice-agent", f"{gateway_kind(overlay)}/sluice-gateway"} <= set(started), started
     assert not failures, "\n\n".join(failures)

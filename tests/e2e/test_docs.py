@@ -322,7 +322,8 @@ readings = { gpu_utilization_percent = 50 }
 @pytest.fixture(scope="module")
 def busy_host(tmp_path_factory):
     """A host with every kind of component, so every metric family has series: OTLP and GPU
-    receivers, a processor plugin, a network exporter (never sent to) and a file exporter."""
+    receivers, a processor plugin, a network exporter (never sent to) with a disk queue and a file
+    exporter."""
     tmp = tmp_path_factory.mktemp("docs-metrics")
     (tmp / "gpus.toml").write_text(GPU_SCRIPT)
     host = Sluice(tmp, f"""
@@ -345,6 +346,7 @@ def busy_host(tmp_path_factory):
         type = "otlp"
         protocol = "http/protobuf"
         endpoint = "http://127.0.0.1:{free_port()}"
+        queue = {{{{ type = "disk", directory = "{{data}}/queue" }}}}
 
         [pipelines.all]
         receivers = ["otlp"]

@@ -180,13 +180,14 @@ fn next_record(queue: &DiskQueue, position: &mut Position) -> io::Result<Option<
                 return Ok(Some(record));
             }
             Read::Damaged { resume } => {
-                queue.log_error(&format!(
-                    "disk queue {}: a damaged record in segment {} at byte {}; skipping {} bytes",
-                    queue.directory.display(),
-                    position.segment,
-                    position.offset,
-                    resume.unwrap_or(length) - position.offset
-                ));
+                if let Some(suppressed) = queue.errors.check() {
+                    tracing::error!(
+                        exporter = %queue.name, directory = %queue.directory.display(), segment = position.segment,
+                        offset = position.offset, skipped_bytes = resume.unwrap_or(length) - position.offset,
+                        similar_errors_not_logged = suppressed,
+                        "Disk queue: a damaged record; skipping to the next good one"
+                    );
+                }
                 match resume {
                     Some(offset) => position.offset = offset,
                     None => {
