@@ -174,6 +174,7 @@ pub fn attach(
     let key = directory.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", directory.display()))?;
     let limits = Limits { max_size: config.max_size.get_ref().0, on_full: config.on_full };
     let mut open = lock(&OPEN);
+    open.retain(|_, queue| queue.strong_count() > 0);
     let queue = match open.get(&key).and_then(Weak::upgrade) {
         Some(queue) => {
             *lock(&queue.limits) = limits;
