@@ -98,9 +98,11 @@ PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] +
 
 
 def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None):
-    # `-disk` on any scenario: the exporter keeps a disk queue in the run's directory.
-    disk = exporter.endswith("-disk")
-    exporter = exporter.removesuffix("-disk")
+    # `-disk` on any scenario: the exporter keeps a disk queue in the run's directory (synced
+    # before each answer; `-disk-periodic`: once a second).
+    sync = "periodic" if exporter.endswith("-disk-periodic") else "always"
+    disk = exporter.endswith(("-disk", "-disk-periodic"))
+    exporter = exporter.removesuffix("-periodic").removesuffix("-disk")
     processors = PROCESSORS.get(exporter.removeprefix("forward-"), "")
     if exporter.startswith("forward"):
         exporter = "forward"
@@ -117,7 +119,7 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=No
         "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
     }[exporter]
     if disk:
-        exporters += f'queue = {{ type = "disk", directory = "{workdir}/queue", max_size = "4GiB" }}\n'
+        exporters += f'queue = {{ type = "disk", directory = "{workdir}/queue", max_size = "4GiB", sync = "{sync}" }}\n'
     config = Path(workdir) / "sluice.toml"
     config.write_text(f"""
 [service]
@@ -136,7 +138,7 @@ exporters = ["out"]
 
 
 def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
-    if exporter.endswith("-disk"):
+    if "-disk" in exporter:
         return None  # rotel-agent keeps its queues in memory
     common = [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
               "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
@@ -222,7 +224,8 @@ def main():
                              + ", ".join(PROCESSORS) + " (each runs into discard), `forward` (OTLP gRPC out "
                              "to a sink Sluice on the load core), forward-<plugin scenario>, or `webhook` / "
                              "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink); "
-                             "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk)")
+                             "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
+                             "`-disk-periodic` one with sync = \"periodic\"")
     parser.add_argument("--hosts", default="sluice,rotel")
     parser.add_argument("--baseline", default=None,
                         help="another Sluice binary (an older build, say), run as host `baseline` with the same "

@@ -11,7 +11,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use serde_spanned::Spanned;
 use sluice::config::units::ByteSize;
-use sluice::config::{ComponentId, DiskQueueConfig, OnFull};
+use sluice::config::{ComponentId, DiskQueueConfig, OnFull, SyncPolicy};
 use sluice::disk_queue::{self, record};
 use sluice::metrics::Metrics;
 use sluice::queue;
@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             directory: Spanned::new(0..0, dir.path().to_path_buf()),
             max_size: Spanned::new(0..0, ByteSize::mib(1024)),
             on_full: OnFull::Backpressure,
+            sync: SyncPolicy::Always,
         };
         let id = ComponentId::new("fuzz").expect("a name");
         let runtime = tokio::runtime::Handle::current();

@@ -325,6 +325,24 @@ pub struct DiskQueueConfig {
     /// What a full queue does: hold the pipeline back (the default) or drop, counted.
     #[serde(default)]
     pub on_full: OnFull,
+    /// When a write reaches the device: before the client is answered (the default), or within
+    /// a second.
+    #[serde(default)]
+    pub sync: SyncPolicy,
+}
+
+/// `sync` of a disk queue: when what it wrote is forced to the device (`fdatasync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Before the client is answered: an acknowledged batch survives the machine crashing or
+    /// losing power, not only the process being killed.
+    #[default]
+    Always,
+    /// At most a second later: an acknowledged batch survives the process being killed (the
+    /// kernel holds what was written) but a crash of the machine may lose the last second. Far
+    /// less CPU and latency per request.
+    Periodic,
 }
 
 fn default_disk_queue_size() -> Spanned<ByteSize> {

@@ -67,6 +67,10 @@ pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
             Ok(Some(record)) => record,
             Ok(None) => {
                 queue.update_age(None);
+                // With `sync = "periodic"` nothing else syncs a queue that went quiet.
+                if let Err(error) = queue.sync() {
+                    queue.log_error(&error);
+                }
                 if queue.stop_if_closing() {
                     return;
                 }

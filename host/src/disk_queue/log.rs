@@ -49,6 +49,7 @@ pub struct Log {
     segment_limit: u64,
     /// Records written since the last sync.
     unsynced: bool,
+    last_sync: std::time::Instant,
 }
 
 /// Segment files in `directory`, oldest first.
@@ -118,6 +119,7 @@ impl Log {
             total_bytes,
             segment_limit,
             unsynced: false,
+            last_sync: std::time::Instant::now(),
         };
         Ok((log, recovered))
     }
@@ -179,7 +181,13 @@ impl Log {
             self.active.sync_data()?;
             self.unsynced = false;
         }
+        self.last_sync = std::time::Instant::now();
         Ok(())
+    }
+
+    /// When [`Log::sync`] last ran.
+    pub fn last_sync(&self) -> std::time::Instant {
+        self.last_sync
     }
 
     /// Starts a new segment at the next seq, syncing the one it leaves.

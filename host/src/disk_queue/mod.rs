@@ -44,7 +44,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
 use crate::batch::Batch;
-use crate::config::{ComponentId, DiskQueueConfig, OnFull};
+use crate::config::{ComponentId, DiskQueueConfig, OnFull, SyncPolicy};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::DiskQueueMetrics;
 use crate::queue;
@@ -94,7 +94,11 @@ pub enum Appended {
 struct Limits {
     max_size: u64,
     on_full: OnFull,
+    sync: SyncPolicy,
 }
+
+/// How often `sync = "periodic"` forces writes to the device.
+const PERIODIC_SYNC: Duration = Duration::from_secs(1);
 
 /// Who holds the queue, and whether the feeder runs.
 #[derive(Debug, Default)]
@@ -172,7 +176,7 @@ pub fn attach(
     let directory = config.directory.get_ref();
     std::fs::create_dir_all(directory).map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
     let key = directory.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", directory.display()))?;
-    let limits = Limits { max_size: config.max_size.get_ref().0, on_full: config.on_full };
+    let limits = Limits { max_size: config.max_size.get_ref().0, on_full: config.on_full, sync: config.sync };
     let mut open = lock(&OPEN);
     open.retain(|_, queue| queue.strong_count() > 0);
     let queue = match open.get(&key).and_then(Weak::upgrade) {
@@ -329,7 +333,7 @@ impl DiskQueue {
         let length = (HEADER_LEN + payload.len()) as u64;
         let mut log = lock(&self.log);
         loop {
-            let Limits { max_size, on_full } = *lock(&self.limits);
+            let Limits { max_size, on_full, .. } = *lock(&self.limits);
             if length > max_size {
                 return Err(format!(
                     "a batch of {length} bytes can never fit a disk queue of max_size {max_size}"
@@ -362,10 +366,15 @@ impl DiskQueue {
         Ok(Appended::Stored)
     }
 
-    /// Puts everything appended so far on the device: one `fdatasync` for however many batches
-    /// were appended since the last one.
+    /// Puts everything appended so far on the device — one `fdatasync` for however many
+    /// batches were appended since the last — or, with `sync = "periodic"`, only once a second.
     pub fn sync(&self) -> Result<(), String> {
-        lock(&self.log).sync().map_err(|e| self.io_error("syncing", &e))
+        let periodic = lock(&self.limits).sync == SyncPolicy::Periodic;
+        let mut log = lock(&self.log);
+        if periodic && log.last_sync().elapsed() < PERIODIC_SYNC {
+            return Ok(());
+        }
+        log.sync().map_err(|e| self.io_error("syncing", &e))
     }
 
     fn io_error(&self, doing: &str, error: &std::io::Error) -> String {
@@ -443,6 +452,7 @@ mod tests {
             directory: Spanned::new(0..0, directory.to_path_buf()),
             max_size: Spanned::new(0..0, ByteSize::mib(1)),
             on_full,
+            sync: SyncPolicy::Always,
         }
     }
 
