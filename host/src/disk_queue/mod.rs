@@ -10,9 +10,11 @@
 //! batch waiting in its queue (up to [`crate::pipeline::GROUP_COMMIT`]) before it syncs, so
 //! under load one `fdatasync` covers many requests (group commit).
 //! This is the end-to-end acknowledgement of Vector's disk buffers rather than the OTel
-//! Collector's persistent queue, which is written after the client was answered: writing after
-//! the plugins means a restart replays exactly what each destination was owed, with the rules
-//! already applied, and nothing a filter dropped takes disk space.
+//! Collector's persistent queue, which is written when a batch reaches the exporter — after the
+//! client's answer whenever an asynchronous processor sits between. Writing after the plugins
+//! means a restart replays exactly what each destination was owed, with the rules already
+//! applied, and nothing a filter dropped takes disk space. `sync = "periodic"` answers once the
+//! kernel has the write (which a killed process doesn't lose) and syncs once a second.
 //!
 //! # Reading back
 //! A feeder thread per queue reads records in order and hands each to the exporter's own bounded
