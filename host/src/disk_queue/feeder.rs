@@ -105,7 +105,16 @@ fn hand_over(queue: &Arc<DiskQueue>, record: &Record, runtime: &tokio::runtime::
         loop {
             queue.update_age(Some(meta.written_at_ms));
             let current = consumer.borrow_and_update().clone();
-            let Some((_, sender)) = current else {
+            let reserved = match &current {
+                Some((_, sender)) => tokio::select! {
+                    reserved = sender.reserve() => reserved,
+                    _ = consumer.changed() => continue,
+                    () = tokio::time::sleep(REFRESH) => continue,
+                },
+                None => None,
+            };
+            let Some(slot) = reserved else {
+                // No exporter, or it is gone: a reload's replacement attaches soon.
                 if queue.stop_if_closing() {
                     return false;
                 }
@@ -115,31 +124,15 @@ fn hand_over(queue: &Arc<DiskQueue>, record: &Record, runtime: &tokio::runtime::
                 }
                 continue;
             };
-            tokio::select! {
-                reserved = sender.reserve() => {
-                    let Some(slot) = reserved else {
-                        // That exporter is gone; a reload's replacement attaches soon.
-                        if queue.stop_if_closing() {
-                            return false;
-                        }
-                        tokio::select! {
-                            _ = consumer.changed() => {}
-                            () = tokio::time::sleep(REFRESH) => {}
-                        }
-                        continue;
-                    };
-                    lock(&queue.acks).handed_out(meta.seq, meta.written_at_ms);
-                    if meta.seq < queue.replay_before {
-                        queue.metrics.replayed.inc_by(meta.items);
-                    }
-                    let claim = Claim { queue: queue.clone(), seq: meta.seq, items: meta.items };
-                    let batch = Batch::from_encoded(meta.signal, record.payload.clone(), meta.items).with_claim(claim);
-                    slot.send(Arc::new(batch));
-                    return true;
-                }
-                _ = consumer.changed() => {}
-                () = tokio::time::sleep(REFRESH) => {}
+            lock(&queue.acks).handed_out(meta.seq, meta.written_at_ms);
+            if meta.seq < queue.replay_before {
+                queue.metrics.replayed.inc_by(meta.items);
             }
+            let claim = Claim { queue: queue.clone(), seq: meta.seq, items: meta.items };
+            let batch =
+                Batch::from_encoded(meta.signal, record.payload.clone(), meta.items).with_claim(claim);
+            slot.send(Arc::new(batch));
+            return true;
         }
     })
 }
