@@ -250,3 +250,38 @@ def test_a_full_disk_queue_pushes_back_and_keeps_what_it_acknowledged(make_sluic
         print(f"{len(acknowledged)} acknowledged before the queue filled, {clients.refused} refusals")
     finally:
         destination.close()
+
+
+def test_a_reload_hands_the_queue_to_the_new_exporter(make_sluice, tmp_path):
+    """A reload that changes the exporter builds a new one on the same directory: the old one
+    keeps what it holds, the new one gets the rest and what comes next, and once the destination
+    answers everything acknowledged arrives once."""
+    queue_dir = tmp_path / "queue"
+    port = reserve_port()
+    host = make_sluice(config(port, queue_dir))
+
+    def send(prefix, count):
+        names = set()
+        for k in range(count):
+            request = traces(SPANS_PER_REQUEST, prefix=f"{prefix}-{k}")
+            status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+            assert status == 200, body
+            names |= {span.name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans}
+        return names
+
+    acknowledged = send("before", 20)
+    host.config.write_text(host.config.read_text().replace('timeout = "2s"', 'timeout = "3s"'))
+    assert host.wait_metric("sluice_reload_total", 1, result="success") == 1, host.logs()
+    assert "exporter vendor" in next(l for l in host.logs().splitlines() if "Reloaded" in l), "rebuilt"
+    acknowledged |= send("after", 20)
+
+    destination = Downstream(port=port)
+    try:
+        wait_until(lambda: acknowledged <= set(delivered_names(destination)),
+                   f"all {len(acknowledged)} acknowledged spans delivered", host.logs, timeout=60)
+        counts = delivered_names(destination)
+        assert not [name for name, n in counts.items() if n > 1], "nothing twice: no restart happened"
+        assert "in use by another process" not in host.logs()
+        assert host.stop() == 0, host.logs()
+    finally:
+        destination.close()
