@@ -403,24 +403,43 @@ impl Walk {
 /// `false` says nothing: the general walk decides.
 #[inline]
 fn simple_attribute(buf: &[u8]) -> bool {
-    let [0x0a, key_len, rest @ ..] = buf else { return false };
+    match attribute_shape(buf) {
+        Some(AttributeShape::Text) => buf.is_ascii(),
+        Some(AttributeShape::Scalar { key_end }) => buf[2..key_end].is_ascii(),
+        None => false,
+    }
+}
+
+/// What is left to check of a [simple attribute](simple_attribute) once its shape is known.
+#[derive(Clone, Copy)]
+enum AttributeShape {
+    /// A string value: every byte of the attribute — tags, lengths under 128, key and text — is
+    /// ASCII exactly when key and text are, so one pass over it checks both.
+    Text,
+    /// A bool, int or double value: the key, `buf[2..key_end]`, must be ASCII.
+    Scalar { key_end: usize },
+}
+
+/// The shape of a simple attribute, before any ASCII check; `None` for any other shape.
+#[inline]
+fn attribute_shape(buf: &[u8]) -> Option<AttributeShape> {
+    let [0x0a, key_len, rest @ ..] = buf else { return None };
     let key_len = usize::from(*key_len);
     if key_len >= 0x80 || rest.len() < key_len {
-        return false;
+        return None;
     }
-    let [0x12, value_len, value @ ..] = &rest[key_len..] else { return false };
+    let [0x12, value_len, value @ ..] = &rest[key_len..] else { return None };
     // (A length byte of 0x80 or more would start a longer varint; it can't equal these lengths.)
     if usize::from(*value_len) != value.len() {
-        return false;
+        return None;
     }
+    let scalar = Some(AttributeShape::Scalar { key_end: 2 + key_len });
     match value {
-        // A string value: every byte of the attribute — tags, lengths under 128, key and text —
-        // is ASCII exactly when key and text are, so one pass over it checks both.
-        [0x0a, len, text @ ..] => usize::from(*len) == text.len() && buf.is_ascii(),
-        [0x10, flag] => *flag < 0x80 && rest[..key_len].is_ascii(),
-        [0x18, number @ ..] => is_one_varint(number) && rest[..key_len].is_ascii(),
-        [0x21, _, _, _, _, _, _, _, _] => rest[..key_len].is_ascii(),
-        _ => false,
+        [0x0a, len, text @ ..] if usize::from(*len) == text.len() => Some(AttributeShape::Text),
+        [0x10, flag] if *flag < 0x80 => scalar,
+        [0x18, number @ ..] if is_one_varint(number) => scalar,
+        [0x21, _, _, _, _, _, _, _, _] => scalar,
+        _ => None,
     }
 }
 
@@ -431,10 +450,19 @@ fn simple_attribute(buf: &[u8]) -> bool {
 #[inline]
 fn simple_span(buf: &[u8]) -> Option<bool> {
     let (mut trace_id, mut span_id) = (0, 0);
+    // Where the current run of string attributes began: their tags (0x4a) and one-byte lengths
+    // are ASCII too, so one pass over the whole run checks every key and text in it.
+    let mut text_run: Option<usize> = None;
+    let ascii_run =
+        |run: &mut Option<usize>, end: usize| run.take().is_none_or(|start| buf[start..end].is_ascii());
     let mut pos = 0;
     while pos < buf.len() {
+        let tag_at = pos;
         let tag = buf[pos];
         pos += 1;
+        if tag != 0x4a && !ascii_run(&mut text_run, tag_at) {
+            return None;
+        }
         match tag {
             // trace_id, span_id, parent_span_id: bytes.
             0x0a | 0x12 | 0x22 => {
@@ -462,8 +490,16 @@ fn simple_span(buf: &[u8]) -> Option<bool> {
             }
             // attributes.
             0x4a => {
-                if !simple_attribute(short_delimited(buf, &mut pos)?) {
-                    return None;
+                let value = short_delimited(buf, &mut pos)?;
+                match attribute_shape(value)? {
+                    AttributeShape::Text => {
+                        text_run.get_or_insert(tag_at);
+                    }
+                    AttributeShape::Scalar { key_end } => {
+                        if !ascii_run(&mut text_run, tag_at) || !value[2..key_end].is_ascii() {
+                            return None;
+                        }
+                    }
                 }
             }
             // flags (field 16, fixed32): a two-byte tag.
@@ -473,7 +509,7 @@ fn simple_span(buf: &[u8]) -> Option<bool> {
             _ => return None,
         }
     }
-    Some(trace_id == 16 && span_id == 8)
+    ascii_run(&mut text_run, buf.len()).then_some(trace_id == 16 && span_id == 8)
 }
 
 /// A length-delimited value under 128 bytes at `*pos` (its one-byte length first); `None` for a
