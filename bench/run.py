@@ -94,6 +94,12 @@ plugin = "{PLUGINS}/sample-traces.wasm"
 config = {{ percentage = 50.0 }}
 """,
 }
+# The forward mode's noise rule as shipped: seven span-name patterns and an attribute rule.
+PROCESSORS["graphistry-noise"] = f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/drop-spans.wasm"
+config_file = "{REPO}/pipelines/graphistry-noise.rules.toml"
+"""
 PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
 
 

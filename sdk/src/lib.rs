@@ -33,7 +33,8 @@
 //! - [`config`]: the plugin's `config` table from the pipeline TOML.
 //! - [`json`]: wire values as JSON, for exporters.
 //! - [`log`]: lines in the host's log.
-//! - [`pattern`]: `*` wildcards for names and keys in plugin configs.
+//! - [`pattern`]: `*` wildcards for names and keys in plugin configs, and lists of them
+//!   compiled into one matcher.
 //! - [`views`]: the borrowed views of spans, metrics, log records and resources.
 
 #![deny(missing_docs)]
@@ -60,7 +61,7 @@ pub mod prelude {
     pub use crate::exporter::{Batch, Exporter, Method, Request};
     pub use crate::filter::Filter;
     pub use crate::json;
-    pub use crate::pattern::Pattern;
+    pub use crate::pattern::{Pattern, PatternSet};
     pub use crate::router::Router;
     pub use crate::transform::{Edits, Transform};
     pub use crate::{Signal, Signals};

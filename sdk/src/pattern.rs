@@ -1,6 +1,12 @@
 //! Name patterns for plugin configs: `*` matches any run of characters, everything else matches
 //! itself. `"GET /healthz"`, `"health*"`, `"*password*"`.
+//!
+//! A rule usually holds a list of them; [`PatternSet`] compiles the list into one matcher, so a
+//! text is read once however many patterns there are.
 
+use std::collections::HashSet;
+
+use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Deserializer};
 
 /// A compiled `*` pattern.
@@ -53,9 +59,116 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// Whether any of `patterns` matches `text`.
+/// Whether any of `patterns` matches `text`, trying them one by one (a [`PatternSet`] does it
+/// in one pass).
 pub fn any_matches(patterns: &[Pattern], text: &str) -> bool {
     patterns.iter().any(|p| p.matches(text))
+}
+
+/// Where a pattern's one literal must stand in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    /// `literal*`
+    Start,
+    /// `*literal`
+    End,
+    /// `*literal*`
+    Anywhere,
+}
+
+/// A list of patterns compiled into one matcher: [`PatternSet::matches`] answers "does any of
+/// them match" in one pass over the text, whatever the list's length. Patterns without `*` are
+/// looked up in a hash set; those with one literal (`abc*`, `*abc`, `*abc*` — nearly all of them)
+/// go into one Aho-Corasick automaton, whose matches are then checked for their anchor; the rare
+/// pattern with several literals (`a*b*c`) is tried on its own.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet {
+    exact: HashSet<String>,
+    matches_everything: bool,
+    literals: Option<AhoCorasick>,
+    anchors: Vec<Anchor>,
+    general: Vec<Pattern>,
+    len: usize,
+}
+
+impl PatternSet {
+    /// Compiles `patterns`.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = Self::default();
+        let mut literals = Vec::new();
+        for text in patterns {
+            set.len += 1;
+            let pattern = Pattern::new(text);
+            match (pattern.parts.as_slice(), pattern.anchored_start, pattern.anchored_end) {
+                (_, true, true) if !text.contains('*') => {
+                    set.exact.insert(text.to_string());
+                }
+                ([], _, _) => set.matches_everything = true,
+                ([literal], start, end) => {
+                    literals.push(literal.clone());
+                    set.anchors.push(match (start, end) {
+                        (true, _) => Anchor::Start,
+                        (false, true) => Anchor::End,
+                        (false, false) => Anchor::Anywhere,
+                    });
+                }
+                _ => set.general.push(pattern),
+            }
+        }
+        if !literals.is_empty() {
+            // Literals are plain strings, so building can't fail short of a pattern list too
+            // large for the automaton; those patterns then match one by one.
+            match AhoCorasick::new(&literals) {
+                Ok(automaton) => set.literals = Some(automaton),
+                Err(_) => {
+                    let anchored = literals.iter().zip(&set.anchors).map(|(literal, anchor)| match anchor {
+                        Anchor::Start => format!("{literal}*"),
+                        Anchor::End => format!("*{literal}"),
+                        Anchor::Anywhere => format!("*{literal}*"),
+                    });
+                    set.general.extend(anchored.map(|text| Pattern::new(&text)));
+                    set.anchors.clear();
+                }
+            }
+        }
+        set
+    }
+
+    /// How many patterns it was compiled from.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it was compiled from no pattern (and so matches nothing).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether any of the patterns matches `text`.
+    pub fn matches(&self, text: &str) -> bool {
+        if self.matches_everything || self.exact.contains(text) {
+            return true;
+        }
+        if let Some(automaton) = &self.literals {
+            let found =
+                automaton.find_overlapping_iter(text).any(|m| match self.anchors[m.pattern().as_usize()] {
+                    Anchor::Start => m.start() == 0,
+                    Anchor::End => m.end() == text.len(),
+                    Anchor::Anywhere => true,
+                });
+            if found {
+                return true;
+            }
+        }
+        self.general.iter().any(|pattern| pattern.matches(text))
+    }
+}
+
+impl<'de> Deserialize<'de> for PatternSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        Ok(PatternSet::new(texts.iter().map(String::as_str)))
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +196,54 @@ mod tests {
         for (pattern, text, expected) in cases {
             assert_eq!(Pattern::new(pattern).matches(text), expected, "{pattern:?} vs {text:?}");
         }
+    }
+
+    /// Every pattern and text over a small alphabet, up to four characters: a set of one pattern,
+    /// and of that pattern with each other one, answers as the patterns one by one do.
+    #[test]
+    fn a_set_answers_as_its_patterns_one_by_one() {
+        fn words(alphabet: &[char], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last.iter().flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}"))).collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let patterns = words(&['a', 'b', '*'], 4);
+        let texts = words(&['a', 'b'], 4);
+        let compiled: Vec<Pattern> = patterns.iter().map(|p| Pattern::new(p)).collect();
+        for (i, first) in patterns.iter().enumerate() {
+            for (j, second) in patterns.iter().enumerate().step_by(7) {
+                let set = PatternSet::new([first.as_str(), second.as_str()]);
+                let one_by_one = [compiled[i].clone(), compiled[j].clone()];
+                for text in &texts {
+                    assert_eq!(
+                        set.matches(text),
+                        any_matches(&one_by_one, text),
+                        "{first:?}, {second:?} vs {text:?}"
+                    );
+                }
+            }
+        }
+        assert!(!PatternSet::default().matches(""), "an empty set matches nothing");
+    }
+
+    #[test]
+    fn graphistry_noise_names() {
+        let set = PatternSet::new(["*health*", "*.list", "*list_*", "*.read", "*read_*", "*check_workers*"]);
+        for (name, dropped) in [
+            ("GET /healthz", true),
+            ("workers.list", true),
+            ("workers.listing", false),
+            ("list_jobs", true),
+            ("dataset.read", true),
+            ("dataset.reader", false),
+            ("upload", false),
+        ] {
+            assert_eq!(set.matches(name), dropped, "{name}");
+        }
+        assert_eq!(set.len(), 6);
     }
 }

@@ -10,21 +10,21 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use sluice_sdk::pattern::any_matches;
+use sluice_sdk::pattern::PatternSet;
 use sluice_sdk::prelude::*;
 
 /// The plugin's config.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DropSpans {
-    /// Drop spans whose name matches any of these patterns.
-    pub span_names: Vec<Pattern>,
+    /// Drop spans whose name matches any of these patterns (compiled into one matcher).
+    pub span_names: PatternSet,
     /// Drop spans with an attribute (key) whose string value matches any of the patterns.
-    pub span_attributes: BTreeMap<String, Vec<Pattern>>,
+    pub span_attributes: BTreeMap<String, PatternSet>,
     /// Drop log records whose severity number is set and below this (9 = INFO).
     pub min_log_severity: u64,
     /// Drop metrics whose name matches any of these patterns.
-    pub metric_names: Vec<Pattern>,
+    pub metric_names: PatternSet,
 }
 
 impl Filter for DropSpans {
@@ -33,17 +33,17 @@ impl Filter for DropSpans {
     }
 
     fn keep_span(&self, span: &SpanView<'_>, _resource: &ResourceView<'_>) -> bool {
-        if any_matches(&self.span_names, span.name()) {
+        if self.span_names.matches(span.name()) {
             return false;
         }
         !self
             .span_attributes
             .iter()
-            .any(|(key, patterns)| span.str_attribute(key).is_some_and(|value| any_matches(patterns, value)))
+            .any(|(key, patterns)| span.str_attribute(key).is_some_and(|value| patterns.matches(value)))
     }
 
     fn keep_metric(&self, metric: &MetricView<'_>, _resource: &ResourceView<'_>) -> bool {
-        !any_matches(&self.metric_names, metric.name())
+        !self.metric_names.matches(metric.name())
     }
 
     fn keep_log(&self, log: &LogRecordView<'_>, _resource: &ResourceView<'_>) -> bool {
