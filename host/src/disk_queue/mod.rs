@@ -609,6 +609,24 @@ mod tests {
         assert_eq!(items, [1, 2, 3]);
     }
 
+    /// The oldest-item gauge follows the oldest record not settled, whether the exporter holds
+    /// it or it waits on disk, and falls to 0 once everything is settled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_oldest_age_is_the_oldest_unsettled_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (attachment, mut rx, handles) = open(dir.path(), OnFull::Backpressure, &metrics, "age");
+        attachment.append(&batch(1, 10)).expect("stored");
+        let held = next(&mut rx).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let age = handles.oldest_age.get();
+        assert!((1.0..10.0).contains(&age), "held for 2 s, the gauge says {age}");
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(handles.oldest_age.get(), 0.0, "nothing left unsettled");
+        assert_eq!(handles.items.get(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_directory_one_queue() {
         let dir = tempfile::tempdir().expect("tempdir");
