@@ -168,13 +168,17 @@ mod tests {
         }
     }
 
-    fn store() -> Store {
-        Store::new(Options {
+    fn store_options() -> Options {
+        Options {
             resource_to_labels: vec!["k8s.cluster.name".into()],
             const_labels: vec![("env".into(), "test".into())],
             expiry: Duration::from_secs(60),
             track_updates: false,
-        })
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(store_options())
     }
 
     /// Found by the `prometheus_store` fuzz target: counts come off the wire as any u64, and
@@ -258,5 +262,32 @@ mod tests {
         assert!(text.contains(r#"target_info{instance="i-1",job="api",k8s_cluster_name="c1"} 1"#), "{text}");
         store.expire(now + Duration::from_secs(61));
         assert!(store.is_empty());
+    }
+
+    /// Remote write sends each series updated since the last send once, however often a
+    /// batch (or several) updated it, and nothing for a series left alone.
+    #[test]
+    fn updated_series_are_taken_once() {
+        let mut store = Store::new(Options { track_updates: true, ..store_options() });
+        let gauge = |value: f64, gpu: &str| Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: vec![point(value, vec![kv("gpu", gpu)])] })),
+            ..Default::default()
+        };
+        let now = std::time::Instant::now();
+        store.update(&request(vec![gauge(1.0, "0"), gauge(2.0, "0"), gauge(5.0, "1")]), now);
+        store.update(&request(vec![gauge(3.0, "0")]), now);
+        let taken: Vec<(String, f64)> = store
+            .take_updated()
+            .into_iter()
+            .filter(|(name, _, _)| name == "gpu_temperature")
+            .map(|(_, labels, value)| {
+                (labels.iter().find(|(k, _)| k == "gpu").expect("gpu").1.clone(), value)
+            })
+            .collect();
+        assert_eq!(taken, [("0".to_string(), 3.0), ("1".to_string(), 5.0)], "each once, latest value");
+        assert!(store.take_updated().is_empty(), "nothing updated since");
+        store.update(&request(vec![gauge(4.0, "1")]), now);
+        assert_eq!(store.take_updated().iter().filter(|(name, _, _)| name == "gpu_temperature").count(), 1);
     }
 }
