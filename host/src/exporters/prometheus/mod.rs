@@ -17,6 +17,7 @@
 //! - `names`: metric and label names.
 //! - `store`: the series, their translation, and the text format.
 
+pub mod labels;
 mod names;
 pub mod store;
 
@@ -277,17 +278,18 @@ mod tests {
         let now = std::time::Instant::now();
         store.update(&request(vec![gauge(1.0, "0"), gauge(2.0, "0"), gauge(5.0, "1")]), now);
         store.update(&request(vec![gauge(3.0, "0")]), now);
-        let taken: Vec<(String, f64)> = store
-            .take_updated()
-            .into_iter()
-            .filter(|(name, _, _)| name == "gpu_temperature")
-            .map(|(_, labels, value)| {
-                (labels.iter().find(|(k, _)| k == "gpu").expect("gpu").1.clone(), value)
-            })
-            .collect();
+        let mut taken: Vec<(String, f64)> = Vec::new();
+        store.take_updated(|sample| {
+            if sample.name == "gpu_temperature" {
+                let gpu = sample.labels.get("gpu").expect("gpu");
+                taken.push((gpu.to_string(), sample.value));
+            }
+        });
         assert_eq!(taken, [("0".to_string(), 3.0), ("1".to_string(), 5.0)], "each once, latest value");
-        assert!(store.take_updated().is_empty(), "nothing updated since");
+        assert_eq!(store.take_updated(|_| {}), 0, "nothing updated since");
         store.update(&request(vec![gauge(4.0, "1")]), now);
-        assert_eq!(store.take_updated().iter().filter(|(name, _, _)| name == "gpu_temperature").count(), 1);
+        let mut temperatures = 0;
+        store.take_updated(|sample| temperatures += usize::from(sample.name == "gpu_temperature"));
+        assert_eq!(temperatures, 1);
     }
 }

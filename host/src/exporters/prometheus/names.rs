@@ -8,24 +8,42 @@ pub fn sanitize_metric(name: &str) -> String {
 
 /// A Prometheus-safe label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn sanitize_label(name: &str) -> String {
-    let label = sanitize(name, false);
-    if label.starts_with("__") { format!("key{label}") } else { label }
+    let mut out = String::new();
+    write_label(&mut out, name);
+    out
+}
+
+/// Appends `name` as [`sanitize_label`] makes it.
+pub fn write_label(out: &mut String, name: &str) {
+    let start = out.len();
+    sanitize_into(out, name, false);
+    if out[start..].starts_with("__") {
+        out.insert_str(start, "key");
+    }
 }
 
 fn sanitize(name: &str, allow_colon: bool) -> String {
     let mut out = String::with_capacity(name.len() + 1);
+    sanitize_into(&mut out, name, allow_colon);
+    out
+}
+
+fn sanitize_into(out: &mut String, name: &str, allow_colon: bool) {
+    let start = out.len();
     for c in name.chars() {
         let ok = c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':');
         let c = if ok { c } else { '_' };
-        if c == '_' && out.ends_with('_') {
+        if c == '_' && out[start..].ends_with('_') {
             continue;
         }
         out.push(c);
     }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
+    if out[start..].starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(start, '_');
     }
-    if out.is_empty() { "_".into() } else { out }
+    if out.len() == start {
+        out.push('_');
+    }
 }
 
 fn unit_word(unit: &str) -> Option<&'static str> {

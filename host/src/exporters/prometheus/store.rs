@@ -2,10 +2,11 @@
 //! "Prometheus and OpenMetrics compatibility" spec, accumulated (delta → cumulative) and expired
 //! when their source stops sending.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashMap;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -13,10 +14,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
     SummaryDataPoint, metric, number_data_point,
 };
 
-use super::names::{metric_name, sanitize_label};
+use super::labels::{LabelSet, LabelsBuilder, intern, write_display};
+use super::names::{metric_name, sanitize_label, write_label};
 use crate::config::SeriesConfig;
 
-/// Label pairs, sorted by name.
+/// Label pairs a resource gives all its series.
 type Labels = Vec<(String, String)>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,9 @@ struct Meta<'a> {
 struct Family {
     kind: Kind,
     help: String,
-    series: HashMap<Labels, Series>,
+    /// Keyed with hashbrown's seeded foldhash: hashing label sets with SipHash was a sixth of
+    /// remote write's time.
+    series: HashMap<LabelSet, Series>,
 }
 
 /// What the exporter's settings add to every series.
@@ -108,21 +112,42 @@ impl Options {
 pub struct Store {
     families: BTreeMap<String, Family>,
     options: Options,
-    touched: Vec<(String, Labels)>,
+    touched: Vec<(String, LabelSet)>,
+    builder: LabelsBuilder,
 }
 
-/// One flat sample: the full metric name (with `_bucket`/`_sum`/`_count`), its labels (with
-/// `le`/`quantile`), and the value.
-pub type Sample = (String, Labels, f64);
+/// One flat sample as the store holds it: the family's name and the suffix (`_bucket`, `_sum`,
+/// `_count` or none) that make the metric's name, the series' labels sorted by name, the extra
+/// label a bucket or quantile adds (`le`, `quantile`), and the value.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// The family's name.
+    pub name: &'a str,
+    /// What follows the family's name in this sample's metric name.
+    pub suffix: &'static str,
+    /// The series' labels, sorted by name.
+    pub labels: &'a LabelSet,
+    /// `le` or `quantile` and its value, for a bucket or a quantile.
+    pub extra: Option<(&'static str, &'a str)>,
+    /// The sample's value.
+    pub value: f64,
+}
 
 fn any_to_string(value: &Option<AnyValue>) -> String {
+    let mut out = String::new();
+    write_any(&mut out, value);
+    out
+}
+
+/// Appends an attribute's value as a label value.
+fn write_any(out: &mut String, value: &Option<AnyValue>) {
     match value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => out.push_str(s),
+        Some(any_value::Value::BoolValue(b)) => write_display(out, b),
+        Some(any_value::Value::IntValue(i)) => write_display(out, i),
+        Some(any_value::Value::DoubleValue(d)) => write_display(out, d),
+        Some(other) => write_display(out, format_args!("{other:?}")),
+        None => {}
     }
 }
 
@@ -158,28 +183,23 @@ macro_rules! data_points {
 
 data_points!(NumberDataPoint, HistogramDataPoint, ExponentialHistogramDataPoint, SummaryDataPoint);
 
-/// Each point's series (its labels over `base`) and value.
-fn series_of<P: DataPoint>(points: &[P], base: &Labels, value: impl Fn(&P) -> Value) -> Vec<(Labels, Value)> {
-    points.iter().map(|p| (labels(p.attributes(), base), value(p))).collect()
+/// Each point's attributes and value.
+type Points<'a> = Vec<(&'a [KeyValue], Value)>;
+
+/// The points of one metric as [`Points`].
+fn points_of<P: DataPoint>(points: &[P], value: impl Fn(&P) -> Value) -> Points<'_> {
+    points.iter().map(|p| (p.attributes(), value(p))).collect()
 }
 
-fn labels(attributes: &[KeyValue], base: &Labels) -> Labels {
-    let mut out: Labels = base.clone();
-    for kv in attributes {
-        let key = sanitize_label(&kv.key);
-        let value = any_to_string(&kv.value);
-        // Two keys that sanitize alike are joined, as the spec says.
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, existing)) if !base.iter().any(|(k, _)| *k == key) => {
-                existing.push(';');
-                existing.push_str(&value);
-            }
-            Some(_) => {}
-            None => out.push((key, value)),
-        }
+/// Writes the labels of a series into `builder`: `base` first, then the attributes.
+fn build_labels(builder: &mut LabelsBuilder, base: &Labels, attributes: &[KeyValue]) {
+    builder.clear();
+    for (name, value) in base {
+        builder.base(name, value);
     }
-    out.sort();
-    out
+    for kv in attributes {
+        builder.attribute(|out| write_label(out, &kv.key), |out| write_any(out, &kv.value));
+    }
 }
 
 /// Classic buckets from an exponential histogram: each populated bucket's upper bound is
@@ -210,68 +230,63 @@ fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, V
     (bounds, counts)
 }
 
+/// The family `meta` names, created if new; `None` when the name is taken by another type.
+fn family<'a>(families: &'a mut BTreeMap<String, Family>, meta: &Meta<'_>) -> Option<&'a mut Family> {
+    // Look up by `&str` first: the name is only allocated when the family is new.
+    if !families.contains_key(meta.name) {
+        let family = Family { kind: meta.kind, help: meta.help.to_string(), series: HashMap::new() };
+        families.insert(meta.name.to_string(), family);
+    }
+    let family = families.get_mut(meta.name)?;
+    // A name reused with another type keeps its first type; the newcomer is skipped.
+    (family.kind == meta.kind).then_some(family)
+}
+
 impl Store {
     /// A store applying `options`.
     pub fn new(options: Options) -> Self {
-        Self { families: BTreeMap::new(), options, touched: Vec::new() }
+        Self { families: BTreeMap::new(), options, touched: Vec::new(), builder: LabelsBuilder::default() }
     }
 
-    fn family(&mut self, name: &str, kind: Kind, help: &str) -> Option<&mut Family> {
-        // Look up by `&str` first: the name is only allocated when the family is new.
-        if !self.families.contains_key(name) {
-            let family = Family { kind, help: help.to_string(), series: HashMap::new() };
-            self.families.insert(name.to_string(), family);
-        }
-        let family = self.families.get_mut(name)?;
-        // A name reused with another type keeps its first type; the newcomer is skipped.
-        (family.kind == kind).then_some(family)
-    }
-
-    fn put(&mut self, meta: &Meta<'_>, labels: Labels, value: Value, delta: bool, now: Instant) {
+    fn put(
+        &mut self,
+        meta: &Meta<'_>,
+        (base, attributes): (&Labels, &[KeyValue]),
+        value: Value,
+        delta: bool,
+        now: Instant,
+    ) {
         let track = self.options.track_updates;
-        let Some(family) = self.family(meta.name, meta.kind, meta.help) else { return };
+        let Some(family) = family(&mut self.families, meta) else { return };
+        build_labels(&mut self.builder, base, attributes);
+        let labels = self.builder.encode();
         // A series is listed once however often a batch updates it: no sorting or deduplicating
         // when the updates are taken (a sort of every touched label set was 40% of remote write).
-        let first_touch = match family.series.get_mut(&labels) {
-            Some(series) if delta => {
-                series.value = match (&series.value, value) {
-                    (Value::Number(old), Value::Number(add)) => Value::Number(old + add),
-                    (
-                        Value::Histogram { bounds, counts, sum, count },
-                        Value::Histogram {
-                            bounds: new_bounds,
-                            counts: new_counts,
-                            sum: add_sum,
-                            count: add_count,
-                        },
-                    ) if *bounds == new_bounds => Value::Histogram {
-                        bounds: new_bounds,
-                        // Counts come off the wire as any u64: saturate rather than wrap.
-                        counts: counts.iter().zip(&new_counts).map(|(a, b)| a.saturating_add(*b)).collect(),
-                        sum: sum + add_sum,
-                        count: count.saturating_add(add_count),
-                    },
-                    (_, value) => value,
-                };
-                series.updated = now;
-                track && !std::mem::replace(&mut series.pending, track)
+        let Some((interned, series)) = family.series.get_key_value_mut(labels) else {
+            let labels = intern(labels);
+            if track {
+                self.touched.push((meta.name.to_string(), labels.clone()));
             }
-            Some(series) => {
-                series.value = value;
-                series.updated = now;
-                track && !std::mem::replace(&mut series.pending, track)
-            }
-            None => {
-                let touched = track.then(|| labels.clone());
-                family.series.insert(labels, Series { value, updated: now, pending: track });
-                if let Some(labels) = touched {
-                    self.touched.push((meta.name.to_string(), labels));
-                }
-                return;
-            }
+            family.series.insert(labels, Series { value, updated: now, pending: track });
+            return;
         };
-        if first_touch {
-            self.touched.push((meta.name.to_string(), labels));
+        series.value = match (&series.value, value) {
+            (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
+            (
+                Value::Histogram { bounds, counts, sum, count },
+                Value::Histogram { bounds: new_bounds, counts: new_counts, sum: add_sum, count: add_count },
+            ) if delta && *bounds == new_bounds => Value::Histogram {
+                bounds: new_bounds,
+                // Counts come off the wire as any u64: saturate rather than wrap.
+                counts: counts.iter().zip(&new_counts).map(|(a, b)| a.saturating_add(*b)).collect(),
+                sum: sum + add_sum,
+                count: count.saturating_add(add_count),
+            },
+            (_, value) => value,
+        };
+        series.updated = now;
+        if track && !std::mem::replace(&mut series.pending, true) {
+            self.touched.push((meta.name.to_string(), interned.clone()));
         }
     }
 
@@ -299,7 +314,7 @@ impl Store {
                 .collect();
             let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
             let meta = Meta { name: "target_info", kind: Kind::Gauge, help: "Target metadata" };
-            self.put(&meta, labels(&info, &info_base), Value::Number(1.0), false, now);
+            self.put(&meta, (&info_base, &info), Value::Number(1.0), false, now);
             for scope in &resource_metrics.scope_metrics {
                 for m in &scope.metrics {
                     self.add_metric(m, &base, delta, now);
@@ -322,24 +337,24 @@ impl Store {
         };
         // Each data kind gives its family's type, naming, temporality and points; the series
         // are then stored alike.
-        let (kind, name, is_delta, points): (Kind, String, bool, Vec<(Labels, Value)>) = match &m.data {
+        let (kind, name, is_delta, points): (Kind, String, bool, Points<'_>) = match &m.data {
             Some(metric::Data::Gauge(g)) => (
                 Kind::Gauge,
                 metric_name(&m.name, &m.unit, true, false),
                 false,
-                series_of(&g.data_points, base, number),
+                points_of(&g.data_points, number),
             ),
             Some(metric::Data::Sum(s)) => (
                 if s.is_monotonic { Kind::Counter } else { Kind::Gauge },
                 metric_name(&m.name, &m.unit, !s.is_monotonic, s.is_monotonic),
                 s.aggregation_temporality == delta,
-                series_of(&s.data_points, base, number),
+                points_of(&s.data_points, number),
             ),
             Some(metric::Data::Histogram(h)) => (
                 Kind::Histogram,
                 metric_name(&m.name, &m.unit, false, false),
                 h.aggregation_temporality == delta,
-                series_of(&h.data_points, base, |p| {
+                points_of(&h.data_points, |p| {
                     let mut counts = p.bucket_counts.clone();
                     counts.resize(p.explicit_bounds.len() + 1, 0);
                     let bounds = p.explicit_bounds.clone();
@@ -350,7 +365,7 @@ impl Store {
                 Kind::Histogram,
                 metric_name(&m.name, &m.unit, false, false),
                 h.aggregation_temporality == delta,
-                series_of(&h.data_points, base, |p| {
+                points_of(&h.data_points, |p| {
                     let (bounds, counts) = exponential_to_classic(p);
                     Value::Histogram { bounds, counts, sum: p.sum.unwrap_or(0.0), count: p.count }
                 }),
@@ -359,7 +374,7 @@ impl Store {
                 Kind::Summary,
                 metric_name(&m.name, &m.unit, false, false),
                 false,
-                series_of(&s.data_points, base, |p| {
+                points_of(&s.data_points, |p| {
                     let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
                     Value::Summary { quantiles, sum: p.sum, count: p.count }
                 }),
@@ -367,32 +382,34 @@ impl Store {
             None => return,
         };
         let meta = Meta { name: &name, kind, help: &m.description };
-        for (labels, value) in points {
-            self.put(&meta, labels, value, is_delta, now);
+        for (attributes, value) in points {
+            self.put(&meta, (base, attributes), value, is_delta, now);
         }
     }
 
-    /// The current samples of every series updated since the last call.
-    pub fn take_updated(&mut self) -> Vec<Sample> {
+    /// Hands `emit` the current samples of every series updated since the last call, each
+    /// series once; returns how many series that was.
+    pub fn take_updated(&mut self, mut emit: impl FnMut(Sample<'_>)) -> usize {
         let touched = std::mem::take(&mut self.touched);
-        let mut out = Vec::with_capacity(touched.len());
-        for (name, labels) in touched {
-            let Some(series) = self.families.get_mut(&name).and_then(|f| f.series.get_mut(&labels)) else {
+        let mut series_taken = 0;
+        for (name, labels) in &touched {
+            let Some(series) = self.families.get_mut(name).and_then(|f| f.series.get_mut(labels)) else {
                 continue;
             };
             // Listed twice only if it expired and came back since: send it once.
             if !std::mem::replace(&mut series.pending, false) {
                 continue;
             }
+            series_taken += 1;
             flatten(&series.value, |suffix, extra, value| {
-                let mut labels = labels.clone();
-                if let Some((key, label)) = extra {
-                    labels.push((key.to_string(), label));
-                }
-                out.push((format!("{name}{suffix}"), labels, value));
+                let extra = extra.as_ref().map(|(key, label)| (*key, label.as_str()));
+                emit(Sample { name, suffix, labels, extra, value });
             });
         }
-        out
+        // Keep the list's allocation for the next batch.
+        self.touched = touched;
+        self.touched.clear();
+        series_taken
     }
 
     /// Drops series not updated within the expiry, and families left empty.
@@ -427,7 +444,7 @@ impl Store {
             }
             let _ = writeln!(out, "# TYPE {name} {}", family.kind.as_str());
             let mut series: Vec<_> = family.series.iter().collect();
-            series.sort_by(|a, b| a.0.cmp(b.0));
+            series.sort_by(|a, b| a.0.pairs().cmp(b.0.pairs()));
             for (labels, s) in series {
                 flatten(&s.value, |suffix, extra, value| {
                     sample(
@@ -489,17 +506,13 @@ fn sample(
     out: &mut String,
     name: &str,
     suffix: &str,
-    labels: &Labels,
+    labels: &LabelSet,
     extra: Option<(&str, &str)>,
     value: f64,
 ) {
     out.push_str(name);
     out.push_str(suffix);
-    let mut pairs = labels
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect::<Vec<_>>();
+    let mut pairs = labels.pairs().filter(|(_, v)| !v.is_empty()).collect::<Vec<_>>();
     if let Some(extra) = extra {
         pairs.push(extra);
     }

@@ -4,20 +4,21 @@
 //! cumulative accumulation follow the `prometheus` exporter's translation exactly.
 
 pub mod config;
+mod encode;
 
 use super::BuildError;
 use super::registry::{ExporterType, SharedKeys, Start};
 use crate::config::ClientConfig;
 use serde_spanned::Spanned;
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
-use prost::Message;
 use tokio::task::JoinHandle;
 
+use self::encode::WriteRequestEncoder;
 use super::http::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
 use crate::batch::Decoded;
@@ -25,35 +26,8 @@ use crate::config::{ComponentId, RemoteWriteExporterConfig, SeriesConfig, Signal
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
-#[derive(Clone, PartialEq, Message)]
-struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    timeseries: Vec<TimeSeries>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    samples: Vec<Sample>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Label {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-struct Sample {
-    #[prost(double, tag = "1")]
-    value: f64,
-    #[prost(int64, tag = "2")]
-    timestamp: i64,
-}
+/// How often series past their expiry are dropped.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
 /// Starts the exporter's task.
 pub fn spawn(
@@ -67,6 +41,9 @@ pub fn spawn(
     let delivery = Delivery::new(Settings { name, client, http2_only: false, counters })?;
     // Remote write sends only the series each batch touched.
     let mut store = Store::new(Options::of(series, |name| name.to_string(), true));
+    let mut encoder = WriteRequestEncoder::default();
+    let mut compressor = snap::raw::Encoder::new();
+    let mut next_expiry = Instant::now();
     let mut fixed = HeaderMap::new();
     fixed.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
     fixed.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
@@ -92,30 +69,24 @@ pub fn spawn(
             };
             let now = Instant::now();
             store.update(request, now);
-            store.expire(now);
+            // Walking every series to expire them is as costly as a batch: once a second is
+            // enough (a series outlives its `expiry` by at most that).
+            if now >= next_expiry {
+                store.expire(now);
+                next_expiry = now + EXPIRY_CHECK;
+            }
             let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            let timeseries = store
-                .take_updated()
-                .into_iter()
-                .map(|(name, labels, value)| {
-                    let mut labels: Vec<Label> = labels
-                        .into_iter()
-                        .filter(|(_, v)| !v.is_empty())
-                        .map(|(name, value)| Label { name, value })
-                        .collect();
-                    labels.push(Label { name: "__name__".into(), value: name });
-                    labels.sort_by(|a, b| a.name.cmp(&b.name));
-                    TimeSeries { labels, samples: vec![Sample { value, timestamp }] }
-                })
-                .collect();
-            let encoded = WriteRequest { timeseries }.encode_to_vec();
-            let body = match snap::raw::Encoder::new().compress_vec(&encoded) {
-                Ok(body) => Bytes::from(body),
+            encoder.clear();
+            store.take_updated(|sample| encoder.push(sample, timestamp));
+            let mut body = vec![0; snap::raw::max_compress_len(encoder.bytes().len())];
+            match compressor.compress(encoder.bytes(), &mut body) {
+                Ok(written) => body.truncate(written),
                 Err(error) => {
                     delivery.give_up(Signal::Metrics, items, &format!("cannot compress: {error}"));
                     continue;
                 }
             };
+            let body = Bytes::from(body);
             // Remote write's rule is plain HTTP's: 2xx delivered, 429/5xx retried, other 4xx final.
             delivery.deliver(Signal::Metrics, items, &url, body, &fixed, judge_http_status).await;
         }
