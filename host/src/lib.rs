@@ -32,6 +32,7 @@ pub mod batch;
 pub mod config;
 pub mod disk_queue;
 pub mod exporters;
+pub mod gzip;
 pub mod log_throttle;
 pub mod memory;
 pub mod metrics;

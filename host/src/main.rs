@@ -249,7 +249,7 @@ fn run(chosen: &Chosen) -> ExitCode {
     init_logging(loaded.config.service.log_level);
     tracing::info!(
         config = %path.display(), chosen_by = chosen.reason, version = env!("CARGO_PKG_VERSION"),
-        "Starting Sluice"
+        gzip = sluice::gzip::ENGINE, "Starting Sluice"
     );
     for warning in &loaded.warnings {
         tracing::warn!(config = %path.display(), "{warning}");

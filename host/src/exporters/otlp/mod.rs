@@ -26,7 +26,7 @@ use serde_spanned::Spanned;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use tokio::sync::Semaphore;
@@ -58,9 +58,10 @@ struct Pending {
     since: Option<Instant>,
 }
 
-/// One request: its payload, its items, and the disk queue batches it was merged from.
+/// One request: its parts, its items, and the disk queue batches it was merged from.
 struct Request {
-    payload: Bytes,
+    /// Encoded requests that, concatenated, are this one (it holds all their resource groups).
+    parts: Vec<Bytes>,
     items: u64,
     claimed: Vec<Arc<Batch>>,
 }
@@ -72,17 +73,7 @@ impl Pending {
         let items = std::mem::take(&mut self.items);
         self.bytes = 0;
         self.since = None;
-        let payload = if parts.len() == 1 {
-            parts.into_iter().next().expect("one part")
-        } else {
-            // Concatenated requests are one request holding all their resource groups.
-            let mut merged = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-            for part in parts {
-                merged.extend_from_slice(&part);
-            }
-            merged.freeze()
-        };
-        Request { payload, items, claimed }
+        Request { parts, items, claimed }
     }
 }
 
@@ -174,7 +165,7 @@ async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, re
     let Ok(permit) = senders.clone().acquire_owned().await else { return };
     let shared = shared.clone();
     tokio::spawn(async move {
-        shared.deliver(signal, request.payload, request.items).await;
+        shared.deliver(signal, &request.parts, request.items).await;
         // Settled only now that the outcome is counted.
         drop(request.claimed);
         drop(permit);
@@ -182,13 +173,13 @@ async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, re
 }
 
 impl Shared {
-    async fn deliver(&self, signal: Signal, payload: Bytes, items: u64) {
+    async fn deliver(&self, signal: Signal, parts: &[Bytes], items: u64) {
         let Some(url) = self.urls.get(signal).clone() else {
             let reason = format!("no endpoint is configured for {signal}");
             return self.delivery.give_up(signal, items, &reason);
         };
         let (body, content_type) =
-            match wire::body(self.config.protocol, self.config.compression, signal, &payload) {
+            match wire::body(self.config.protocol, self.config.compression, signal, parts) {
                 Ok(body) => body,
                 Err(reason) => return self.delivery.give_up(signal, items, &reason),
             };

@@ -1,9 +1,8 @@
 //! Building OTLP requests and reading their answers, for gRPC and HTTP.
 
-use std::io::Write;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use prost::Message;
 
@@ -20,23 +19,6 @@ pub fn grpc_path(signal: Signal) -> &'static str {
     }
 }
 
-/// Compresses `data`.
-pub fn compress(compression: CompressionConfig, data: Bytes) -> std::io::Result<Bytes> {
-    match compression {
-        // Uncompressed bodies go out as the bytes they are, without a copy.
-        CompressionConfig::None => Ok(data),
-        CompressionConfig::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(data.len() / 4),
-                flate2::Compression::fast(),
-            );
-            encoder.write_all(&data)?;
-            encoder.finish().map(Bytes::from)
-        }
-        CompressionConfig::Zstd => zstd::bulk::compress(&data, 1).map(Bytes::from),
-    }
-}
-
 /// The encoding name for headers, if compressed.
 pub fn encoding_name(compression: CompressionConfig) -> Option<&'static str> {
     match compression {
@@ -46,33 +28,57 @@ pub fn encoding_name(compression: CompressionConfig) -> Option<&'static str> {
     }
 }
 
-/// The body to send for `payload` (an encoded request) and its content type.
+/// The body to send for `parts` (encoded requests that together make one: protobuf's repeated
+/// fields concatenate) and its content type. A gRPC message's 5-byte prefix is written first and
+/// filled in once its length is known, and gzip reads the parts where they are, so a merged
+/// request is copied only into its compressed form.
 pub fn body(
     protocol: OtlpProtocol,
     compression: CompressionConfig,
     signal: Signal,
-    payload: &Bytes,
+    parts: &[Bytes],
 ) -> Result<(Bytes, &'static str), String> {
-    let message = if protocol == OtlpProtocol::HttpJson {
-        let decoded = Decoded::from_protobuf(signal, payload).map_err(|e| e.to_string())?;
-        let mut json = Vec::with_capacity(payload.len() * 2);
-        decoded.write_json(&mut json, false).map_err(|e| e.to_string())?;
-        Bytes::from(json)
-    } else {
-        payload.clone()
+    let content_type = match protocol {
+        OtlpProtocol::Grpc => "application/grpc",
+        OtlpProtocol::HttpProtobuf => "application/x-protobuf",
+        OtlpProtocol::HttpJson => "application/json",
     };
-    let compressed = compress(compression, message).map_err(|e| format!("cannot compress: {e}"))?;
-    Ok(match protocol {
-        OtlpProtocol::Grpc => {
-            let mut frame = BytesMut::with_capacity(compressed.len() + 5);
-            frame.put_u8(u8::from(compression != CompressionConfig::None));
-            frame.put_u32(compressed.len() as u32);
-            frame.put_slice(&compressed);
-            (frame.freeze(), "application/grpc")
+    let json;
+    let parts: Vec<&[u8]> = if protocol == OtlpProtocol::HttpJson {
+        let payload = parts.concat();
+        let decoded = Decoded::from_protobuf(signal, &payload).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(payload.len() * 2);
+        decoded.write_json(&mut out, false).map_err(|e| e.to_string())?;
+        if compression == CompressionConfig::None {
+            return Ok((Bytes::from(out), content_type));
         }
-        OtlpProtocol::HttpProtobuf => (compressed, "application/x-protobuf"),
-        OtlpProtocol::HttpJson => (compressed, "application/json"),
-    })
+        json = out;
+        vec![&json]
+    } else {
+        // An uncompressed HTTP body of one request goes out as the bytes it is, without a copy.
+        if let ([part], CompressionConfig::None, OtlpProtocol::HttpProtobuf) = (parts, compression, protocol)
+        {
+            return Ok((part.clone(), content_type));
+        }
+        parts.iter().map(|part| &part[..]).collect()
+    };
+    let prefix = if protocol == OtlpProtocol::Grpc { 5 } else { 0 };
+    let mut out = vec![0u8; prefix];
+    let cannot = |e: std::io::Error| format!("cannot compress: {e}");
+    match compression {
+        CompressionConfig::None => parts.iter().for_each(|part| out.extend_from_slice(part)),
+        CompressionConfig::Gzip => crate::gzip::compress_parts(&parts, &mut out).map_err(cannot)?,
+        CompressionConfig::Zstd => {
+            out.extend_from_slice(&zstd::bulk::compress(&parts.concat(), 1).map_err(cannot)?);
+        }
+    }
+    if prefix != 0 {
+        let length =
+            u32::try_from(out.len() - prefix).map_err(|_| "a gRPC message over 4 GiB".to_string())?;
+        out[0] = u8::from(compression != CompressionConfig::None);
+        out[1..prefix].copy_from_slice(&length.to_be_bytes());
+    }
+    Ok((Bytes::from(out), content_type))
 }
 
 /// `partial_success.rejected_*` (field 1 of field 1) of any export response, read in place.
@@ -172,6 +178,40 @@ pub fn grpc_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
+        out
+    }
+
+    #[test]
+    fn bodies_frame_and_compress_merged_parts() {
+        let parts = [Bytes::from_static(b"\x0a\x02\x0a\x00"), Bytes::from_static(b"\x0a\x00")];
+        let concatenated = parts.concat();
+        let (grpc, kind) =
+            body(OtlpProtocol::Grpc, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+        assert_eq!(kind, "application/grpc");
+        assert_eq!(grpc[0], 1, "compressed flag");
+        assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, grpc.len() - 5);
+        assert_eq!(gunzip(&grpc[5..]), concatenated);
+        let (plain, _) =
+            body(OtlpProtocol::Grpc, CompressionConfig::None, Signal::Traces, &parts).expect("body");
+        assert_eq!(&plain[..], [&[0, 0, 0, 0, 6][..], &concatenated].concat());
+        let (http, kind) =
+            body(OtlpProtocol::HttpProtobuf, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+        assert_eq!((gunzip(&http), kind), (concatenated.clone(), "application/x-protobuf"));
+        let one = &parts[..1];
+        let (same, _) =
+            body(OtlpProtocol::HttpProtobuf, CompressionConfig::None, Signal::Traces, one).expect("body");
+        assert_eq!(same.as_ptr(), parts[0].as_ptr(), "sent as it is");
+        let (json, kind) =
+            body(OtlpProtocol::HttpJson, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+        assert_eq!(kind, "application/json");
+        let json: serde_json::Value = serde_json::from_slice(&gunzip(&json)).expect("JSON");
+        assert_eq!(json["resourceSpans"].as_array().map(Vec::len), Some(2), "{json}");
+    }
 
     #[test]
     fn http_answers() {

@@ -1,0 +1,54 @@
+//! What gzip alone costs per span, on the bytes the load generator sends (100 spans × 10
+//! attributes per batch): the floor under any forward path that compresses its output. Prints
+//! zlib-rs and libdeflate at level 1 beside the host's own `gzip::compress` (ISA-L when built
+//! with `--features isal`).
+//!
+//! ```sh
+//! cargo run --release -p sluice-host --features isal --example compress_cost
+//! ```
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use sluice_bench::make_batch;
+
+/// Batches in the pool, as the load generator cycles through 64.
+const POOL: usize = 64;
+
+fn main() {
+    let mut rng = rand::rng();
+    let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10)).collect();
+    let mut libdeflate =
+        libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level"));
+    // The exporter merges waiting batches into one request (protobuf repeated fields concatenate).
+    for merged in [1, 10] {
+        let requests: Vec<Vec<u8>> = batches.chunks(merged).map(|chunk| chunk.concat()).collect();
+        let spans = requests.len() * merged * 100;
+        let bytes: usize = requests.iter().map(Vec::len).sum();
+        println!("{} spans per request, {} bytes per span:", merged * 100, bytes / spans);
+        measure("zlib-rs, level 1", &requests, spans, |data| {
+            sluice::gzip::zlib(data).expect("in memory").len()
+        });
+        measure("libdeflate, level 1", &requests, spans, |data| {
+            let mut out = vec![0; libdeflate.gzip_compress_bound(data.len())];
+            libdeflate.gzip_compress(data, &mut out).expect("the bound is enough")
+        });
+        let host = format!("host: {}", sluice::gzip::ENGINE);
+        measure(&host, &requests, spans, |data| sluice::gzip::compress(data).expect("in memory").len());
+    }
+}
+
+/// Compresses every request until a second has passed; prints ns per span and the ratio.
+fn measure(label: &str, requests: &[Vec<u8>], spans: usize, mut compress: impl FnMut(&[u8]) -> usize) {
+    let (mut rounds, mut out_bytes) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < 1.0 {
+        for request in requests {
+            out_bytes += black_box(compress(black_box(request)));
+        }
+        rounds += 1;
+    }
+    let in_bytes: usize = requests.iter().map(Vec::len).sum::<usize>() * rounds;
+    let ns = started.elapsed().as_nanos() as f64 / (spans * rounds) as f64;
+    println!("  {label:<32} {ns:>6.0} ns per span, {:.2}x smaller", in_bytes as f64 / out_bytes as f64);
+}
