@@ -100,10 +100,25 @@ PROCESSORS["graphistry-noise"] = f"""
 plugin = "{PLUGINS}/drop-spans.wasm"
 config_file = "{REPO}/pipelines/graphistry-noise.rules.toml"
 """
+# Both Graphistry rules as pipelines/forward.toml runs them (noise filter, then tags).
+PROCESSORS["graphistry"] = PROCESSORS["graphistry-noise"] + f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/set-attributes.wasm"
+config_file = "{REPO}/pipelines/graphistry-tags.rules.toml"
+"""
 PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
 
 
 def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None):
+    if exporter == "forward.toml":
+        # The shipped forward mode as users run it: the Graphistry rules, OTLP/HTTP with gzip to
+        # the sink, a disk queue (synced before each answer) and the GPU receiver (idle here).
+        settings = {"SLUICE_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "SLUICE_OTLP_USERNAME": "bench",
+                    "SLUICE_OTLP_PASSWORD": "bench", "SLUICE_DATA_DIR": f"{workdir}/data",
+                    "SLUICE_ADMIN_ADDRESS": f"127.0.0.1:{free_port()}",
+                    "SLUICE_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}", "SLUICE_HTTP_ADDRESS": f"127.0.0.1:{http_port}"}
+        return ["env", *(f"{k}={v}" for k, v in settings.items()), str(binary or REPO / "target" / "release" / "sluice"),
+                "run", "--config", str(REPO / "pipelines" / "forward.toml")]
     # `-disk` on any scenario: the exporter keeps a disk queue in the run's directory (synced
     # before each answer; `-disk-periodic`: once a second).
     sync = "periodic" if exporter.endswith("-disk-periodic") else "always"
@@ -180,6 +195,8 @@ def one_run(host, exporter, protocol, args):
             sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), *sink_command],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_port(sink, sink_process)
+            if exporter == "forward.toml":
+                sink = sink_http  # the shipped pipeline sends OTLP/HTTP
         command = HOSTS[host](exporter, grpc_port, http_port, workdir, sink)
         if command is None:
             if sink_process:
@@ -199,8 +216,12 @@ def one_run(host, exporter, protocol, args):
                 stdout=subprocess.PIPE, text=True)
             time.sleep(args.warmup)
             cpu_start = cpu_seconds(process.pid)
+            profile = start_profile(process.pid, args, f"{exporter}-{protocol}-c{args.connections}") \
+                if getattr(args, "profile_this_run", False) else None
             time.sleep(args.duration)
             cpu_used = cpu_seconds(process.pid) - cpu_start
+            if profile:
+                finish_profile(*profile)
             out, _ = loadgen.communicate(timeout=args.duration + 60)
             report = json.loads(out)
             report.update(host=host, exporter=exporter, cpu_seconds=cpu_used,
@@ -215,12 +236,35 @@ def one_run(host, exporter, protocol, args):
                 sink_process.wait(timeout=30)
 
 
+def start_profile(pid, args, name):
+    """`perf record` on the host for the measured window (DWARF call stacks: release builds keep
+    no frame pointers), to be drawn as args.flamegraphs/NAME.svg."""
+    data = Path(tempfile.mkdtemp()) / "perf.data"
+    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(data),
+                             "-p", str(pid), "--", "sleep", str(min(args.duration, 4))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return perf, data, Path(args.flamegraphs) / f"{name}.svg"
+
+
+def finish_profile(perf, data, svg):
+    """perf script | inferno-collapse-perf | inferno-flamegraph (`cargo install inferno`)."""
+    perf.wait(timeout=60)
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    script = subprocess.run(["perf", "script", "--no-inline", "-i", str(data)], capture_output=True, check=True).stdout
+    folded = subprocess.run(["inferno-collapse-perf"], input=script, capture_output=True, check=True).stdout
+    svg.write_bytes(subprocess.run(["inferno-flamegraph", "--title", svg.stem, "--width", "1400"], input=folded,
+                                   capture_output=True, check=True).stdout)
+    data.unlink()
+    print(f"flame graph: {svg}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", default="8",
+                        help="concurrent requests; a comma-separated list runs every scenario at each")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--attributes", type=int, default=10)
     parser.add_argument("--host-core", type=int, default=0)
@@ -228,11 +272,16 @@ def main():
     parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http",
                         help="exporter/protocol pairs; the exporter may also be a plugin scenario: "
                              + ", ".join(PROCESSORS) + " (each runs into discard), `forward` (OTLP gRPC out "
-                             "to a sink Sluice on the load core), forward-<plugin scenario>, or `webhook` / "
+                             "to a sink Sluice on the load core), forward-<plugin scenario>, `forward.toml` (the "
+                             "shipped pipelines/forward.toml, OTLP/HTTP to the sink), or `webhook` / "
                              "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink); "
                              "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
                              "`-disk-periodic` one with sync = \"periodic\"")
     parser.add_argument("--hosts", default="sluice,rotel")
+    parser.add_argument("--flamegraphs", default=None, metavar="DIR",
+                        help="also profile Sluice in one extra run per scenario (not counted in the table) and "
+                             "draw DIR/<scenario>-<protocol>-c<connections>.svg (needs perf and `cargo install "
+                             "inferno`)")
     parser.add_argument("--baseline", default=None,
                         help="another Sluice binary (an older build, say), run as host `baseline` with the same "
                              "configs beside the others, alternating run by run")
@@ -243,35 +292,61 @@ def main():
             args.hosts += ",baseline"
 
     results = []
-    for scenario in args.scenarios.split(","):
-        exporter, protocol = scenario.split("/")
-        for run in range(args.runs):
-            for host in args.hosts.split(","):
-                report = one_run(host, exporter, protocol, args)
-                if report is None:
-                    continue
-                report["run"] = run
-                results.append(report)
-                print(f"{host:7} {exporter:8} {protocol:5} run {run}: {report['spans_per_second']:>12,.0f} spans/s "
-                      f"{report['spans_per_cpu_second'] or 0:>12,.0f} spans/cpu-s  rss {report['peak_rss_kib']:>7} KiB "
-                      f"p50 {report['p50_ms']:.2f} ms p99 {report['p99_ms']:.2f} ms errors {report['errors']}",
-                      file=sys.stderr, flush=True)
+    for connections in [int(c) for c in str(args.connections).split(",")]:
+        for scenario in args.scenarios.split(","):
+            exporter, protocol = scenario.split("/")
+            for run in range(args.runs):
+                for host in args.hosts.split(","):
+                    report = one_run(host, exporter, protocol, argparse.Namespace(**{**vars(args),
+                                                                                    "connections": connections}))
+                    if report is None:
+                        continue
+                    report.update(run=run, connections=connections)
+                    results.append(report)
+                    if args.flamegraphs and run == 0 and host == "sluice":
+                        one_run(host, exporter, protocol, argparse.Namespace(
+                            **{**vars(args), "connections": connections, "profile_this_run": True}))
+                    print(f"{host:7} {exporter:8} {protocol:5} c{connections} run {run}: "
+                          f"{report['spans_per_second']:>12,.0f} spans/s "
+                          f"{report['spans_per_cpu_second'] or 0:>12,.0f} spans/cpu-s  "
+                          f"rss {report['peak_rss_kib']:>7} KiB p50 {report['p50_ms']:.2f} ms "
+                          f"p99 {report['p99_ms']:.2f} ms errors {report['errors']}", file=sys.stderr, flush=True)
 
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (out_dir / f"{stamp}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 
-    print("| scenario | host | spans/s (median) | spans per CPU-second (median) | peak RSS MiB (median) | p50 ms | p99 ms | runs |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(table(results))
+
+
+def table(results):
+    """The Markdown table: medians per scenario, connections and host, and each Sluice row's
+    spans per CPU-second against rotel-agent's in the same run — the same scenario, or rotel's
+    plain forward for a forward scenario with plugins (rotel-agent runs no Wasm rules)."""
     groups = {}
     for r in results:
-        groups.setdefault((r["exporter"], r["protocol"], r["host"]), []).append(r)
-    for (exporter, protocol, host), runs in groups.items():
-        med = lambda key: statistics.median(r[key] for r in runs)
-        print(f"| {exporter} / {protocol} | {host} | {med('spans_per_second'):,.0f} | "
-              f"{med('spans_per_cpu_second'):,.0f} | {med('peak_rss_kib') / 1024:.1f} | "
-              f"{med('p50_ms'):.2f} | {med('p99_ms'):.2f} | {len(runs)} |")
+        groups.setdefault((r["exporter"], r["protocol"], r.get("connections"), r["host"]), []).append(r)
+    medians = {key: {field: statistics.median(r[field] for r in runs) for field in
+                     ("spans_per_second", "spans_per_cpu_second", "peak_rss_kib", "p50_ms", "p99_ms")}
+               for key, runs in groups.items()}
+    lines = ["| scenario | conns | host | spans/s (median) | spans per CPU-second (median) | × rotel per CPU-s "
+             "| peak RSS MiB (median) | p50 ms | p99 ms | runs |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (exporter, protocol, connections, host), runs in groups.items():
+        m = medians[(exporter, protocol, connections, host)]
+        ratio = ""
+        if host != "rotel":
+            peer = medians.get((exporter, protocol, connections, "rotel"))
+            peer_name = ""
+            if peer is None and exporter.startswith("forward") and exporter != "forward":
+                peer, peer_name = medians.get(("forward", protocol, connections, "rotel")), " (rotel forward)"
+            if peer:
+                ratio = f"{m['spans_per_cpu_second'] / peer['spans_per_cpu_second']:.2f}×{peer_name}"
+        lines.append(f"| {exporter} / {protocol} | {connections} | {host} | {m['spans_per_second']:,.0f} | "
+                     f"{m['spans_per_cpu_second']:,.0f} | {ratio} | {m['peak_rss_kib'] / 1024:.1f} | "
+                     f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {len(runs)} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
