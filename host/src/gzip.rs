@@ -121,17 +121,18 @@ mod igzip {
     }
 }
 
+/// `data` decompressed (every member), for tests that check what was compressed.
+#[cfg(test)]
+pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use super::*;
-
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
-        out
-    }
 
     #[test]
     fn what_is_compressed_comes_back() {

@@ -178,13 +178,7 @@ pub fn grpc_verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gunzip(data: &[u8]) -> Vec<u8> {
-        use std::io::Read;
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
-        out
-    }
+    use crate::gzip::gunzip;
 
     #[test]
     fn bodies_frame_and_compress_merged_parts() {
