@@ -212,7 +212,7 @@ def one_run(host, exporter, protocol, args):
                  "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
                  "--connections", str(args.connections), "--batch", str(args.batch),
                  "--attributes", str(args.attributes), "--duration", str(args.duration),
-                 "--warmup", str(args.warmup)],
+                 "--warmup", str(args.warmup), *(["--gzip"] if args.client_gzip else [])],
                 stdout=subprocess.PIPE, text=True)
             time.sleep(args.warmup)
             cpu_start = cpu_seconds(process.pid)
@@ -278,6 +278,8 @@ def main():
                              "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
                              "`-disk-periodic` one with sync = \"periodic\"")
     parser.add_argument("--hosts", default="sluice,rotel")
+    parser.add_argument("--client-gzip", action="store_true",
+                        help="the load generator sends gzip-compressed requests (compressed once up front)")
     parser.add_argument("--flamegraphs", default=None, metavar="DIR",
                         help="also profile Sluice in one extra run per scenario (not counted in the table) and "
                              "draw DIR/<scenario>-<protocol>-c<connections>.svg (needs perf and `cargo install "

@@ -55,11 +55,21 @@ struct Args {
     /// Distinct pre-encoded batches to cycle through.
     #[arg(long, default_value_t = 64)]
     pool: usize,
+    /// Send gzip-compressed bodies (compressed once up front, as an SDK's default level would).
+    #[arg(long)]
+    gzip: bool,
 }
 
-fn grpc_frame(message: &[u8]) -> Bytes {
+fn gzip(message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(message).expect("in memory");
+    encoder.finish().expect("in memory")
+}
+
+fn grpc_frame(message: &[u8], compressed: bool) -> Bytes {
     let mut frame = BytesMut::with_capacity(message.len() + 5);
-    frame.put_u8(0);
+    frame.put_u8(u8::from(compressed));
     frame.put_u32(message.len() as u32);
     frame.put_slice(message);
     frame.freeze()
@@ -69,6 +79,7 @@ struct Worker {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: http::Uri,
     protocol: Protocol,
+    gzip: bool,
 }
 
 impl Worker {
@@ -78,6 +89,12 @@ impl Worker {
             Protocol::Grpc => request.header("content-type", "application/grpc").header("te", "trailers"),
             Protocol::Http => request.header("content-type", "application/x-protobuf"),
         };
+        if self.gzip {
+            request = match self.protocol {
+                Protocol::Grpc => request.header("grpc-encoding", "gzip"),
+                Protocol::Http => request.header("content-encoding", "gzip"),
+            };
+        }
         let response = self.client.request(request.body(Full::new(body))?).await?;
         let status = response.status();
         let header_status = response.headers().get("grpc-status").cloned();
@@ -105,9 +122,12 @@ async fn main() -> anyhow::Result<()> {
     let pool: Arc<Vec<Bytes>> = Arc::new(
         (0..args.pool)
             .map(|_| {
-                let message = make_batch(&mut rng, args.batch, args.attributes);
+                let mut message = make_batch(&mut rng, args.batch, args.attributes);
+                if args.gzip {
+                    message = gzip(&message);
+                }
                 match args.protocol {
-                    Protocol::Grpc => grpc_frame(&message),
+                    Protocol::Grpc => grpc_frame(&message, args.gzip),
                     Protocol::Http => Bytes::from(message),
                 }
             })
@@ -130,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         let client = Client::builder(TokioExecutor::new())
             .http2_only(matches!(args.protocol, Protocol::Grpc))
             .build::<_, Full<Bytes>>(connector);
-        let worker = Worker { client, uri: uri.clone(), protocol: args.protocol };
+        let worker = Worker { client, uri: uri.clone(), protocol: args.protocol, gzip: args.gzip };
         let (pool, measuring, stop) = (pool.clone(), measuring.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
