@@ -60,6 +60,10 @@ pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
     // One feeder at a time: one started by a new attachment waits here for the one finishing.
     let mut position = lock(&queue.position);
     loop {
+        // Read before looking for records: a queue closing already when the look found nothing
+        // has nothing more coming. Closing after it (the last holder appending, then letting
+        // go, while this thread was between its look and the stop) is caught on the next turn.
+        let closing = queue.is_closing();
         let grown = queue.grown.notified();
         tokio::pin!(grown);
         grown.as_mut().enable();
@@ -71,7 +75,7 @@ pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
                 if let Err(error) = queue.sync() {
                     queue.log_error(&error);
                 }
-                if queue.stop_if_closing() {
+                if closing && queue.stop_if_closing() {
                     return;
                 }
                 runtime.block_on(async {

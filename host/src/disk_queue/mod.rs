@@ -316,6 +316,11 @@ impl DiskQueue {
         });
     }
 
+    /// Whether the last holder has let go (a new one attaching clears it).
+    fn is_closing(&self) -> bool {
+        lock(&self.feeding).closing
+    }
+
     /// Called by the feeder when it has handed out everything written: if nobody holds the
     /// queue, lets go of the last consumer (its exporter then finishes) and says stop.
     fn stop_if_closing(&self) -> bool {
