@@ -1,6 +1,6 @@
 //! The Prometheus conversions never panic: any metrics request prost decodes goes into the
-//! scrape store (twice, so deltas accumulate) and out as exposition text and as remote write
-//! samples.
+//! scrape store (twice, so deltas accumulate) and out as exposition text and as a remote write
+//! request.
 
 #![no_main]
 
@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use sluice::exporters::prometheus::store::{Options, Store};
+use sluice::exporters::remote_write::encode::WriteRequestEncoder;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = ExportMetricsServiceRequest::decode(data) else { return };
@@ -24,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     store.update(&request, now);
     store.update(&request, now);
     let _ = store.render();
-    let _ = store.take_updated();
+    let mut encoder = WriteRequestEncoder::default();
+    store.take_updated(|sample| encoder.push(sample, 1_700_000_000_000));
+    let _ = encoder.bytes();
     store.expire(now + Duration::from_secs(120));
     assert!(store.render().lines().all(|line| line.starts_with('#')), "every series expired");
 });

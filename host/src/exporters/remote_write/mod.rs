@@ -4,7 +4,7 @@
 //! cumulative accumulation follow the `prometheus` exporter's translation exactly.
 
 pub mod config;
-mod encode;
+pub mod encode;
 
 use super::BuildError;
 use super::registry::{ExporterType, SharedKeys, Start};
