@@ -121,13 +121,12 @@ mod igzip {
     }
 }
 
-/// `data` decompressed (every member), for tests that check what was compressed.
+/// What the receivers make of `data`, for tests that check what was compressed.
 #[cfg(test)]
 pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
-    out
+    use crate::receivers::otlp::compression::{Encoding, decompress};
+    let body = bytes::Bytes::copy_from_slice(data);
+    decompress(Encoding::Gzip, body, usize::MAX - 1).expect("valid gzip").to_vec()
 }
 
 #[cfg(test)]
