@@ -1,7 +1,8 @@
 //! What gzip alone costs per span, on the bytes the load generator sends (100 spans × 10
 //! attributes per batch): the floor under any forward path that compresses its output. Prints
 //! zlib-rs and libdeflate at level 1 beside the host's own `gzip::compress` (ISA-L when built
-//! with `--features isal`).
+//! with `--features isal`), then what reading the bodies back costs: the receivers' gunzip
+//! (zlib-rs) and, with the feature, ISA-L's.
 //!
 //! ```sh
 //! cargo run --release -p sluice-host --features isal --example compress_cost
@@ -10,6 +11,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use sluice::receivers::otlp::compression::{Encoding, decompress};
 use sluice_bench::make_batch;
 
 /// Batches in the pool, as the load generator cycles through 64.
@@ -35,10 +37,24 @@ fn main() {
         });
         let host = format!("host: {}", sluice::gzip::ENGINE);
         measure(&host, &requests, spans, |data| sluice::gzip::compress(data).expect("in memory").len());
+        let compressed: Vec<Vec<u8>> =
+            requests.iter().map(|r| sluice::gzip::zlib(r).expect("in memory")).collect();
+        measure("gunzip: the receivers' (zlib-rs)", &compressed, spans, |data| {
+            let body = bytes::Bytes::copy_from_slice(data);
+            decompress(Encoding::Gzip, body, usize::MAX - 1).expect("valid").len()
+        });
+        #[cfg(feature = "isal")]
+        {
+            let mut out = vec![0u8; 1 << 24];
+            measure("gunzip: ISA-L", &compressed, spans, |data| {
+                isal::decompress_into(data, &mut out, isal::Codec::Gzip).expect("valid")
+            });
+        }
     }
 }
 
-/// Compresses every request until a second has passed; prints ns per span and the ratio.
+/// Runs `compress` over every request until a second has passed; prints ns per span and the
+/// ratio of bytes in to bytes out (below 1 when reading back).
 fn measure(label: &str, requests: &[Vec<u8>], spans: usize, mut compress: impl FnMut(&[u8]) -> usize) {
     let (mut rounds, mut out_bytes) = (0, 0);
     let started = Instant::now();
