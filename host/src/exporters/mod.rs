@@ -115,27 +115,18 @@ impl ExporterInput {
         None
     }
 
-    /// Queues `batch`, waiting while the queue is full (or dropping it, with `on_full = "drop"`).
-    /// Fails only when a disk queue could not store it (written and synced here; a pipeline
-    /// with disk-queued exporters uses [`ExporterInput::send_blocking`] and syncs per group).
-    pub async fn send(&self, batch: Arc<Batch>) -> Result<(), String> {
-        let queue = match &self.entry {
-            Entry::Memory { queue, .. } => queue,
-            Entry::Disk(attachment) => {
-                let attachment = attachment.clone();
-                let stored = tokio::task::spawn_blocking(move || {
-                    attachment.append(&batch)?;
-                    attachment.sync()
-                });
-                return stored.await.map_err(|e| e.to_string()).and_then(|result| result);
-            }
+    /// Queues `batch` on a memory-queued exporter, waiting while the queue is full (or dropping
+    /// it, with `on_full = "drop"`). Only pipelines without disk-queued exporters fan out this
+    /// way; the others write through [`ExporterInput::send_blocking`] and sync per group.
+    pub async fn send(&self, batch: Arc<Batch>) {
+        let Entry::Memory { queue, .. } = &self.entry else {
+            unreachable!("a pipeline with a disk-queued exporter fans out through send_blocking")
         };
-        let Some(batch) = self.try_without_waiting(queue, batch) else { return Ok(()) };
+        let Some(batch) = self.try_without_waiting(queue, batch) else { return };
         if queue.send(batch).await.is_err() {
             // The exporter only stops after every input is dropped, so this means it panicked.
             tracing::error!(exporter = %self.name, "Exporter is gone; batch lost");
         }
-        Ok(())
     }
 
     /// [`ExporterInput::send`], blocking the calling thread (for pipelines that run plugins or

@@ -124,7 +124,7 @@ pub fn spawn(
         let task = tokio::spawn(async move {
             while let Some(admitted) = rx.recv().await {
                 for exporter in &destinations.default {
-                    unstored(&admitted, exporter.send(admitted.batch.clone()).await);
+                    exporter.send(admitted.batch.clone()).await;
                 }
                 rx.settle(&admitted);
             }
