@@ -69,7 +69,10 @@ pub fn body(
         CompressionConfig::None => parts.iter().for_each(|part| out.extend_from_slice(part)),
         CompressionConfig::Gzip => crate::gzip::compress_parts(&parts, &mut out).map_err(cannot)?,
         CompressionConfig::Zstd => {
-            out.extend_from_slice(&zstd::bulk::compress(&parts.concat(), 1).map_err(cannot)?);
+            use std::io::Write;
+            let mut encoder = zstd::stream::Encoder::new(&mut out, 1).map_err(cannot)?;
+            parts.iter().try_for_each(|part| encoder.write_all(part)).map_err(cannot)?;
+            encoder.finish().map_err(cannot)?;
         }
     }
     if prefix != 0 {
@@ -190,6 +193,9 @@ mod tests {
         assert_eq!(grpc[0], 1, "compressed flag");
         assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, grpc.len() - 5);
         assert_eq!(gunzip(&grpc[5..]), concatenated);
+        let (zstd, _) =
+            body(OtlpProtocol::Grpc, CompressionConfig::Zstd, Signal::Traces, &parts).expect("body");
+        assert_eq!(zstd::decode_all(&zstd[5..]).expect("valid zstd"), concatenated);
         let (plain, _) =
             body(OtlpProtocol::Grpc, CompressionConfig::None, Signal::Traces, &parts).expect("body");
         assert_eq!(&plain[..], [&[0, 0, 0, 0, 6][..], &concatenated].concat());
