@@ -90,7 +90,8 @@ impl Acks {
 
     /// When the oldest record the exporter holds was written.
     pub fn oldest_in_flight(&self) -> Option<u64> {
-        self.in_flight.values().min().copied()
+        // Records are written, and so numbered, in time order: the lowest seq is the oldest.
+        self.in_flight.first_key_value().map(|(_, written_at_ms)| *written_at_ms)
     }
 
     /// Record `seq` is settled. Returns the new cursor if it moved; the file then says so.
