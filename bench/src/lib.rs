@@ -1,6 +1,8 @@
 //! What the load generator sends, shared with the micro-benchmarks that measure a path on the
 //! same bytes (`cargo run --release -p sluice-host --example compress_cost`).
 
+pub mod generate;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;

@@ -7,10 +7,12 @@
 
 mod decoded;
 mod encoded;
+mod json;
 mod response;
 
 pub use decoded::{DecodeError, Decoded};
 pub use encoded::Batch;
+pub use json::write_json;
 pub use response::{
     ExportOutcome, ProtoAny, ProtoDuration, RetryInfo, RpcCode, RpcStatus, export_response, status_body,
 };

@@ -153,6 +153,7 @@ impl<'a> Fields<'a> {
         take(self.buf, &mut self.pos, len, offset)
     }
 
+    #[inline(always)]
     fn next_field(&mut self) -> Result<Field<'a>, Error> {
         let offset = self.pos;
         let (number, wire_type) = read_key(self.buf, &mut self.pos)?;
@@ -293,6 +294,7 @@ pub(crate) fn skip_group(buf: &[u8], pos: &mut usize, number: u32, depth: u32) -
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<Field<'a>, Error>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;

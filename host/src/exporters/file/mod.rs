@@ -102,9 +102,7 @@ impl FileExporter {
     fn write_line(&mut self, batch: &Batch) -> Result<(), ExportError> {
         let signal = batch.signal();
         self.line.clear();
-        batch.decoded().map_err(|e| e.clone())?.write_json(&mut self.line, false).map_err(|e| {
-            ExportError::Io { context: format!("cannot render {signal} as JSON"), source: e.into() }
-        })?;
+        crate::batch::write_json(signal, &[batch.payload()], &mut self.line)?;
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         if let Some(file) = &self.files[signal.index()]

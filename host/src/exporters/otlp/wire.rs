@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use prost::Message;
 
-use crate::batch::{Decoded, RetryInfo, RpcStatus};
+use crate::batch::{RetryInfo, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::http::verdict::{Verdict, retry_after};
 
@@ -45,10 +45,9 @@ pub fn body(
     };
     let json;
     let parts: Vec<&[u8]> = if protocol == OtlpProtocol::HttpJson {
-        let payload = parts.concat();
-        let decoded = Decoded::from_protobuf(signal, &payload).map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(payload.len() * 2);
-        decoded.write_json(&mut out, false).map_err(|e| e.to_string())?;
+        let slices: Vec<&[u8]> = parts.iter().map(|part| &part[..]).collect();
+        let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum::<usize>() * 2);
+        crate::batch::write_json(signal, &slices, &mut out).map_err(|e| e.to_string())?;
         if compression == CompressionConfig::None {
             return Ok((Bytes::from(out), content_type));
         }

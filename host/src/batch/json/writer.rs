@@ -1,0 +1,397 @@
+//! The JSON writer and the field readers the renderers share.
+//!
+//! Every value is written exactly as `serde_json` writes the owned messages (the renderer's
+//! output must not change by a byte when it replaces them): strings go through `serde_json`'s
+//! escaping unless they need none, floats through `serde_json` itself, integers through `itoa`.
+
+use sluice_wire::{Field, Fields, Value};
+
+/// Why a request is left to the owned decoder: it is malformed, or it needs one of protobuf's
+/// merge rules (a singular message field or a oneof given twice), which only a decoder that
+/// builds the messages can apply.
+#[derive(Debug)]
+pub(super) struct NotCanonical;
+
+impl From<sluice_wire::Error> for NotCanonical {
+    fn from(_: sluice_wire::Error) -> Self {
+        NotCanonical
+    }
+}
+
+/// What every renderer returns.
+pub(super) type Render = Result<(), NotCanonical>;
+
+/// How deeply `AnyValue`s may nest (the reference decoder's recursion limit counts every
+/// message level, so a checked request stays well inside it).
+pub(super) const DEPTH_LIMIT: u32 = 100;
+
+/// Appends JSON to a buffer.
+pub(super) struct Writer<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'o> Writer<'o> {
+    pub(super) fn new(out: &'o mut Vec<u8>) -> Self {
+        Self { out }
+    }
+
+    /// How much has been written.
+    pub(super) fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Takes back what was written after `len`.
+    pub(super) fn truncate(&mut self, len: usize) {
+        self.out.truncate(len);
+    }
+
+    /// Literal JSON: punctuation and keys.
+    #[inline]
+    pub(super) fn raw(&mut self, json: &[u8]) {
+        self.out.extend_from_slice(json);
+    }
+
+    /// A protobuf `string` as a JSON string.
+    #[inline(always)]
+    pub(super) fn string(&mut self, bytes: &[u8]) -> Render {
+        // ASCII without control characters, quotes or backslashes (nearly every name and
+        // attribute) is valid UTF-8 and escapes to itself.
+        if is_plain(bytes) {
+            self.out.reserve(bytes.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(bytes);
+            self.out.push(b'"');
+            return Ok(());
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| NotCanonical)?;
+        serde_json::to_writer(&mut *self.out, text).map_err(|_| NotCanonical)
+    }
+
+    /// Bytes as lowercase hex in a JSON string (trace and span IDs).
+    pub(super) fn hex(&mut self, bytes: &[u8]) {
+        // Two digits per byte from one table lookup; IDs (8 and 16 bytes) go through a buffer on
+        // the stack and into the output in one copy.
+        const PAIRS: [[u8; 2]; 256] = {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut pairs = [[0; 2]; 256];
+            let mut b = 0;
+            while b < 256 {
+                pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+                b += 1;
+            }
+            pairs
+        };
+        let mut quoted = [b'"'; 34];
+        if bytes.len() <= 16 {
+            for (pair, &b) in quoted[1..].chunks_exact_mut(2).zip(bytes) {
+                pair.copy_from_slice(&PAIRS[usize::from(b)]);
+            }
+            quoted[bytes.len() * 2 + 1] = b'"';
+            self.out.extend_from_slice(&quoted[..bytes.len() * 2 + 2]);
+            return;
+        }
+        self.out.push(b'"');
+        for &b in bytes {
+            self.out.extend_from_slice(&PAIRS[usize::from(b)]);
+        }
+        self.out.push(b'"');
+    }
+
+    /// Bytes as standard, padded base64 in a JSON string (`bytesValue`).
+    pub(super) fn base64(&mut self, bytes: &[u8]) {
+        use base64::Engine;
+        let len = base64::encoded_len(bytes.len(), true).expect("a batch's bytes fit base64 in memory");
+        self.out.push(b'"');
+        let start = self.out.len();
+        self.out.resize(start + len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(bytes, &mut self.out[start..])
+            .expect("the slice is as long as the encoding");
+        self.out.truncate(start + written);
+        self.out.push(b'"');
+    }
+
+    /// An integer as a JSON number.
+    #[inline]
+    pub(super) fn int(&mut self, value: impl itoa::Integer) {
+        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// An integer as a JSON string (OTLP/JSON writes 64-bit integers so).
+    #[inline]
+    pub(super) fn quoted(&mut self, value: impl itoa::Integer) {
+        self.out.push(b'"');
+        self.int(value);
+        self.out.push(b'"');
+    }
+
+    /// A double as a JSON number (`null` when not finite, as `serde_json` writes it).
+    pub(super) fn float(&mut self, value: f64) {
+        serde_json::to_writer(&mut *self.out, &value).expect("writing to a Vec cannot fail");
+    }
+
+    /// A double that may be NaN or infinite, those written as the strings OTLP/JSON names.
+    pub(super) fn special_float(&mut self, value: f64) {
+        match value {
+            v if v.is_nan() => self.raw(b"\"NaN\""),
+            f64::INFINITY => self.raw(b"\"Infinity\""),
+            f64::NEG_INFINITY => self.raw(b"\"-Infinity\""),
+            v => self.float(v),
+        }
+    }
+
+    /// `true` or `false`.
+    pub(super) fn bool(&mut self, value: bool) {
+        self.raw(if value { b"true" } else { b"false" });
+    }
+
+    /// An optional double: the number, or `null`.
+    pub(super) fn optional_float(&mut self, value: Option<f64>) {
+        match value {
+            Some(v) => self.float(v),
+            None => self.raw(b"null"),
+        }
+    }
+
+    /// An optional message rendered by `render`, or `null`.
+    pub(super) fn optional<'a>(
+        &mut self,
+        message: Option<&'a [u8]>,
+        render: impl FnOnce(&mut Self, &'a [u8]) -> Render,
+    ) -> Render {
+        match message {
+            Some(bytes) => render(self, bytes),
+            None => {
+                self.raw(b"null");
+                Ok(())
+            }
+        }
+    }
+
+    /// The messages of repeated field `number` in `run` of `buf`, as a JSON array.
+    pub(super) fn list<'a>(
+        &mut self,
+        buf: &'a [u8],
+        run: Run,
+        number: u32,
+        mut render: impl FnMut(&mut Self, &'a [u8]) -> Render,
+    ) -> Render {
+        self.out.push(b'[');
+        let mut first = true;
+        for field in Fields::new(run.of(buf)) {
+            let field = field?;
+            if field.number == number {
+                if !first {
+                    self.out.push(b',');
+                }
+                first = false;
+                render(self, bytes(&field)?)?;
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    /// The 64-bit scalars of repeated field `number` in `run` of `buf`, packed or not, each
+    /// written by `render`, as a JSON array.
+    pub(super) fn scalars(
+        &mut self,
+        buf: &[u8],
+        run: Run,
+        number: u32,
+        kind: Scalar,
+        mut render: impl FnMut(&mut Self, u64),
+    ) -> Render {
+        self.out.push(b'[');
+        let mut first = true;
+        let mut each = |w: &mut Self, value: u64| {
+            if !first {
+                w.out.push(b',');
+            }
+            first = false;
+            render(w, value);
+        };
+        for field in Fields::new(run.of(buf)) {
+            let field = field?;
+            if field.number != number {
+                continue;
+            }
+            match (kind, field.value) {
+                (Scalar::Fixed64, Value::Fixed64(v)) | (Scalar::Varint, Value::Varint(v)) => each(self, v),
+                (Scalar::Fixed64, Value::Bytes(packed)) => {
+                    if packed.len() % 8 != 0 {
+                        return Err(NotCanonical);
+                    }
+                    for chunk in packed.chunks_exact(8) {
+                        each(self, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+                    }
+                }
+                (Scalar::Varint, Value::Bytes(packed)) => {
+                    for value in packed_varints(packed) {
+                        each(self, value?);
+                    }
+                }
+                _ => return Err(NotCanonical),
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+}
+
+/// Whether `bytes` are ASCII that JSON needs no escape for: no control character (below
+/// 0x20), quote or backslash. Eight bytes at a time, as bit tricks over a word.
+#[inline]
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `word` below `n` (n ≤ 128) sets its high bit here; so does a byte ≥ 0x80.
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGH;
+    let escaped = |word: u64| {
+        (word & HIGH)
+            | below(word, 0x20)
+            | below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    if bytes.len() < 8 {
+        // Spaces (plain) where the string has no byte; built in a register, not through memory.
+        let short = bytes.iter().enumerate().fold(ONES * u64::from(b' '), |word, (i, &b)| {
+            word & !(0xff << (8 * i)) | u64::from(b) << (8 * i)
+        });
+        return escaped(short) == 0;
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let whole = chunks.by_ref().fold(0, |found, chunk| found | escaped(word(chunk)));
+    // The last eight bytes, overlapping the chunks: the remainder without a copy.
+    whole | escaped(word(&bytes[bytes.len() - 8..])) == 0
+}
+
+/// The encodings of a repeated 64-bit scalar field.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Scalar {
+    /// `fixed64` and `double`.
+    Fixed64,
+    /// `uint64`.
+    Varint,
+}
+
+/// Where the occurrences of a repeated field lie in a message: from the first one's tag to the
+/// end of the last, so writing the list walks only that stretch.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// All of `buf` (a message whose only field is the repeated one).
+    pub(super) fn whole(buf: &[u8]) -> Self {
+        Self { start: 0, end: buf.len() }
+    }
+
+    /// Takes in one more occurrence.
+    #[inline]
+    pub(super) fn add(&mut self, field: &Field<'_>) {
+        if self.end == 0 {
+            self.start = field.offset;
+        }
+        self.end = field.offset + field.raw.len();
+    }
+
+    fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start..self.end]
+    }
+}
+
+/// A length-delimited field's bytes.
+#[inline]
+pub(super) fn bytes<'a>(field: &Field<'a>) -> Result<&'a [u8], NotCanonical> {
+    match field.value {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(NotCanonical),
+    }
+}
+
+/// A varint field's value.
+#[inline]
+pub(super) fn varint(field: &Field<'_>) -> Result<u64, NotCanonical> {
+    match field.value {
+        Value::Varint(v) => Ok(v),
+        _ => Err(NotCanonical),
+    }
+}
+
+/// A 64-bit fixed field's bits (`fixed64`, `sfixed64`, `double`).
+#[inline]
+pub(super) fn fixed64(field: &Field<'_>) -> Result<u64, NotCanonical> {
+    match field.value {
+        Value::Fixed64(v) => Ok(v),
+        _ => Err(NotCanonical),
+    }
+}
+
+/// A 32-bit fixed field's bits.
+#[inline]
+pub(super) fn fixed32(field: &Field<'_>) -> Result<u32, NotCanonical> {
+    match field.value {
+        Value::Fixed32(v) => Ok(v),
+        _ => Err(NotCanonical),
+    }
+}
+
+/// A `sint32` as the reference decoder reads it (zigzag over the low 32 bits).
+pub(super) fn sint32(field: &Field<'_>) -> Result<i32, NotCanonical> {
+    let value = varint(field)?;
+    Ok(((value >> 1) as i32) ^ (-((value & 1) as i32)))
+}
+
+/// Sets a singular message field, which protobuf merges when it comes twice: that is left to
+/// the owned decoder.
+#[inline]
+pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, field: &Field<'a>) -> Render {
+    if slot.is_some() {
+        return Err(NotCanonical);
+    }
+    *slot = Some(bytes(field)?);
+    Ok(())
+}
+
+fn packed_varints(mut buf: &[u8]) -> impl Iterator<Item = Result<u64, NotCanonical>> + '_ {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let end = buf.iter().position(|b| b & 0x80 == 0).filter(|&end| end < 10);
+        let Some(end) = end else {
+            buf = &[];
+            return Some(Err(NotCanonical));
+        };
+        let (varint, rest) = buf.split_at(end + 1);
+        buf = rest;
+        if end == 9 && varint[9] > 1 {
+            return Some(Err(NotCanonical));
+        }
+        Some(Ok(varint.iter().rev().fold(0u64, |value, b| value << 7 | u64::from(b & 0x7f))))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain;
+
+    #[test]
+    fn a_string_is_plain_exactly_when_no_byte_needs_an_escape_or_a_utf8_check() {
+        let needs = |b: u8| !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\';
+        for len in [1, 7, 8, 9, 17] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = byte;
+                    assert_eq!(is_plain(&text), !needs(byte), "byte {byte:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(is_plain(b""));
+    }
+}
