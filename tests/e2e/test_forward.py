@@ -1,6 +1,7 @@
 """The OTLP exporter against real and scripted destinations: rotel-agent downstream, retries,
 permanent errors, a dead destination, secret rotation, TLS and mTLS."""
 
+import gzip
 import ssl
 import subprocess
 import time
@@ -8,8 +9,9 @@ import time
 import pytest
 import trustme
 
-from conftest import ARCHIVE, PROTOBUF, RECEIVER, free_port, grpc_call, pipeline, post, rotel_binary, wait_port, wait_until
+from conftest import ARCHIVE, PLUGINS, PROTOBUF, RECEIVER, free_port, grpc_call, pipeline, post, rotel_binary, wait_port, wait_until
 from downstream import Downstream, partial_success
+from http_sink import HttpSink
 from otlp_payloads import attributes, points_in, records_in, spans_in, traces
 
 FAST_RETRY = 'retry = {{ initial_backoff = "100ms", max_backoff = "500ms", max_elapsed = "20s" }}'
@@ -53,8 +55,11 @@ def send(host, request, path="/v1/traces"):
     assert status == 200, body
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
+# With the SDK compressing (gzip, as the OTLP exporter compresses by default), each request goes
+# on to rotel-agent as the client compressed it: rotel must read that body too.
+@pytest.mark.parametrize("protocol,client_gzip", [("grpc", False), ("http/protobuf", False), ("grpc", True),
+                                                  ("http/protobuf", True)])
+def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol, client_gzip):
     sink = make_sluice(RECEIVER + ARCHIVE + pipeline())
     rotel_grpc, rotel_http = free_port(), free_port()
     rotel = subprocess.Popen(
@@ -73,7 +78,7 @@ def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
             endpoint = "{endpoint}"
             batch = {{{{ timeout = "50ms" }}}}
         """)
-        send_with_the_sdk(host)
+        send_with_the_sdk(host, gzip=client_gzip)
         assert host.stop() == 0, host.logs()
         expected = {"traces": 4, "metrics": 1, "logs": 2}
 
@@ -96,8 +101,56 @@ def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol):
     assert sorted(r["body"]["stringValue"] for _, r in records) == ["alpha", "beta"]
 
 
-def send_with_the_sdk(host):
-    """Traces, metrics and logs from the Python OpenTelemetry SDK, into `host` over HTTP."""
+def test_a_gzipped_request_goes_on_as_the_client_compressed_it(make_sluice):
+    """No stage changed it and the exporter compresses the same way: the client's gzip body is sent
+    on byte for byte. A plain request, or one a plugin changed, is compressed by the exporter."""
+    sink = HttpSink()
+    host = make_sluice(RECEIVER + f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        compression = "gzip"
+        endpoint = "{sink.url}"
+        batch = {{{{ timeout = "50ms" }}}}
+        [exporters.tagged]
+        type = "otlp"
+        protocol = "http/protobuf"
+        compression = "gzip"
+        endpoint = "{sink.url}/tagged"
+        batch = {{{{ timeout = "50ms" }}}}
+        [pipelines.plain]
+        receivers = ["otlp"]
+        exporters = ["out"]
+        [pipelines.changed]
+        receivers = ["otlp"]
+        exporters = ["tagged"]
+        [[pipelines.changed.processors]]
+        plugin = "{PLUGINS}/set-attributes.wasm"
+        config = {{{{ resource = [{{{{ key = "deployment.environment", value = "test" }}}}] }}}}
+    """)
+    request = traces(service="gzip-in").SerializeToString()
+    body = gzip.compress(request)
+    status, _, answer = post(host, "/v1/traces", body, {**PROTOBUF, "Content-Encoding": "gzip"})
+    assert status == 200, answer
+    received = sink.wait_requests(2)
+    as_is = next(r for r in received if r["path"] == "/v1/traces")
+    assert as_is["headers"]["content-encoding"] == "gzip"
+    assert as_is["body"] == body, "the client's gzip body, untouched"
+    tagged = next(r for r in received if r["path"] == "/tagged/v1/traces")
+    assert tagged["headers"]["content-encoding"] == "gzip"
+    assert b"deployment.environment" in gzip.decompress(tagged["body"])
+
+    status, _, answer = post(host, "/v1/traces", request, PROTOBUF)
+    assert status == 200, answer
+    plain = [r for r in sink.wait_requests(4) if r["path"] == "/v1/traces"][1]
+    assert plain["headers"]["content-encoding"] == "gzip"
+    assert gzip.decompress(plain["body"]) == request
+    assert host.stop() == 0, host.logs()
+
+
+def send_with_the_sdk(host, gzip=False):
+    """Traces, metrics and logs from the Python OpenTelemetry SDK, into `host` over HTTP (gzip-compressed
+    when asked)."""
     import logging
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -108,7 +161,7 @@ def send_with_the_sdk(host):
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from test_sdk import exporters
 
-    span_exporter, metric_exporter, log_exporter = exporters("http", host)
+    span_exporter, metric_exporter, log_exporter = exporters("http", host, gzip=gzip)
     resource = Resource.create({"service.name": "fwd"})
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))

@@ -15,21 +15,26 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from otlp_payloads import attributes, points_in, records_in, spans_in
 
 
-def exporters(protocol, host):
+def exporters(protocol, host, gzip=False):
+    """The SDK's OTLP exporters of all three signals, sending to `host` (gzip-compressed when asked)."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from grpc import Compression
         endpoint = f"http://{host.grpc_endpoint}"
-        return (OTLPSpanExporter(endpoint=endpoint, insecure=True),
-                OTLPMetricExporter(endpoint=endpoint, insecure=True),
-                OTLPLogExporter(endpoint=endpoint, insecure=True))
+        compression = Compression.Gzip if gzip else None
+        return (OTLPSpanExporter(endpoint=endpoint, insecure=True, compression=compression),
+                OTLPMetricExporter(endpoint=endpoint, insecure=True, compression=compression),
+                OTLPLogExporter(endpoint=endpoint, insecure=True, compression=compression))
+    from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return (OTLPSpanExporter(endpoint=f"{host.http_base}/v1/traces"),
-            OTLPMetricExporter(endpoint=f"{host.http_base}/v1/metrics"),
-            OTLPLogExporter(endpoint=f"{host.http_base}/v1/logs"))
+    compression = Compression.Gzip if gzip else Compression.NoCompression
+    return (OTLPSpanExporter(endpoint=f"{host.http_base}/v1/traces", compression=compression),
+            OTLPMetricExporter(endpoint=f"{host.http_base}/v1/metrics", compression=compression),
+            OTLPLogExporter(endpoint=f"{host.http_base}/v1/logs", compression=compression))
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use super::{DecodeError, Decoded};
-use crate::config::Signal;
+use crate::config::{CompressionConfig, Signal};
 
 /// One export request on its way through the host: encoded bytes, counted, decoded on demand.
 ///
@@ -19,12 +19,24 @@ pub struct Batch {
     decoded: OnceLock<Result<Decoded, DecodeError>>,
     /// The disk queue record this batch was read from, settled when the batch is dropped.
     claim: Option<crate::disk_queue::Claim>,
+    /// The body as the client compressed it, when `payload` is exactly what it decompresses to.
+    compressed: Option<Compressed>,
+}
+
+/// A request body as its client compressed it. An exporter that compresses the same way sends
+/// it on untouched instead of compressing the payload again.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    /// How it is compressed (`gzip` or `zstd`).
+    pub encoding: CompressionConfig,
+    /// The compressed bytes, in an allocation of their own.
+    pub body: Bytes,
 }
 
 impl Batch {
     /// A batch from an encoded `Export*ServiceRequest` holding `items` items.
     pub fn from_encoded(signal: Signal, payload: Bytes, items: u64) -> Self {
-        Self { signal, payload, items, decoded: OnceLock::new(), claim: None }
+        Self { signal, payload, items, decoded: OnceLock::new(), claim: None, compressed: None }
     }
 
     /// A batch whose owned form already exists (it arrived as JSON, say), so nobody decodes again.
@@ -39,6 +51,18 @@ impl Batch {
     /// dropped: an exporter keeps a batch until its outcome is known.
     pub fn with_claim(self, claim: crate::disk_queue::Claim) -> Self {
         Self { claim: Some(claim), ..self }
+    }
+
+    /// The batch, also carrying the body its client sent, which decompresses to exactly its
+    /// payload (a stage that changes the payload makes a new batch, without it).
+    pub fn with_compressed(self, compressed: Compressed) -> Self {
+        Self { compressed: Some(compressed), ..self }
+    }
+
+    /// The body as its client compressed it, if it came compressed `encoding`'s way and
+    /// nothing has changed it since.
+    pub fn compressed_as(&self, encoding: CompressionConfig) -> Option<&Bytes> {
+        self.compressed.as_ref().filter(|c| c.encoding == encoding).map(|c| &c.body)
     }
 
     /// Whether it was read from a disk queue (and settles its record when dropped).

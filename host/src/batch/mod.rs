@@ -11,7 +11,7 @@ mod json;
 mod response;
 
 pub use decoded::{DecodeError, Decoded};
-pub use encoded::Batch;
+pub use encoded::{Batch, Compressed};
 pub use json::write_json;
 pub use response::{
     ExportOutcome, ProtoAny, ProtoDuration, RetryInfo, RpcCode, RpcStatus, export_response, status_body,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::batch::{Batch, Decoded, ExportOutcome, Format};
+use crate::batch::{Batch, Compressed, Decoded, ExportOutcome, Format};
 use crate::config::{ComponentId, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::memory::MemoryGuard;
@@ -223,15 +223,17 @@ impl Ingest {
         }
     }
 
-    /// Checks, counts and enqueues one request body. When a pipeline it enters writes to a
-    /// disk queue, returns only once the batch is stored there (or couldn't be).
+    /// Checks, counts and enqueues one request body (`sent`: the body as the client compressed
+    /// it, if it did). When a pipeline it enters writes to a disk queue, returns only once the
+    /// batch is stored there (or couldn't be).
     pub async fn accept(
         &self,
         signal: Signal,
         format: Format,
         body: Bytes,
+        sent: Option<Compressed>,
     ) -> Result<ExportOutcome, Refusal> {
-        let result = match self.enqueue(signal, format, body) {
+        let result = match self.enqueue(signal, format, body, sent) {
             Ok((outcome, items, Some(receipt))) => match receipt.await {
                 Ok(Ok(())) => Ok((outcome, items)),
                 Ok(Err(reason)) => Err(Refusal::NotStored(reason)),
@@ -266,15 +268,16 @@ impl Ingest {
         signal: Signal,
         format: Format,
         body: Bytes,
+        sent: Option<Compressed>,
     ) -> Result<(ExportOutcome, u64, Option<Receipt>), Refusal> {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
-        if !self.memory.admit(body.len()) {
+        if !self.memory.admit(body.len() + sent.as_ref().map_or(0, |sent| sent.body.len())) {
             return Err(Refusal::Memory);
         }
         let slots = Self::reserve(&feeds, signal)?;
-        let (batch, outcome) = self.prepare(signal, format, body)?;
+        let (batch, outcome) = self.prepare(signal, format, body, sent)?;
         let Some(batch) = batch else { return Ok((outcome, 0, None)) };
         let items = batch.items();
         let batch = Arc::new(batch);
@@ -297,17 +300,23 @@ impl Ingest {
         signal: Signal,
         format: Format,
         body: Bytes,
+        sent: Option<Compressed>,
     ) -> Result<(Option<Batch>, ExportOutcome), Refusal> {
         let mut decoded = match format {
             Format::Protobuf => {
                 let summary = sluice_wire::summarize(signal, &body)
                     .map_err(|e| Refusal::Malformed(format!("invalid protobuf {signal} request: {e}")))?;
                 if summary.invalid_items == 0 {
-                    // The common case: forward the bytes as they came.
-                    let payload = own_allocation(body);
-                    let batch =
-                        (summary.items > 0).then(|| Batch::from_encoded(signal, payload, summary.items));
-                    return Ok((batch, ExportOutcome::default()));
+                    // The common case: forward the bytes as they came, and the client's compressed
+                    // body with them, for exporters that can send it on as it is.
+                    if summary.items == 0 {
+                        return Ok((None, ExportOutcome::default()));
+                    }
+                    let mut batch = Batch::from_encoded(signal, own_allocation(body), summary.items);
+                    if let Some(Compressed { encoding, body }) = sent {
+                        batch = batch.with_compressed(Compressed { encoding, body: own_allocation(body) });
+                    }
+                    return Ok((Some(batch), ExportOutcome::default()));
                 }
                 // Rare: some items must go. Decode once, drop them, re-encode.
                 Decoded::from_protobuf(signal, &body).map_err(|e| Refusal::Malformed(e.to_string()))?
@@ -399,7 +408,8 @@ mod tests {
     async fn valid_protobuf_is_forwarded_without_decoding() {
         let (ingest, mut queues) = ingest(1, 4);
         let body = Bytes::from(request(&[16, 16, 16]));
-        let outcome = ingest.accept(Signal::Traces, Format::Protobuf, body.clone()).await.expect("accepted");
+        let outcome =
+            ingest.accept(Signal::Traces, Format::Protobuf, body.clone(), None).await.expect("accepted");
         assert_eq!(outcome, ExportOutcome::default());
         let Admitted { batch, pledge } = queues[0].try_recv().expect("queued");
         assert!(pledge.is_none(), "nobody waits on a pipeline without a disk queue");
@@ -428,8 +438,10 @@ mod tests {
     #[tokio::test]
     async fn invalid_items_are_removed_and_reported() {
         let (ingest, mut queues) = ingest(1, 4);
-        let outcome =
-            ingest.accept(Signal::Traces, Format::Protobuf, request(&[16, 3, 16]).into()).await.expect("ok");
+        let outcome = ingest
+            .accept(Signal::Traces, Format::Protobuf, request(&[16, 3, 16]).into(), None)
+            .await
+            .expect("ok");
         assert_eq!(outcome.rejected, 1);
         let batch = queues[0].try_recv().expect("queued").batch;
         assert_eq!(batch.items(), 2);
@@ -473,7 +485,7 @@ mod tests {
         assert_eq!(sluice_wire::summarize(Signal::Metrics, &body).expect("valid").invalid_items, 2);
 
         let (ingest, mut queues) = ingest(1, 4);
-        let outcome = ingest.accept(Signal::Metrics, Format::Protobuf, body.into()).await.expect("ok");
+        let outcome = ingest.accept(Signal::Metrics, Format::Protobuf, body.into(), None).await.expect("ok");
         assert_eq!(outcome.rejected, 2);
         let batch = queues[0].try_recv().expect("queued").batch;
         assert_eq!(batch.items(), 3);
@@ -488,7 +500,7 @@ mod tests {
         let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
         let blocker = Admitted { batch: blocker, pledge: None };
         ingest.feeds.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
-        let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into()).await;
+        let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into(), None).await;
         assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
         assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");
     }
@@ -496,9 +508,10 @@ mod tests {
     #[tokio::test]
     async fn garbage_is_malformed() {
         let (ingest, _queues) = ingest(1, 1);
-        let refused = ingest.accept(Signal::Logs, Format::Protobuf, Bytes::from_static(b"\xff\xff")).await;
+        let refused =
+            ingest.accept(Signal::Logs, Format::Protobuf, Bytes::from_static(b"\xff\xff"), None).await;
         assert!(matches!(refused, Err(Refusal::Malformed(_))));
-        let refused = ingest.accept(Signal::Logs, Format::Json, Bytes::from_static(b"{")).await;
+        let refused = ingest.accept(Signal::Logs, Format::Json, Bytes::from_static(b"{"), None).await;
         assert!(matches!(refused, Err(Refusal::Malformed(_))));
     }
 
@@ -511,7 +524,7 @@ mod tests {
         let send = |ingest: &Arc<Ingest>| {
             let ingest = ingest.clone();
             tokio::spawn(async move {
-                ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into()).await
+                ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into(), None).await
             })
         };
         let accepting = send(&ingest);

@@ -58,12 +58,21 @@ struct Pending {
     since: Option<Instant>,
 }
 
-/// One request: its parts, its items, and the disk queue batches it was merged from.
+/// One request: its body, its items, and the disk queue batches it was merged from.
 struct Request {
-    /// Encoded requests that, concatenated, are this one (it holds all their resource groups).
-    parts: Vec<Bytes>,
+    body: Body,
     items: u64,
     claimed: Vec<Arc<Batch>>,
+}
+
+/// What a request sends.
+enum Body {
+    /// Encoded requests that, concatenated, are this one (it holds all their resource groups),
+    /// to compress as configured.
+    Parts(Vec<Bytes>),
+    /// One batch's body as its client compressed it, the way this exporter compresses: sent on
+    /// untouched.
+    Compressed(Bytes),
 }
 
 impl Pending {
@@ -73,7 +82,7 @@ impl Pending {
         let items = std::mem::take(&mut self.items);
         self.bytes = 0;
         self.since = None;
-        Request { parts, items, claimed }
+        Request { body: Body::Parts(parts), items, claimed }
     }
 }
 
@@ -120,6 +129,17 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
             received = rx.recv() => {
                 let Some(batch) = received else { break };
                 let signal = batch.signal();
+                let idle = pending[signal.index()].parts.is_empty() && senders.available_permits() > 0;
+                if let Some(body) = shared.sent_as_is(&batch).filter(|_| idle) {
+                    // The client sized and compressed it, nothing waits to be merged with it and
+                    // a sender is free: it goes on alone, as it came, not compressed again. When
+                    // requests queue for senders, batches are merged instead (fewer, larger
+                    // requests keep a slow destination up), and compressed once.
+                    let claimed = if batch.is_claimed() { vec![batch.clone()] } else { Vec::new() };
+                    let request = Request { body: Body::Compressed(body.clone()), items: batch.items(), claimed };
+                    send(&shared, &senders, signal, request).await;
+                    continue;
+                }
                 let part = &mut pending[signal.index()];
                 let size = batch.payload().len();
                 if !part.parts.is_empty()
@@ -165,7 +185,7 @@ async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, re
     let Ok(permit) = senders.clone().acquire_owned().await else { return };
     let shared = shared.clone();
     tokio::spawn(async move {
-        shared.deliver(signal, &request.parts, request.items).await;
+        shared.deliver(signal, &request.body, request.items).await;
         // Settled only now that the outcome is counted.
         drop(request.claimed);
         drop(permit);
@@ -173,16 +193,28 @@ async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, re
 }
 
 impl Shared {
-    async fn deliver(&self, signal: Signal, parts: &[Bytes], items: u64) {
+    /// The client's compressed body of `batch`, when this exporter would compress the batch
+    /// the same way and sends protobuf.
+    fn sent_as_is<'b>(&self, batch: &'b Batch) -> Option<&'b Bytes> {
+        if self.config.protocol == OtlpProtocol::HttpJson {
+            return None;
+        }
+        batch.compressed_as(self.config.compression)
+    }
+
+    async fn deliver(&self, signal: Signal, body: &Body, items: u64) {
         let Some(url) = self.urls.get(signal).clone() else {
             let reason = format!("no endpoint is configured for {signal}");
             return self.delivery.give_up(signal, items, &reason);
         };
-        let (body, content_type) =
-            match wire::body(self.config.protocol, self.config.compression, signal, parts) {
-                Ok(body) => body,
-                Err(reason) => return self.delivery.give_up(signal, items, &reason),
-            };
+        let built = match body {
+            Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts),
+            Body::Compressed(body) => wire::compressed_body(self.config.protocol, body),
+        };
+        let (body, content_type) = match built {
+            Ok(body) => body,
+            Err(reason) => return self.delivery.give_up(signal, items, &reason),
+        };
         let mut fixed = HeaderMap::new();
         fixed.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let encoding = wire::encoding_name(self.config.compression);

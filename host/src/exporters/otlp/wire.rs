@@ -28,6 +28,25 @@ pub fn encoding_name(compression: CompressionConfig) -> Option<&'static str> {
     }
 }
 
+/// The body to send for a request a client already compressed the way this exporter would,
+/// and its content type: the bytes as they are over HTTP, behind a compressed-flagged message
+/// prefix over gRPC.
+pub fn compressed_body(protocol: OtlpProtocol, compressed: &Bytes) -> Result<(Bytes, &'static str), String> {
+    match protocol {
+        OtlpProtocol::Grpc => {
+            let length =
+                u32::try_from(compressed.len()).map_err(|_| "a gRPC message over 4 GiB".to_string())?;
+            let mut framed = Vec::with_capacity(5 + compressed.len());
+            framed.push(1);
+            framed.extend_from_slice(&length.to_be_bytes());
+            framed.extend_from_slice(compressed);
+            Ok((Bytes::from(framed), "application/grpc"))
+        }
+        OtlpProtocol::HttpProtobuf => Ok((compressed.clone(), "application/x-protobuf")),
+        OtlpProtocol::HttpJson => Err("a compressed protobuf body cannot be sent as JSON".into()),
+    }
+}
+
 /// The body to send for `parts` (encoded requests that together make one: protobuf's repeated
 /// fields concatenate) and its content type. A gRPC message's 5-byte prefix is written first and
 /// filled in once its length is known, and gzip reads the parts where they are, so a merged
@@ -210,6 +229,19 @@ mod tests {
         assert_eq!(kind, "application/json");
         let json: serde_json::Value = serde_json::from_slice(&gunzip(&json)).expect("JSON");
         assert_eq!(json["resourceSpans"].as_array().map(Vec::len), Some(2), "{json}");
+    }
+
+    #[test]
+    fn a_clients_compressed_body_is_framed_but_not_touched() {
+        let compressed = Bytes::from(crate::gzip::zlib(b"\x0a\x00").expect("in memory"));
+        let (grpc, kind) = compressed_body(OtlpProtocol::Grpc, &compressed).expect("framed");
+        assert_eq!(kind, "application/grpc");
+        assert_eq!(grpc[0], 1, "flagged compressed");
+        assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, compressed.len());
+        assert_eq!(&grpc[5..], &compressed[..]);
+        let (http, kind) = compressed_body(OtlpProtocol::HttpProtobuf, &compressed).expect("as is");
+        assert_eq!((http, kind), (compressed.clone(), "application/x-protobuf"));
+        assert!(compressed_body(OtlpProtocol::HttpJson, &compressed).is_err());
     }
 
     #[test]

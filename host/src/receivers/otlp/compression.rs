@@ -17,6 +17,16 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The body as sent, for a batch to carry when it came compressed.
+    pub fn sent(self, body: &bytes::Bytes) -> Option<crate::batch::Compressed> {
+        let encoding = match self {
+            Encoding::Identity => return None,
+            Encoding::Gzip => crate::config::CompressionConfig::Gzip,
+            Encoding::Zstd => crate::config::CompressionConfig::Zstd,
+        };
+        Some(crate::batch::Compressed { encoding, body: body.clone() })
+    }
+
     /// Reads a `Content-Encoding` or `grpc-encoding` header value; `None` means unsupported.
     pub fn from_header(value: Option<&str>) -> Option<Self> {
         match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {

@@ -146,6 +146,7 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
         Ok(frame) => frame,
         Err(e) => return refuse(RpcCode::Internal, RefusalReason::Malformed, &e),
     };
+    let mut sent = None;
     let message = if compressed {
         let encoding = Encoding::from_header(encoding_header.as_deref()).filter(|e| *e != Encoding::Identity);
         let Some(encoding) = encoding else {
@@ -153,6 +154,7 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
             let message = format!("unsupported grpc-encoding {name:?} for a compressed message");
             return refuse(RpcCode::Unimplemented, RefusalReason::Unsupported, &message);
         };
+        sent = encoding.sent(&message);
         match compression::decompress(encoding, message, limit) {
             Ok(message) => message,
             Err(DecompressError::TooLarge { .. }) => return too_large("decompressed message"),
@@ -163,7 +165,7 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
     } else {
         message
     };
-    match ingest.accept(signal, Format::Protobuf, message).await {
+    match ingest.accept(signal, Format::Protobuf, message, sent).await {
         Ok(outcome) => ok(signal, &outcome),
         Err(refusal @ Refusal::Malformed(_)) => status(RpcCode::InvalidArgument, &refusal.to_string()),
         Err(refusal @ (Refusal::Busy(_) | Refusal::NotStored(_))) => {

@@ -144,12 +144,13 @@ async fn export(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => return malformed(&format!("cannot read body: {e}")),
     };
+    let sent = encoding.sent(&raw).filter(|_| format == Format::Protobuf);
     let body = match compression::decompress(encoding, raw, limit) {
         Ok(body) => body,
         Err(DecompressError::TooLarge { .. }) => return too_large(),
         Err(e @ DecompressError::Corrupt(_)) => return malformed(&e.to_string()),
     };
-    match ingest.accept(signal, format, body).await {
+    match ingest.accept(signal, format, body, sent).await {
         Ok(outcome) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, content_type(format))],
