@@ -188,9 +188,9 @@ impl<'a> Fields<'a> {
 const GROUP_DEPTH_LIMIT: u32 = 100;
 
 /// Reads a varint at `*pos`, as the reference decoder does: at most ten bytes, and the tenth
-/// may carry only the 64th bit.
+/// may carry only the 64th bit. Advances `*pos` past it.
 #[inline]
-pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Error> {
+pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, Error> {
     // Tags and the lengths of small fields fit in one byte: take that path without the loop.
     if let Some(&byte) = buf.get(*pos)
         && byte < 0x80

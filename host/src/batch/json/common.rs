@@ -92,50 +92,37 @@ pub(super) fn any_value(w: &mut Writer, buf: &[u8], depth: u32) -> Render {
         }
         value = next;
     }
+    w.raw(value.opening());
     match value {
-        Any::Empty => w.raw(b"{}"),
-        Any::String(s) => {
-            w.raw(b"{\"stringValue\":");
-            w.string(s)?;
-            w.raw(b"}");
-        }
-        Any::Bool(b) => {
-            w.raw(b"{\"boolValue\":");
-            w.bool(b);
-            w.raw(b"}");
-        }
-        Any::Int(i) => {
-            w.raw(b"{\"intValue\":");
-            w.quoted(i);
-            w.raw(b"}");
-        }
-        Any::Double(d) => {
-            w.raw(b"{\"doubleValue\":");
-            w.float(d);
-            w.raw(b"}");
-        }
-        Any::Array(array) => {
-            w.raw(b"{\"arrayValue\":{\"values\":");
-            w.list(array, Run::whole(array), 1, |w, item| any_value(w, item, depth + 2))?;
-            w.raw(b"}}");
-        }
-        Any::Kvlist(list) => {
-            w.raw(b"{\"kvlistValue\":{\"values\":");
-            w.list(list, Run::whole(list), 1, |w, item| key_value(w, item, depth + 2))?;
-            w.raw(b"}}");
-        }
-        Any::Bytes(b) => {
-            w.raw(b"{\"bytesValue\":");
-            w.base64(b);
-            w.raw(b"}");
-        }
-        Any::StringIndex(i) => {
-            w.raw(b"{\"stringValueStrindex\":");
-            w.int(i);
-            w.raw(b"}");
+        Any::Empty => {}
+        Any::String(s) => w.string(s)?,
+        Any::Bool(b) => w.bool(b),
+        Any::Int(i) => w.quoted(i),
+        Any::Double(d) => w.float(d),
+        Any::Array(array) => w.list(array, Run::whole(array), 1, |w, item| any_value(w, item, depth + 2))?,
+        Any::Kvlist(list) => w.list(list, Run::whole(list), 1, |w, item| key_value(w, item, depth + 2))?,
+        Any::Bytes(b) => w.base64(b),
+        Any::StringIndex(i) => w.int(i),
+    }
+    w.raw(if matches!(value, Any::Array(_) | Any::Kvlist(_)) { b"}}" } else { b"}" });
+    Ok(())
+}
+
+impl Any<'_> {
+    /// `{"<kind>Value":`, up to where the value starts.
+    fn opening(self) -> &'static [u8] {
+        match self {
+            Any::Empty => b"{",
+            Any::String(_) => b"{\"stringValue\":",
+            Any::Bool(_) => b"{\"boolValue\":",
+            Any::Int(_) => b"{\"intValue\":",
+            Any::Double(_) => b"{\"doubleValue\":",
+            Any::Array(_) => b"{\"arrayValue\":{\"values\":",
+            Any::Kvlist(_) => b"{\"kvlistValue\":{\"values\":",
+            Any::Bytes(_) => b"{\"bytesValue\":",
+            Any::StringIndex(_) => b"{\"stringValueStrindex\":",
         }
     }
-    Ok(())
 }
 
 /// A list of attributes: field `number`'s occurrences in `run` of `buf`.

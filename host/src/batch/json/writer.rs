@@ -69,32 +69,18 @@ impl<'o> Writer<'o> {
 
     /// Bytes as lowercase hex in a JSON string (trace and span IDs).
     pub(super) fn hex(&mut self, bytes: &[u8]) {
-        // Two digits per byte from one table lookup; IDs (8 and 16 bytes) go through a buffer on
-        // the stack and into the output in one copy.
-        const PAIRS: [[u8; 2]; 256] = {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
-            let mut pairs = [[0; 2]; 256];
-            let mut b = 0;
-            while b < 256 {
-                pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
-                b += 1;
-            }
-            pairs
-        };
+        // IDs (8 and 16 bytes) are written through a buffer on the stack in one copy.
         let mut quoted = [b'"'; 34];
-        if bytes.len() <= 16 {
-            for (pair, &b) in quoted[1..].chunks_exact_mut(2).zip(bytes) {
-                pair.copy_from_slice(&PAIRS[usize::from(b)]);
-            }
-            quoted[bytes.len() * 2 + 1] = b'"';
-            self.out.extend_from_slice(&quoted[..bytes.len() * 2 + 2]);
-            return;
+        let digits = bytes.len() * 2;
+        let on_stack =
+            quoted.get_mut(1..=digits).is_some_and(|slot| hex::encode_to_slice(bytes, slot).is_ok());
+        if on_stack {
+            self.out.extend_from_slice(&quoted[..digits + 2]);
+        } else {
+            self.out.push(b'"');
+            self.out.extend_from_slice(hex::encode(bytes).as_bytes());
+            self.out.push(b'"');
         }
-        self.out.push(b'"');
-        for &b in bytes {
-            self.out.extend_from_slice(&PAIRS[usize::from(b)]);
-        }
-        self.out.push(b'"');
     }
 
     /// Bytes as standard, padded base64 in a JSON string (`bytesValue`).
@@ -227,8 +213,9 @@ impl<'o> Writer<'o> {
                     }
                 }
                 (Scalar::Varint, Value::Bytes(packed)) => {
-                    for value in packed_varints(packed) {
-                        each(self, value?);
+                    let mut pos = 0;
+                    while pos < packed.len() {
+                        each(self, sluice_wire::wire::read_varint(packed, &mut pos)?);
                     }
                 }
                 _ => return Err(NotCanonical),
@@ -357,28 +344,19 @@ pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, field: &Field<'a>) -> Render
     Ok(())
 }
 
-fn packed_varints(mut buf: &[u8]) -> impl Iterator<Item = Result<u64, NotCanonical>> + '_ {
-    std::iter::from_fn(move || {
-        if buf.is_empty() {
-            return None;
-        }
-        let end = buf.iter().position(|b| b & 0x80 == 0).filter(|&end| end < 10);
-        let Some(end) = end else {
-            buf = &[];
-            return Some(Err(NotCanonical));
-        };
-        let (varint, rest) = buf.split_at(end + 1);
-        buf = rest;
-        if end == 9 && varint[9] > 1 {
-            return Some(Err(NotCanonical));
-        }
-        Some(Ok(varint.iter().rev().fold(0u64, |value, b| value << 7 | u64::from(b & 0x7f))))
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::is_plain;
+    use super::{Writer, is_plain};
+
+    #[test]
+    fn ids_of_any_length_are_lowercase_hex() {
+        for len in [0, 8, 16, 17, 40] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            let mut out = Vec::new();
+            Writer::new(&mut out).hex(&bytes);
+            assert_eq!(out, format!("\"{}\"", hex::encode(&bytes)).into_bytes(), "{len} bytes");
+        }
+    }
 
     #[test]
     fn a_string_is_plain_exactly_when_no_byte_needs_an_escape_or_a_utf8_check() {

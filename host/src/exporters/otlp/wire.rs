@@ -34,12 +34,9 @@ pub fn encoding_name(compression: CompressionConfig) -> Option<&'static str> {
 pub fn compressed_body(protocol: OtlpProtocol, compressed: &Bytes) -> Result<(Bytes, &'static str), String> {
     match protocol {
         OtlpProtocol::Grpc => {
-            let length =
-                u32::try_from(compressed.len()).map_err(|_| "a gRPC message over 4 GiB".to_string())?;
-            let mut framed = Vec::with_capacity(5 + compressed.len());
-            framed.push(1);
-            framed.extend_from_slice(&length.to_be_bytes());
+            let mut framed = vec![0u8; 5];
             framed.extend_from_slice(compressed);
+            fill_grpc_prefix(&mut framed, true)?;
             Ok((Bytes::from(framed), "application/grpc"))
         }
         OtlpProtocol::HttpProtobuf => Ok((compressed.clone(), "application/x-protobuf")),
@@ -94,12 +91,18 @@ pub fn body(
         }
     }
     if prefix != 0 {
-        let length =
-            u32::try_from(out.len() - prefix).map_err(|_| "a gRPC message over 4 GiB".to_string())?;
-        out[0] = u8::from(compression != CompressionConfig::None);
-        out[1..prefix].copy_from_slice(&length.to_be_bytes());
+        fill_grpc_prefix(&mut out, compression != CompressionConfig::None)?;
     }
     Ok((Bytes::from(out), content_type))
+}
+
+/// Fills in the 5-byte prefix a gRPC message in `framed` was written behind: the compressed flag
+/// and the message's length.
+fn fill_grpc_prefix(framed: &mut [u8], compressed: bool) -> Result<(), String> {
+    let length = u32::try_from(framed.len() - 5).map_err(|_| "a gRPC message over 4 GiB".to_string())?;
+    framed[0] = u8::from(compressed);
+    framed[1..5].copy_from_slice(&length.to_be_bytes());
+    Ok(())
 }
 
 /// `partial_success.rejected_*` (field 1 of field 1) of any export response, read in place.

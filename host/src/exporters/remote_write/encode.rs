@@ -2,6 +2,8 @@
 //! structs, no label copies, one buffer kept from batch to batch. Byte for byte what prost
 //! writes for the same message (the tests hold it to that).
 
+use sluice_wire::wire::{bytes_field_len, put_bytes_field, put_varint, varint_len};
+
 use crate::exporters::prometheus::store::Sample;
 
 /// `WriteRequest.timeseries`, `TimeSeries.labels`, `Label.name`: field 1, length-delimited.
@@ -58,17 +60,17 @@ impl WriteRequestEncoder {
         let value_len = if sample.value != 0.0 { 9 } else { 0 };
         let timestamp_len = if timestamp != 0 { 1 + varint_len(timestamp as u64) } else { 0 };
         series.push(FIELD_2_BYTES);
-        varint(series, (value_len + timestamp_len) as u64);
+        put_varint(series, (value_len + timestamp_len) as u64);
         if value_len != 0 {
             series.push(SAMPLE_VALUE);
             series.extend_from_slice(&sample.value.to_le_bytes());
         }
         if timestamp_len != 0 {
             series.push(SAMPLE_TIMESTAMP);
-            varint(series, timestamp as u64);
+            put_varint(series, timestamp as u64);
         }
         self.request.push(FIELD_1_BYTES);
-        varint(&mut self.request, self.series.len() as u64);
+        put_varint(&mut self.request, self.series.len() as u64);
         self.request.extend_from_slice(&self.series);
     }
 
@@ -82,34 +84,19 @@ impl WriteRequestEncoder {
 /// left out, as prost leaves out default fields.
 fn label(out: &mut Vec<u8>, name: &str, value: &str, suffix: &str) {
     let value_len = value.len() + suffix.len();
-    let name_field = if name.is_empty() { 0 } else { 1 + varint_len(name.len() as u64) + name.len() };
-    let value_field = if value_len == 0 { 0 } else { 1 + varint_len(value_len as u64) + value_len };
+    let name_field = if name.is_empty() { 0 } else { bytes_field_len(1, name.len()) };
+    let value_field = if value_len == 0 { 0 } else { bytes_field_len(2, value_len) };
     out.push(FIELD_1_BYTES);
-    varint(out, (name_field + value_field) as u64);
+    put_varint(out, (name_field + value_field) as u64);
     if name_field != 0 {
-        out.push(FIELD_1_BYTES);
-        varint(out, name.len() as u64);
-        out.extend_from_slice(name.as_bytes());
+        put_bytes_field(out, 1, name.as_bytes());
     }
     if value_field != 0 {
         out.push(FIELD_2_BYTES);
-        varint(out, value_len as u64);
+        put_varint(out, value_len as u64);
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(suffix.as_bytes());
     }
-}
-
-fn varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn varint_len(value: u64) -> usize {
-    // 7 bits per byte; 0 still takes one.
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[cfg(test)]
@@ -202,14 +189,5 @@ mod tests {
         assert_eq!(encoder.bytes(), expected.encode_to_vec().as_slice());
         encoder.clear();
         assert!(encoder.bytes().is_empty());
-    }
-
-    #[test]
-    fn varint_lengths_match_what_is_written() {
-        for value in [0, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
-            let mut out = Vec::new();
-            varint(&mut out, value);
-            assert_eq!(out.len(), varint_len(value), "{value}");
-        }
     }
 }
