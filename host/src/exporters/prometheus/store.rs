@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
@@ -74,6 +75,8 @@ struct Meta<'a> {
 
 #[derive(Debug)]
 struct Family {
+    /// Its name, shared with the list of series updated since the last take.
+    name: Arc<str>,
     kind: Kind,
     help: String,
     /// Keyed with hashbrown's seeded foldhash: hashing label sets with SipHash was a sixth of
@@ -110,9 +113,9 @@ impl Options {
 /// Every series, by family.
 #[derive(Debug, Default)]
 pub struct Store {
-    families: BTreeMap<String, Family>,
+    families: BTreeMap<Arc<str>, Family>,
     options: Options,
-    touched: Vec<(String, LabelSet)>,
+    touched: Vec<(Arc<str>, LabelSet)>,
     builder: LabelsBuilder,
 }
 
@@ -231,11 +234,17 @@ fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, V
 }
 
 /// The family `meta` names, created if new; `None` when the name is taken by another type.
-fn family<'a>(families: &'a mut BTreeMap<String, Family>, meta: &Meta<'_>) -> Option<&'a mut Family> {
+fn family<'a>(families: &'a mut BTreeMap<Arc<str>, Family>, meta: &Meta<'_>) -> Option<&'a mut Family> {
     // Look up by `&str` first: the name is only allocated when the family is new.
     if !families.contains_key(meta.name) {
-        let family = Family { kind: meta.kind, help: meta.help.to_string(), series: HashMap::new() };
-        families.insert(meta.name.to_string(), family);
+        let name: Arc<str> = meta.name.into();
+        let family = Family {
+            name: name.clone(),
+            kind: meta.kind,
+            help: meta.help.to_string(),
+            series: HashMap::new(),
+        };
+        families.insert(name, family);
     }
     let family = families.get_mut(meta.name)?;
     // A name reused with another type keeps its first type; the newcomer is skipped.
@@ -248,45 +257,47 @@ impl Store {
         Self { families: BTreeMap::new(), options, touched: Vec::new(), builder: LabelsBuilder::default() }
     }
 
-    fn put(
-        &mut self,
-        meta: &Meta<'_>,
-        (base, attributes): (&Labels, &[KeyValue]),
-        value: Value,
-        delta: bool,
-        now: Instant,
-    ) {
+    /// Stores `points` in the family `meta` names (looked up once for all of them).
+    fn put(&mut self, meta: &Meta<'_>, base: &Labels, points: Points<'_>, delta: bool, now: Instant) {
         let track = self.options.track_updates;
         let Some(family) = family(&mut self.families, meta) else { return };
-        build_labels(&mut self.builder, base, attributes);
-        let labels = self.builder.encode();
-        // A series is listed once however often a batch updates it: no sorting or deduplicating
-        // when the updates are taken (a sort of every touched label set was 40% of remote write).
-        let Some((interned, series)) = family.series.get_key_value_mut(labels) else {
-            let labels = intern(labels);
-            if track {
-                self.touched.push((meta.name.to_string(), labels.clone()));
+        for (attributes, value) in points {
+            build_labels(&mut self.builder, base, attributes);
+            let labels = self.builder.encode();
+            // A series is listed once however often a batch updates it: no sorting or
+            // deduplicating when the updates are taken (a sort of every touched label set was
+            // 40% of remote write).
+            let Some((interned, series)) = family.series.get_key_value_mut(labels) else {
+                let labels = intern(labels);
+                if track {
+                    self.touched.push((family.name.clone(), labels.clone()));
+                }
+                family.series.insert(labels, Series { value, updated: now, pending: track });
+                continue;
+            };
+            series.value = match (&series.value, value) {
+                (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
+                (
+                    Value::Histogram { bounds, counts, sum, count },
+                    Value::Histogram {
+                        bounds: new_bounds,
+                        counts: new_counts,
+                        sum: add_sum,
+                        count: add_count,
+                    },
+                ) if delta && *bounds == new_bounds => Value::Histogram {
+                    bounds: new_bounds,
+                    // Counts come off the wire as any u64: saturate rather than wrap.
+                    counts: counts.iter().zip(&new_counts).map(|(a, b)| a.saturating_add(*b)).collect(),
+                    sum: sum + add_sum,
+                    count: count.saturating_add(add_count),
+                },
+                (_, value) => value,
+            };
+            series.updated = now;
+            if track && !std::mem::replace(&mut series.pending, true) {
+                self.touched.push((family.name.clone(), interned.clone()));
             }
-            family.series.insert(labels, Series { value, updated: now, pending: track });
-            return;
-        };
-        series.value = match (&series.value, value) {
-            (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
-            (
-                Value::Histogram { bounds, counts, sum, count },
-                Value::Histogram { bounds: new_bounds, counts: new_counts, sum: add_sum, count: add_count },
-            ) if delta && *bounds == new_bounds => Value::Histogram {
-                bounds: new_bounds,
-                // Counts come off the wire as any u64: saturate rather than wrap.
-                counts: counts.iter().zip(&new_counts).map(|(a, b)| a.saturating_add(*b)).collect(),
-                sum: sum + add_sum,
-                count: count.saturating_add(add_count),
-            },
-            (_, value) => value,
-        };
-        series.updated = now;
-        if track && !std::mem::replace(&mut series.pending, true) {
-            self.touched.push((meta.name.to_string(), interned.clone()));
         }
     }
 
@@ -314,7 +325,7 @@ impl Store {
                 .collect();
             let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
             let meta = Meta { name: "target_info", kind: Kind::Gauge, help: "Target metadata" };
-            self.put(&meta, (&info_base, &info), Value::Number(1.0), false, now);
+            self.put(&meta, &info_base, vec![(&info, Value::Number(1.0))], false, now);
             for scope in &resource_metrics.scope_metrics {
                 for m in &scope.metrics {
                     self.add_metric(m, &base, delta, now);
@@ -382,9 +393,7 @@ impl Store {
             None => return,
         };
         let meta = Meta { name: &name, kind, help: &m.description };
-        for (attributes, value) in points {
-            self.put(&meta, (base, attributes), value, is_delta, now);
-        }
+        self.put(&meta, base, points, is_delta, now);
     }
 
     /// Hands `emit` the current samples of every series updated since the last call, each
