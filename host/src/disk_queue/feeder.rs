@@ -61,9 +61,10 @@ pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
     let mut position = lock(&queue.position);
     loop {
         // Read before looking for records: a queue closing already when the look found nothing
-        // has nothing more coming. Closing after it (the last holder appending, then letting
-        // go, while this thread was between its look and the stop) is caught on the next turn.
-        let closing = queue.is_closing();
+        // has nothing more coming, unless someone attached since (and may have appended and let
+        // go while this thread was between its look and the stop): that is caught on the next
+        // turn.
+        let closing = queue.closing();
         let grown = queue.grown.notified();
         tokio::pin!(grown);
         grown.as_mut().enable();
@@ -75,7 +76,9 @@ pub fn run(queue: &Arc<DiskQueue>, runtime: &tokio::runtime::Handle) {
                 if let Err(error) = queue.sync() {
                     queue.log_error(&error);
                 }
-                if closing && queue.stop_if_closing() {
+                if let Some(seen) = closing
+                    && queue.stop_if_closing(seen)
+                {
                     return;
                 }
                 runtime.block_on(async {
@@ -119,7 +122,7 @@ fn hand_over(queue: &Arc<DiskQueue>, record: &Record, runtime: &tokio::runtime::
             };
             let Some(slot) = reserved else {
                 // No exporter, or it is gone: a reload's replacement attaches soon.
-                if queue.stop_if_closing() {
+                if queue.closing().is_some_and(|now| queue.stop_if_closing(now)) {
                     return false;
                 }
                 tokio::select! {

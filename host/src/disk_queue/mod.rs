@@ -316,20 +316,25 @@ impl DiskQueue {
         });
     }
 
-    /// Whether the last holder has let go (a new one attaching clears it).
-    fn is_closing(&self) -> bool {
-        lock(&self.feeding).closing
+    /// When the last holder has let go (a new one attaching clears it): the number of the last
+    /// attachment then, which tells [`DiskQueue::stop_if_closing`] whether anyone came since.
+    fn closing(&self) -> Option<u64> {
+        let feeding = lock(&self.feeding);
+        feeding.closing.then_some(feeding.next_id)
     }
 
-    /// Called by the feeder when it has handed out everything written: if nobody holds the
-    /// queue, lets go of the last consumer (its exporter then finishes) and says stop.
-    fn stop_if_closing(&self) -> bool {
+    /// Called by the feeder when it has handed out everything written after it saw the queue
+    /// closing at attachment `seen`: if still nobody holds it and nobody attached in between
+    /// (who may have appended and let go since the feeder looked), lets go of the last consumer
+    /// (its exporter then finishes) and says stop.
+    fn stop_if_closing(&self, seen: u64) -> bool {
         let mut feeding = lock(&self.feeding);
-        if feeding.closing {
+        let stop = feeding.closing && feeding.next_id == seen;
+        if stop {
             feeding.running = false;
             self.consumer.send_replace(None);
         }
-        feeding.closing
+        stop
     }
 
     /// Writes `batch`; it is on the device after the next [`DiskQueue::sync`]. When the queue
@@ -612,6 +617,24 @@ mod tests {
             items.push(batch.items());
         }
         assert_eq!(items, [1, 2, 3]);
+    }
+
+    /// The feeder saw the queue closing and found nothing to read; before it stops, a holder
+    /// attaches, appends and lets go. What the feeder saw must not stop it: that record would
+    /// wait on disk until the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_holder_that_came_and_went_after_the_feeders_look_keeps_it_feeding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (first, _rx, _) = open(dir.path(), OnFull::Backpressure, &metrics, "came-and-went");
+        let queue = first.queue.clone();
+        drop(first);
+        let seen = queue.closing().expect("nobody holds it");
+        let (second, _rx2, _) = open(dir.path(), OnFull::Backpressure, &metrics, "came-and-went");
+        second.append(&batch(1, 10)).expect("stored");
+        drop(second);
+        assert!(queue.closing().is_some(), "closing again");
+        assert!(!queue.stop_if_closing(seen), "an attachment came between the look and the stop");
     }
 
     /// The oldest-item gauge follows the oldest record not settled, whether the exporter holds
