@@ -4,8 +4,6 @@
 //! A rule usually holds a list of them; [`PatternSet`] compiles the list into one matcher, so a
 //! text is read once however many patterns there are.
 
-use std::collections::HashSet;
-
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Deserializer};
 
@@ -68,6 +66,8 @@ pub fn any_matches(patterns: &[Pattern], text: &str) -> bool {
 /// Where a pattern's one literal must stand in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Anchor {
+    /// `literal`: the whole text.
+    Whole,
     /// `literal*`
     Start,
     /// `*literal`
@@ -77,13 +77,13 @@ enum Anchor {
 }
 
 /// A list of patterns compiled into one matcher: [`PatternSet::matches`] answers "does any of
-/// them match" in one pass over the text, whatever the list's length. Patterns without `*` are
-/// looked up in a hash set; those with one literal (`abc*`, `*abc`, `*abc*` — nearly all of them)
-/// go into one Aho-Corasick automaton, whose matches are then checked for their anchor; the rare
-/// pattern with several literals (`a*b*c`) is tried on its own.
+/// them match" in one pass over the text, whatever the list's length. Patterns with one literal
+/// (`abc`, `abc*`, `*abc`, `*abc*` — nearly all of them) go into one Aho-Corasick automaton,
+/// whose matches are then checked for their anchor; `""` and `*` are flags; the rare pattern
+/// with several literals (`a*b*c`) is tried on its own.
 #[derive(Debug, Clone, Default)]
 pub struct PatternSet {
-    exact: HashSet<String>,
+    matches_empty: bool,
     matches_everything: bool,
     literals: Option<AhoCorasick>,
     anchors: Vec<Anchor>,
@@ -95,38 +95,32 @@ impl PatternSet {
     /// Compiles `patterns`.
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Self {
         let mut set = Self::default();
-        let mut literals = Vec::new();
+        let mut one_literal = Vec::new();
         for text in patterns {
             set.len += 1;
             let pattern = Pattern::new(text);
             match (pattern.parts.as_slice(), pattern.anchored_start, pattern.anchored_end) {
-                (_, true, true) if !text.contains('*') => {
-                    set.exact.insert(text.to_string());
-                }
+                ([], true, true) => set.matches_empty = true,
                 ([], _, _) => set.matches_everything = true,
-                ([literal], start, end) => {
-                    literals.push(literal.clone());
+                ([_], start, end) => {
                     set.anchors.push(match (start, end) {
-                        (true, _) => Anchor::Start,
+                        (true, true) => Anchor::Whole,
+                        (true, false) => Anchor::Start,
                         (false, true) => Anchor::End,
                         (false, false) => Anchor::Anywhere,
                     });
+                    one_literal.push(pattern);
                 }
                 _ => set.general.push(pattern),
             }
         }
-        if !literals.is_empty() {
+        if !one_literal.is_empty() {
             // Literals are plain strings, so building can't fail short of a pattern list too
             // large for the automaton; those patterns then match one by one.
-            match AhoCorasick::new(&literals) {
+            match AhoCorasick::new(one_literal.iter().map(|pattern| &pattern.parts[0])) {
                 Ok(automaton) => set.literals = Some(automaton),
                 Err(_) => {
-                    let anchored = literals.iter().zip(&set.anchors).map(|(literal, anchor)| match anchor {
-                        Anchor::Start => format!("{literal}*"),
-                        Anchor::End => format!("*{literal}"),
-                        Anchor::Anywhere => format!("*{literal}*"),
-                    });
-                    set.general.extend(anchored.map(|text| Pattern::new(&text)));
+                    set.general.extend(one_literal);
                     set.anchors.clear();
                 }
             }
@@ -146,12 +140,13 @@ impl PatternSet {
 
     /// Whether any of the patterns matches `text`.
     pub fn matches(&self, text: &str) -> bool {
-        if self.matches_everything || self.exact.contains(text) {
+        if self.matches_everything || (self.matches_empty && text.is_empty()) {
             return true;
         }
         if let Some(automaton) = &self.literals {
             let found =
                 automaton.find_overlapping_iter(text).any(|m| match self.anchors[m.pattern().as_usize()] {
+                    Anchor::Whole => m.start() == 0 && m.end() == text.len(),
                     Anchor::Start => m.start() == 0,
                     Anchor::End => m.end() == text.len(),
                     Anchor::Anywhere => true,
