@@ -17,6 +17,7 @@ summary quotes medians. Results go to bench/results/<timestamp>.json and a Markd
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -288,6 +289,9 @@ def main():
                         help="another Sluice binary (an older build, say), run as host `baseline` with the same "
                              "configs beside the others, alternating run by run")
     args = parser.parse_args()
+    missing = [tool for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph") if not shutil.which(tool)]
+    if args.flamegraphs and missing:
+        parser.error(f"--flamegraphs needs {', '.join(missing)} (perf from linux-perf; cargo install inferno)")
     if args.baseline:
         HOSTS["baseline"] = lambda *a: sluice_command(*a, binary=args.baseline)
         if "baseline" not in args.hosts.split(","):
@@ -306,8 +310,12 @@ def main():
                     report.update(run=run, connections=connections)
                     results.append(report)
                     if args.flamegraphs and run == 0 and host == "sluice":
-                        one_run(host, exporter, protocol, argparse.Namespace(
-                            **{**vars(args), "connections": connections, "profile_this_run": True}))
+                        try:
+                            one_run(host, exporter, protocol, argparse.Namespace(
+                                **{**vars(args), "connections": connections, "profile_this_run": True}))
+                        except (OSError, subprocess.SubprocessError) as error:
+                            # A profile is extra: losing it must not lose the measured runs.
+                            print(f"no flame graph for {scenario}: {error}", file=sys.stderr, flush=True)
                     print(f"{host:7} {exporter:8} {protocol:5} c{connections} run {run}: "
                           f"{report['spans_per_second']:>12,.0f} spans/s "
                           f"{report['spans_per_cpu_second'] or 0:>12,.0f} spans/cpu-s  "
