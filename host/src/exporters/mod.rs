@@ -34,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, DecodeError};
-use crate::config::{ComponentId, Config, ExporterConfig, OnFull, QueueConfig};
+use crate::config::{ComponentId, CompressionConfig, Config, ExporterConfig, OnFull, QueueConfig};
 use crate::disk_queue;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
@@ -75,6 +75,9 @@ pub trait Exporter: Send + 'static {
 pub struct ExporterInput {
     name: ComponentId,
     entry: Entry,
+    /// The compression whose client bodies it sends on as they came (never through a disk
+    /// queue, which stores payloads only).
+    sends_client_bodies: Option<CompressionConfig>,
 }
 
 /// Where a pipeline puts an exporter's batches.
@@ -91,6 +94,11 @@ impl ExporterInput {
     /// The exporter's name.
     pub fn name(&self) -> &ComponentId {
         &self.name
+    }
+
+    /// The compression whose client bodies it sends on as they came, if any.
+    pub fn sends_client_bodies(&self) -> Option<CompressionConfig> {
+        self.sends_client_bodies
     }
 
     /// Whether batches for it are written to disk (and the client waits for that).
@@ -220,7 +228,9 @@ pub async fn spawn(
             Entry::Disk(Arc::new(attachment))
         }
     };
-    Ok((ExporterInput { name: name.clone(), entry }, task))
+    let sends_client_bodies =
+        config.kind.sends_client_bodies().filter(|_| matches!(entry, Entry::Memory { .. }));
+    Ok((ExporterInput { name: name.clone(), entry, sends_client_bodies }, task))
 }
 
 impl BuildError {

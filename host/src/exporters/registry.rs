@@ -11,7 +11,9 @@ use serde_spanned::Spanned;
 use tokio::task::JoinHandle;
 
 use super::{BuildError, ExportError, Exporter, Runner};
-use crate::config::{ClientConfig, ComponentId, Config, ListenAddress, PluginRef, Problem, SeriesConfig};
+use crate::config::{
+    ClientConfig, ComponentId, CompressionConfig, Config, ListenAddress, PluginRef, Problem, SeriesConfig,
+};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
 use crate::queue;
@@ -36,6 +38,13 @@ pub trait ExporterType:
     /// Its own checks beyond what deserializing enforces.
     fn check(&self) -> Vec<Problem> {
         Vec::new()
+    }
+
+    /// The compression whose client bodies it sends on as they came (see
+    /// [`Batch::compressed_as`](crate::batch::Batch::compressed_as)); receivers keep a client's
+    /// compressed body on a batch only for exporters that do.
+    fn sends_client_bodies(&self) -> Option<CompressionConfig> {
+        None
     }
 
     /// Starts draining `start.queue`.
@@ -174,6 +183,11 @@ macro_rules! exporter_types {
             /// Its type's own checks.
             pub fn check(&self) -> Vec<crate::config::Problem> {
                 match self { $( Self::$variant(c) => registry::ExporterType::check(c.as_ref()), )* }
+            }
+
+            /// The compression whose client bodies it sends on as they came, if any.
+            pub fn sends_client_bodies(&self) -> Option<crate::config::CompressionConfig> {
+                match self { $( Self::$variant(c) => registry::ExporterType::sends_client_bodies(c.as_ref()), )* }
             }
 
             /// Starts it.

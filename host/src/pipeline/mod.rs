@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::config::ComponentId;
+use crate::config::{ComponentId, CompressionConfig};
 use crate::exporters::ExporterInput;
 use crate::metrics::Metrics;
 use crate::plugins::chain::Chain;
@@ -32,12 +32,26 @@ pub struct PipelineInput {
     name: ComponentId,
     queue: queue::Sender<Admitted>,
     durable: bool,
+    /// The compressions whose client bodies some exporter of the pipeline sends on as they came.
+    sends_client_bodies: Vec<CompressionConfig>,
 }
 
 impl PipelineInput {
     /// The pipeline's name.
     pub fn name(&self) -> &ComponentId {
         &self.name
+    }
+
+    /// Whether one of its exporters sends a client's body compressed `encoding`'s way on as it
+    /// came: only then is it worth keeping beside the payload.
+    pub fn sends_client_bodies(&self, encoding: CompressionConfig) -> bool {
+        self.sends_client_bodies.contains(&encoding)
+    }
+
+    /// The input, its pipeline's exporters sending client bodies compressed `encodings`' ways on
+    /// as they came.
+    pub fn sending_client_bodies(self, encodings: Vec<CompressionConfig>) -> Self {
+        Self { sends_client_bodies: encodings, ..self }
     }
 
     /// Whether it writes to a disk queue: a receiver then waits for its [`Pledge`] before
@@ -67,7 +81,7 @@ pub fn queue(
     metrics: &Metrics,
 ) -> (PipelineInput, queue::Receiver<Admitted>) {
     let (tx, rx) = queue::bounded(metrics, "pipeline", name.as_str(), size);
-    (PipelineInput { name, queue: tx, durable }, rx)
+    (PipelineInput { name, queue: tx, durable, sends_client_bodies: Vec::new() }, rx)
 }
 
 /// Where a pipeline's batches go: its default exporters, and those of each named route.
@@ -96,6 +110,19 @@ impl Destinations {
         durable
     }
 
+    /// The compressions whose client bodies some of its exporters send on as they came.
+    fn client_bodies(&self) -> Vec<CompressionConfig> {
+        let mut encodings = Vec::new();
+        for exporter in self.default.iter().chain(self.routes.values().flatten()) {
+            if let Some(encoding) = exporter.sends_client_bodies()
+                && !encodings.contains(&encoding)
+            {
+                encodings.push(encoding);
+            }
+        }
+        encodings
+    }
+
     fn for_route(&self, route: Option<&Arc<str>>) -> &[ExporterInput] {
         route.and_then(|r| self.routes.get(r)).unwrap_or(&self.default)
     }
@@ -114,6 +141,7 @@ pub fn spawn(
 ) -> (PipelineInput, JoinHandle<()>) {
     let durable = destinations.durable();
     let (input, mut rx) = queue(name.clone(), queue_size, !durable.is_empty(), metrics);
+    let input = input.sending_client_bodies(destinations.client_bodies());
     let unstored = |admitted: &Admitted, result: Result<(), String>| {
         if let (Err(reason), Some(pledge)) = (result, &admitted.pledge) {
             pledge.break_with(reason);

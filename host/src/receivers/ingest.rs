@@ -273,6 +273,8 @@ impl Ingest {
         // Reserve first: when a pipeline is full, refusing costs nothing but this check, which
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
+        // The client's compressed body is kept only where an exporter will send it on.
+        let sent = sent.filter(|sent| feeds.get(signal).iter().any(|p| p.sends_client_bodies(sent.encoding)));
         if !self.memory.admit(body.len() + sent.as_ref().map_or(0, |sent| sent.body.len())) {
             return Err(Refusal::Memory);
         }
@@ -398,10 +400,15 @@ mod tests {
                 pipeline::queue(ComponentId::new(&format!("p{i}")).expect("id"), size, durable, &metrics)
             })
             .unzip();
+        (feeding(inputs, metrics), receivers)
+    }
+
+    /// An ingest feeding `inputs` with every signal.
+    fn feeding(inputs: Vec<pipeline::PipelineInput>, metrics: Arc<Metrics>) -> Ingest {
         let feeds = Arc::new(arc_swap::ArcSwap::from_pointee(PerSignal::new(|_| inputs.clone())));
         let memory = MemoryGuard::new(None, &metrics);
         let context = IngestContext { feeds, metrics, memory, auth: None };
-        (Ingest::new(&ComponentId::new("otlp").expect("id"), "http", context), receivers)
+        Ingest::new(&ComponentId::new("otlp").expect("id"), "http", context)
     }
 
     #[tokio::test]
@@ -416,6 +423,24 @@ mod tests {
         assert_eq!(batch.items(), 3);
         assert!(!batch.is_decoded(), "the receive path must not decode");
         assert_eq!(batch.payload(), &body);
+    }
+
+    /// A client's gzip body rides along only to pipelines with an exporter that sends it on
+    /// as it came; elsewhere it would be held for nothing.
+    #[tokio::test]
+    async fn a_compressed_body_is_kept_only_where_an_exporter_sends_it_on() {
+        use crate::config::CompressionConfig::{Gzip, Zstd};
+        let body = Bytes::from(request(&[16]));
+        let gzip = Bytes::from(crate::gzip::zlib(&body).expect("in memory"));
+        let sent = || Some(Compressed { encoding: Gzip, body: gzip.clone() });
+        for (takes, kept) in [(vec![Gzip], true), (vec![Zstd], false), (vec![], false)] {
+            let metrics = Arc::new(Metrics::new());
+            let (input, mut queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, false, &metrics);
+            let ingest = feeding(vec![input.sending_client_bodies(takes.clone())], metrics);
+            ingest.accept(Signal::Traces, Format::Protobuf, body.clone(), sent()).await.expect("accepted");
+            let batch = queue.try_recv().expect("queued").batch;
+            assert_eq!(batch.compressed_as(Gzip), kept.then_some(&gzip), "pipeline sending {takes:?}");
+        }
     }
 
     /// A body in an allocation of its own is queued without a copy; one sharing a larger

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::http::delivery::{Delivery, Judge, Settings};
 use crate::batch::Batch;
-use crate::config::{ComponentId, OtlpExporterConfig, OtlpProtocol, Signal};
+use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
@@ -196,10 +196,7 @@ impl Shared {
     /// The client's compressed body of `batch`, when this exporter would compress the batch
     /// the same way and sends protobuf.
     fn sent_as_is<'b>(&self, batch: &'b Batch) -> Option<&'b Bytes> {
-        if self.config.protocol == OtlpProtocol::HttpJson {
-            return None;
-        }
-        batch.compressed_as(self.config.compression)
+        batch.compressed_as(self.config.sends_client_bodies()?)
     }
 
     async fn deliver(&self, signal: Signal, body: &Body, items: u64) {
@@ -244,6 +241,11 @@ impl ExporterType for OtlpExporterConfig {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    fn sends_client_bodies(&self) -> Option<CompressionConfig> {
+        let protobuf = self.protocol != OtlpProtocol::HttpJson;
+        (protobuf && self.compression != CompressionConfig::None).then_some(self.compression)
     }
 
     fn check(&self) -> Vec<Problem> {
