@@ -105,19 +105,15 @@ def test_a_gzipped_request_goes_on_as_the_client_compressed_it(make_sluice):
     """No stage changed it and the exporter compresses the same way: the client's gzip body is sent
     on byte for byte. A plain request, or one a plugin changed, is compressed by the exporter."""
     sink = HttpSink()
-    host = make_sluice(RECEIVER + f"""
-        [exporters.out]
+    exporters = "".join(f"""
+        [exporters.{name}]
         type = "otlp"
         protocol = "http/protobuf"
         compression = "gzip"
-        endpoint = "{sink.url}"
+        endpoint = "{sink.url}{path}"
         batch = {{{{ timeout = "50ms" }}}}
-        [exporters.tagged]
-        type = "otlp"
-        protocol = "http/protobuf"
-        compression = "gzip"
-        endpoint = "{sink.url}/tagged"
-        batch = {{{{ timeout = "50ms" }}}}
+    """ for name, path in [("out", ""), ("tagged", "/tagged")])
+    host = make_sluice(RECEIVER + exporters + f"""
         [pipelines.plain]
         receivers = ["otlp"]
         exporters = ["out"]
