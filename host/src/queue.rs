@@ -87,6 +87,11 @@ impl<T: Queued> Reserved<'_, T> {
 }
 
 impl<T: Queued> Sender<T> {
+    /// Whether it has no room now (a hint: room may free or fill up right after).
+    pub fn is_full(&self) -> bool {
+        self.tx.capacity() == 0
+    }
+
     /// Reserves a slot without waiting; `None` when the queue is full or closed.
     pub fn try_reserve(&self) -> Option<Reserved<'_, T>> {
         self.tx.try_reserve().ok().map(|permit| Reserved { permit, gauges: &self.gauges })

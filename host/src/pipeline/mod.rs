@@ -66,6 +66,11 @@ impl PipelineInput {
         self.queue.send(Admitted { batch, pledge: None }).await.is_ok()
     }
 
+    /// Whether its queue has no room now (a hint; [`PipelineInput::try_reserve`] decides).
+    pub fn is_full(&self) -> bool {
+        self.queue.is_full()
+    }
+
     /// Reserves a slot without waiting; `None` when the queue is full or the pipeline stopped.
     pub fn try_reserve(&self) -> Option<Reserved<'_, Admitted>> {
         self.queue.try_reserve()

@@ -192,6 +192,22 @@ impl Ingest {
         self.memory.refusing()
     }
 
+    /// Refuses (and counts) a request for `signal` before its body is read when a pipeline it
+    /// would enter is full: under backpressure most requests are refused, and reading,
+    /// decompressing and checking each only to refuse it would take the time the queues need to
+    /// drain. A request let through may still be refused when its slots are reserved.
+    pub fn refuse_if_full(&self, signal: Signal) -> Result<(), Refusal> {
+        let feeds = self.feeds.load();
+        match feeds.get(signal).iter().find(|pipeline| pipeline.is_full()) {
+            Some(full) => {
+                let refusal = Refusal::Busy(full.name().clone());
+                self.reject(Some(signal), RefusalReason::Busy, &refusal.to_string());
+                Err(refusal)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Whether any pipeline takes `signal` from this receiver.
     pub fn accepts(&self, signal: Signal) -> bool {
         !self.feeds.load().get(signal).is_empty()
@@ -524,7 +540,12 @@ mod tests {
         // Fill the second pipeline only.
         let blocker = Arc::new(Batch::from_encoded(Signal::Traces, Bytes::from(request(&[16])), 1));
         let blocker = Admitted { batch: blocker, pledge: None };
+        assert!(ingest.refuse_if_full(Signal::Traces).is_ok(), "room everywhere");
         ingest.feeds.load().get(Signal::Traces)[1].try_reserve().expect("free").send(blocker);
+        // Refused before its body is read, and again if it got past that look.
+        assert!(
+            matches!(ingest.refuse_if_full(Signal::Traces), Err(Refusal::Busy(name)) if name.as_str() == "p1")
+        );
         let refused = ingest.accept(Signal::Traces, Format::Protobuf, request(&[16]).into(), None).await;
         assert!(matches!(refused, Err(Refusal::Busy(name)) if name.as_str() == "p1"));
         assert!(queues[0].try_recv().is_err(), "nothing may reach the first pipeline either");

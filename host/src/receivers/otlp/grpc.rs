@@ -123,6 +123,9 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
         ingest.reject(Some(signal), RefusalReason::Memory, &message);
         return memory_refusal(&message);
     }
+    if let Err(refusal) = ingest.refuse_if_full(signal) {
+        return status(RpcCode::Unavailable, &refusal.to_string());
+    }
     let encoding_header =
         request.headers().get("grpc-encoding").map(|v| v.to_str().unwrap_or("?").to_string());
     let limit = receiver.max_message_size;

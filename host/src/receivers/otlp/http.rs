@@ -139,6 +139,10 @@ async fn export(
         ingest.reject(Some(signal), RefusalReason::Memory, &message);
         return retry_later(&message, format);
     }
+    if let Err(refusal) = ingest.refuse_if_full(signal) {
+        discard(body, limit).await;
+        return retry_later(&refusal.to_string(), format);
+    }
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
