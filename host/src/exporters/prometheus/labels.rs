@@ -31,9 +31,39 @@ impl LabelSet {
         Pairs(&self.0)
     }
 
+    /// Orders sets as their [`pairs`](Self::pairs) order, comparing bytes: `str` orders by bytes,
+    /// and rendering sorts every series of a family by this on each scrape.
+    pub fn cmp_pairs(&self, other: &Self) -> std::cmp::Ordering {
+        RawPairs(&self.0).cmp(RawPairs(&other.0))
+    }
+
     /// The value of the label `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
+
+/// The pairs of a [`LabelSet`] as bytes, in order.
+struct RawPairs<'a>(&'a [u8]);
+
+impl<'a> RawPairs<'a> {
+    fn part(&mut self) -> &'a [u8] {
+        let (len, rest) = self.0.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+        let (text, rest) = rest.split_at(len);
+        self.0 = rest;
+        text
+    }
+}
+
+impl<'a> Iterator for RawPairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Some((self.part(), self.part()))
     }
 }
 
@@ -41,25 +71,16 @@ impl LabelSet {
 #[derive(Clone)]
 pub struct Pairs<'a>(&'a [u8]);
 
-impl<'a> Pairs<'a> {
-    fn string(&mut self) -> &'a str {
-        let (len, rest) = self.0.split_at(4);
-        let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-        let (text, rest) = rest.split_at(len);
-        self.0 = rest;
-        // Written from `&str`s by `LabelsBuilder::encode` only.
-        std::str::from_utf8(text).expect("label text is UTF-8")
-    }
-}
-
 impl<'a> Iterator for Pairs<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        Some((self.string(), self.string()))
+        let mut raw = RawPairs(self.0);
+        let (name, value) = raw.next()?;
+        self.0 = raw.0;
+        // Written from `&str`s by `LabelsBuilder::encode` only.
+        let text = |part| std::str::from_utf8(part).expect("label text is UTF-8");
+        Some((text(name), text(value)))
     }
 }
 
@@ -193,5 +214,24 @@ mod tests {
         // Lengths keep "ab"+"c" apart from "a"+"bc".
         assert_ne!(build(&[], &[("ab", "c")]), build(&[], &[("a", "bc")]));
         assert_eq!(build(&[], &[]).pairs().count(), 0);
+    }
+
+    #[test]
+    fn sets_order_as_their_pairs_do() {
+        let sets = [
+            build(&[], &[]),
+            build(&[], &[("a", "1")]),
+            build(&[], &[("a", "1"), ("b", "")]),
+            build(&[], &[("a", "10")]),
+            build(&[], &[("a", "2")]),
+            build(&[], &[("ab", "")]),
+            build(&[], &[("b", "é")]),
+            build(&[], &[("b", "z")]),
+        ];
+        for one in &sets {
+            for other in &sets {
+                assert_eq!(one.cmp_pairs(other), one.pairs().cmp(other.pairs()), "{one:?} vs {other:?}");
+            }
+        }
     }
 }

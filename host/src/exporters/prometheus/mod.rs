@@ -265,6 +265,40 @@ mod tests {
         assert!(store.is_empty());
     }
 
+    #[test]
+    fn delta_histograms_accumulate_and_label_values_are_escaped() {
+        let latency = |counts: Vec<u64>| Metric {
+            name: "latency".into(),
+            unit: "s".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    attributes: vec![kv("path", "a\"b\\c\nd")],
+                    count: counts.iter().sum(),
+                    sum: Some(1.5),
+                    bucket_counts: counts,
+                    explicit_bounds: vec![1.0],
+                    ..Default::default()
+                }],
+                aggregation_temporality: 1, // delta
+            })),
+            ..Default::default()
+        };
+        let mut store = store();
+        let now = std::time::Instant::now();
+        store.update(&request(vec![latency(vec![1, 2])]), now);
+        store.update(&request(vec![latency(vec![4, 8])]), now);
+        let text = store.render();
+        let labels = r#"env="test",instance="i-1",job="api",k8s_cluster_name="c1",path="a\"b\\c\nd""#;
+        for line in [
+            format!("latency_seconds_bucket{{{labels},le=\"1\"}} 5"),
+            format!("latency_seconds_bucket{{{labels},le=\"+Inf\"}} 15"),
+            format!("latency_seconds_sum{{{labels}}} 3"),
+            format!("latency_seconds_count{{{labels}}} 15"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+
     /// Remote write sends each series updated since the last send once, however often a
     /// batch (or several) updated it, and nothing for a series left alone.
     #[test]

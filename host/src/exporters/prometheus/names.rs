@@ -29,6 +29,15 @@ fn sanitize(name: &str, allow_colon: bool) -> String {
 }
 
 fn sanitize_into(out: &mut String, name: &str, allow_colon: bool) {
+    // Most names are already valid: copy them whole (a label name is written per data point).
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (allow_colon && b == b':');
+    let already_valid = name.bytes().next().is_some_and(|first| !first.is_ascii_digit())
+        && name.bytes().all(valid)
+        && !name.contains("__");
+    if already_valid {
+        out.push_str(name);
+        return;
+    }
     let start = out.len();
     for c in name.chars() {
         let ok = c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':');
@@ -137,5 +146,21 @@ mod tests {
         assert_eq!(metric_name("2xx.count", "", true, false), "_2xx_count");
         assert_eq!(sanitize_label("http.method"), "http_method");
         assert_eq!(sanitize_label("__reserved"), "_reserved");
+        // Names already valid are copied whole; the others take the character-by-character way.
+        for (name, label, metric) in [
+            ("gpu", "gpu", "gpu"),
+            ("_x9", "_x9", "_x9"),
+            ("a__b", "a_b", "a_b"),
+            ("a:b", "a_b", "a:b"),
+            ("9x", "_9x", "_9x"),
+            ("", "_", "_"),
+            ("é", "_", "_"),
+        ] {
+            assert_eq!(
+                (sanitize_label(name), sanitize_metric(name)),
+                (label.into(), metric.into()),
+                "{name:?}"
+            );
+        }
     }
 }
