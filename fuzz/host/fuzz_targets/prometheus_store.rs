@@ -1,6 +1,7 @@
-//! The Prometheus conversions never panic: any metrics request prost decodes goes into the
-//! scrape store (twice, so deltas accumulate) and out as exposition text and as a remote write
-//! request.
+//! The Prometheus conversions never panic, and the store reads any metrics request prost decodes
+//! as prost does: the bytes as they came and their canonical re-encoding (what the store reads in
+//! place, or hands to prost when the request leans on merge rules) give the same exposition text.
+//! Each goes in twice, so deltas accumulate, and out as text and as a remote write request.
 
 #![no_main]
 
@@ -20,11 +21,15 @@ fuzz_target!(|data: &[u8]| {
         expiry: Duration::from_secs(60),
         track_updates: true,
     };
-    let mut store = Store::new(options);
     let now = Instant::now();
-    store.update(&request, now);
-    store.update(&request, now);
-    let _ = store.render();
+    let mut canonical = Store::new(options.clone());
+    let encoded = request.encode_to_vec();
+    canonical.update(&encoded, now).expect("a canonical request is read");
+    canonical.update(&encoded, now).expect("a canonical request is read");
+    let mut store = Store::new(options);
+    store.update(data, now).expect("what prost decodes is read");
+    store.update(data, now).expect("what prost decodes is read");
+    assert_eq!(store.render(), canonical.render());
     let mut encoder = WriteRequestEncoder::default();
     store.take_updated(|sample| encoder.push(sample, 1_700_000_000_000));
     let _ = encoder.bytes();

@@ -7,6 +7,7 @@
 
 mod decoded;
 mod encoded;
+pub(crate) mod fields;
 mod json;
 mod response;
 

@@ -4,19 +4,10 @@
 //! output must not change by a byte when it replaces them): strings go through `serde_json`'s
 //! escaping unless they need none, floats through `serde_json` itself, integers through `itoa`.
 
-use sluice_wire::{Field, Fields, Value};
+use sluice_wire::{Field, Fields};
 
-/// Why a request is left to the owned decoder: it is malformed, or it needs one of protobuf's
-/// merge rules (a singular message field or a oneof given twice), which only a decoder that
-/// builds the messages can apply.
-#[derive(Debug)]
-pub(super) struct NotCanonical;
-
-impl From<sluice_wire::Error> for NotCanonical {
-    fn from(_: sluice_wire::Error) -> Self {
-        NotCanonical
-    }
-}
+use crate::batch::fields::scalars;
+pub(super) use crate::batch::fields::{NotCanonical, Scalar, bytes, fixed32, fixed64, once, sint32, varint};
 
 /// What every renderer returns.
 pub(super) type Render = Result<(), NotCanonical>;
@@ -199,26 +190,8 @@ impl<'o> Writer<'o> {
         };
         for field in Fields::new(run.of(buf)) {
             let field = field?;
-            if field.number != number {
-                continue;
-            }
-            match (kind, field.value) {
-                (Scalar::Fixed64, Value::Fixed64(v)) | (Scalar::Varint, Value::Varint(v)) => each(self, v),
-                (Scalar::Fixed64, Value::Bytes(packed)) => {
-                    if packed.len() % 8 != 0 {
-                        return Err(NotCanonical);
-                    }
-                    for chunk in packed.chunks_exact(8) {
-                        each(self, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-                    }
-                }
-                (Scalar::Varint, Value::Bytes(packed)) => {
-                    let mut pos = 0;
-                    while pos < packed.len() {
-                        each(self, sluice_wire::wire::read_varint(packed, &mut pos)?);
-                    }
-                }
-                _ => return Err(NotCanonical),
+            if field.number == number {
+                scalars(&field, kind, |value| each(self, value))?;
             }
         }
         self.out.push(b']');
@@ -254,15 +227,6 @@ fn is_plain(bytes: &[u8]) -> bool {
     whole | escaped(word(&bytes[bytes.len() - 8..])) == 0
 }
 
-/// The encodings of a repeated 64-bit scalar field.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Scalar {
-    /// `fixed64` and `double`.
-    Fixed64,
-    /// `uint64`.
-    Varint,
-}
-
 /// Where the occurrences of a repeated field lie in a message: from the first one's tag to the
 /// end of the last, so writing the list walks only that stretch.
 #[derive(Debug, Default, Clone, Copy)]
@@ -289,59 +253,6 @@ impl Run {
     fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.start..self.end]
     }
-}
-
-/// A length-delimited field's bytes.
-#[inline]
-pub(super) fn bytes<'a>(field: &Field<'a>) -> Result<&'a [u8], NotCanonical> {
-    match field.value {
-        Value::Bytes(b) => Ok(b),
-        _ => Err(NotCanonical),
-    }
-}
-
-/// A varint field's value.
-#[inline]
-pub(super) fn varint(field: &Field<'_>) -> Result<u64, NotCanonical> {
-    match field.value {
-        Value::Varint(v) => Ok(v),
-        _ => Err(NotCanonical),
-    }
-}
-
-/// A 64-bit fixed field's bits (`fixed64`, `sfixed64`, `double`).
-#[inline]
-pub(super) fn fixed64(field: &Field<'_>) -> Result<u64, NotCanonical> {
-    match field.value {
-        Value::Fixed64(v) => Ok(v),
-        _ => Err(NotCanonical),
-    }
-}
-
-/// A 32-bit fixed field's bits.
-#[inline]
-pub(super) fn fixed32(field: &Field<'_>) -> Result<u32, NotCanonical> {
-    match field.value {
-        Value::Fixed32(v) => Ok(v),
-        _ => Err(NotCanonical),
-    }
-}
-
-/// A `sint32` as the reference decoder reads it (zigzag over the low 32 bits).
-pub(super) fn sint32(field: &Field<'_>) -> Result<i32, NotCanonical> {
-    let value = varint(field)?;
-    Ok(((value >> 1) as i32) ^ (-((value & 1) as i32)))
-}
-
-/// Sets a singular message field, which protobuf merges when it comes twice: that is left to
-/// the owned decoder.
-#[inline]
-pub(super) fn once<'a>(slot: &mut Option<&'a [u8]>, field: &Field<'a>) -> Render {
-    if slot.is_some() {
-        return Err(NotCanonical);
-    }
-    *slot = Some(bytes(field)?);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 pub mod labels;
 mod names;
 pub mod store;
+mod translate;
 
 pub mod config;
 
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::store::{Options, Store};
 use super::{ExportError, Exporter};
-use crate::batch::{Batch, Decoded};
+use crate::batch::Batch;
 use crate::config::{ComponentId, PrometheusExporterConfig, SeriesConfig, Signal};
 
 /// Serves what it is given on its scrape endpoint.
@@ -96,9 +97,8 @@ impl Exporter for PrometheusExporter {
         if batch.signal() != Signal::Metrics {
             return Ok(());
         }
-        let Decoded::Metrics(request) = batch.decoded().map_err(|e| e.clone())? else { return Ok(()) };
         let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.update(request, Instant::now());
+        store.update(batch.payload(), Instant::now())?;
         Ok(())
     }
 
@@ -127,12 +127,16 @@ mod tests {
     use std::time::Duration;
 
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
     use opentelemetry_proto::tonic::metrics::v1::{
-        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-        metric, number_data_point,
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        exponential_histogram_data_point::Buckets, metric, number_data_point,
+        summary_data_point::ValueAtQuantile,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+    use sluice_wire::wire::put_bytes_field;
 
     use super::store::{Options, Store};
 
@@ -152,7 +156,8 @@ mod tests {
         }
     }
 
-    fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    /// An encoded request of `metrics` from one resource.
+    fn request(metrics: Vec<Metric>) -> Vec<u8> {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
@@ -167,6 +172,7 @@ mod tests {
                 ..Default::default()
             }],
         }
+        .encode_to_vec()
     }
 
     fn store_options() -> Options {
@@ -204,8 +210,8 @@ mod tests {
         }];
         let mut store = store();
         let now = std::time::Instant::now();
-        store.update(&request(metrics.clone()), now);
-        store.update(&request(metrics), now);
+        store.update(&request(metrics.clone()), now).expect("decodes");
+        store.update(&request(metrics), now).expect("decodes");
         let text = store.render();
         let max = format!("{}", u64::MAX as f64);
         assert!(text.lines().any(|l| l.starts_with("latency_seconds_count") && l.ends_with(&max)), "{text}");
@@ -249,8 +255,8 @@ mod tests {
             },
         ];
         let now = std::time::Instant::now();
-        store.update(&request(metrics.clone()), now);
-        store.update(&request(metrics), now);
+        store.update(&request(metrics.clone()), now).expect("decodes");
+        store.update(&request(metrics), now).expect("decodes");
         let text = store.render();
         let base = r#"env="test",instance="i-1",job="api",k8s_cluster_name="c1""#;
         let gpu = r#"gpu_temperature_celsius{env="test",gpu="0",instance="i-1",job="api",k8s_cluster_name="c1"} 61.5"#;
@@ -285,8 +291,8 @@ mod tests {
         };
         let mut store = store();
         let now = std::time::Instant::now();
-        store.update(&request(vec![latency(vec![1, 2])]), now);
-        store.update(&request(vec![latency(vec![4, 8])]), now);
+        store.update(&request(vec![latency(vec![1, 2])]), now).expect("decodes");
+        store.update(&request(vec![latency(vec![4, 8])]), now).expect("decodes");
         let text = store.render();
         let labels = r#"env="test",instance="i-1",job="api",k8s_cluster_name="c1",path="a\"b\\c\nd""#;
         for line in [
@@ -297,6 +303,168 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in {text}");
         }
+    }
+
+    fn any(value: any_value::Value) -> KeyValue {
+        KeyValue { key: String::new(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    }
+
+    #[test]
+    fn translates_exponential_histograms_summaries_and_every_attribute_kind() {
+        let attributes = vec![
+            KeyValue { key: "on".into(), ..any(any_value::Value::BoolValue(true)) },
+            KeyValue { key: "n".into(), ..any(any_value::Value::IntValue(-42)) },
+            KeyValue { key: "ratio".into(), ..any(any_value::Value::DoubleValue(1.5)) },
+            KeyValue {
+                key: "tags".into(),
+                ..any(any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue { value: Some(any_value::Value::StringValue("x".into())) }],
+                }))
+            },
+            KeyValue { key: "none".into(), value: None, ..Default::default() },
+        ];
+        let metrics = vec![
+            Metric {
+                name: "size".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint {
+                        attributes: attributes.clone(),
+                        count: 7,
+                        sum: Some(30.0),
+                        scale: 0, // base 2
+                        zero_count: 1,
+                        positive: Some(Buckets { offset: 1, bucket_counts: vec![2, 3] }),
+                        negative: Some(Buckets { offset: 0, bucket_counts: vec![1] }),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 2,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "rpc".into(),
+                data: Some(metric::Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        count: 4,
+                        sum: 10.0,
+                        quantile_values: vec![
+                            ValueAtQuantile { quantile: 0.5, value: 1.0 },
+                            ValueAtQuantile { quantile: 0.99, value: 3.0 },
+                        ],
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "queued".into(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        value: Some(number_data_point::Value::AsInt(-3)),
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            },
+        ];
+        let mut store = store();
+        store.update(&request(metrics), std::time::Instant::now()).expect("decodes");
+        let text = store.render();
+        let base = r#"env="test",instance="i-1",job="api",k8s_cluster_name="c1""#;
+        let point = format!(
+            r#"{base},n="-42",on="true",ratio="1.5",tags="ArrayValue(ArrayValue {{ values: [AnyValue {{ value: Some(StringValue(\"x\")) }}] }})""#
+        );
+        for line in [
+            // Negative buckets and the zero bucket count below the first bound, 2^(1+1).
+            format!(r#"size_bucket{{{point},le="4"}} 4"#),
+            format!(r#"size_bucket{{{point},le="8"}} 7"#),
+            format!(r#"size_bucket{{{point},le="+Inf"}} 7"#),
+            format!("size_sum{{{point}}} 30"),
+            format!(r#"rpc{{{base},quantile="0.5"}} 1"#),
+            format!(r#"rpc{{{base},quantile="0.99"}} 3"#),
+            format!("rpc_sum{{{base}}} 10"),
+            format!("rpc_count{{{base}}} 4"),
+            format!("queued{{{base}}} -3"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+
+    /// Requests leaning on protobuf's merge rules (a resource sent twice; a metric's data sent
+    /// twice) are stored as the decoder merges them, and a delta read before the merge point
+    /// counts once.
+    #[test]
+    fn requests_needing_merges_are_stored_as_decoded() {
+        let jobs = Metric {
+            name: "jobs".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![point(3.0, vec![])],
+                aggregation_temporality: 1, // delta
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let gauge = |value, gpu: &str| Gauge { data_points: vec![point(value, vec![kv("gpu", gpu)])] };
+        let resource = |attributes| Resource { attributes, ..Default::default() }.encode_to_vec();
+        let request_of = |resources: &[Vec<u8>], metrics: &[Vec<u8>]| {
+            let mut scope = Vec::new();
+            for metric in metrics {
+                put_bytes_field(&mut scope, 2, metric);
+            }
+            let mut group = Vec::new();
+            for resource in resources {
+                put_bytes_field(&mut group, 1, resource);
+            }
+            put_bytes_field(&mut group, 2, &scope);
+            let mut request = Vec::new();
+            put_bytes_field(&mut request, 1, &group);
+            request
+        };
+        let split_resource = [
+            resource(vec![kv("service.name", "api"), kv("service.instance.id", "i-1")]),
+            resource(vec![kv("k8s.cluster.name", "c1")]),
+        ];
+        let whole_resource = [resource(vec![
+            kv("service.name", "api"),
+            kv("service.instance.id", "i-1"),
+            kv("k8s.cluster.name", "c1"),
+        ])];
+        let mut temperature = Metric {
+            name: "temperature".into(),
+            data: Some(metric::Data::Gauge(gauge(1.0, "0"))),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        put_bytes_field(&mut temperature, 5, &gauge(2.0, "1").encode_to_vec());
+
+        let mut store = store();
+        let now = std::time::Instant::now();
+        store.update(&request_of(&split_resource, &[jobs.encode_to_vec()]), now).expect("decodes");
+        store
+            .update(&request_of(&whole_resource, &[jobs.encode_to_vec(), temperature]), now)
+            .expect("decodes");
+        let text = store.render();
+        for line in [
+            r#"jobs_total{env="test",instance="i-1",job="api",k8s_cluster_name="c1"} 6"#,
+            r#"temperature{env="test",gpu="0",instance="i-1",job="api",k8s_cluster_name="c1"} 1"#,
+            r#"temperature{env="test",gpu="1",instance="i-1",job="api",k8s_cluster_name="c1"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_request_is_refused_and_changes_nothing() {
+        let mut store = store();
+        let now = std::time::Instant::now();
+        let mut body = request(vec![Metric {
+            name: "up".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: vec![point(1.0, vec![])] })),
+            ..Default::default()
+        }]);
+        body.truncate(body.len() - 3);
+        assert!(store.update(&body, now).is_err());
+        assert!(store.is_empty(), "{}", store.render());
     }
 
     /// Remote write sends each series updated since the last send once, however often a
@@ -310,8 +478,10 @@ mod tests {
             ..Default::default()
         };
         let now = std::time::Instant::now();
-        store.update(&request(vec![gauge(1.0, "0"), gauge(2.0, "0"), gauge(5.0, "1")]), now);
-        store.update(&request(vec![gauge(3.0, "0")]), now);
+        store
+            .update(&request(vec![gauge(1.0, "0"), gauge(2.0, "0"), gauge(5.0, "1")]), now)
+            .expect("decodes");
+        store.update(&request(vec![gauge(3.0, "0")]), now).expect("decodes");
         let mut taken: Vec<(String, f64)> = Vec::new();
         store.take_updated(|sample| {
             if sample.name == "gpu_temperature" {
@@ -321,7 +491,7 @@ mod tests {
         });
         assert_eq!(taken, [("0".to_string(), 3.0), ("1".to_string(), 5.0)], "each once, latest value");
         assert_eq!(store.take_updated(|_| {}), 0, "nothing updated since");
-        store.update(&request(vec![gauge(4.0, "1")]), now);
+        store.update(&request(vec![gauge(4.0, "1")]), now).expect("decodes");
         let mut temperatures = 0;
         store.take_updated(|sample| temperatures += usize::from(sample.name == "gpu_temperature"));
         assert_eq!(temperatures, 1);

@@ -8,22 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, NumberDataPoint,
-    SummaryDataPoint, metric, number_data_point,
-};
 
-use super::labels::{LabelSet, LabelsBuilder, intern, write_display};
-use super::names::{metric_name, sanitize_label, write_label};
-use crate::config::SeriesConfig;
+use super::labels::{LabelSet, intern, write_display};
+use super::translate::{FamilyUpdate, PointUpdate, Updates};
+use crate::batch::{DecodeError, Decoded};
+use crate::config::{SeriesConfig, Signal};
 
-/// Label pairs a resource gives all its series.
-type Labels = Vec<(String, String)>;
-
+/// A family's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -45,27 +38,29 @@ impl Kind {
 /// store of 100,000 new series spent a third of its time having the kernel zero the pages its
 /// growing table took.
 #[derive(Debug, Clone)]
-enum Value {
+pub(super) enum Value {
     Number(f64),
     Histogram(Box<HistogramValue>),
     Summary(Box<SummaryValue>),
 }
 
+/// A classic histogram.
 #[derive(Debug, Clone)]
-struct HistogramValue {
+pub(super) struct HistogramValue {
     /// Upper bounds.
-    bounds: Vec<f64>,
+    pub bounds: Vec<f64>,
     /// Per-bucket (not cumulative) counts; the last count is the +Inf bucket.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
 }
 
+/// A summary: `(quantile, value)` pairs, sum and count.
 #[derive(Debug, Clone)]
-struct SummaryValue {
-    quantiles: Vec<(f64, f64)>,
-    sum: f64,
-    count: u64,
+pub(super) struct SummaryValue {
+    pub quantiles: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: u64,
 }
 
 #[derive(Debug)]
@@ -74,13 +69,6 @@ struct Series {
     updated: Instant,
     /// Updated since the last [`Store::take_updated`] (and so listed in `touched` once).
     pending: bool,
-}
-
-/// A family's identity, as a point being stored names it.
-struct Meta<'a> {
-    name: &'a str,
-    kind: Kind,
-    help: &'a str,
 }
 
 #[derive(Debug)]
@@ -92,6 +80,54 @@ struct Family {
     /// Keyed with hashbrown's seeded foldhash: hashing label sets with SipHash was a sixth of
     /// remote write's time.
     series: HashMap<LabelSet, Series>,
+}
+
+impl Family {
+    /// Stores `points` (their label sets in `labels`), adding deltas to what their series hold;
+    /// lists each series updated in `touched` once, when remote write tracks them.
+    fn put(
+        &mut self,
+        points: impl Iterator<Item = PointUpdate>,
+        labels: &[u8],
+        delta: bool,
+        now: Instant,
+        mut touched: Option<&mut Vec<(Arc<str>, LabelSet)>>,
+    ) {
+        for PointUpdate { labels: range, value } in points {
+            let labels = &labels[range];
+            // A series is listed once however often a batch updates it: no sorting or
+            // deduplicating when the updates are taken (a sort of every touched label set was
+            // 40% of remote write).
+            let Some((interned, series)) = self.series.get_key_value_mut(labels) else {
+                let labels = intern(labels);
+                if let Some(touched) = touched.as_deref_mut() {
+                    touched.push((self.name.clone(), labels.clone()));
+                }
+                let series = Series { value, updated: now, pending: touched.is_some() };
+                self.series.insert(labels, series);
+                continue;
+            };
+            series.value = match (&series.value, value) {
+                (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
+                (Value::Histogram(old), Value::Histogram(mut new)) if delta && old.bounds == new.bounds => {
+                    // Counts come off the wire as any u64: saturate rather than wrap.
+                    for (count, old) in new.counts.iter_mut().zip(&old.counts) {
+                        *count = count.saturating_add(*old);
+                    }
+                    new.sum += old.sum;
+                    new.count = new.count.saturating_add(old.count);
+                    Value::Histogram(new)
+                }
+                (_, value) => value,
+            };
+            series.updated = now;
+            if let Some(touched) = touched.as_deref_mut()
+                && !std::mem::replace(&mut series.pending, true)
+            {
+                touched.push((self.name.clone(), interned.clone()));
+            }
+        }
+    }
 }
 
 /// What the exporter's settings add to every series.
@@ -126,7 +162,8 @@ pub struct Store {
     families: BTreeMap<Arc<str>, Family>,
     options: Options,
     touched: Vec<(Arc<str>, LabelSet)>,
-    builder: LabelsBuilder,
+    /// The buffers a request is read into, kept for the next one.
+    updates: Updates,
 }
 
 /// One flat sample as the store holds it: the family's name and the suffix (`_bucket`, `_sum`,
@@ -146,108 +183,14 @@ pub struct Sample<'a> {
     pub value: f64,
 }
 
-fn any_to_string(value: &Option<AnyValue>) -> String {
-    let mut out = String::new();
-    write_any(&mut out, value);
-    out
-}
-
-/// Appends an attribute's value as a label value.
-fn write_any(out: &mut String, value: &Option<AnyValue>) {
-    match value.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => out.push_str(s),
-        Some(any_value::Value::BoolValue(b)) => write_display(out, b),
-        Some(any_value::Value::IntValue(i)) => write_display(out, i),
-        Some(any_value::Value::DoubleValue(d)) => write_display(out, d),
-        Some(other) => write_display(out, format_args!("{other:?}")),
-        None => {}
-    }
-}
-
-fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Option<AnyValue>> {
-    attributes.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
-}
-
-/// `job` and `instance` from the resource, as the spec derives them.
-fn job_and_instance(resource: &[KeyValue]) -> (String, String) {
-    let name = find(resource, "service.name").map(any_to_string).unwrap_or_default();
-    let job = match find(resource, "service.namespace").map(any_to_string) {
-        Some(namespace) if !namespace.is_empty() => format!("{namespace}/{name}"),
-        _ => name,
-    };
-    let instance = find(resource, "service.instance.id").map(any_to_string).unwrap_or_default();
-    (job, instance)
-}
-
-/// A data point of any kind: its attributes are what make its series.
-trait DataPoint {
-    fn attributes(&self) -> &[KeyValue];
-}
-
-macro_rules! data_points {
-    ($($point:ty),*) => {
-        $(impl DataPoint for $point {
-            fn attributes(&self) -> &[KeyValue] {
-                &self.attributes
-            }
-        })*
-    };
-}
-
-data_points!(NumberDataPoint, HistogramDataPoint, ExponentialHistogramDataPoint, SummaryDataPoint);
-
-/// Each point's attributes and value.
-type Points<'a> = Vec<(&'a [KeyValue], Value)>;
-
-/// The points of one metric as [`Points`].
-fn points_of<P: DataPoint>(points: &[P], value: impl Fn(&P) -> Value) -> Points<'_> {
-    points.iter().map(|p| (p.attributes(), value(p))).collect()
-}
-
-/// Writes the labels of a series into `builder`: `base` first, then the attributes.
-fn build_labels(builder: &mut LabelsBuilder, base: &Labels, attributes: &[KeyValue]) {
-    builder.clear();
-    for (name, value) in base {
-        builder.base(name, value);
-    }
-    for kv in attributes {
-        builder.attribute(|out| write_label(out, &kv.key), |out| write_any(out, &kv.value));
-    }
-}
-
-/// Classic buckets from an exponential histogram: each populated bucket's upper bound is
-/// base^(index+1), base = 2^(2^-scale); negative buckets and the zero bucket count below the
-/// first bound.
-fn exponential_to_classic(point: &ExponentialHistogramDataPoint) -> (Vec<f64>, Vec<u64>) {
-    let base = 2f64.powf(2f64.powi(-point.scale));
-    let mut bounds = Vec::new();
-    let mut counts = Vec::new();
-    // Counts come off the wire as any u64: saturate rather than wrap.
-    let negative =
-        point.negative.as_ref().map_or(0, |b| b.bucket_counts.iter().fold(0u64, |a, b| a.saturating_add(*b)));
-    let below = point.zero_count.saturating_add(negative);
-    if let Some(positive) = &point.positive {
-        for (i, count) in positive.bucket_counts.iter().enumerate() {
-            let index = positive.offset as i64 + i as i64;
-            bounds.push(base.powi((index + 1) as i32));
-            counts.push(*count);
-        }
-    }
-    if let Some(first) = counts.first_mut() {
-        *first = first.saturating_add(below);
-    } else {
-        bounds.push(point.zero_threshold.max(0.0));
-        counts.push(below);
-    }
-    counts.push(0); // +Inf holds nothing beyond the last bucket
-    (bounds, counts)
-}
-
 /// The family `meta` names, created if new; `None` when the name is taken by another type.
-fn family<'a>(families: &'a mut BTreeMap<Arc<str>, Family>, meta: &Meta<'_>) -> Option<&'a mut Family> {
+fn family<'a>(
+    families: &'a mut BTreeMap<Arc<str>, Family>,
+    meta: &FamilyUpdate<'_>,
+) -> Option<&'a mut Family> {
     // Look up by `&str` first: the name is only allocated when the family is new.
-    if !families.contains_key(meta.name) {
-        let name: Arc<str> = meta.name.into();
+    if !families.contains_key(&*meta.name) {
+        let name: Arc<str> = (*meta.name).into();
         let family = Family {
             name: name.clone(),
             kind: meta.kind,
@@ -256,7 +199,7 @@ fn family<'a>(families: &'a mut BTreeMap<Arc<str>, Family>, meta: &Meta<'_>) -> 
         };
         families.insert(name, family);
     }
-    let family = families.get_mut(meta.name)?;
+    let family = families.get_mut(&*meta.name)?;
     // A name reused with another type keeps its first type; the newcomer is skipped.
     (family.kind == meta.kind).then_some(family)
 }
@@ -264,142 +207,52 @@ fn family<'a>(families: &'a mut BTreeMap<Arc<str>, Family>, meta: &Meta<'_>) -> 
 impl Store {
     /// A store applying `options`.
     pub fn new(options: Options) -> Self {
-        Self { families: BTreeMap::new(), options, touched: Vec::new(), builder: LabelsBuilder::default() }
+        Self { families: BTreeMap::new(), options, touched: Vec::new(), updates: Updates::default() }
     }
 
-    /// Stores `points` in the family `meta` names (looked up once for all of them).
-    fn put(&mut self, meta: &Meta<'_>, base: &Labels, points: Points<'_>, delta: bool, now: Instant) {
-        let track = self.options.track_updates;
-        let Some(family) = family(&mut self.families, meta) else { return };
-        for (attributes, value) in points {
-            build_labels(&mut self.builder, base, attributes);
-            let labels = self.builder.encode();
-            // A series is listed once however often a batch updates it: no sorting or
-            // deduplicating when the updates are taken (a sort of every touched label set was
-            // 40% of remote write).
-            let Some((interned, series)) = family.series.get_key_value_mut(labels) else {
-                let labels = intern(labels);
-                if track {
-                    self.touched.push((family.name.clone(), labels.clone()));
-                }
-                family.series.insert(labels, Series { value, updated: now, pending: track });
-                continue;
-            };
-            series.value = match (&series.value, value) {
-                (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
-                (Value::Histogram(old), Value::Histogram(mut new)) if delta && old.bounds == new.bounds => {
-                    // Counts come off the wire as any u64: saturate rather than wrap.
-                    for (count, old) in new.counts.iter_mut().zip(&old.counts) {
-                        *count = count.saturating_add(*old);
-                    }
-                    new.sum += old.sum;
-                    new.count = new.count.saturating_add(old.count);
-                    Value::Histogram(new)
-                }
-                (_, value) => value,
-            };
-            series.updated = now;
-            if track && !std::mem::replace(&mut series.pending, true) {
-                self.touched.push((family.name.clone(), interned.clone()));
+    /// Adds a batch of metrics: an encoded `ExportMetricsServiceRequest`. The store is left as
+    /// it was when the request cannot be decoded.
+    pub fn update(&mut self, request: &[u8], now: Instant) -> Result<(), DecodeError> {
+        let mut updates = std::mem::take(&mut self.updates);
+        let result = match updates.read(request, &self.options) {
+            Ok(families) => {
+                self.apply(families, &mut updates, now);
+                Ok(())
             }
-        }
+            Err(_) => self.update_merged(request, &mut updates, now),
+        };
+        self.updates = updates;
+        result
     }
 
-    /// Adds a batch of metrics.
-    pub fn update(&mut self, request: &ExportMetricsServiceRequest, now: Instant) {
-        let delta = AggregationTemporality::Delta as i32;
-        for resource_metrics in &request.resource_metrics {
-            let resource = resource_metrics.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-            let (job, instance) = job_and_instance(resource);
-            let mut base: Labels = self.options.const_labels.clone();
-            base.push(("job".into(), job.clone()));
-            base.push(("instance".into(), instance.clone()));
-            for key in &self.options.resource_to_labels {
-                if let Some(value) = find(resource, key) {
-                    base.push((sanitize_label(key), any_to_string(value)));
-                }
-            }
-            // target_info carries the resource attributes that are not job and instance.
-            let info: Vec<KeyValue> = resource
-                .iter()
-                .filter(|kv| {
-                    !matches!(kv.key.as_str(), "service.name" | "service.namespace" | "service.instance.id")
-                })
-                .cloned()
-                .collect();
-            let info_base: Labels = vec![("instance".into(), instance), ("job".into(), job)];
-            let meta = Meta { name: "target_info", kind: Kind::Gauge, help: "Target metadata" };
-            self.put(&meta, &info_base, vec![(&info, Value::Number(1.0))], false, now);
-            for scope in &resource_metrics.scope_metrics {
-                for m in &scope.metrics {
-                    self.add_metric(m, &base, delta, now);
-                }
-            }
-        }
-    }
-
-    fn add_metric(
+    /// A request that leans on protobuf's merge rules (or is malformed): the owned decoder
+    /// applies them (or reports the error), and its encoding, canonical, is read instead.
+    fn update_merged(
         &mut self,
-        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
-        base: &Labels,
-        delta: i32,
+        request: &[u8],
+        updates: &mut Updates,
         now: Instant,
-    ) {
-        let number = |p: &NumberDataPoint| match p.value {
-            Some(number_data_point::Value::AsDouble(d)) => Value::Number(d),
-            Some(number_data_point::Value::AsInt(i)) => Value::Number(i as f64),
-            None => Value::Number(0.0),
-        };
-        // Each data kind gives its family's type, naming, temporality and points; the series
-        // are then stored alike.
-        let (kind, name, is_delta, points): (Kind, String, bool, Points<'_>) = match &m.data {
-            Some(metric::Data::Gauge(g)) => (
-                Kind::Gauge,
-                metric_name(&m.name, &m.unit, true, false),
-                false,
-                points_of(&g.data_points, number),
-            ),
-            Some(metric::Data::Sum(s)) => (
-                if s.is_monotonic { Kind::Counter } else { Kind::Gauge },
-                metric_name(&m.name, &m.unit, !s.is_monotonic, s.is_monotonic),
-                s.aggregation_temporality == delta,
-                points_of(&s.data_points, number),
-            ),
-            Some(metric::Data::Histogram(h)) => (
-                Kind::Histogram,
-                metric_name(&m.name, &m.unit, false, false),
-                h.aggregation_temporality == delta,
-                points_of(&h.data_points, |p| {
-                    let mut counts = p.bucket_counts.clone();
-                    counts.resize(p.explicit_bounds.len() + 1, 0);
-                    let bounds = p.explicit_bounds.clone();
-                    let (sum, count) = (p.sum.unwrap_or(0.0), p.count);
-                    Value::Histogram(Box::new(HistogramValue { bounds, counts, sum, count }))
-                }),
-            ),
-            Some(metric::Data::ExponentialHistogram(h)) => (
-                Kind::Histogram,
-                metric_name(&m.name, &m.unit, false, false),
-                h.aggregation_temporality == delta,
-                points_of(&h.data_points, |p| {
-                    let (bounds, counts) = exponential_to_classic(p);
-                    let (sum, count) = (p.sum.unwrap_or(0.0), p.count);
-                    Value::Histogram(Box::new(HistogramValue { bounds, counts, sum, count }))
-                }),
-            ),
-            Some(metric::Data::Summary(s)) => (
-                Kind::Summary,
-                metric_name(&m.name, &m.unit, false, false),
-                false,
-                points_of(&s.data_points, |p| {
-                    let quantiles = p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect();
-                    Value::Summary(Box::new(SummaryValue { quantiles, sum: p.sum, count: p.count }))
-                }),
-            ),
-            None => return,
-        };
-        let meta = Meta { name: &name, kind, help: &m.description };
-        self.put(&meta, base, points, is_delta, now);
+    ) -> Result<(), DecodeError> {
+        let canonical = Decoded::from_protobuf(Signal::Metrics, request)?.encode();
+        let families = updates
+            .read(&canonical, &self.options)
+            .map_err(|_| DecodeError("a metrics request not readable even as re-encoded".into()))?;
+        self.apply(families, updates, now);
+        Ok(())
+    }
+
+    /// Stores what a request was read into, each family looked up once for all its points.
+    fn apply(&mut self, families: Vec<FamilyUpdate<'_>>, updates: &mut Updates, now: Instant) {
+        let Updates { points, labels, .. } = updates;
+        let mut points = points.drain(..);
+        let mut touched = self.options.track_updates.then_some(&mut self.touched);
+        for meta in &families {
+            let family_points = points.by_ref().take(meta.points.len());
+            match family(&mut self.families, meta) {
+                Some(family) => family.put(family_points, labels, meta.delta, now, touched.as_deref_mut()),
+                None => family_points.for_each(drop),
+            }
+        }
     }
 
     /// Hands `emit` the current samples of every series updated since the last call, each

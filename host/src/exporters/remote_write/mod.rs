@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 use self::encode::WriteRequestEncoder;
 use super::http::delivery::{Delivery, Settings, judge_http_status};
 use super::prometheus::store::{Options, Store};
-use crate::batch::Decoded;
 use crate::config::{ComponentId, RemoteWriteExporterConfig, SeriesConfig, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
@@ -56,19 +55,11 @@ pub fn spawn(
                 delivery.settled(batch.signal(), items);
                 continue;
             }
-            let request = match batch.decoded() {
-                Ok(Decoded::Metrics(request)) => request,
-                Ok(_) => {
-                    delivery.settled(Signal::Metrics, items);
-                    continue;
-                }
-                Err(error) => {
-                    delivery.give_up(Signal::Metrics, items, &error.to_string());
-                    continue;
-                }
-            };
             let now = Instant::now();
-            store.update(request, now);
+            if let Err(error) = store.update(batch.payload(), now) {
+                delivery.give_up(Signal::Metrics, items, &error.to_string());
+                continue;
+            }
             // Walking every series to expire them is as costly as a batch: once a second is
             // enough (a series outlives its `expiry` by at most that).
             if now >= next_expiry {
