@@ -3,7 +3,7 @@
 and RSS with --series live series, and CPU per data point through remote write (to a local
 sink that answers 200). Sluice is pinned to --host-core; the sender runs unpinned elsewhere.
 
-  python3 bench/prometheus.py --series 100000
+  python3 bench/prometheus.py --series 100000 --rounds 3 --runs 3
 """
 
 import argparse
@@ -59,10 +59,47 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
+def measure(exporter, config, ports, bodies, args):
+    """Runs the host with `exporter` alone, sends every body and returns µs CPU per data point,
+    and what else this exporter reports."""
+    http_port, scrape_port = ports
+    text = config.read_text()
+    other = "remote" if exporter == "scrape" else "scrape"
+    config.write_text(text.replace(f'exporters = ["{other}"]', f'exporters = ["{exporter}"]'))
+    host = subprocess.Popen(["taskset", "-c", str(args.host_core), str(REPO / "target/release/sluice"), "run",
+                             "--config", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(http_port, host)
+        cpu = cpu_seconds(host.pid)
+        for body in bodies:
+            post(http_port, body)
+        time.sleep(1.0)  # let the exporter finish what it was given
+        points = args.series * args.rounds
+        used = cpu_seconds(host.pid) - cpu
+        extra = ""
+        if exporter == "scrape":
+            latencies = []
+            for _ in range(5):
+                started = time.perf_counter()
+                body = urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=60).read()
+                latencies.append((time.perf_counter() - started) * 1000)
+            series = sum(1 for line in body.decode().splitlines() if line.startswith("bench_value_bytes"))
+            extra = (f"; scrape of {series:,} series: median {statistics.median(latencies):.0f} ms, "
+                     f"{len(body) / 1e6:.1f} MB")
+        extra += f"; peak RSS {peak_rss_kib(host.pid) / 1024:.0f} MiB"
+        return used / points * 1e6, extra
+    finally:
+        host.terminate()
+        host.wait(timeout=30)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of each exporter, alternating (the first host started pays more for "
+                             "fresh pages); the medians are reported")
     parser.add_argument("--host-core", type=int, default=0)
     args = parser.parse_args()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
@@ -90,36 +127,16 @@ receivers = ["otlp"]
 exporters = ["scrape"]
 """)
         bodies = [request(first, 5000, float(r)) for r in range(args.rounds) for first in range(0, args.series, 5000)]
-        for exporter in ("scrape", "remote"):
-            text = config.read_text()
-            if exporter == "remote":
-                text = text.replace('exporters = ["scrape"]', 'exporters = ["remote"]')
-                config.write_text(text)
-            host = subprocess.Popen(["taskset", "-c", str(args.host_core), str(REPO / "target/release/sluice"), "run",
-                                     "--config", str(config)], stderr=subprocess.DEVNULL)
-            try:
-                wait_port(http_port, host)
-                cpu = cpu_seconds(host.pid)
-                for body in bodies:
-                    post(http_port, body)
-                time.sleep(1.0)  # let the exporter finish what it was given
-                points = args.series * args.rounds
-                used = cpu_seconds(host.pid) - cpu
-                line = f"{exporter}: {points:,} data points, {used / points * 1e6:.2f} µs CPU per data point"
-                if exporter == "scrape":
-                    latencies = []
-                    for _ in range(5):
-                        started = time.perf_counter()
-                        body = urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=60).read()
-                        latencies.append((time.perf_counter() - started) * 1000)
-                    series = sum(1 for line in body.decode().splitlines() if line.startswith("bench_value_bytes"))
-                    line += (f"; scrape of {series:,} series: median {statistics.median(latencies):.0f} ms, "
-                             f"{len(body) / 1e6:.1f} MB")
-                line += f"; peak RSS {peak_rss_kib(host.pid) / 1024:.0f} MiB"
-                print(line)
-            finally:
-                host.terminate()
-                host.wait(timeout=30)
+        costs = {"scrape": [], "remote": []}
+        points = args.series * args.rounds
+        for _ in range(args.runs):
+            for exporter in costs:
+                cost, extra = measure(exporter, config, (http_port, scrape_port), bodies, args)
+                costs[exporter].append(cost)
+                print(f"{exporter}: {points:,} data points, {cost:.2f} µs CPU per data point{extra}", flush=True)
+        for exporter, runs in costs.items():
+            listed = ", ".join(f"{c:.2f}" for c in runs)
+            print(f"{exporter} median: {statistics.median(runs):.2f} µs CPU per data point ({listed})")
     sink.shutdown()
 
 
