@@ -66,7 +66,7 @@ def measure(exporter, config, ports, bodies, args):
     text = config.read_text()
     other = "remote" if exporter == "scrape" else "scrape"
     config.write_text(text.replace(f'exporters = ["{other}"]', f'exporters = ["{exporter}"]'))
-    host = subprocess.Popen(["taskset", "-c", str(args.host_core), str(REPO / "target/release/sluice"), "run",
+    host = subprocess.Popen(["taskset", "-c", str(args.host_core), args.sluice, "run",
                              "--config", str(config)], stderr=subprocess.DEVNULL)
     try:
         wait_port(http_port, host)
@@ -101,6 +101,8 @@ def main():
                         help="runs of each exporter, alternating (the first host started pays more for "
                              "fresh pages); the medians are reported")
     parser.add_argument("--host-core", type=int, default=0)
+    parser.add_argument("--sluice", default=str(REPO / "target/release/sluice"),
+                        help="the host binary (another build, to compare against)")
     args = parser.parse_args()
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
