@@ -8,11 +8,13 @@
 //!   pipeline it feeds or none.
 //! - [`registry`]: how receiver types are known — the [`ReceiverType`](registry::ReceiverType)
 //!   trait and the list that names them.
+//! - [`server`]: the HTTP server under every listener.
 
 pub mod gpu;
 pub mod ingest;
 pub mod otlp;
 pub mod registry;
+pub mod server;
 
 use std::net::SocketAddr;
 
@@ -74,12 +76,6 @@ where
     L::Io: Send,
 {
     let address = listener.local_addr()?;
-    let stop = shutdown.clone().cancelled_owned();
-    let task_label = label.clone();
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
-            tracing::error!(component = %task_label, %error, "Server failed");
-        }
-    });
+    let task = tokio::spawn(server::run(listener, router, shutdown.clone()));
     Ok(Listening { label, address, task })
 }

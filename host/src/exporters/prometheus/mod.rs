@@ -77,13 +77,9 @@ impl PrometheusExporter {
         let store = Arc::new(Mutex::new(Store::new(Options::of(series, names_label, false))));
         let stop = CancellationToken::new();
         let router = Router::new().route("/metrics", get(scrape)).with_state(store.clone());
-        let (label, shutdown) = (format!("exporter `{name}`"), stop.clone().cancelled_owned());
+        let label = format!("exporter `{name}`");
         tracing::info!(component = %label, %address, "Serving a Prometheus scrape endpoint on /metrics");
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::error!(component = %label, %error, "Scrape endpoint failed");
-            }
-        });
+        tokio::spawn(crate::receivers::server::run(listener, router, stop.clone()));
         Ok(Self { store, stop })
     }
 }
