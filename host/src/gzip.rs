@@ -1,10 +1,13 @@
-//! Gzip for whole request bodies, the exporters' one compressor.
+//! Gzip for whole request bodies: the exporters' one compressor and the receivers' one
+//! decompressor.
 //!
 //! Built with the `isal` feature (the Makefile turns it on where `nasm` and autotools are
 //! installed, and the container image always has it), bodies go through ISA-L's igzip at level 1:
 //! on the load generator's batches it takes 0.64 µs per span where zlib-rs's fastest level takes
 //! 1.1 µs, and its output is a fifth smaller (docs/BENCHMARKS.md, `--example compress_cost`).
-//! Without it, zlib-rs at level 1. Both write standard gzip that any receiver reads.
+//! Received bodies are inflated by igzip too (zlib-rs's inflate was a third of a host forwarding
+//! gzipped requests). Without the feature, zlib-rs both ways. Both write standard gzip that any
+//! receiver reads, and read what any sender writes (one member or several).
 
 /// Which compressor this build uses, for the start-up log.
 pub const ENGINE: &str = if cfg!(feature = "isal") { "ISA-L igzip, level 1" } else { "zlib-rs, level 1" };
@@ -24,6 +27,45 @@ pub fn compress_parts(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()>
         return Ok(());
     }
     zlib_parts(parts, out)
+}
+
+/// Why a gzip body was not decompressed.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    /// It decompresses to more than the limit (only `limit + 1` bytes were produced).
+    #[error("decompressed body exceeds the limit")]
+    TooLarge,
+    /// It is not valid gzip: a bad header, bad data, a wrong checksum, cut short, or followed by
+    /// something that is not another member.
+    #[error("{0}")]
+    Corrupt(std::io::Error),
+}
+
+/// `body` (one gzip member or several, concatenated) decompressed, or an error as soon as the
+/// output would exceed `limit` bytes: a small body that expands to gigabytes (a zip bomb) costs
+/// at most `limit + 1` bytes of output.
+pub fn gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    #[cfg(feature = "isal")]
+    if let Some(result) = igzip::gunzip_limited(body, limit) {
+        return result;
+    }
+    zlib_gunzip_limited(body, limit)
+}
+
+fn zlib_gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(first_capacity(body.len(), limit));
+    let decoder = flate2::read::MultiGzDecoder::new(body);
+    decoder.take(limit as u64 + 1).read_to_end(&mut out).map_err(GunzipError::Corrupt)?;
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(out)
+}
+
+/// Room for a body's output at first: OTLP compresses about fourfold, never past the limit.
+fn first_capacity(compressed: usize, limit: usize) -> usize {
+    compressed.saturating_mul(4).min(limit.saturating_add(1))
 }
 
 /// `data` through zlib-rs at its fastest level.
@@ -119,6 +161,84 @@ mod igzip {
         };
         Some(())
     }
+
+    /// Reused per thread: the inflate state is ~75 KiB (tables and a window), too much to
+    /// allocate and zero per request.
+    struct Inflater(Box<MaybeUninit<ffi::inflate_state>>);
+
+    thread_local! {
+        static INFLATER: RefCell<Inflater> = RefCell::new(Inflater(Box::new_uninit()));
+    }
+
+    /// [`super::gunzip_limited`] through igzip; `None` for a body over 4 GiB, which ISA-L's
+    /// 32-bit counters cannot take (the caller then uses zlib-rs).
+    #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
+    pub fn gunzip_limited(body: &[u8], limit: usize) -> Option<Result<Vec<u8>, super::GunzipError>> {
+        use super::GunzipError::{Corrupt, TooLarge};
+        let corrupt =
+            |what: &str| Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()));
+        let avail_in = u32::try_from(body.len()).ok()?;
+        let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body.len(), limit));
+        let result = INFLATER.with_borrow_mut(|Inflater(state)| {
+            // SAFETY: `isal_inflate_init` initialises the state before any other call. Every
+            // pointer handed to ISA-L outlives the calls: `body` with its length, and `out`'s
+            // spare capacity with its length; `set_len` counts only what ISA-L wrote there.
+            unsafe {
+                ffi::isal_inflate_init(state.as_mut_ptr());
+                let state = state.assume_init_mut();
+                state.next_in = body.as_ptr().cast_mut();
+                state.avail_in = avail_in;
+                loop {
+                    // One member, however many calls its output needs.
+                    state.crc_flag = ffi::ISAL_GZIP;
+                    loop {
+                        if out.len() == out.capacity() {
+                            if out.len() > limit {
+                                return Err(TooLarge);
+                            }
+                            let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
+                            out.reserve_exact(room);
+                        }
+                        let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
+                        state.next_out = out.as_mut_ptr().add(out.len());
+                        state.avail_out = spare as u32;
+                        let status = ffi::isal_inflate(state);
+                        out.set_len(out.len() + spare - state.avail_out as usize);
+                        // Past the limit is refused as such, whatever follows (a reader that
+                        // stops at `limit + 1` bytes never sees a later error).
+                        if out.len() > limit {
+                            return Err(TooLarge);
+                        }
+                        match status {
+                            ffi::ISAL_INCORRECT_CHECKSUM => return Err(corrupt("gzip checksum mismatch")),
+                            status if status != ffi::ISAL_DECOMP_OK as i32 => {
+                                return Err(corrupt(&format!("invalid gzip data (ISA-L status {status})")));
+                            }
+                            _ => {}
+                        }
+                        if state.block_state == ffi::isal_block_state_ISAL_BLOCK_FINISH {
+                            break;
+                        }
+                        if state.avail_out > 0 {
+                            // Room left and not finished: the input ran out mid-member.
+                            return Err(corrupt("gzip body cut short"));
+                        }
+                    }
+                    if state.avail_in == 0 {
+                        return Ok(());
+                    }
+                    // Another member follows, as `MultiGzDecoder` reads them; anything else is
+                    // an error, not trailing data to ignore.
+                    let rest = std::slice::from_raw_parts(state.next_in, state.avail_in as usize);
+                    if !rest.starts_with(&[0x1f, 0x8b]) {
+                        return Err(corrupt("data after the gzip body"));
+                    }
+                    ffi::isal_inflate_reset(state);
+                }
+            }
+        });
+        Some(result.map(|()| out))
+    }
 }
 
 /// What the receivers make of `data`, for tests that check what was compressed.
@@ -166,5 +286,50 @@ mod tests {
         zlib_parts(&parts, &mut zlib_out).expect("compresses");
         assert_eq!(gunzip(&zlib_out[5..]), parts.concat());
         assert!(compress(&text).expect("compresses").len() < text.len() / 3);
+    }
+
+    /// Every way a body can be read or refused, through this build's decompressor and through
+    /// zlib-rs's `MultiGzDecoder` (the reference; the same function when built without ISA-L):
+    /// the same bytes, or the same refusal.
+    #[test]
+    fn gunzip_reads_and_refuses_as_multigzdecoder_does() {
+        let text: Vec<u8> =
+            (0..100_000u32).flat_map(|i| format!("span {} {}\n", i % 89, i).into_bytes()).collect();
+        let one = zlib(&text).expect("compresses");
+        let two =
+            [zlib(&text[..5000]).expect("compresses"), compress(&text[5000..]).expect("compresses")].concat();
+        let mut bad_crc = one.clone();
+        let crc_at = bad_crc.len() - 8;
+        bad_crc[crc_at] ^= 1;
+        let mut bad_data = one.clone();
+        bad_data[40] ^= 0xff;
+        let header_only = one[..10].to_vec();
+        let bodies: Vec<(&str, Vec<u8>)> = vec![
+            ("one member", one.clone()),
+            ("two members", two.clone()),
+            ("empty member", zlib(b"").expect("compresses")),
+            ("cut short", one[..one.len() / 2].to_vec()),
+            ("without its trailer", one[..one.len() - 8].to_vec()),
+            ("a wrong checksum", bad_crc),
+            ("damaged data", bad_data),
+            ("junk after", [one.clone(), b"junk".to_vec()].concat()),
+            ("not gzip", b"nope, not gzip at all".to_vec()),
+            ("a header only", header_only),
+        ];
+        let outcome = |result: Result<Vec<u8>, GunzipError>| match result {
+            Ok(out) => format!("{} bytes, {:x}", out.len(), crc32fast::hash(&out)),
+            Err(GunzipError::TooLarge) => "too large".to_string(),
+            Err(GunzipError::Corrupt(_)) => "corrupt".to_string(),
+        };
+        for (what, body) in &bodies {
+            for limit in [usize::MAX - 1, text.len(), text.len() - 1, 4096, 0] {
+                assert_eq!(
+                    outcome(gunzip_limited(body, limit)),
+                    outcome(zlib_gunzip_limited(body, limit)),
+                    "{what}, limit {limit}"
+                );
+            }
+        }
+        assert_eq!(gunzip_limited(&two, usize::MAX).expect("reads"), text);
     }
 }

@@ -57,7 +57,11 @@ pub fn decompress(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes
     match encoding {
         Encoding::Identity if body.len() > limit => Err(DecompressError::TooLarge { limit }),
         Encoding::Identity => Ok(body),
-        Encoding::Gzip => read_limited(flate2::read::MultiGzDecoder::new(&body[..]), limit, body.len()),
+        Encoding::Gzip => match crate::gzip::gunzip_limited(&body, limit) {
+            Ok(out) => Ok(Bytes::from(out)),
+            Err(crate::gzip::GunzipError::TooLarge) => Err(DecompressError::TooLarge { limit }),
+            Err(crate::gzip::GunzipError::Corrupt(error)) => Err(DecompressError::Corrupt(error)),
+        },
         Encoding::Zstd => {
             let decoder =
                 zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(DecompressError::Corrupt)?;
