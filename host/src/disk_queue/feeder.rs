@@ -21,12 +21,6 @@ use crate::batch::Batch;
 /// How often the oldest-item gauge is refreshed while the feeder waits.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// How much of a segment one read takes at most (more when a single record is larger): a
-/// backlog is read a megabyte at a time, and a feeder keeping up reads everything appended since
-/// its last look in one call, instead of a header and a payload per record. Tests read 64 KiB at
-/// a time, so their small queues cross read boundaries.
-const READ_AHEAD: u64 = if cfg!(test) { 64 << 10 } else { 1 << 20 };
-
 /// Where the feeder reads next.
 #[derive(Debug)]
 pub struct Position {
@@ -40,30 +34,12 @@ pub struct Position {
     /// of the same bytes finds.
     expected: u64,
     file: Option<(u64, File)>,
-    /// Bytes of the open segment read ahead: the file's from `ahead_start` on. Records handed
-    /// out are slices of it (no copy).
-    ahead: Bytes,
-    ahead_start: u64,
 }
 
 impl Position {
     /// Reading from record `seq`, which is in the segment starting at `segment`.
     pub fn new(seq: u64, segment: u64) -> Self {
-        Self { seq, segment, offset: 0, expected: segment, file: None, ahead: Bytes::new(), ahead_start: 0 }
-    }
-
-    /// At least `len` bytes of the open segment from `offset` (which the caller knows the
-    /// segment holds), from what was read ahead or read now, up to `length`.
-    fn bytes_at(&mut self, offset: u64, len: u64, length: u64) -> io::Result<Bytes> {
-        let held = (self.ahead_start..self.ahead_start + self.ahead.len() as u64).contains(&offset);
-        if !held || self.ahead_start + (self.ahead.len() as u64) < offset + len {
-            let (_, file) = self.file.as_ref().expect("the segment is open");
-            let size = len.max(READ_AHEAD).min(length - offset);
-            let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
-            file.read_exact_at(&mut buf, offset)?;
-            (self.ahead, self.ahead_start) = (Bytes::from(buf), offset);
-        }
-        Ok(self.ahead.slice(usize::try_from(offset - self.ahead_start).unwrap_or(usize::MAX)..))
+        Self { seq, segment, offset: 0, expected: segment, file: None }
     }
 
     fn enter(&mut self, segment: u64) {
@@ -256,27 +232,26 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     let segment = position.segment;
     if position.file.as_ref().is_none_or(|(open, _)| *open != segment) {
         position.file = Some((segment, File::open(log::segment_path(&queue.directory, segment))?));
-        position.ahead = Bytes::new();
-    }
-    let offset = position.offset;
-    let left = length - offset;
-    if left >= HEADER_LEN as u64 {
-        let bytes = position.bytes_at(offset, HEADER_LEN as u64, length)?;
-        let raw: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("a header's bytes");
-        let header = Header::parse(raw).filter(|h| h.record_len() as u64 <= left);
-        // A record older than one before it in the segment is stale bytes: damage, as in a scan.
-        if let Some(header) = header.filter(|h| h.meta.seq >= position.expected) {
-            let len = header.record_len();
-            let bytes =
-                if bytes.len() < len { position.bytes_at(offset, len as u64, length)? } else { bytes };
-            let payload = bytes.slice(HEADER_LEN..len);
-            if header.matches(&payload) {
-                return Ok(Read::Record(Record { meta: header.meta, payload, end: offset + len as u64 }));
-            }
-        }
     }
     let (_, file) = position.file.as_ref().expect("opened above");
-    let mut rest = vec![0u8; usize::try_from(left).unwrap_or(usize::MAX)];
+    let offset = position.offset;
+    let mut raw = [0u8; HEADER_LEN];
+    let header = if offset + HEADER_LEN as u64 <= length {
+        file.read_exact_at(&mut raw, offset)?;
+        Header::parse(&raw).filter(|h| offset + h.record_len() as u64 <= length)
+    } else {
+        None
+    };
+    // A record older than one before it in the segment is stale bytes: damage, as in a scan.
+    if let Some(header) = header.filter(|h| h.meta.seq >= position.expected) {
+        let mut payload = vec![0u8; header.payload_len];
+        file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)?;
+        if header.matches(&payload) {
+            let end = offset + header.record_len() as u64;
+            return Ok(Read::Record(Record { meta: header.meta, payload: payload.into(), end }));
+        }
+    }
+    let mut rest = vec![0u8; usize::try_from(length - offset).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, offset)?;
     let resume = record::next_good(&rest, 1, position.expected).map(|found| offset + found.offset as u64);
     Ok(Read::Damaged { resume })
