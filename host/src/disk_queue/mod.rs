@@ -18,7 +18,8 @@
 //!
 //! # Reading back
 //! A feeder thread per queue reads records in order and hands each to the exporter's own bounded
-//! memory queue as a batch carrying a [`Claim`]. The exporter holds the batch until its outcome
+//! memory queue as a batch carrying a [`Claim`]. It is woken once per pipeline group, after the
+//! group's sync, and reads what the group appended. The exporter holds the batch until its outcome
 //! is known (delivered, rejected, or given up on after its retries), and dropping it settles the
 //! record. The cursor file remembers the first unsettled record; whole segments before it are
 //! deleted. After a restart every record from the cursor on is delivered again: duplicates come
@@ -337,9 +338,9 @@ impl DiskQueue {
         stop
     }
 
-    /// Writes `batch`; it is on the device after the next [`DiskQueue::sync`]. When the queue
-    /// is full, waits for room (`on_full = "backpressure"`) or drops it, counted (`"drop"`).
-    /// Blocks: call it from a thread that may.
+    /// Writes `batch`; it is on the device, and handed to the exporter, after the next
+    /// [`Attachment::sync`]. When the queue is full, waits for room (`on_full = "backpressure"`)
+    /// or drops it, counted (`"drop"`). Blocks: call it from a thread that may.
     pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
         let payload = batch.payload();
         let length = (HEADER_LEN + payload.len()) as u64;
@@ -374,7 +375,6 @@ impl DiskQueue {
         self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
         drop(log);
         self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
-        self.grown.notify_waiters();
         Ok(Appended::Stored)
     }
 
@@ -436,9 +436,16 @@ impl Attachment {
         self.queue.append(batch)
     }
 
-    /// Puts what was appended on the device (see [`DiskQueue::sync`]).
+    /// Puts what was appended on the device (see [`DiskQueue::sync`]) and wakes the reader to
+    /// hand it to the exporter, once for the whole group: woken per record, the reader preempted
+    /// the pipeline thread in the middle of its group (on one core, `pipelines/forward.toml` went
+    /// from 432 K to 503 K spans per CPU-second at 16 connections when it stopped). Records that
+    /// could not be synced are handed out all the same: they are in the page cache, and their
+    /// clients were told to retry.
     pub fn sync(&self) -> Result<(), String> {
-        self.queue.sync()
+        let synced = self.queue.sync();
+        self.queue.grown.notify_waiters();
+        synced
     }
 }
 
