@@ -131,6 +131,22 @@ pub(super) fn attributes(w: &mut Writer, buf: &[u8], run: Run, number: u32) -> R
     w.list(buf, run, number, |w, kv| key_value(w, kv, 0))
 }
 
+/// `"attributes":[…],"droppedAttributesCount":N`, the pair resources, scopes, spans, events,
+/// links and log records carry.
+pub(super) fn attributes_and_dropped(
+    w: &mut Writer,
+    buf: &[u8],
+    run: Run,
+    number: u32,
+    dropped: u32,
+) -> Render {
+    w.raw(b"\"attributes\":");
+    attributes(w, buf, run, number)?;
+    w.raw(b",\"droppedAttributesCount\":");
+    w.int(dropped);
+    Ok(())
+}
+
 /// A `Resource`.
 fn resource(w: &mut Writer, buf: &[u8]) -> Render {
     let (mut attributes_run, mut dropped, mut entity_refs) = (Run::default(), 0u32, Run::default());
@@ -143,10 +159,8 @@ fn resource(w: &mut Writer, buf: &[u8]) -> Render {
             _ => {}
         }
     }
-    w.raw(b"{\"attributes\":");
-    attributes(w, buf, attributes_run, 1)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped);
+    w.raw(b"{");
+    attributes_and_dropped(w, buf, attributes_run, 1, dropped)?;
     w.raw(b",\"entityRefs\":");
     w.list(buf, entity_refs, 3, entity_ref)?;
     w.raw(b"}");
@@ -197,10 +211,8 @@ fn scope(w: &mut Writer, buf: &[u8]) -> Render {
     w.string(name)?;
     w.raw(b",\"version\":");
     w.string(version)?;
-    w.raw(b",\"attributes\":");
-    attributes(w, buf, attributes_run, 3)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped);
+    w.raw(b",");
+    attributes_and_dropped(w, buf, attributes_run, 3, dropped)?;
     w.raw(b"}");
     Ok(())
 }

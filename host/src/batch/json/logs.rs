@@ -2,7 +2,7 @@
 
 use sluice_wire::Fields;
 
-use super::common::{Shape, any_value, attributes};
+use super::common::{Shape, any_value, attributes_and_dropped};
 use super::writer::{Render, Run, Writer, bytes, fixed32, fixed64, once, varint};
 
 /// How a logs request is laid out.
@@ -46,10 +46,8 @@ fn log_record(w: &mut Writer, buf: &[u8]) -> Render {
     w.string(severity_text)?;
     w.raw(b",\"body\":");
     w.optional(body, |w, body| any_value(w, body, 0))?;
-    w.raw(b",\"attributes\":");
-    attributes(w, buf, attributes_run, 6)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped);
+    w.raw(b",");
+    attributes_and_dropped(w, buf, attributes_run, 6, dropped)?;
     w.raw(b",\"flags\":");
     w.int(flags);
     w.raw(b",\"traceId\":");

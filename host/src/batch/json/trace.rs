@@ -2,7 +2,7 @@
 
 use sluice_wire::Fields;
 
-use super::common::{Shape, attributes};
+use super::common::{Shape, attributes_and_dropped};
 use super::writer::{Render, Run, Writer, bytes, fixed32, fixed64, once, varint};
 
 /// How a traces request is laid out.
@@ -61,10 +61,8 @@ fn span(w: &mut Writer, buf: &[u8]) -> Render {
     w.quoted(start);
     w.raw(b",\"endTimeUnixNano\":");
     w.quoted(end);
-    w.raw(b",\"attributes\":");
-    attributes(w, buf, attributes_run, 9)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped_attributes);
+    w.raw(b",");
+    attributes_and_dropped(w, buf, attributes_run, 9, dropped_attributes)?;
     w.raw(b",\"events\":");
     w.list(buf, events, 11, event)?;
     w.raw(b",\"droppedEventsCount\":");
@@ -97,10 +95,8 @@ fn event(w: &mut Writer, buf: &[u8]) -> Render {
     w.quoted(time);
     w.raw(b",\"name\":");
     w.string(name)?;
-    w.raw(b",\"attributes\":");
-    attributes(w, buf, attributes_run, 3)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped);
+    w.raw(b",");
+    attributes_and_dropped(w, buf, attributes_run, 3, dropped)?;
     w.raw(b"}");
     Ok(())
 }
@@ -127,10 +123,8 @@ fn link(w: &mut Writer, buf: &[u8]) -> Render {
     w.hex(span_id);
     w.raw(b",\"traceState\":");
     w.string(trace_state)?;
-    w.raw(b",\"attributes\":");
-    attributes(w, buf, attributes_run, 4)?;
-    w.raw(b",\"droppedAttributesCount\":");
-    w.int(dropped);
+    w.raw(b",");
+    attributes_and_dropped(w, buf, attributes_run, 4, dropped)?;
     w.raw(b",\"flags\":");
     w.int(flags);
     w.raw(b"}");
