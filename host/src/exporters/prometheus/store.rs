@@ -270,8 +270,7 @@ impl Store {
             }
             series_taken += 1;
             flatten(&series.value, |suffix, extra, value| {
-                let extra = extra.as_ref().map(|(key, label)| (*key, label.as_str()));
-                emit(Sample { name, suffix, labels, extra, value });
+                emit(Sample { name, suffix, labels, extra, value })
             });
         }
         // Keep the list's allocation for the next batch.
@@ -315,14 +314,7 @@ impl Store {
             series.sort_unstable_by(|a, b| a.0.cmp_pairs(b.0));
             for (labels, s) in series {
                 flatten(&s.value, |suffix, extra, value| {
-                    sample(
-                        &mut out,
-                        name,
-                        suffix,
-                        labels,
-                        extra.as_ref().map(|(k, v)| (*k, v.as_str())),
-                        value,
-                    );
+                    sample(&mut out, name, suffix, labels, extra, value)
                 });
             }
         }
@@ -333,7 +325,13 @@ impl Store {
 /// Every sample of one series value: `(suffix, extra label, value)` — a number as itself, a
 /// histogram as cumulative `_bucket{le}`s, `_sum` and `_count`, a summary as `{quantile}`s,
 /// `_sum` and `_count`. The scrape text and remote write both read series through this.
-fn flatten(value: &Value, mut emit: impl FnMut(&'static str, Option<(&'static str, String)>, f64)) {
+fn flatten(value: &Value, mut emit: impl FnMut(&'static str, Option<(&'static str, &str)>, f64)) {
+    // A bound's or quantile's text, written into one buffer for the whole series.
+    let mut text = String::new();
+    let label = |text: &mut String, v: f64| {
+        text.clear();
+        write_float(text, v);
+    };
     match value {
         Value::Number(v) => emit("", None, *v),
         Value::Histogram(histogram) => {
@@ -341,27 +339,23 @@ fn flatten(value: &Value, mut emit: impl FnMut(&'static str, Option<(&'static st
             let mut cumulative: u64 = 0;
             for (bound, c) in bounds.iter().zip(counts) {
                 cumulative = cumulative.saturating_add(*c);
-                emit("_bucket", Some(("le", format_float(*bound))), cumulative as f64);
+                label(&mut text, *bound);
+                emit("_bucket", Some(("le", &text)), cumulative as f64);
             }
-            emit("_bucket", Some(("le", "+Inf".into())), *count as f64);
+            emit("_bucket", Some(("le", "+Inf")), *count as f64);
             emit("_sum", None, *sum);
             emit("_count", None, *count as f64);
         }
         Value::Summary(summary) => {
             let SummaryValue { quantiles, sum, count } = &**summary;
             for (q, v) in quantiles {
-                emit("", Some(("quantile", format_float(*q))), *v);
+                label(&mut text, *q);
+                emit("", Some(("quantile", &text)), *v);
             }
             emit("_sum", None, *sum);
             emit("_count", None, *count as f64);
         }
     }
-}
-
-fn format_float(v: f64) -> String {
-    let mut out = String::new();
-    write_float(&mut out, v);
-    out
 }
 
 /// Appends `v` as the text format writes values and bounds.
