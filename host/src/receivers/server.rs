@@ -4,8 +4,10 @@
 //! It is `axum::serve` with one change that `axum::serve` cannot make: HTTP/2 peers may send
 //! DATA frames up to [`HTTP2_MAX_FRAME_SIZE`] instead of the protocol's default 16 KiB. A
 //! 100-span export request is ~40 KiB; split into 16 KiB frames it reached the handler as several
-//! chunks that had to be copied together (5% of a forwarding host's time), while one frame is
-//! handed over as a slice of the connection's read buffer, without a copy.
+//! chunks that had to be copied together (5% of a forwarding host's time). In one frame it
+//! arrives in one piece, usually in an allocation of its own that is queued as it is (ingest
+//! copies a body only when it shares its allocation with other data, so that a queued batch never
+//! keeps a connection's read buffer alive).
 
 use std::pin::pin;
 
