@@ -178,11 +178,45 @@ pub struct DeliveryCounters {
     pub pending: Gauge,
 }
 
-/// Labels of disk queue metrics.
+/// Labels of metrics kept per exporter: disk queues, load balancing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DiskQueueLabels {
+pub struct ExporterNameLabels {
     /// The exporter the queue belongs to.
     pub exporter: String,
+}
+
+/// Labels of a load-balancing exporter's per-backend counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The load-balancing exporter.
+    pub exporter: String,
+    /// The backend's URL.
+    pub backend: String,
+    /// `traces`, `metrics` or `logs`.
+    pub signal: String,
+}
+
+/// A load-balancing exporter's own metrics (its backends' deliveries count as its own under
+/// the `sluice_exporter_*` families).
+#[derive(Debug, Clone)]
+pub struct BalancerMetrics {
+    /// Backends in the current answer.
+    pub backends: Gauge,
+    /// Lookups that failed (the last answer stays in use).
+    pub resolve_failures: Counter,
+    /// Items a departed backend could not take, handed back and routed again, per signal.
+    pub rerouted: PerSignal<Counter>,
+    routed: Family<BackendLabels, Counter>,
+    exporter: String,
+}
+
+impl BalancerMetrics {
+    /// The counter of items routed to `backend` for `signal`.
+    pub fn routed(&self, backend: &str, signal: Signal) -> Counter {
+        let labels =
+            BackendLabels { exporter: self.exporter.clone(), backend: backend.into(), signal: signal.as_str().into() };
+        self.routed.get_or_create(&labels).clone()
+    }
 }
 
 /// One disk queue's metrics.
@@ -273,17 +307,25 @@ pub struct Metrics {
     /// 1 while the receivers refuse new data because memory is above its soft limit.
     pub memory_refusing: Gauge,
     /// Disk queue bytes on disk.
-    pub disk_queue_bytes: Family<DiskQueueLabels, Gauge>,
+    pub disk_queue_bytes: Family<ExporterNameLabels, Gauge>,
     /// Disk queue `max_size`.
-    pub disk_queue_capacity_bytes: Family<DiskQueueLabels, Gauge>,
+    pub disk_queue_capacity_bytes: Family<ExporterNameLabels, Gauge>,
     /// Items in disk queues.
-    pub disk_queue_items: Family<DiskQueueLabels, Gauge>,
+    pub disk_queue_items: Family<ExporterNameLabels, Gauge>,
     /// Age of each disk queue's oldest item.
-    pub disk_queue_oldest_age: Family<DiskQueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub disk_queue_oldest_age: Family<ExporterNameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Items replayed from disk queues after a restart.
-    pub disk_queue_replayed_items: Family<DiskQueueLabels, Counter>,
+    pub disk_queue_replayed_items: Family<ExporterNameLabels, Counter>,
     /// Disk queue records lost to damage.
-    pub disk_queue_corrupt_records: Family<DiskQueueLabels, Counter>,
+    pub disk_queue_corrupt_records: Family<ExporterNameLabels, Counter>,
+    /// Backends each load-balancing exporter has.
+    pub loadbalancer_backends: Family<ExporterNameLabels, Gauge>,
+    /// Failed lookups of each load-balancing exporter's resolver.
+    pub loadbalancer_resolve_failures: Family<ExporterNameLabels, Counter>,
+    /// Items routed to each backend.
+    pub loadbalancer_routed_items: Family<BackendLabels, Counter>,
+    /// Items handed back by departed backends and routed again.
+    pub loadbalancer_rerouted_items: Family<ExporterLabels, Counter>,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
     /// The label sets of [`Metrics::pending`] gauges handed out, to total at shutdown.
@@ -340,6 +382,10 @@ impl Metrics {
             disk_queue_oldest_age: Family::default(),
             disk_queue_replayed_items: Family::default(),
             disk_queue_corrupt_records: Family::default(),
+            loadbalancer_backends: Family::default(),
+            loadbalancer_resolve_failures: Family::default(),
+            loadbalancer_routed_items: Family::default(),
+            loadbalancer_rerouted_items: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -484,6 +530,26 @@ impl Metrics {
             "Disk queue records lost to damage: a torn write, a bad sector",
             metrics.disk_queue_corrupt_records.clone(),
         );
+        registry.register(
+            "sluice_loadbalancer_backends",
+            "Backends a load-balancing exporter routes to: its resolver's current answer",
+            metrics.loadbalancer_backends.clone(),
+        );
+        registry.register(
+            "sluice_loadbalancer_resolve_failures",
+            "Failed lookups of a load-balancing exporter's resolver (the previous answer stays in use)",
+            metrics.loadbalancer_resolve_failures.clone(),
+        );
+        registry.register(
+            "sluice_loadbalancer_routed_items",
+            "Items a load-balancing exporter routed to each backend",
+            metrics.loadbalancer_routed_items.clone(),
+        );
+        registry.register(
+            "sluice_loadbalancer_rerouted_items",
+            "Items a backend that left the resolver's answer could not deliver, routed again to their key's new owner",
+            metrics.loadbalancer_rerouted_items.clone(),
+        );
         let build = Family::<BuildLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
         registry.register("sluice_build_info", "Build information; the value is always 1", build);
@@ -593,9 +659,24 @@ impl Metrics {
         }
     }
 
+    /// The metrics of load-balancing exporter `exporter`.
+    pub fn balancer(&self, exporter: &str) -> BalancerMetrics {
+        let labels = ExporterNameLabels { exporter: exporter.into() };
+        BalancerMetrics {
+            backends: self.loadbalancer_backends.get_or_create(&labels).clone(),
+            resolve_failures: self.loadbalancer_resolve_failures.get_or_create(&labels).clone(),
+            rerouted: PerSignal::new(|signal| {
+                let labels = ExporterLabels { exporter: exporter.into(), signal: signal.as_str().into() };
+                self.loadbalancer_rerouted_items.get_or_create(&labels).clone()
+            }),
+            routed: self.loadbalancer_routed_items.clone(),
+            exporter: exporter.into(),
+        }
+    }
+
     /// The metrics of exporter `exporter`'s disk queue.
     pub fn disk_queue(&self, exporter: &str) -> DiskQueueMetrics {
-        let labels = DiskQueueLabels { exporter: exporter.into() };
+        let labels = ExporterNameLabels { exporter: exporter.into() };
         DiskQueueMetrics {
             bytes: self.disk_queue_bytes.get_or_create(&labels).clone(),
             capacity: self.disk_queue_capacity_bytes.get_or_create(&labels).clone(),

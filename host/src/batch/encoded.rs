@@ -1,6 +1,6 @@
 //! The unit of work between stages.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -21,6 +21,9 @@ pub struct Batch {
     claim: Option<crate::disk_queue::Claim>,
     /// The body as the client compressed it, when `payload` is exactly what it decompresses to.
     compressed: Option<Compressed>,
+    /// The claimed batch this one was split from, kept alive (and its record unsettled) until
+    /// every part is dropped.
+    whole: Option<Arc<Batch>>,
 }
 
 /// A request body as its client compressed it. An exporter that compresses the same way sends
@@ -36,7 +39,7 @@ pub struct Compressed {
 impl Batch {
     /// A batch from an encoded `Export*ServiceRequest` holding `items` items.
     pub fn from_encoded(signal: Signal, payload: Bytes, items: u64) -> Self {
-        Self { signal, payload, items, decoded: OnceLock::new(), claim: None, compressed: None }
+        Self { signal, payload, items, decoded: OnceLock::new(), claim: None, compressed: None, whole: None }
     }
 
     /// A batch whose owned form already exists (it arrived as JSON, say), so nobody decodes again.
@@ -53,6 +56,12 @@ impl Batch {
         Self { claim: Some(claim), ..self }
     }
 
+    /// A part split from `whole`: when `whole` settles a disk queue record on drop, the record
+    /// stays unsettled until this part (and every other) is done with.
+    pub fn part_of(self, whole: &Arc<Batch>) -> Self {
+        Self { whole: whole.is_claimed().then(|| whole.clone()), ..self }
+    }
+
     /// The batch, also carrying the body its client sent, which decompresses to exactly its
     /// payload (a stage that changes the payload makes a new batch, without it).
     pub fn with_compressed(self, compressed: Compressed) -> Self {
@@ -65,9 +74,10 @@ impl Batch {
         self.compressed.as_ref().filter(|c| c.encoding == encoding).map(|c| &c.body)
     }
 
-    /// Whether it was read from a disk queue (and settles its record when dropped).
+    /// Whether it was read from a disk queue, or split from a batch that was (and settles its
+    /// record when dropped).
     pub fn is_claimed(&self) -> bool {
-        self.claim.is_some()
+        self.claim.is_some() || self.whole.is_some()
     }
 
     /// The signal.

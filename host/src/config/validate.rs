@@ -128,7 +128,8 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
         let Some(config) = &exporter.config else { continue };
         let what = format!("exporter `{id}`");
         if let Some(settings) = &config.shared.client {
-            let client = Client { urls: config.kind.endpoints(), settings, env: parsed.env };
+            let (urls, resolved) = (config.kind.endpoints(), config.kind.resolves_endpoints());
+            let client = Client { urls, resolved, settings, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
         }
         for (span, message) in config.kind.check() {
@@ -184,12 +185,14 @@ fn is_sensitive_header(name: &str) -> bool {
 /// What every network exporter's client settings must satisfy.
 struct Client<'a> {
     urls: Vec<&'a serde_spanned::Spanned<String>>,
+    /// Its endpoints are found at run time, so none listed is fine.
+    resolved: bool,
     settings: &'a ClientConfig,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, out: &mut Outcome) {
-    if client.urls.is_empty() {
+    if client.urls.is_empty() && !client.resolved {
         out.error(
             header.clone(),
             format!("{what} has no `endpoint`: give a base URL such as \"https://otlp.example.com:4317\""),

@@ -11,6 +11,7 @@
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`http`]: what the network exporters share: the client, delivery with retries, verdicts.
 //! - [`discard`]: counts and drops.
+//! - [`loadbalancing`]: OTLP to a tier of backends, each item to the one that owns its key.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`plugin`]: a WebAssembly exporter plugin renders requests; the host sends them.
 //! - [`prometheus`]: a Prometheus scrape endpoint.
@@ -22,6 +23,7 @@ pub mod debug;
 pub mod discard;
 pub mod file;
 pub mod http;
+pub mod loadbalancing;
 pub mod otlp;
 pub mod plugin;
 pub mod prometheus;
@@ -182,6 +184,8 @@ registry::exporter_types! {
     Discard = "discard" => discard::config::DiscardExporterConfig,
     /// `type = "otlp"`: OTLP over gRPC or HTTP to any OTLP destination.
     Otlp = "otlp" => otlp::config::OtlpExporterConfig,
+    /// `type = "loadbalancing"`: OTLP to a tier of backends, each item to the owner of its key.
+    LoadBalancing = "loadbalancing" => loadbalancing::config::LoadBalancingExporterConfig,
     /// `type = "prometheus"`: a Prometheus scrape endpoint.
     Prometheus = "prometheus" => prometheus::config::PrometheusExporterConfig,
     /// `type = "prometheus_remote_write"`: Prometheus remote write 1.0.
@@ -198,7 +202,7 @@ pub async fn spawn(
     config: &ExporterConfig,
     whole: &Config,
     reloading: bool,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
 ) -> Result<(ExporterInput, JoinHandle<()>), BuildError> {
     let (tx, queue) = queue::bounded(metrics, "exporter", name.as_str(), config.queue_size);
     let overflow = config.shared.client.as_ref().filter(|client| client.on_full == OnFull::Drop).map(|_| {

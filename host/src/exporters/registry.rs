@@ -4,6 +4,7 @@
 //! parsing of each table, and the start of each exporter.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
@@ -28,6 +29,11 @@ pub trait ExporterType:
     /// Every URL it may send to: checked as URLs, and against this host's own receivers.
     fn endpoints(&self) -> Vec<&Spanned<String>> {
         Vec::new()
+    }
+
+    /// Whether it finds its endpoints at run time (a DNS resolver) instead of listing them.
+    fn resolves_endpoints(&self) -> bool {
+        false
     }
 
     /// The address it listens on, if it serves (checked against every other listener).
@@ -86,7 +92,7 @@ pub struct Start<'a> {
     /// During a reload, a plugin that can't be loaded fails the build instead of being retried.
     pub reloading: bool,
     /// The host's metrics.
-    pub metrics: &'a Metrics,
+    pub metrics: &'a Arc<Metrics>,
     /// The queue to drain.
     pub queue: queue::Receiver,
     /// Its shared parts ([`SharedKeys`]).
@@ -173,6 +179,11 @@ macro_rules! exporter_types {
             /// Every URL it may send to.
             pub fn endpoints(&self) -> Vec<&serde_spanned::Spanned<String>> {
                 match self { $( Self::$variant(c) => registry::ExporterType::endpoints(c.as_ref()), )* }
+            }
+
+            /// Whether it finds its endpoints at run time.
+            pub fn resolves_endpoints(&self) -> bool {
+                match self { $( Self::$variant(c) => registry::ExporterType::resolves_endpoints(c.as_ref()), )* }
             }
 
             /// The address it listens on, if it serves.

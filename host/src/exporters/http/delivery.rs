@@ -34,6 +34,16 @@ pub struct Outgoing<'a> {
     pub body: Bytes,
 }
 
+/// Why [`Delivery::send_until`] did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Refused for good, or retried until `retry.max_elapsed`: lost, unless the caller has
+    /// somewhere else to send it.
+    Failed(String),
+    /// Told to stop after a retryable failure: the caller takes the request back.
+    Stopped(String),
+}
+
 /// Where and how one exporter sends.
 pub struct Delivery {
     name: ComponentId,
@@ -154,12 +164,30 @@ impl Delivery {
         outgoing: Outgoing<'_>,
         judge: Judge,
     ) -> Result<u64, String> {
+        let never = std::future::pending();
+        self.send_until(signal, items, outgoing, judge, never).await.map_err(|undelivered| match undelivered {
+            Undelivered::Failed(reason) | Undelivered::Stopped(reason) => reason,
+        })
+    }
+
+    /// [`Delivery::send`], except that once `stop` completes, a retryable failure ends the
+    /// sending (and so does `stop` completing while it waits to retry): the caller takes the
+    /// request back. An attempt already under way is never cut short.
+    pub async fn send_until(
+        &self,
+        signal: Signal,
+        items: u64,
+        outgoing: Outgoing<'_>,
+        judge: Judge,
+        stop: impl Future<Output = ()>,
+    ) -> Result<u64, Undelivered> {
         let started = Instant::now();
         let mut attempt = 0;
+        let mut stop = std::pin::pin!(stop);
         loop {
             let (reason, after) = match self.attempt(&outgoing, judge).await {
                 Verdict::Delivered { rejected } => return Ok(rejected),
-                Verdict::Permanent { reason } => return Err(reason),
+                Verdict::Permanent { reason } => return Err(Undelivered::Failed(reason)),
                 Verdict::Retry { reason, after } => (reason, after),
             };
             // ±50% jitter keeps a fleet of hosts from retrying in lockstep.
@@ -167,13 +195,16 @@ impl Delivery {
             let delay = match next_attempt(&self.retry, attempt, started.elapsed(), after, jitter) {
                 Next::RetryIn(delay) => delay,
                 Next::GiveUp => {
-                    return Err(format!(
+                    return Err(Undelivered::Failed(format!(
                         "{reason} (gave up after {} attempts in {:?})",
                         attempt + 1,
                         started.elapsed()
-                    ));
+                    )));
                 }
             };
+            if futures::poll!(stop.as_mut()).is_ready() {
+                return Err(Undelivered::Stopped(reason));
+            }
             self.counters(signal).retried.inc_by(items);
             if let Some(suppressed) = self.retry_log.check() {
                 tracing::warn!(
@@ -181,7 +212,10 @@ impl Delivery {
                     "Delivery will be retried: {reason}"
                 );
             }
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.as_mut() => return Err(Undelivered::Stopped(reason)),
+            }
             attempt += 1;
         }
     }

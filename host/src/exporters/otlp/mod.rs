@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::http::delivery::{Delivery, Judge, Settings};
+use super::http::delivery::{Delivery, Judge, Outgoing, Settings, Undelivered};
 use crate::batch::Batch;
 use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
@@ -43,26 +43,39 @@ struct Shared {
     config: OtlpExporterConfig,
     urls: PerSignal<Option<http::Uri>>,
     delivery: Delivery,
+    handback: Option<Handback>,
+}
+
+/// How a load-balancing exporter's backend gives work back once it has left the resolver's
+/// answer: a request that then fails in a retryable way is not retried but handed back, to be
+/// routed to its keys' new owners.
+#[derive(Debug)]
+pub struct Handback {
+    /// Becomes `true` when the backend leaves.
+    pub retired: watch::Receiver<bool>,
+    /// Where its batches go back.
+    pub to: mpsc::UnboundedSender<Arc<Batch>>,
 }
 
 /// Batches merged into the next request of one signal.
 #[derive(Default)]
 struct Pending {
     parts: Vec<Bytes>,
-    /// Batches read from a disk queue, kept until the request's outcome is known: each settles
-    /// its record when dropped. (Others are not kept: a batch another exporter decoded would
-    /// hold its decoded form for as long as this request is retried.)
-    claimed: Vec<Arc<Batch>>,
+    /// Batches kept until the request's outcome is known: those read from a disk queue (each
+    /// settles its record when dropped), and with a [`Handback`] all of them (to give back).
+    /// Others are not kept: a batch another exporter decoded would hold its decoded form for as
+    /// long as this request is retried.
+    kept: Vec<Arc<Batch>>,
     items: u64,
     bytes: usize,
     since: Option<Instant>,
 }
 
-/// One request: its body, its items, and the disk queue batches it was merged from.
+/// One request: its body, its items, and the batches kept for it (see [`Pending::kept`]).
 struct Request {
     body: Body,
     items: u64,
-    claimed: Vec<Arc<Batch>>,
+    kept: Vec<Arc<Batch>>,
 }
 
 /// What a request sends.
@@ -78,22 +91,23 @@ enum Body {
 impl Pending {
     fn take(&mut self) -> Request {
         let parts = std::mem::take(&mut self.parts);
-        let claimed = std::mem::take(&mut self.claimed);
+        let kept = std::mem::take(&mut self.kept);
         let items = std::mem::take(&mut self.items);
         self.bytes = 0;
         self.since = None;
-        Request { body: Body::Parts(parts), items, claimed }
+        Request { body: Body::Parts(parts), items, kept }
     }
 }
 
 /// Builds the exporter and starts its batcher. The returned task ends once the queue is closed
-/// and drained and every request in flight has finished (delivered or given up).
+/// and drained and every request in flight has finished (delivered, given up or handed back).
 pub fn spawn(
     name: &ComponentId,
     config: &OtlpExporterConfig,
     client: &ClientConfig,
     rx: queue::Receiver,
     counters: PerSignal<DeliveryCounters>,
+    handback: Option<Handback>,
 ) -> Result<JoinHandle<()>, String> {
     let urls = PerSignal::new(|signal| {
         let url = config.url_for(signal)?;
@@ -109,7 +123,7 @@ pub fn spawn(
         http2_only: config.protocol == OtlpProtocol::Grpc,
         counters,
     })?;
-    let shared = Arc::new(Shared { config: config.clone(), urls, delivery });
+    let shared = Arc::new(Shared { config: config.clone(), urls, delivery, handback });
     Ok(tokio::spawn(batch_and_send(shared, rx)))
 }
 
@@ -135,8 +149,8 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
                     // a sender is free: it goes on alone, as it came, not compressed again. When
                     // requests queue for senders, batches are merged instead (fewer, larger
                     // requests keep a slow destination up), and compressed once.
-                    let claimed = if batch.is_claimed() { vec![batch.clone()] } else { Vec::new() };
-                    let request = Request { body: Body::Compressed(body.clone()), items: batch.items(), claimed };
+                    let kept = if shared.keeps(&batch) { vec![batch.clone()] } else { Vec::new() };
+                    let request = Request { body: Body::Compressed(body.clone()), items: batch.items(), kept };
                     send(&shared, &senders, signal, request).await;
                     continue;
                 }
@@ -150,8 +164,8 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
                 part.parts.push(batch.payload().clone());
                 part.items += batch.items();
                 part.bytes += size;
-                if batch.is_claimed() {
-                    part.claimed.push(batch);
+                if shared.keeps(&batch) {
+                    part.kept.push(batch);
                 }
                 part.since.get_or_insert_with(Instant::now);
                 if part.items >= limits.max_items || part.bytes >= limits.max_bytes.as_usize() {
@@ -185,9 +199,7 @@ async fn send(shared: &Arc<Shared>, senders: &Arc<Semaphore>, signal: Signal, re
     let Ok(permit) = senders.clone().acquire_owned().await else { return };
     let shared = shared.clone();
     tokio::spawn(async move {
-        shared.deliver(signal, &request.body, request.items).await;
-        // Settled only now that the outcome is counted.
-        drop(request.claimed);
+        shared.deliver(signal, request).await;
         drop(permit);
     });
 }
@@ -199,10 +211,51 @@ impl Shared {
         batch.compressed_as(self.config.sends_client_bodies()?)
     }
 
-    async fn deliver(&self, signal: Signal, body: &Body, items: u64) {
+    /// Whether a request keeps `batch` until its outcome is known (see [`Pending::kept`]).
+    fn keeps(&self, batch: &Batch) -> bool {
+        batch.is_claimed() || self.handback.is_some()
+    }
+
+    /// Delivers `request` and counts the outcome; its kept batches are settled (dropped) only
+    /// then, or handed back.
+    async fn deliver(&self, signal: Signal, request: Request) {
+        let items = request.items;
+        let Some((url, body, fixed, judge)) = self.prepare(signal, &request.body, items) else { return };
+        let Some(handback) = &self.handback else {
+            return self.delivery.deliver(signal, items, &url, body, &fixed, judge).await;
+        };
+        let mut retired = handback.retired.clone();
+        let stop = async move {
+            // An error means the balancer is gone, and with it any reason to stop.
+            if retired.wait_for(|retired| *retired).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let outgoing = Outgoing { method: &http::Method::POST, url: &url, headers: &fixed, body };
+        match self.delivery.send_until(signal, items, outgoing, judge, stop).await {
+            Ok(rejected) => self.delivery.delivered(signal, items, rejected),
+            Err(Undelivered::Failed(reason)) => self.delivery.give_up(signal, items, &reason),
+            Err(Undelivered::Stopped(reason)) => {
+                tracing::info!(
+                    exporter = %self.delivery.name(), %signal, items,
+                    "Backend left the resolver's answer and failed ({reason}); its items are routed again"
+                );
+                self.delivery.settled(signal, items);
+                for batch in request.kept {
+                    // Closed only when the balancer is gone: then nobody is left to route them.
+                    let _ = handback.to.send(batch);
+                }
+            }
+        }
+    }
+
+    /// The URL, body, headers and judge of a request; `None` (counted as lost) when it can't be
+    /// built.
+    fn prepare(&self, signal: Signal, body: &Body, items: u64) -> Option<(http::Uri, Bytes, HeaderMap, Judge)> {
         let Some(url) = self.urls.get(signal).clone() else {
             let reason = format!("no endpoint is configured for {signal}");
-            return self.delivery.give_up(signal, items, &reason);
+            self.delivery.give_up(signal, items, &reason);
+            return None;
         };
         let built = match body {
             Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts),
@@ -210,7 +263,10 @@ impl Shared {
         };
         let (body, content_type) = match built {
             Ok(body) => body,
-            Err(reason) => return self.delivery.give_up(signal, items, &reason),
+            Err(reason) => {
+                self.delivery.give_up(signal, items, &reason);
+                return None;
+            }
         };
         let mut fixed = HeaderMap::new();
         fixed.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -229,7 +285,7 @@ impl Shared {
             OtlpProtocol::HttpProtobuf => |s, h, _, b| wire::http_verdict(s, h, b, false),
             OtlpProtocol::HttpJson => |s, h, _, b| wire::http_verdict(s, h, b, true),
         };
-        self.delivery.deliver(signal, items, &url, body, &fixed, judge).await;
+        Some((url, body, fixed, judge))
     }
 }
 
@@ -257,6 +313,6 @@ impl ExporterType for OtlpExporterConfig {
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
         let (name, client, delivery) = (start.name, start.client()?, start.delivery());
-        spawn(name, self, client, start.queue, delivery).map_err(|message| BuildError::client(name, message))
+        spawn(name, self, client, start.queue, delivery, None).map_err(|message| BuildError::client(name, message))
     }
 }
