@@ -110,7 +110,12 @@ config_file = "{REPO}/pipelines/graphistry-tags.rules.toml"
 PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] + PROCESSORS["route-by-attribute"]
 
 
-def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None):
+# The load-balancing exporter's backends: three receivers of one sink Sluice, on one port of three
+# loopback addresses (as gateways behind a headless Service).
+BACKENDS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+
+
+def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None, also_listen=()):
     if exporter == "forward.toml":
         # The shipped forward mode as users run it: the Graphistry rules, OTLP/HTTP with gzip to
         # the sink, a disk queue (synced before each answer) and the GPU receiver (idle here).
@@ -138,10 +143,15 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=No
         "otlp-json": f'[exporters.out]\ntype = "otlp"\nprotocol = "http/json"\ncompression = "none"\n'
                      f'endpoint = "http://127.0.0.1:{sink}"\n',
         "discard": '[exporters.out]\ntype = "discard"\n',
+        # Each span to the backend owning its trace ID (loadgen --traces sets how many per request).
+        "loadbalancing": '[exporters.out]\ntype = "loadbalancing"\nprotocol = "grpc"\nrouting_key = "trace_id"\n'
+                         f'resolver = {{ static = {json.dumps([f"http://{a}:{sink}" for a in BACKENDS])} }}\n',
         "file": f'[exporters.out]\ntype = "file"\ndirectory = "{workdir}/data"\nmax_file_size = "256MiB"\nmax_files = 1\n',
     }[exporter]
     if disk:
         exporters += f'queue = {{ type = "disk", directory = "{workdir}/queue", max_size = "4GiB", sync = "{sync}" }}\n'
+    also_receivers = "".join(f'[receivers.also{n}]\ntype = "otlp"\ngrpc = {{ address = "{address}:{grpc_port}" }}\n'
+                             'http = { enabled = false }\n' for n, address in enumerate(also_listen))
     config = Path(workdir) / "sluice.toml"
     config.write_text(f"""
 [service]
@@ -151,9 +161,10 @@ log_level = "warn"
 type = "otlp"
 grpc = {{ address = "127.0.0.1:{grpc_port}" }}
 http = {{ address = "127.0.0.1:{http_port}" }}
+{also_receivers}
 {exporters}
 [pipelines.all]
-receivers = ["otlp"]
+receivers = {json.dumps(["otlp"] + [f"also{n}" for n in range(len(also_listen))])}
 exporters = ["out"]
 {processors}""")
     return [str(binary or REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
@@ -187,12 +198,13 @@ def one_run(host, exporter, protocol, args):
             sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), sys.executable,
                                              str(REPO / "bench" / "sink.py"), str(sink)])
             wait_port(sink, sink_process)
-        elif exporter.startswith("forward"):
+        elif exporter.startswith(("forward", "loadbalancing")):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
             sink_dir = Path(workdir) / "sink"
             sink_dir.mkdir()
-            sink_command = sluice_command("discard", sink, sink_http, sink_dir)
+            also = BACKENDS[1:] if exporter.startswith("loadbalancing") else ()
+            sink_command = sluice_command("discard", sink, sink_http, sink_dir, also_listen=also)
             sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), *sink_command],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             wait_port(sink, sink_process)
@@ -212,7 +224,8 @@ def one_run(host, exporter, protocol, args):
                 ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
                  "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
                  "--connections", str(args.connections), "--batch", str(args.batch),
-                 "--attributes", str(args.attributes), "--duration", str(args.duration),
+                 "--attributes", str(args.attributes), "--traces", str(args.traces),
+                 "--duration", str(args.duration),
                  "--warmup", str(args.warmup), *(["--gzip"] if args.client_gzip else [])],
                 stdout=subprocess.PIPE, text=True)
             time.sleep(args.warmup)
@@ -268,6 +281,8 @@ def main():
                         help="concurrent requests; a comma-separated list runs every scenario at each")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--attributes", type=int, default=10)
+    parser.add_argument("--traces", type=int, default=1,
+                        help="traces the spans of each request belong to (default 1; --batch: one per span)")
     parser.add_argument("--host-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--scenarios", default="discard/grpc,discard/http,file/grpc,file/http",
@@ -275,7 +290,8 @@ def main():
                              + ", ".join(PROCESSORS) + " (each runs into discard), `forward` (OTLP gRPC out "
                              "to a sink Sluice on the load core), forward-<plugin scenario>, `forward.toml` (the "
                              "shipped pipelines/forward.toml, OTLP/HTTP to the sink), or `webhook` / "
-                             "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink); "
+                             "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink), "
+                             "`loadbalancing` (by trace ID over three receivers of the sink Sluice); "
                              "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
                              "`-disk-periodic` one with sync = \"periodic\"")
     parser.add_argument("--hosts", default="sluice,rotel")
@@ -349,7 +365,7 @@ def table(results):
         if host != "rotel":
             peer = medians.get((exporter, protocol, connections, "rotel"))
             peer_name = ""
-            if peer is None and exporter.startswith("forward") and exporter != "forward":
+            if peer is None and exporter.startswith(("forward", "loadbalancing")) and exporter != "forward":
                 peer, peer_name = medians.get(("forward", protocol, connections, "rotel")), " (rotel forward)"
             if peer:
                 ratio = f"{m['spans_per_cpu_second'] / peer['spans_per_cpu_second']:.2f}×{peer_name}"

@@ -18,13 +18,14 @@ fn string_kv(key: String, value: String) -> KeyValue {
     }
 }
 
-/// An encoded `ExportTraceServiceRequest`: one batch of `batch` spans with `attributes` attributes each, ~470 bytes per span at 10.
-pub fn make_batch(rng: &mut impl Rng, batch: usize, attributes: usize) -> Vec<u8> {
-    let trace_id: [u8; 16] = rng.random();
+/// An encoded `ExportTraceServiceRequest`: one batch of `batch` spans with `attributes` attributes each, ~470 bytes per span at 10,
+/// spread round-robin over `traces` traces (at least one).
+pub fn make_batch(rng: &mut impl Rng, batch: usize, attributes: usize, traces: usize) -> Vec<u8> {
+    let trace_ids: Vec<[u8; 16]> = (0..traces.max(1)).map(|_| rng.random()).collect();
     let start = 1_700_000_000_000_000_000u64 + rng.random_range(0..1_000_000_000u64);
     let spans = (0..batch)
         .map(|i| Span {
-            trace_id: trace_id.to_vec(),
+            trace_id: trace_ids[i % trace_ids.len()].to_vec(),
             span_id: rng.random::<[u8; 8]>().to_vec(),
             parent_span_id: rng.random::<[u8; 8]>().to_vec(),
             name: if i % 10 == 0 { "GET /healthz".into() } else { format!("GET /api/v1/items/{}", i % 17) },

@@ -52,6 +52,9 @@ struct Args {
     /// String attributes per span.
     #[arg(long, default_value_t = 10)]
     attributes: usize,
+    /// Traces the spans of a request belong to (round-robin; `--batch` gives every span its own).
+    #[arg(long, default_value_t = 1)]
+    traces: usize,
     /// Distinct pre-encoded batches to cycle through.
     #[arg(long, default_value_t = 64)]
     pool: usize,
@@ -122,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     let pool: Arc<Vec<Bytes>> = Arc::new(
         (0..args.pool)
             .map(|_| {
-                let mut message = make_batch(&mut rng, args.batch, args.attributes);
+                let mut message = make_batch(&mut rng, args.batch, args.attributes, args.traces);
                 if args.gzip {
                     message = gzip(&message);
                 }

@@ -19,7 +19,7 @@ const POOL: usize = 64;
 
 fn main() {
     let mut rng = rand::rng();
-    let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10)).collect();
+    let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10, 1)).collect();
     let mut libdeflate =
         libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level"));
     // The exporter merges waiting batches into one request (protobuf repeated fields concatenate).

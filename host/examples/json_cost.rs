@@ -21,7 +21,7 @@ const POOL: usize = 64;
 
 fn main() {
     let mut rng = rand::rng();
-    let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10)).collect();
+    let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10, 1)).collect();
     let spans = POOL * 100;
     let owned = |batch: &[u8], out: &mut Vec<u8>| {
         let decoded = Decoded::from_protobuf(Signal::Traces, batch).expect("valid");

@@ -736,6 +736,15 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, overlay):
     assert agent_pod["runtimeClassName"] == "nvidia" and agent_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     agent_env = {e["name"]: e.get("value") for e in agent_pod["containers"][0]["env"]}
     assert agent_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/agent.toml"
+    # The agents reach the gateways through a headless Service with the loadbalancing exporter.
+    import tomllib
+    [balancer] = [e for e in tomllib.loads(pipelines["agent.toml"])["exporters"].values()
+                  if e["type"] == "loadbalancing"]
+    assert balancer["routing_key"] == "trace_id" and balancer["resolver"]["dns"]["port"] == 4317
+    assert "${SLUICE_GATEWAY_HOSTNAME" in balancer["resolver"]["dns"]["hostname"]
+    headless = find(docs, "Service", agent_env["SLUICE_GATEWAY_HOSTNAME"])["spec"]
+    assert headless["clusterIP"] == "None", "one DNS address per gateway pod, not a virtual IP"
+    assert {p["port"]: p["targetPort"] for p in headless["ports"]}[4317] == "otlp-grpc"
 
     gateway_pod = gateway["spec"]["template"]["spec"]
     [container] = gateway_pod["containers"]
@@ -744,6 +753,7 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, overlay):
     assert credentials == {"secretName": "sluice-credentials", "optional": True}
     labels = gateway["spec"]["template"]["metadata"]["labels"]
     for selector in (find(docs, "Service", "sluice-gateway")["spec"]["selector"],
+                     find(docs, "Service", "sluice-gateway-headless")["spec"]["selector"],
                      find(docs, "PodDisruptionBudget", "sluice-gateway")["spec"]["selector"]["matchLabels"],
                      gateway["spec"]["selector"]["matchLabels"]):
         assert selector, "an empty selector selects every pod"

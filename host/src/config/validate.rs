@@ -185,7 +185,7 @@ fn is_sensitive_header(name: &str) -> bool {
 /// What every network exporter's client settings must satisfy.
 struct Client<'a> {
     urls: Vec<&'a serde_spanned::Spanned<String>>,
-    /// Its endpoints are found at run time, so none listed is fine.
+    /// Its endpoints come from a resolver, which checks its own list.
     resolved: bool,
     settings: &'a ClientConfig,
     env: &'a dyn Fn(&str) -> Option<String>,

@@ -31,7 +31,8 @@ pub trait ExporterType:
         Vec::new()
     }
 
-    /// Whether it finds its endpoints at run time (a DNS resolver) instead of listing them.
+    /// Whether its endpoints come from a resolver of its own (which checks its list in
+    /// [`ExporterType::check`]) instead of `endpoint` keys.
     fn resolves_endpoints(&self) -> bool {
         false
     }

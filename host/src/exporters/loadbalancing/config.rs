@@ -45,19 +45,21 @@ fn default_concurrency() -> usize {
     4
 }
 
-/// What an item's backend is chosen by. Where a key does not apply to a signal (`trace_id` for
-/// metrics, `metric` for spans and logs), that signal is routed by `service`.
+/// What an item's backend is chosen by. `trace_id` and `metric` are the fine-grained keys, and
+/// each stands in for the other where it does not apply: with either, spans and log records go
+/// by trace ID and metric data points by stream, so one exporter serves an agent's every signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoutingKey {
     /// A span's or log record's trace ID: a trace's items meet on one backend (tail sampling,
-    /// per-trace rules). Log records without one go by `service`.
+    /// per-trace rules). Log records without one go by `service`; metrics as with `metric`.
     #[default]
     TraceId,
     /// The resource's `service.name`: a service's items meet on one backend.
     Service,
     /// A metric's name and its data point's attributes: each metric stream is accumulated and
-    /// served by one backend (delta to cumulative, Prometheus).
+    /// served by one backend (delta to cumulative, Prometheus). Spans and logs as with
+    /// `trace_id`.
     Metric,
     /// All of the resource's attributes.
     Resource,

@@ -84,7 +84,7 @@ impl Balancer {
                 biased;
                 changed = self.answers.changed(), if self.resolving => self.answer_changed(changed.is_ok()),
                 Some(batch) = self.handback_rx.recv() => self.reroute(batch).await,
-                received = rx.recv(), if open && self.ring.is_some() => match received {
+                received = rx.recv(), if open => match received {
                     Some(batch) => {
                         self.route(batch.clone()).await;
                         rx.settle(&batch);
@@ -186,6 +186,11 @@ impl Balancer {
     /// the new ones: a backend that stopped answering must not hold up the change that removes
     /// it.
     async fn route(&mut self, batch: Arc<Batch>) {
+        // Until the resolver's first answer, batches wait here (and the queue fills behind).
+        while self.ring.is_none() && self.resolving {
+            let changed = self.answers.changed().await.is_ok();
+            self.answer_changed(changed);
+        }
         let mut unplaced = VecDeque::from([batch]);
         while let Some(batch) = unplaced.pop_front() {
             let mut parts = self.split(batch).into_iter();
@@ -232,7 +237,7 @@ impl Balancer {
     /// `batch`'s parts by backend index: itself when every item has one owner.
     fn split(&self, batch: Arc<Batch>) -> Vec<(u32, Arc<Batch>)> {
         let Some(ring) = &self.ring else {
-            // Only a failed start of every backend leaves no ring once batches flow.
+            // Only a failed start of every backend leaves no ring once answered.
             self.lose(&batch, "no backend is running");
             return Vec::new();
         };
@@ -277,7 +282,7 @@ impl ExporterType for LoadBalancingExporterConfig {
     }
 
     fn resolves_endpoints(&self) -> bool {
-        matches!(self.resolver, ResolverConfig::Dns(_))
+        true
     }
 
     fn check(&self) -> Vec<Problem> {

@@ -73,21 +73,21 @@ pub fn split(signal: Signal, buf: &[u8], key: RoutingKey, ring: &Ring) -> Result
             for item in scope?.items() {
                 let item = item?;
                 let owner = match (signal, key) {
-                    (Signal::Traces, RoutingKey::TraceId) => {
+                    (Signal::Traces, RoutingKey::TraceId | RoutingKey::Metric) => {
                         let hashed = match trace_id(item, SPAN_TRACE_ID)? {
                             Some(id) => hash(&[id]),
                             None => group_key()?,
                         };
                         Owner::One(ring.owner(hashed))
                     }
-                    (Signal::Logs, RoutingKey::TraceId) => {
+                    (Signal::Logs, RoutingKey::TraceId | RoutingKey::Metric) => {
                         let hashed = match trace_id(item, LOG_TRACE_ID)? {
                             Some(id) => hash(&[id]),
                             None => group_key()?,
                         };
                         Owner::One(ring.owner(hashed))
                     }
-                    (Signal::Metrics, RoutingKey::Metric) => metric_owners(item, ring)?,
+                    (Signal::Metrics, RoutingKey::Metric | RoutingKey::TraceId) => metric_owners(item, ring)?,
                     _ => Owner::One(ring.owner(group_key()?)),
                 };
                 match &owner {
