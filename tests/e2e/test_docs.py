@@ -322,8 +322,8 @@ readings = { gpu_utilization_percent = 50 }
 @pytest.fixture(scope="module")
 def busy_host(tmp_path_factory):
     """A host with every kind of component, so every metric family has series: OTLP and GPU
-    receivers, a processor plugin, a network exporter (never sent to) with a disk queue and a file
-    exporter."""
+    receivers, a processor plugin, network exporters (never sent to: one with a disk queue, one
+    load-balancing) and a file exporter."""
     tmp = tmp_path_factory.mktemp("docs-metrics")
     (tmp / "gpus.toml").write_text(GPU_SCRIPT)
     host = Sluice(tmp, f"""
@@ -348,9 +348,13 @@ def busy_host(tmp_path_factory):
         endpoint = "http://127.0.0.1:{free_port()}"
         queue = {{{{ type = "disk", directory = "{{data}}/queue" }}}}
 
+        [exporters.spread]
+        type = "loadbalancing"
+        resolver = {{{{ static = ["http://127.0.0.1:{free_port()}", "http://127.0.0.1:{free_port()}"] }}}}
+
         [pipelines.all]
         receivers = ["otlp"]
-        exporters = ["archive", "idle"]
+        exporters = ["archive", "idle", "spread"]
 
         [[pipelines.all.processors]]
         plugin = "{{plugins}}/drop-spans.wasm"
