@@ -56,7 +56,7 @@ fn zlib_gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError
     use std::io::Read;
     let mut out = Vec::with_capacity(first_capacity(body.len(), limit));
     let decoder = flate2::read::MultiGzDecoder::new(body);
-    decoder.take(limit as u64 + 1).read_to_end(&mut out).map_err(GunzipError::Corrupt)?;
+    decoder.take((limit as u64).saturating_add(1)).read_to_end(&mut out).map_err(GunzipError::Corrupt)?;
     if out.len() > limit {
         return Err(GunzipError::TooLarge);
     }

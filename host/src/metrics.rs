@@ -213,8 +213,11 @@ pub struct BalancerMetrics {
 impl BalancerMetrics {
     /// The counter of items routed to `backend` for `signal`.
     pub fn routed(&self, backend: &str, signal: Signal) -> Counter {
-        let labels =
-            BackendLabels { exporter: self.exporter.clone(), backend: backend.into(), signal: signal.as_str().into() };
+        let labels = BackendLabels {
+            exporter: self.exporter.clone(),
+            backend: backend.into(),
+            signal: signal.as_str().into(),
+        };
         self.routed.get_or_create(&labels).clone()
     }
 }

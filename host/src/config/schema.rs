@@ -469,7 +469,7 @@ impl Default for RetryConfig {
     }
 }
 
-/// How a network exporter (`otlp`, `prometheus_remote_write`, `plugin`) reaches its
+/// How a network exporter (`otlp`, `loadbalancing`, `prometheus_remote_write`, `plugin`) reaches its
 /// destination. The keys sit in the exporter's own table, beside its type's keys:
 ///
 /// ```toml

@@ -165,9 +165,11 @@ impl Delivery {
         judge: Judge,
     ) -> Result<u64, String> {
         let never = std::future::pending();
-        self.send_until(signal, items, outgoing, judge, never).await.map_err(|undelivered| match undelivered {
-            Undelivered::Failed(reason) | Undelivered::Stopped(reason) => reason,
-        })
+        self.send_until(signal, items, outgoing, judge, never).await.map_err(
+            |undelivered| match undelivered {
+                Undelivered::Failed(reason) | Undelivered::Stopped(reason) => reason,
+            },
+        )
     }
 
     /// [`Delivery::send`], except that once `stop` completes, a retryable failure ends the
@@ -278,5 +280,114 @@ impl Delivery {
             }
             Ok(Ok((parts, trailers, body))) => judge(parts.status, &parts.headers, trailers.as_ref(), &body),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::units::HumanDuration;
+    use crate::metrics::Metrics;
+
+    /// A destination that answers every request 503 and counts them.
+    async fn always_busy() -> (http::Uri, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address")).parse().expect("url");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    fn delivery(max_elapsed: Duration) -> Delivery {
+        let client = ClientConfig {
+            retry: RetryConfig {
+                enabled: true,
+                initial_backoff: HumanDuration(Duration::from_millis(20)),
+                max_backoff: HumanDuration(Duration::from_millis(20)),
+                max_elapsed: HumanDuration(max_elapsed),
+            },
+            ..ClientConfig::default()
+        };
+        let metrics = Metrics::new();
+        let name = ComponentId::new("busy").expect("name");
+        let counters = PerSignal::new(|signal| metrics.delivery("busy", signal));
+        Delivery::new(Settings { name: &name, client: &client, http2_only: false, counters }).expect("client")
+    }
+
+    fn outgoing<'a>(url: &'a http::Uri, headers: &'a HeaderMap) -> Outgoing<'a> {
+        Outgoing { method: &Method::POST, url, headers, body: Bytes::from_static(b"x") }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_retries_and_hands_the_request_back() {
+        let (url, requests) = always_busy().await;
+        let headers = HeaderMap::new();
+        let delivery = delivery(Duration::from_secs(60));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let watching = requests.clone();
+        tokio::spawn(async move {
+            while watching.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = stop.send(());
+        });
+        let outcome = delivery
+            .send_until(Signal::Traces, 1, outgoing(&url, &headers), judge_http_status, async {
+                let _ = stopped.await;
+            })
+            .await;
+        assert!(
+            matches!(outcome, Err(Undelivered::Stopped(ref reason)) if reason.contains("503")),
+            "{outcome:?}"
+        );
+        let tried = requests.load(Ordering::SeqCst);
+        assert!(
+            (3..=4).contains(&tried),
+            "stopped right after the third attempt, not at max_elapsed ({tried})"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_stop_it_retries_until_max_elapsed_and_fails() {
+        let (url, requests) = always_busy().await;
+        let headers = HeaderMap::new();
+        let delivery = delivery(Duration::from_millis(200));
+        let outcome = delivery
+            .send_until(
+                Signal::Traces,
+                1,
+                outgoing(&url, &headers),
+                judge_http_status,
+                std::future::pending(),
+            )
+            .await;
+        assert!(
+            matches!(outcome, Err(Undelivered::Failed(ref reason)) if reason.contains("gave up")),
+            "{outcome:?}"
+        );
+        assert!(requests.load(Ordering::SeqCst) >= 3, "retried meanwhile");
     }
 }

@@ -129,7 +129,10 @@ impl DnsResolverConfig {
     pub fn server_address(&self) -> Result<Option<SocketAddr>, String> {
         let Some(server) = &self.server else { return Ok(None) };
         server.get_ref().parse().map(Some).map_err(|_| {
-            format!("`server = \"{}\"` is not an `ip:port` address (e.g. \"10.96.0.10:53\")", server.get_ref())
+            format!(
+                "`server = \"{}\"` is not an `ip:port` address (e.g. \"10.96.0.10:53\")",
+                server.get_ref()
+            )
         })
     }
 

@@ -34,7 +34,7 @@ use super::BuildError;
 use super::otlp::Handback;
 use super::registry::{ExporterType, SharedKeys, Start};
 use crate::batch::Batch;
-use crate::config::{ClientConfig, ComponentId, Problem};
+use crate::config::{ClientConfig, ComponentId, CompressionConfig, Problem};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{BalancerMetrics, DeliveryCounters, Metrics, PerSignal};
 use crate::queue;
@@ -283,6 +283,12 @@ impl ExporterType for LoadBalancingExporterConfig {
 
     fn resolves_endpoints(&self) -> bool {
         true
+    }
+
+    fn sends_client_bodies(&self) -> Option<CompressionConfig> {
+        // A batch with one owner reaches its backend as it came, and goes on as the otlp
+        // exporter would send it.
+        self.backend("").sends_client_bodies()
     }
 
     fn check(&self) -> Vec<Problem> {

@@ -108,7 +108,9 @@ mod tests {
     /// The owners, as URLs, of 100,000 keys.
     fn owners(backends: &[String]) -> Vec<String> {
         let ring = Ring::new(backends).expect("backends");
-        (0..100_000u64).map(|key| backends[ring.owner(hash(&[&key.to_le_bytes()])) as usize].clone()).collect()
+        (0..100_000u64)
+            .map(|key| backends[ring.owner(hash(&[&key.to_le_bytes()])) as usize].clone())
+            .collect()
     }
 
     #[test]

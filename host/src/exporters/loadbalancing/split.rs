@@ -92,7 +92,8 @@ pub fn split(signal: Signal, buf: &[u8], key: RoutingKey, ring: &Ring) -> Result
                 };
                 match &owner {
                     Owner::One(backend) => {
-                        let count = if signal == Signal::Metrics { sluice_wire::otlp::data_points(item)? } else { 1 };
+                        let count =
+                            if signal == Signal::Metrics { sluice_wire::otlp::data_points(item)? } else { 1 };
                         items[*backend as usize] += count;
                     }
                     Owner::Points(points) => points.iter().for_each(|backend| items[*backend as usize] += 1),
@@ -101,8 +102,12 @@ pub fn split(signal: Signal, buf: &[u8], key: RoutingKey, ring: &Ring) -> Result
             }
         }
     }
-    let receiving: Vec<u32> =
-        items.iter().enumerate().filter(|(_, count)| **count > 0).map(|(backend, _)| backend as u32).collect();
+    let receiving: Vec<u32> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count > 0)
+        .map(|(backend, _)| backend as u32)
+        .collect();
     match receiving.as_slice() {
         // A request without items goes whole to whoever owns the empty key.
         [] => Ok(Split::Whole(ring.owner(hash(&[])))),
@@ -250,7 +255,9 @@ mod tests {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+    };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
@@ -309,13 +316,10 @@ mod tests {
         assert_eq!(parts.len(), 3, "20 traces reach all of 3 backends");
         let mut seen = BTreeMap::new();
         for part in &parts {
-            let request = ExportTraceServiceRequest::decode(part.payload.as_slice()).expect("a valid request");
-            let spans: Vec<&Span> = request
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .flat_map(|s| &s.spans)
-                .collect();
+            let request =
+                ExportTraceServiceRequest::decode(part.payload.as_slice()).expect("a valid request");
+            let spans: Vec<&Span> =
+                request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
             assert_eq!(spans.len() as u64, part.items);
             for span in spans {
                 assert_eq!(ring.owner(hash(&[&span.trace_id])), part.backend, "span on its trace's owner");
@@ -355,7 +359,9 @@ mod tests {
         let metric = Metric {
             name: "gpu_util".into(),
             unit: "1".into(),
-            data: Some(metric::Data::Gauge(Gauge { data_points: (0..40).map(|i| point(&format!("h{i}"))).collect() })),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: (0..40).map(|i| point(&format!("h{i}"))).collect(),
+            })),
             ..Default::default()
         };
         let request = ExportMetricsServiceRequest {
@@ -371,7 +377,11 @@ mod tests {
         for part in &parts {
             let request = ExportMetricsServiceRequest::decode(part.payload.as_slice()).expect("valid");
             let metric = &request.resource_metrics[0].scope_metrics[0].metrics[0];
-            assert_eq!((metric.name.as_str(), metric.unit.as_str()), ("gpu_util", "1"), "the metric's fields kept");
+            assert_eq!(
+                (metric.name.as_str(), metric.unit.as_str()),
+                ("gpu_util", "1"),
+                "the metric's fields kept"
+            );
             let Some(metric::Data::Gauge(gauge)) = &metric.data else { panic!("a gauge") };
             assert_eq!(gauge.data_points.len() as u64, part.items);
             for point in &gauge.data_points {

@@ -251,7 +251,12 @@ impl Shared {
 
     /// The URL, body, headers and judge of a request; `None` (counted as lost) when it can't be
     /// built.
-    fn prepare(&self, signal: Signal, body: &Body, items: u64) -> Option<(http::Uri, Bytes, HeaderMap, Judge)> {
+    fn prepare(
+        &self,
+        signal: Signal,
+        body: &Body,
+        items: u64,
+    ) -> Option<(http::Uri, Bytes, HeaderMap, Judge)> {
         let Some(url) = self.urls.get(signal).clone() else {
             let reason = format!("no endpoint is configured for {signal}");
             self.delivery.give_up(signal, items, &reason);
@@ -313,6 +318,7 @@ impl ExporterType for OtlpExporterConfig {
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
         let (name, client, delivery) = (start.name, start.client()?, start.delivery());
-        spawn(name, self, client, start.queue, delivery, None).map_err(|message| BuildError::client(name, message))
+        spawn(name, self, client, start.queue, delivery, None)
+            .map_err(|message| BuildError::client(name, message))
     }
 }
