@@ -193,3 +193,44 @@ def test_a_departed_gateway_that_stops_answering_has_its_queue_rerouted(make_slu
         assert agent.metric("sluice_exporter_failed_items_total", exporter="gateways") == 0
     finally:
         dns.close()
+
+
+STATIC_AGENT = """
+    [receivers.otlp]
+    type = "otlp"
+    grpc = {{{{ address = "{{grpc}}" }}}}
+    http = {{{{ enabled = false }}}}
+
+    [exporters.gateways]
+    type = "loadbalancing"
+    resolver = {{{{ static = ["http://127.0.0.2:{port}", "http://127.0.0.3:{port}"] }}}}
+    timeout = "1s"
+    retry = {{{{ initial_backoff = "100ms", max_backoff = "300ms", max_elapsed = "120s" }}}}
+    queue = {{{{ type = "disk", directory = "{queue}" }}}}
+
+    [pipelines.all]
+    receivers = ["otlp"]
+    exporters = ["gateways"]
+"""
+
+
+def test_split_batches_from_a_disk_queue_survive_kill_9(make_sluice, tmp_path):
+    """Each part of a split batch keeps the batch's disk record: a record is settled only once
+    every part is delivered, so an agent killed before that delivers all of it after a restart."""
+    port = free_port()
+    config = STATIC_AGENT.format(port=port, queue=tmp_path / "queue")
+    agent = make_sluice(config)
+    send([agent], requests(phase=1, seed=5))  # every request answered: on disk, gateways down
+    wait_until(lambda: agent.metric("sluice_exporter_retried_items_total", exporter="gateways") > 0,
+               "retries while no gateway answers", agent.logs)
+    agent.process.kill()
+    agent.process.wait()
+
+    gateways = {a: start_gateway(make_sluice, a, port) for a in ("127.0.0.2", "127.0.0.3")}
+    restarted = make_sluice(config)
+    wait_delivered(gateways, 1, TRACES * SPANS_PER_TRACE, [restarted])
+    owner = whole_owner(owners(gateways, 1))
+    assert set(owner.values()) == set(gateways), "both gateways own traces"
+    assert restarted.metric("sluice_disk_queue_replayed_items_total", exporter="gateways") == TRACES * SPANS_PER_TRACE
+    wait_until(lambda: restarted.metric("sluice_disk_queue_items", exporter="gateways") == 0,
+               "every record settled once all its parts are delivered", restarted.logs)
