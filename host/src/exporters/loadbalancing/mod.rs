@@ -4,9 +4,9 @@
 //!
 //! Each backend is a full [`otlp`](super::otlp) exporter (TLS, credentials, batching, retries)
 //! with a small queue of its own. Batches from this exporter's queue are split by key on the
-//! wire ([`split`]) and each part handed to its owner's queue; a batch whose items all have one
-//! owner goes on as it is. Owners come from a consistent-hash [`ring`] over the backends the
-//! [`resolver`] currently lists, so a change of backends moves only about 1/N of the keys.
+//! wire (`split`) and each part handed to its owner's queue; a batch whose items all have one
+//! owner goes on as it is. Owners come from a consistent-hash `ring` over the backends the
+//! `resolver` currently lists, so a change of backends moves only about 1/N of the keys.
 //!
 //! A backend that leaves the resolver's answer gets no new keys. What was already queued for it
 //! is still delivered to it while it answers; a request of it that fails in a retryable way is
