@@ -199,14 +199,16 @@ macro_rules! export_exporter {
                     $crate::__init(&INSTANCE, &config, <$plugin as $crate::Exporter>::init, signals)
                 }
                 fn render(
-                    signal: $crate::bindings::types::Signal,
-                    batch: ::std::vec::Vec<u8>,
+                    batch: &$crate::bindings::batches::Batch,
                 ) -> ::std::result::Result<
                     ::std::vec::Vec<$crate::bindings::types::HttpRequest>,
                     ::std::string::String,
                 > {
                     $crate::__with_instance(&INSTANCE, |plugin| {
-                        $crate::exporter::__render(plugin, signal.into(), &batch)
+                        {
+                            let (signal, bytes) = $crate::__batch_bytes(batch);
+                            $crate::exporter::__render(plugin, signal, &bytes)
+                        }
                     })
                 }
             }

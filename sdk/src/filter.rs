@@ -60,11 +60,11 @@ macro_rules! export_filter {
                     $crate::__init(&INSTANCE, &config, <$plugin as $crate::Filter>::init, signals)
                 }
                 fn filter(
-                    signal: $crate::bindings::types::Signal,
-                    batch: ::std::vec::Vec<u8>,
+                    batch: &$crate::bindings::batches::Batch,
                 ) -> ::std::result::Result<::std::vec::Vec<u32>, ::std::string::String> {
                     $crate::__with_instance(&INSTANCE, |plugin| {
-                        ::std::result::Result::Ok($crate::filter::dropped(plugin, signal.into(), &batch))
+                        let (signal, bytes) = $crate::__batch_bytes(batch);
+                        ::std::result::Result::Ok($crate::filter::dropped(plugin, signal, &bytes))
                     })
                 }
             }

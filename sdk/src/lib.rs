@@ -118,8 +118,9 @@ pub mod bindings {
             export_macro_name: "export_transform_world",
             default_bindings_module: "sluice_sdk::bindings::transform",
             with: {
-                "sluice:plugin/types@0.1.0": crate::bindings::filter::sluice::plugin::types,
-                "sluice:plugin/host@0.1.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/types@0.2.0": crate::bindings::filter::sluice::plugin::types,
+                "sluice:plugin/host@0.2.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/batches@0.2.0": crate::bindings::filter::sluice::plugin::batches,
             },
         });
     }
@@ -133,8 +134,9 @@ pub mod bindings {
             export_macro_name: "export_router_world",
             default_bindings_module: "sluice_sdk::bindings::router",
             with: {
-                "sluice:plugin/types@0.1.0": crate::bindings::filter::sluice::plugin::types,
-                "sluice:plugin/host@0.1.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/types@0.2.0": crate::bindings::filter::sluice::plugin::types,
+                "sluice:plugin/host@0.2.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/batches@0.2.0": crate::bindings::filter::sluice::plugin::batches,
             },
         });
     }
@@ -148,13 +150,14 @@ pub mod bindings {
             export_macro_name: "export_exporter_world",
             default_bindings_module: "sluice_sdk::bindings::exporter",
             with: {
-                "sluice:plugin/types@0.1.0": crate::bindings::filter::sluice::plugin::types,
-                "sluice:plugin/host@0.1.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/types@0.2.0": crate::bindings::filter::sluice::plugin::types,
+                "sluice:plugin/host@0.2.0": crate::bindings::filter::sluice::plugin::host,
+                "sluice:plugin/batches@0.2.0": crate::bindings::filter::sluice::plugin::batches,
             },
         });
     }
 
-    pub use filter::sluice::plugin::{host, types};
+    pub use filter::sluice::plugin::{batches, host, types};
 }
 
 use bindings::types as wit;
@@ -207,6 +210,13 @@ macro_rules! __instance_slot {
                 const { ::std::cell::RefCell::new(::std::option::Option::None) };
         }
     };
+}
+
+/// The batch's signal and encoded bytes, for the traits that walk the wire format in the guest
+/// (one copy into the guest per call).
+#[doc(hidden)]
+pub fn __batch_bytes(batch: &bindings::batches::Batch) -> (Signal, Vec<u8>) {
+    (batch.signal().into(), batch.bytes())
 }
 
 /// Runs `f` with the plugin instance stored by the export macro's `init`.

@@ -70,15 +70,15 @@ macro_rules! export_router {
                     $crate::__init(&INSTANCE, &config, <$plugin as $crate::Router>::init, signals)
                 }
                 fn route(
-                    signal: $crate::bindings::types::Signal,
-                    batch: ::std::vec::Vec<u8>,
+                    batch: &$crate::bindings::batches::Batch,
                 ) -> ::std::result::Result<$crate::bindings::types::Routing, ::std::string::String> {
                     $crate::__with_instance(&INSTANCE, |plugin| {
-                        ::std::result::Result::Ok($crate::router::routing(plugin, signal.into(), &batch))
+                        let (signal, bytes) = $crate::__batch_bytes(batch);
+                        ::std::result::Result::Ok($crate::router::routing(plugin, signal, &bytes))
                     })
                 }
             }
-    $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
+            $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
         };
     };
 }

@@ -170,10 +170,12 @@ macro_rules! export_transform {
                     $crate::__init(&INSTANCE, &config, <$plugin as $crate::Transform>::init, signals)
                 }
                 fn transform(
-                    signal: $crate::bindings::types::Signal,
-                    batch: ::std::vec::Vec<u8>,
+                    batch: &$crate::bindings::batches::Batch,
                 ) -> ::std::result::Result<::std::vec::Vec<$crate::bindings::types::Edit>, ::std::string::String> {
-                    $crate::__with_instance(&INSTANCE, |plugin| ::std::result::Result::Ok($crate::transform::edits(plugin, signal.into(), &batch)))
+                    $crate::__with_instance(&INSTANCE, |plugin| {
+                        let (signal, bytes) = $crate::__batch_bytes(batch);
+                        ::std::result::Result::Ok($crate::transform::edits(plugin, signal, &bytes))
+                    })
                 }
             }
             $crate::bindings::transform::export_transform_world!(Exports with_types_in $crate::bindings::transform);

@@ -36,23 +36,32 @@ def span_names(host):
     return sorted(span["name"] for _, span in spans_in(host.lines("traces")))
 
 
-def test_three_plugin_chain_filters_tags_and_routes(make_sluice):
+# Plugins built against sluice:plugin@0.1.0 (the guest got the bytes), kept as they were built.
+CONTRACT_0_1_0 = REPO / "tests" / "plugins-0.1.0"
+
+
+@pytest.mark.parametrize("built", ["0.2.0", "0.1.0", "mixed"])
+def test_three_plugin_chain_filters_tags_and_routes(make_sluice, built):
+    """The shipped plugins as built now (0.2.0), as built against 0.1.0, and the two mixed in
+    one chain: the same answers."""
+    old = "{plugins}" if built == "0.2.0" else str(CONTRACT_0_1_0)
+    new = str(CONTRACT_0_1_0) if built == "0.1.0" else "{plugins}"
     host = make_sluice(one_plugin_pipeline("""
         [[pipelines.all.processors]]
-        plugin = "{plugins}/drop-spans.wasm"
-        config = {{ span_names = ["GET /healthz"], span_attributes = {{ "http.route" = ["/internal/*"] }} }}
+        plugin = "{old}/drop-spans.wasm"
+        config = {{{{ span_names = ["GET /healthz"], span_attributes = {{{{ "http.route" = ["/internal/*"] }}}} }}}}
 
         [[pipelines.all.processors]]
-        plugin = "{plugins}/set-attributes.wasm"
-        config = {{ resource = [{{ key = "system", value = "graphistry" }}], attributes = [{{ key = "user.password", action = "delete" }}] }}
+        plugin = "{new}/set-attributes.wasm"
+        config = {{{{ resource = [{{{{ key = "system", value = "graphistry" }}}}], attributes = [{{{{ key = "user.password", action = "delete" }}}}] }}}}
 
         [[pipelines.all.processors]]
-        plugin = "{plugins}/route-by-attribute.wasm"
-        config = {{ attribute = "tenant", routes = {{ acme = "acme" }} }}
+        plugin = "{old}/route-by-attribute.wasm"
+        config = {{{{ attribute = "tenant", routes = {{{{ acme = "acme" }}}} }}}}
 
         [pipelines.all.routes]
         acme = ["acme_files"]
-    """, extra="""
+    """.format(old=old, new=new), extra="""
         [exporters.acme_files]
         type = "file"
         directory = "{data}/acme"

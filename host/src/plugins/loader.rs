@@ -43,6 +43,25 @@ impl Kind {
     }
 }
 
+/// The version of the `sluice:plugin` contract a plugin was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// 0.1.0: the guest gets the encoded batch.
+    V1,
+    /// 0.2.0: the guest gets a `batch` resource.
+    V2,
+}
+
+impl Contract {
+    /// The package version.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V1 => "0.1.0",
+            Contract::V2 => "0.2.0",
+        }
+    }
+}
+
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -107,6 +126,8 @@ pub struct Loaded {
     pub component: Component,
     /// Its world.
     pub kind: Kind,
+    /// The contract version it was built against.
+    pub contract: Contract,
     /// Hex SHA-256 of the file.
     pub sha256: String,
     /// How long compiling or loading took, and whether it came from the cache.
@@ -174,7 +195,8 @@ pub fn load(
     };
     let kind = world_of(engine, &component)
         .map_err(|exports| LoadError::WrongWorld { path: path.to_path_buf(), exports })?;
-    Ok(Loaded { component, kind, sha256, took: started.elapsed(), cached })
+    let contract = contract_of(engine, &component);
+    Ok(Loaded { component, kind, contract, sha256, took: started.elapsed(), cached })
 }
 
 /// The world a component implements, from its exports; otherwise the list of what it exports.
@@ -190,6 +212,16 @@ fn world_of(engine: &Engine, component: &Component) -> Result<Kind, String> {
         _ if exports.is_empty() => Err("nothing".into()),
         _ => Err(exports.join(", ")),
     }
+}
+
+/// The contract a component was built against: a 0.2.0 world's exports take a `batch`, so its
+/// component always imports the `batches` interface; a 0.1.0 one never does.
+fn contract_of(engine: &Engine, component: &Component) -> Contract {
+    let imports_batches = component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("sluice:plugin/batches@0.2."));
+    if imports_batches { Contract::V2 } else { Contract::V1 }
 }
 
 #[allow(unsafe_code)]

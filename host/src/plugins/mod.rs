@@ -1,7 +1,8 @@
 //! WebAssembly plugins: loading, sandboxing and calling them, and applying their answers.
 //!
 //! # Layout
-//! - [`bindings`]: host bindings generated from `sdk/wit`.
+//! - [`bindings`]: host bindings generated from `sdk/wit` (0.2.0) and `sdk/wit-0.1.0`.
+//! - [`view`]: the `batch` resource 0.2.0 plugins read batches through.
 //! - [`sandbox`]: the engine, epoch deadlines, memory caps and the capability-free WASI context.
 //! - [`loader`]: reading, pin checking, compiling (with a disk cache) and world detection.
 //! - [`runner`]: one plugin's instance lifecycle — calls, faults, recreation with backoff.
@@ -16,3 +17,4 @@ pub mod runner;
 pub mod sandbox;
 #[cfg(test)]
 mod testing;
+pub mod view;

@@ -11,12 +11,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker};
+use bytes::Bytes;
+use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Store, Trap};
 
-use super::bindings::{exporter, filter, router, transform, types};
-use super::loader::{self, Kind, LoadError};
+use super::bindings::v1::{exporter, filter, router, transform};
+use super::bindings::{types, v2};
+use super::loader::{self, Contract, Kind, LoadError};
 use super::sandbox::{self, StoreState};
+use super::view::BatchView;
 use crate::config::{Config, OnError, PluginPlace, PluginUse, Signal};
 use crate::log_throttle::LogThrottle;
 
@@ -172,18 +175,28 @@ pub enum Step {
     Faulted(Fault),
 }
 
+/// A linked component, per world and contract version.
 enum Pre {
     Filter(filter::FilterPre<StoreState>),
     Transform(transform::TransformPre<StoreState>),
     Router(router::RouterPre<StoreState>),
     Exporter(exporter::ExporterPre<StoreState>),
+    Filter2(v2::filter::FilterPre<StoreState>),
+    Transform2(v2::transform::TransformPre<StoreState>),
+    Router2(v2::router::RouterPre<StoreState>),
+    Exporter2(v2::exporter::ExporterPre<StoreState>),
 }
 
+/// A live instance, per world and contract version.
 enum Bound {
     Filter(filter::Filter),
     Transform(transform::Transform),
     Router(router::Router),
     Exporter(exporter::Exporter),
+    Filter2(v2::filter::Filter),
+    Transform2(v2::transform::Transform),
+    Router2(v2::router::Router),
+    Exporter2(v2::exporter::Exporter),
 }
 
 struct Live {
@@ -212,8 +225,11 @@ fn linker() -> &'static Linker<StoreState> {
     LINKER.get_or_init(|| {
         let mut linker = Linker::new(sandbox::engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("WASI links once");
-        // Every world imports the same `host` interface, so the filter world's linking serves all.
-        filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).expect("host links once");
+        // Within a contract version every world imports the same interfaces, so the filter
+        // world's linking serves all of that version's worlds.
+        filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).expect("0.1.0 links once");
+        v2::filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .expect("0.2.0 links once");
         linker
     })
 }
@@ -284,20 +300,36 @@ impl Plugin {
         }
         let link_error = |e: wasmtime::Error| Fault { kind: "wrong_world", message: format!("{e:#}") };
         let instance_pre = linker().instantiate_pre(&loaded.component).map_err(link_error)?;
-        self.pre = Some(match loaded.kind {
-            Kind::Filter => Pre::Filter(filter::FilterPre::new(instance_pre).map_err(link_error)?),
-            Kind::Transform => {
-                Pre::Transform(transform::TransformPre::new(instance_pre).map_err(link_error)?)
+        let pre = instance_pre;
+        self.pre = Some(match (loaded.kind, loaded.contract) {
+            (Kind::Filter, Contract::V1) => Pre::Filter(filter::FilterPre::new(pre).map_err(link_error)?),
+            (Kind::Transform, Contract::V1) => {
+                Pre::Transform(transform::TransformPre::new(pre).map_err(link_error)?)
             }
-            Kind::Router => Pre::Router(router::RouterPre::new(instance_pre).map_err(link_error)?),
-            Kind::Exporter => Pre::Exporter(exporter::ExporterPre::new(instance_pre).map_err(link_error)?),
+            (Kind::Router, Contract::V1) => Pre::Router(router::RouterPre::new(pre).map_err(link_error)?),
+            (Kind::Exporter, Contract::V1) => {
+                Pre::Exporter(exporter::ExporterPre::new(pre).map_err(link_error)?)
+            }
+            (Kind::Filter, Contract::V2) => {
+                Pre::Filter2(v2::filter::FilterPre::new(pre).map_err(link_error)?)
+            }
+            (Kind::Transform, Contract::V2) => {
+                Pre::Transform2(v2::transform::TransformPre::new(pre).map_err(link_error)?)
+            }
+            (Kind::Router, Contract::V2) => {
+                Pre::Router2(v2::router::RouterPre::new(pre).map_err(link_error)?)
+            }
+            (Kind::Exporter, Contract::V2) => {
+                Pre::Exporter2(v2::exporter::ExporterPre::new(pre).map_err(link_error)?)
+            }
         });
         self.kind = Some(loaded.kind);
         if !announce {
             return Ok(());
         }
         tracing::info!(
-            plugin = %self.spec.name, world = loaded.kind.as_str(), sha256 = %loaded.sha256,
+            plugin = %self.spec.name, world = loaded.kind.as_str(), contract = loaded.contract.as_str(),
+            sha256 = %loaded.sha256,
             took_ms = loaded.took.as_secs_f64() * 1000.0,
             compiled = if loaded.cached { "from cache" } else { "now" },
             "Plugin loaded"
@@ -333,37 +365,33 @@ impl Plugin {
         store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
         let config = self.spec.config_json.as_str();
         let init_fault = |store: &Store<StoreState>, e: wasmtime::Error| classify(store, &e, "init");
-        let (instance, info) = match self.pre.as_ref().expect("loaded above") {
-            Pre::Filter(pre) => {
-                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
+        // Instantiates with `pre`, calls `init`, and binds the instance as `$bound`.
+        macro_rules! start {
+            ($pre:expr, $bound:path) => {{
+                let i = $pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
                 let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Bound::Filter(i), info)
-            }
-            Pre::Transform(pre) => {
-                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
-                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Bound::Transform(i), info)
-            }
-            Pre::Router(pre) => {
-                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
-                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Bound::Router(i), info)
-            }
-            Pre::Exporter(pre) => {
-                let i = pre.instantiate(&mut store).map_err(|e| init_fault(&store, e))?;
-                let info = i.call_init(&mut store, config).map_err(|e| init_fault(&store, e))?;
-                (Bound::Exporter(i), info)
-            }
+                ($bound(i), info.map(|info| types::Signals::from(info.signals)))
+            }};
+        }
+        let (instance, signals) = match self.pre.as_ref().expect("loaded above") {
+            Pre::Filter(pre) => start!(pre, Bound::Filter),
+            Pre::Transform(pre) => start!(pre, Bound::Transform),
+            Pre::Router(pre) => start!(pre, Bound::Router),
+            Pre::Exporter(pre) => start!(pre, Bound::Exporter),
+            Pre::Filter2(pre) => start!(pre, Bound::Filter2),
+            Pre::Transform2(pre) => start!(pre, Bound::Transform2),
+            Pre::Router2(pre) => start!(pre, Bound::Router2),
+            Pre::Exporter2(pre) => start!(pre, Bound::Exporter2),
         };
-        let info = info.map_err(|message| Fault {
+        let signals = signals.map_err(|message| Fault {
             kind: "init",
             message: format!("the plugin refused its config: {message}"),
         })?;
-        Ok(Live { store, instance, signals: info.signals })
+        Ok(Live { store, instance, signals })
     }
 
     /// Runs the plugin on one encoded batch.
-    pub fn run(&mut self, signal: Signal, batch: &[u8]) -> Step {
+    pub fn run(&mut self, signal: Signal, batch: &Bytes) -> Step {
         if self.live.is_none() {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return Step::Faulted(Fault {
@@ -404,6 +432,15 @@ impl Plugin {
             Bound::Exporter(i) => {
                 i.call_render(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Requests))
             }
+            Bound::Filter2(i) => {
+                with_batch(store, signal, batch, |s, b| i.call_filter(s, b)).map(|r| r.map(Answer::Drop))
+            }
+            Bound::Transform2(i) => with_batch(store, signal, batch, |s, b| i.call_transform(s, b))
+                .map(|r| r.map(|edits| Answer::Edit(edits.into_iter().map(Into::into).collect()))),
+            Bound::Router2(i) => with_batch(store, signal, batch, |s, b| i.call_route(s, b))
+                .map(|r| r.map(|routing| Answer::Route(routing.into()))),
+            Bound::Exporter2(i) => with_batch(store, signal, batch, |s, b| i.call_render(s, b))
+                .map(|r| r.map(|requests| Answer::Requests(requests.into_iter().map(Into::into).collect()))),
         };
         match result {
             Ok(Ok(answer)) => {
@@ -425,6 +462,20 @@ impl Plugin {
             }
         }
     }
+}
+
+/// Calls a 0.2.0 export with `batch` as the `batch` resource, which lives in the store's table
+/// for this call only.
+fn with_batch<R>(
+    store: &mut Store<StoreState>,
+    signal: Signal,
+    batch: &Bytes,
+    call: impl FnOnce(&mut Store<StoreState>, Resource<BatchView>) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let handle = store.data_mut().table().push(BatchView::new(signal, batch.clone()))?;
+    let result = call(&mut *store, Resource::new_borrow(handle.rep()));
+    store.data_mut().table().delete(handle)?;
+    result
 }
 
 /// Names a wasmtime error: deadline, memory cap, or another trap (with the guest's stderr).
@@ -520,10 +571,38 @@ mod tests {
         sandbox::GRANT_NETWORK_IN_TESTS.set(false);
     }
 
+    /// A plugin built against 0.1.0 (the bytes) and the same source built against 0.2.0 (the
+    /// batch resource) load side by side and answer alike, for every processor world.
+    #[test]
+    fn plugins_built_against_both_contracts_answer_alike() {
+        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins-0.1.0");
+        let batch = spans(&["GET /healthz@a", "checkout@b", "GET /healthz@b"]);
+        for (name, config) in [
+            ("drop-spans", r#"{"span_names": ["GET /healthz"]}"#),
+            ("set-attributes", r#"{"resource": [{"key": "system", "value": "graphistry"}]}"#),
+            ("route-by-attribute", r#"{"attribute": "tenant", "routes": {"b": "tenant-b"}}"#),
+        ] {
+            let current = spec(name, config, OnError::Pass);
+            let old = Spec { path: fixtures.join(format!("{name}.wasm")), ..current.clone() };
+            let mut answers = Vec::new();
+            for (spec, contract) in [(old, Contract::V1), (current, Contract::V2)] {
+                let path = spec.path.clone();
+                let loaded =
+                    loader::load(sandbox::engine(), &path, None, spec.cache_dir.as_deref()).expect("loads");
+                assert_eq!(loaded.contract, contract, "{}", path.display());
+                let (mut plugin, load) = Plugin::new(spec);
+                assert!(load.is_none(), "{name}: {load:?}");
+                answers.push(format!("{:?}", plugin.run(Signal::Traces, batch.payload())));
+            }
+            assert_eq!(answers[0], answers[1], "{name}: 0.1.0 and 0.2.0 builds answer alike");
+            assert!(answers[0].starts_with("Answered"), "{name}: {}", answers[0]);
+        }
+    }
+
     #[test]
     fn signals_a_plugin_does_not_handle_are_not_sent_to_it() {
         let (mut plugin, _) = Plugin::new(spec("sample-traces", r#"{"percentage": 0}"#, OnError::Pass));
-        assert!(matches!(plugin.run(Signal::Logs, &[]), Step::Skipped));
+        assert!(matches!(plugin.run(Signal::Logs, &Bytes::new()), Step::Skipped));
         assert!(
             matches!(plugin.run(Signal::Traces, spans(&["a"]).payload()), Step::Answered(Answer::Drop(d)) if d == [0])
         );

@@ -9,7 +9,7 @@ use wasmtime::{Config, Engine, ResourceLimiter};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::host;
+use super::bindings::{host, v2};
 use crate::log_throttle::LogThrottle;
 
 /// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
@@ -141,8 +141,14 @@ impl WasiView for StoreState {
     }
 }
 
-impl host::Host for StoreState {
-    fn log(&mut self, level: host::Level, message: String) {
+impl StoreState {
+    /// The table holding the resources handed to the guest (the batch of a 0.2.0 call).
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Writes a plugin's log line, rate-limited.
+    fn log_line(&mut self, level: host::Level, message: &str) {
         let Some(suppressed) = self.log_throttle.check() else { return };
         let plugin = &*self.plugin;
         match level {
@@ -154,4 +160,24 @@ impl host::Host for StoreState {
     }
 }
 
+impl host::Host for StoreState {
+    fn log(&mut self, level: host::Level, message: String) {
+        self.log_line(level, &message);
+    }
+}
+
 impl super::bindings::types::Host for StoreState {}
+
+impl v2::host::Host for StoreState {
+    fn log(&mut self, level: v2::host::Level, message: String) {
+        let level = match level {
+            v2::host::Level::Debug => host::Level::Debug,
+            v2::host::Level::Info => host::Level::Info,
+            v2::host::Level::Warn => host::Level::Warn,
+            v2::host::Level::Error => host::Level::Error,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl v2::types::Host for StoreState {}
