@@ -102,6 +102,20 @@ enum PluginCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Create a plugin project: a working filter, a sample batch, a test and a README.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`): its folder and its `.wasm`.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: cli::plugin_new::Lang,
+        /// The folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Sluice SDK folder (`sdk/` of a checkout) [default: the one this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 /// Where a setting came from, in the order that decides between a config path and a mode.
@@ -167,6 +181,22 @@ fn main() -> ExitCode {
         Command::Health { address, ready } => health(address, ready),
         Command::Plugin(PluginCommand::Test { plugin, input, config, config_json, output }) => {
             plugin_test(plugin, input, &config, config_json, output)
+        }
+        Command::Plugin(PluginCommand::New { name, lang, dir, sdk }) => {
+            let scaffold = cli::plugin_new::Scaffold { name, lang, parent: dir, sdk };
+            match cli::plugin_new::create(&scaffold) {
+                Ok(dir) => {
+                    println!(
+                        "Created {}: `cd` there and follow README.md (make build, make test).",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

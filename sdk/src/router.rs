@@ -78,7 +78,7 @@ macro_rules! export_router {
                     })
                 }
             }
-            $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
+    $crate::bindings::router::export_router_world!(Exports with_types_in $crate::bindings::router);
         };
     };
 }

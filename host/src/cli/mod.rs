@@ -2,7 +2,9 @@
 //! that runs the host.
 //!
 //! - [`health`]: `sluice health`, a probe of a running host's admin listener.
+//! - [`plugin_new`]: `sluice plugin new`, a plugin project to start from.
 //! - [`plugin_test`]: `sluice plugin test`, one plugin on one batch file, with a report.
 
 pub mod health;
+pub mod plugin_new;
 pub mod plugin_test;
