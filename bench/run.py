@@ -94,6 +94,23 @@ config = {{ attribute = "tenant", routes = {{ acme = "acme" }} }}
 plugin = "{PLUGINS}/sample-traces.wasm"
 config = {{ percentage = 50.0 }}
 """,
+    # One rule three ways — a name list and one attribute's values — walked in the guest by the
+    # Rust SDK, asked of the host's batch view by Rust, and by Python (docs/BENCHMARKS.md).
+    "rule-rust-walk": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/drop-spans.wasm"
+config = {{ span_names = ["GET /healthz"], span_attributes = {{ "attribute.key.3" = ["never"] }} }}
+""",
+    "rule-rust-view": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/fixture-view-filter.wasm"
+config = {{ span_names = ["GET /healthz"], attribute = "attribute.key.3", values = ["never"] }}
+""",
+    "rule-python": f"""
+[[pipelines.all.processors]]
+plugin = "{PLUGINS}/drop-health-checks.wasm"
+config = {{ span_names = ["GET /healthz"], attribute = "attribute.key.3", values = ["never"] }}
+""",
 }
 # The forward mode's noise rule as shipped: seven span-name patterns and an attribute rule.
 PROCESSORS["graphistry-noise"] = f"""

@@ -72,3 +72,56 @@ macro_rules! export_filter {
         };
     };
 }
+
+/// The batch as the host reads it for the plugin: the `batch` resource of
+/// `sluice:plugin@0.2.0`. Each method is one call into the host, answered from its views of the
+/// encoded request; nothing is parsed in the guest.
+pub use crate::bindings::batches::Batch as HostBatch;
+
+/// A filter that reads the batch through the host ([`HostBatch`]) instead of walking its bytes
+/// in the guest. Worth it for rules that ask a few questions of every item at once
+/// ([`HostBatch::names`], [`HostBatch::attribute_of_each`]); per-item calls cost a host call
+/// each, where [`Filter`]'s walk costs nothing per field.
+pub trait BatchFilter: Sized + 'static {
+    /// The signals to be called for.
+    const SIGNALS: Signals = Signals::ALL;
+
+    /// Builds the plugin from its config; an error refuses the plugin with that message.
+    fn init(config: &Config) -> Result<Self, String>;
+
+    /// The indexes of the items to drop, ascending.
+    fn dropped(&self, batch: &HostBatch) -> Vec<u32>;
+}
+
+/// Exports a [`BatchFilter`] as the plugin's `filter` world.
+#[macro_export]
+macro_rules! export_batch_filter {
+    ($plugin:ty) => {
+        const _: () = {
+            $crate::__instance_slot!($plugin);
+            struct Exports;
+            impl $crate::bindings::filter::Guest for Exports {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::bindings::types::PluginInfo, ::std::string::String>
+                {
+                    let signals = <$plugin as $crate::filter::BatchFilter>::SIGNALS;
+                    $crate::__init(
+                        &INSTANCE,
+                        &config,
+                        <$plugin as $crate::filter::BatchFilter>::init,
+                        signals,
+                    )
+                }
+                fn filter(
+                    batch: &$crate::bindings::batches::Batch,
+                ) -> ::std::result::Result<::std::vec::Vec<u32>, ::std::string::String> {
+                    $crate::__with_instance(&INSTANCE, |plugin| {
+                        ::std::result::Result::Ok($crate::filter::BatchFilter::dropped(plugin, batch))
+                    })
+                }
+            }
+    $crate::bindings::filter::export_filter_world!(Exports with_types_in $crate::bindings::filter);
+        };
+    };
+}

@@ -25,6 +25,8 @@
 //! calls the trait's per-item methods with borrowed views — plain Rust calls inside the guest,
 //! with nothing decoded or copied — then hands the host a compact answer: which items to drop
 //! ([`Filter`]), which attributes to change ([`Transform`]), or where each item goes ([`Router`]).
+//! A [`filter::BatchFilter`] instead asks the host about the batch ([`filter::HostBatch`]: names,
+//! attributes by key, fields), which is how plugins in languages without this SDK read batches.
 //! An [`Exporter`] instead turns a batch into HTTP requests, which the host sends to its
 //! destination with the host's TLS, credentials and retries.
 //!
@@ -59,7 +61,7 @@ pub use transform::{Edits, Transform};
 pub mod prelude {
     pub use crate::config::Config;
     pub use crate::exporter::{Batch, Exporter, Method, Request};
-    pub use crate::filter::Filter;
+    pub use crate::filter::{BatchFilter, Filter, HostBatch};
     pub use crate::json;
     pub use crate::pattern::{Pattern, PatternSet};
     pub use crate::router::Router;

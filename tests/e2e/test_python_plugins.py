@@ -1,6 +1,7 @@
 """Plugins written in Python (sdk/python, built by componentize-py): the shipped examples in a
 live pipeline fed by the OpenTelemetry Python SDK, their faults, and reloads under load."""
 
+import json
 import subprocess
 import textwrap
 import threading
@@ -57,7 +58,7 @@ def test_python_rules_drop_and_tag_live_traffic(make_sluice):
 def build_python_plugin(tmp_path, world, source):
     """Builds `source` (an app.py using the SDK) into a component, as `make plugins` does."""
     project = tmp_path / "project"
-    project.mkdir()
+    project.mkdir(parents=True)
     (project / "app.py").write_text(textwrap.dedent(source))
     out = tmp_path / "plugin.wasm"
     subprocess.run([str(REPO / ".venv" / "bin" / "componentize-py"), "-d", str(REPO / "sdk" / "wit"), "-w", world,
@@ -138,3 +139,52 @@ def test_reloading_a_pipeline_of_python_rules_under_load_loses_nothing(make_slui
     assert len(written) == len(set(written)), "no span written twice"
     assert sorted(acknowledged) == written, "every acknowledged span written"
     assert len(acknowledged) > 100
+
+
+def test_a_python_exporter_renders_requests_and_a_router_routes(make_sluice, tmp_path):
+    """The other two kinds: an exporter's requests reach an HTTP destination through the host,
+    and a router's routes pick exporters."""
+    from http_sink import HttpSink
+
+    exporter = build_python_plugin(tmp_path / "exporter", "exporter", """
+        import json
+        from sluice_plugin import Exporter, Request, export
+
+        class Names(Exporter):
+            def render(self, batch):
+                body = json.dumps({"signal": batch.signal, "names": batch.names()})
+                return [Request(path="/hook?source=py", body=body)]
+
+        WitWorld = export(Names)
+    """)
+    router = build_python_plugin(tmp_path / "router", "router", """
+        from sluice_plugin import Router, export
+
+        class ByTenant(Router):
+            def route(self, batch):
+                return ["acme" if t == "acme" else None for t in batch.attribute_of_each("tenant")]
+
+        WitWorld = export(ByTenant)
+    """)
+    sink = HttpSink()
+    host = make_sluice(RECEIVER + ARCHIVE + f"""
+        [exporters.hook]
+        type = "plugin"
+        plugin = "{exporter}"
+        endpoint = "{sink.url}"
+    """ + pipeline(processors=f"""
+        [[pipelines.all.processors]]
+        plugin = "{router}"
+
+        [pipelines.all.routes]
+        acme = ["hook"]
+    """))
+    request = traces(3, prefix="s", attrs={"tenant": "globex"})
+    request.resource_spans[0].scope_spans[0].spans[1].attributes[-1].value.string_value = "acme"
+    status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+    assert status == 200, body
+    [received] = sink.wait_requests(1)
+    assert received["path"] == "/hook?source=py"
+    assert json.loads(received["body"]) == {"signal": "traces", "names": ["s-1"]}
+    wait_until(lambda: len(spans_in(host.lines("traces"))) == 2, "the rest take the default route", host.logs)
+    assert host.stop() == 0

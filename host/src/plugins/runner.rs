@@ -283,6 +283,11 @@ impl Plugin {
         self.kind
     }
 
+    /// The live instance's linear memory at its largest so far, in bytes (`None` without one).
+    pub fn memory_peak(&self) -> Option<usize> {
+        self.live.as_ref().map(|live| live.store.data().limits.peak)
+    }
+
     /// The failure policy.
     pub fn on_error(&self) -> OnError {
         self.spec.on_error

@@ -54,6 +54,8 @@ pub struct MemoryCap {
     max_bytes: usize,
     /// Set when a growth was refused, so the fault that follows is reported as out-of-memory.
     pub hit: bool,
+    /// The largest linear memory granted so far, in bytes.
+    pub peak: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -67,6 +69,7 @@ impl ResourceLimiter for MemoryCap {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -124,7 +127,7 @@ impl StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             stderr,
-            limits: MemoryCap { max_bytes: max_memory, hit: false },
+            limits: MemoryCap { max_bytes: max_memory, hit: false, peak: 0 },
             log_throttle,
         }
     }

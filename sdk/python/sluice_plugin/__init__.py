@@ -1,7 +1,7 @@
 """Write Sluice plugins in Python.
 
 A plugin is a class: a filter says which items to drop, a transform which attributes to change,
-a router where each item goes. Sluice calls it once per batch, never once per item, with a
+a router where each item goes, an exporter which HTTP requests deliver a batch. Sluice calls it once per batch, never once per item, with a
 `Batch` that the host reads for it: names, attributes and fields come from the host's views of
 the encoded OTLP request, so the guest never parses protobuf.
 
@@ -32,7 +32,7 @@ from componentize_py_types import Err
 from wit_world.imports import batches, types
 
 __all__ = [
-    "Batch", "Filter", "Transform", "Router", "Span", "LogRecord", "Metric",
+    "Batch", "Filter", "Transform", "Router", "Exporter", "Request", "Span", "LogRecord", "Metric",
     "set_attribute", "set_resource_attribute", "delete_attribute", "rename_attribute", "rename_metric",
     "export",
 ]
@@ -190,6 +190,37 @@ class Router(Plugin):
         return []
 
 
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request an exporter asks the host to send. The host joins `path` (starting with
+    `/`, with an optional query) to the exporter's `endpoint`, adds its configured credentials and
+    headers, and sends it with its TLS, queue and retries."""
+    path: str = "/"
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    method: str = "POST"
+
+
+class Exporter(Plugin):
+    """Turns a batch into HTTP requests for a destination Sluice has no exporter for. Used as an
+    exporter (`type = "plugin"`), built with `-w exporter`."""
+
+    def render(self, batch: Batch) -> Iterable[Request]:
+        """The requests that deliver the batch, in order (none to skip it)."""
+        return []
+
+
+_METHODS = {m.name: m for m in types.Method}
+
+
+def _request(request: Request) -> types.HttpRequest:
+    method = _METHODS.get(request.method.upper())
+    if method is None:
+        raise ValueError(f"unknown HTTP method {request.method!r}")
+    body = request.body.encode() if isinstance(request.body, str) else bytes(request.body)
+    return types.HttpRequest(method, request.path, [(k, v) for k, v in request.headers], body)
+
+
 def _written(value: Union[str, bool, int, float]) -> types.Value:
     if isinstance(value, bool):
         return types.Value_Boolean(value)
@@ -236,7 +267,8 @@ _SIGNALS = {"traces": types.Signals.TRACES, "metrics": types.Signals.METRICS, "l
 
 def export(plugin_class: type) -> type:
     """The `WitWorld` class componentize-py builds the component from, running `plugin_class`
-    (a `Filter`, `Transform` or `Router`). Assign it to `WitWorld` in the module you build.
+    (a `Filter`, `Transform`, `Router` or `Exporter`). Assign it to `WitWorld` in the module you
+    build.
 
     The config comes as a dict; an exception from the constructor refuses the plugin with its
     message, and one from a call fails that batch (the pipeline's `on_error` applies)."""
@@ -285,5 +317,8 @@ def export(plugin_class: type) -> type:
                     by_item.append(names.index(route) + 1)
                 return types.Routing(names, by_item)
             return guarded(routing)
+
+        def render(self, batch: batches.Batch) -> list[types.HttpRequest]:
+            return guarded(lambda: [_request(r) for r in plugin().render(Batch(batch))])
 
     return WitWorld
