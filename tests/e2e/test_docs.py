@@ -23,7 +23,7 @@ README = REPO / "README.md"
 DOCS = REPO / "docs"
 # The docs whose metric names and quoted log lines are checked.
 PROSE = [README, *sorted(DOCS.glob("*.md"))]
-NOT_METRICS = {"sluice_sdk", "sluice_wire"}  # crate names in code samples
+NOT_METRICS = {"sluice_sdk", "sluice_wire", "sluice_plugin"}  # crate and package names in code samples
 
 
 # --- reading Markdown -------------------------------------------------------------------------
@@ -524,13 +524,16 @@ def example_value(example, key):
     return parsed[key]
 
 
+# Every plugin we ship: the Rust crates and the Python projects under plugins/.
+SHIPPED_PLUGINS = sorted([p.parent.name for p in (REPO / "plugins").glob("*/Cargo.toml") if p.parent.name != "fixtures"]
+                         + [p.parent.name for p in (REPO / "plugins" / "python").glob("*/pyproject.toml")])
+
+
 def test_plugins_md_documents_every_shipped_plugin():
-    crates = {p.parent.name for p in (REPO / "plugins").glob("*/Cargo.toml") if p.parent.name != "fixtures"}
-    assert set(plugin_reference()) == crates
+    assert set(plugin_reference()) == set(SHIPPED_PLUGINS)
 
 
-@pytest.mark.parametrize("plugin", sorted(
-    p.parent.name for p in (REPO / "plugins").glob("*/Cargo.toml") if p.parent.name != "fixtures"))
+@pytest.mark.parametrize("plugin", SHIPPED_PLUGINS)
 def test_plugin_table_is_exactly_what_the_plugin_accepts(tmp_path, plugin):
     """The keys are the plugin's own (an unknown key's error lists every key the plugin knows),
     the examples together are a config the plugin accepts, and a key is required exactly when

@@ -10,6 +10,7 @@ from sluice_plugin import Batch, Filter, export
 
 class DropHealthChecks(Filter):
     signals = frozenset({"traces"})
+    config_keys = frozenset({"span_names", "attribute", "values"})
 
     def __init__(self, config: dict):
         names = config.get("span_names", ["GET /healthz", "GET /readyz"])

@@ -9,6 +9,7 @@ from sluice_plugin import Batch, Transform, export, set_attribute
 
 class TagStatusClass(Transform):
     signals = frozenset({"traces"})
+    config_keys = frozenset({"source", "target"})
 
     def __init__(self, config: dict):
         self.source = config.get("source", "http.response.status_code")

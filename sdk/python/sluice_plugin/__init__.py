@@ -158,9 +158,12 @@ class Batch:
 
 
 class Plugin:
-    """What every kind shares: built from the `config` table (a dict), called for `signals`."""
+    """What every kind shares: built from the `config` table (a dict), called for `signals`.
+    With `config_keys` set, a config holding any other key is refused before the constructor
+    runs (a typo is an error, not a silently ignored setting)."""
 
     signals: frozenset[str] = frozenset({"traces", "metrics", "logs"})
+    config_keys: Optional[frozenset[str]] = None
 
     def __init__(self, config: dict):
         self.config = config
@@ -265,6 +268,16 @@ def rename_metric(item: int, new_name: str) -> types.Edit:
 _SIGNALS = {"traces": types.Signals.TRACES, "metrics": types.Signals.METRICS, "logs": types.Signals.LOGS}
 
 
+def _check_keys(config: dict, known: Optional[frozenset[str]]) -> None:
+    """Refuses keys outside `known`, in the words the host's Rust plugins use."""
+    if known is None:
+        return
+    for key in config:
+        if key not in known:
+            expected = ", ".join(f"`{k}`" for k in sorted(known)) or "no keys"
+            raise Err(f"invalid plugin config: unknown field `{key}`, expected one of {expected}")
+
+
 def export(plugin_class: type) -> type:
     """The `WitWorld` class componentize-py builds the component from, running `plugin_class`
     (a `Filter`, `Transform`, `Router` or `Exporter`). Assign it to `WitWorld` in the module you
@@ -290,7 +303,11 @@ def export(plugin_class: type) -> type:
     class WitWorld:
         def init(self, config: str) -> types.PluginInfo:
             def build():
-                instance = plugin_class(json.loads(config) if config.strip() else {})
+                settings = json.loads(config) if config.strip() else {}
+                if not isinstance(settings, dict):
+                    raise Err("invalid plugin config: expected a table")
+                _check_keys(settings, plugin_class.config_keys)
+                instance = plugin_class(settings)
                 state["plugin"] = instance
                 signals = types.Signals(0)
                 for name in instance.signals:

@@ -6,6 +6,7 @@ from sluice_plugin import Batch, Filter, export
 
 class {{type}}(Filter):
     signals = frozenset({"traces"})
+    config_keys = frozenset({"span_names"})   # any other key is refused as a typo
 
     def __init__(self, config: dict):
         names = config.get("span_names", ["GET /healthz", "GET /readyz"])
