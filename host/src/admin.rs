@@ -1,6 +1,12 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (every receiver is bound and
 //! every pipeline built, and no shutdown has begun), `/metrics` (Prometheus text format) and
 //! `/reload` (`POST` to reload the config, `GET` for the last outcome).
+//!
+//! Probes, `/metrics` and the status `GET /reload` are open: orchestrators and scrapers need
+//! them and they change nothing. What changes state or shows data (`POST /reload`) passes the
+//! [`AdminGuard`]: a bearer token when `service.admin_auth` sets one; without one, open on a
+//! loopback listener and off (403, saying how to turn it on) on any other — the container image
+//! binds 0.0.0.0 so that probes and Prometheus reach it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +28,65 @@ pub struct ReloadRequest {
     pub reply: oneshot::Sender<Result<String, String>>,
 }
 
+/// Who may use the admin endpoints that change state or show data.
+#[derive(Debug)]
+pub enum AdminGuard {
+    /// A loopback listener without `admin_auth`: anyone on this machine.
+    Loopback,
+    /// `admin_auth`: requests must carry this bearer token.
+    Bearer(crate::secret::Secret),
+    /// A listener on other interfaces without `admin_auth`: those endpoints are off.
+    Off,
+}
+
+impl AdminGuard {
+    /// The guard for a listener on `address` with `auth` configured.
+    pub fn new(address: std::net::SocketAddr, auth: Option<&crate::config::ReceiverAuthConfig>) -> Self {
+        match auth {
+            Some(crate::config::ReceiverAuthConfig::Bearer { token }) => {
+                AdminGuard::Bearer(crate::secret::Secret::new(token.get_ref().clone()))
+            }
+            None if address.ip().is_loopback() => AdminGuard::Loopback,
+            None => AdminGuard::Off,
+        }
+    }
+
+    /// Lets a request for `what` through, or answers it: 403 when off, 401 without the token.
+    #[allow(clippy::result_large_err)]
+    fn admit(&self, what: &str, headers: &axum::http::HeaderMap) -> Result<(), axum::response::Response> {
+        let refuse = |status: StatusCode, text: String| Err((status, text).into_response());
+        match self {
+            AdminGuard::Loopback => Ok(()),
+            AdminGuard::Off => refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{what} is off: the admin listener is not on loopback and has no token; set \
+                     `[service] admin_auth = {{ bearer = {{ token = {{ file = \"/run/secrets/admin-token\" }} }} }}` \
+                     (or `{{ env = \"NAME\" }}`) and send `Authorization: Bearer <token>`\n"
+                ),
+            ),
+            AdminGuard::Bearer(expected) => match crate::secret::check_bearer(expected, headers) {
+                Ok(()) => Ok(()),
+                Err(crate::secret::BearerRefusal::Unreadable) => {
+                    tracing::error!("The admin token cannot be read; refusing {what}");
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the admin token cannot be read right now\n".into(),
+                    )
+                }
+                Err(refusal) => {
+                    let mut response =
+                        (StatusCode::UNAUTHORIZED, format!("{}\n", refusal.as_str())).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+                    Err(response)
+                }
+            },
+        }
+    }
+}
+
 /// What the admin endpoints report on.
 #[derive(Debug)]
 pub struct AdminState {
@@ -35,6 +100,8 @@ pub struct AdminState {
     pub serving_sha256: String,
     /// The last reload's outcome, for `GET /reload`.
     pub last_reload: Mutex<Option<ReloadOutcome>>,
+    /// Who may `POST /reload`.
+    pub guard: AdminGuard,
 }
 
 /// What the last reload came to, and which config serves since.
@@ -57,7 +124,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// `POST /reload`: 200 with what changed, 400 with every error (the old config keeps serving).
-async fn reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+async fn reload(
+    State(state): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Err(refused) = state.guard.admit("POST /reload", &headers) {
+        return refused;
+    }
+    reload_now(&state).await.into_response()
+}
+
+/// Asks the host to reload and waits for the outcome.
+async fn reload_now(state: &AdminState) -> (StatusCode, String) {
     let (reply, outcome) = oneshot::channel();
     if state.reload.send(ReloadRequest { reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down\n".to_string());
@@ -109,5 +187,91 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("cannot encode metrics: {error}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Credential;
+    use crate::secret::Secret;
+
+    /// The admin routes with `guard`, and a host that answers every reload "nothing changed".
+    fn admin(guard: AdminGuard) -> Router {
+        let (reload, mut requests) = mpsc::channel::<ReloadRequest>(1);
+        tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                let _ = request.reply.send(Ok("nothing changed".into()));
+            }
+        });
+        router(Arc::new(AdminState {
+            metrics: Arc::new(Metrics::new()),
+            ready: true.into(),
+            reload,
+            serving_sha256: "abc".into(),
+            last_reload: Mutex::default(),
+            guard,
+        }))
+    }
+
+    async fn call(router: &Router, method: &str, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response =
+            router.clone().oneshot(request.body(Body::empty()).expect("request")).await.expect("answer");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn post_reload_passes_the_guard_and_probes_never_need_one() {
+        let token = || AdminGuard::Bearer(Secret::new(Credential::Literal("s3cret".into())));
+        let cases = [
+            (AdminGuard::Loopback, None, StatusCode::OK),
+            (AdminGuard::Off, None, StatusCode::FORBIDDEN),
+            (AdminGuard::Off, Some("s3cret"), StatusCode::FORBIDDEN),
+            (token(), None, StatusCode::UNAUTHORIZED),
+            (token(), Some("wrong"), StatusCode::UNAUTHORIZED),
+            (token(), Some("s3cret"), StatusCode::OK),
+        ];
+        for (guard, offered, expected) in cases {
+            let what = format!("{guard:?} with {offered:?}");
+            let router = admin(guard);
+            let (status, body) = call(&router, "POST", "/reload", offered).await;
+            assert_eq!(status, expected, "{what}: {body}");
+            if status == StatusCode::FORBIDDEN {
+                assert!(body.contains("admin_auth"), "says how to turn it on: {body}");
+            }
+            for path in ["/healthz", "/readyz", "/metrics", "/reload"] {
+                assert_eq!(call(&router, "GET", path, None).await.0, StatusCode::OK, "{what}: GET {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_guard_follows_the_address_and_the_config() {
+        let auth = crate::config::ReceiverAuthConfig::Bearer {
+            token: serde_spanned::Spanned::new(0..0, Credential::Literal("t".into())),
+        };
+        let loopback = "127.0.0.1:8888".parse().expect("address");
+        let everywhere = "0.0.0.0:8888".parse().expect("address");
+        assert!(matches!(AdminGuard::new(loopback, None), AdminGuard::Loopback));
+        assert!(matches!(
+            AdminGuard::new("[::1]:8888".parse().expect("address"), None),
+            AdminGuard::Loopback
+        ));
+        assert!(matches!(AdminGuard::new(everywhere, None), AdminGuard::Off));
+        assert!(matches!(AdminGuard::new(everywhere, Some(&auth)), AdminGuard::Bearer(_)));
+        assert!(
+            matches!(AdminGuard::new(loopback, Some(&auth)), AdminGuard::Bearer(_)),
+            "a token set is required"
+        );
     }
 }

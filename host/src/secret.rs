@@ -48,11 +48,20 @@ pub fn locate(credential: &Credential, env: &dyn Fn(&str) -> Option<String>) -> 
     }
 }
 
-/// A header value or credential, resolved on use.
-#[derive(Debug)]
+/// A header value or credential, resolved on use. Its `Debug` names where the value comes from,
+/// never the value.
 pub struct Secret {
     credential: Credential,
     cache: Mutex<Option<(SystemTime, u64, String)>>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.credential {
+            Credential::Literal(_) => f.write_str("Secret(<literal>)"),
+            Credential::Secret(source) => write!(f, "Secret({source:?})"),
+        }
+    }
 }
 
 impl Secret {
@@ -144,5 +153,47 @@ mod tests {
         let file = Credential::Secret(SecretSource::File("/run/secrets/x".into()));
         assert_eq!(locate(&file, &env), Ok(Located::File { path: "/run/secrets/x".into(), named_by: None }));
         assert_eq!(locate(&Credential::Literal("plain".into()), &env), Ok(Located::Value("plain".into())));
+    }
+}
+
+/// Compares without an early exit, so response timing doesn't leak how much of a token matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a request's `Authorization: Bearer` didn't pass; what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerRefusal {
+    /// No bearer token was sent.
+    Missing,
+    /// The token sent is not the expected one.
+    Invalid,
+    /// The expected token can't be read now (its file is missing, say).
+    Unreadable,
+}
+
+impl BearerRefusal {
+    /// The answer's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BearerRefusal::Missing => "missing bearer token",
+            BearerRefusal::Invalid => "invalid bearer token",
+            BearerRefusal::Unreadable => "the expected token cannot be read right now",
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` in `headers` against `expected`. Neither token is
+/// ever logged.
+pub fn check_bearer(expected: &Secret, headers: &http::HeaderMap) -> Result<(), BearerRefusal> {
+    let expected = expected.value().map_err(|_| BearerRefusal::Unreadable)?;
+    let offered = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match offered {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(BearerRefusal::Invalid),
+        None => Err(BearerRefusal::Missing),
     }
 }

@@ -136,8 +136,10 @@ def rotel_binary():
 class Sluice:
     """One running `sluice run` process with its ports and data directory."""
 
-    def __init__(self, tmp: Path, pipeline: str, extra_env=None, wait=True, grace="20s", service=""):
-        """`service`: more `[service]` lines (TOML), e.g. `memory_limit = "256MiB"`."""
+    def __init__(self, tmp: Path, pipeline: str, extra_env=None, wait=True, grace="20s", service="",
+                 admin_host="127.0.0.1"):
+        """`service`: more `[service]` lines (TOML), e.g. `memory_limit = "256MiB"`; `admin_host`:
+        the admin listener's IP (the tests reach it on loopback either way)."""
         self.tmp = tmp
         self.data = tmp / "data"
         self.grpc_port = free_port()
@@ -146,7 +148,7 @@ class Sluice:
         self.config = tmp / "sluice.toml"
         header = textwrap.dedent(f"""
             [service]
-            admin_address = "127.0.0.1:{self.admin_port}"
+            admin_address = "{admin_host}:{self.admin_port}"
             shutdown_grace = "{grace}"
         """) + textwrap.dedent(service)
         self.config.write_text(header + textwrap.dedent(pipeline).format(

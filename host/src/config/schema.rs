@@ -271,6 +271,10 @@ pub struct ServiceConfig {
     /// receivers refuse new data (503 / RESOURCE_EXHAUSTED, retryable) until usage falls below
     /// 70%. Set it a little under the container's limit. None by default.
     pub memory_limit: Option<Spanned<ByteSize>>,
+    /// The token the admin endpoints that change state or show data (`POST /reload`) require:
+    /// `admin_auth = { bearer = { token = { file = "/run/secrets/admin-token" } } }`. Without
+    /// one they are open on a loopback `admin_address` and off on any other.
+    pub admin_auth: Option<ReceiverAuthConfig>,
 }
 
 impl Default for ServiceConfig {
@@ -280,6 +284,7 @@ impl Default for ServiceConfig {
             log_level: LogLevel::Info,
             shutdown_grace: HumanDuration(Duration::from_secs(30)),
             memory_limit: None,
+            admin_auth: None,
         }
     }
 }

@@ -93,6 +93,17 @@ fn check_service(parsed: &Parsed, out: &mut Outcome) {
             "`service.memory_limit` must be at least 64MiB (the host alone needs tens of MiB)".into(),
         );
     }
+    if let Some(crate::config::ReceiverAuthConfig::Bearer { token }) = &parsed.service.admin_auth {
+        let what = "`service.admin_auth`";
+        if matches!(token.get_ref(), Credential::Literal(_)) {
+            out.error(
+                Some(token.span()),
+                format!("{what}: the bearer token is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
+            );
+        } else {
+            check_secret_available(what, token, "the bearer token", parsed.env, out);
+        }
+    }
 }
 
 fn check_receivers(parsed: &Parsed, out: &mut Outcome) {

@@ -15,11 +15,6 @@ use crate::pipeline::{Admitted, PipelineInput, Pledge, Receipt};
 use crate::queue::Reserved;
 use crate::secret::Secret;
 
-/// Compares without an early exit, so response timing doesn't leak how much of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Why a request was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -171,18 +166,13 @@ impl Ingest {
     /// what the client is told; neither the expected nor the offered token is ever logged.
     pub fn authorize(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
         let Some(expected) = &self.auth else { return Ok(()) };
-        let Ok(expected) = expected.value() else {
-            tracing::error!(receiver = %self.receiver, "The receiver's bearer token cannot be read; refusing requests");
-            return Err("the receiver cannot check credentials right now");
-        };
-        let offered = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match offered {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err("invalid bearer token"),
-            None => Err("missing bearer token"),
+        match crate::secret::check_bearer(expected, headers) {
+            Ok(()) => Ok(()),
+            Err(crate::secret::BearerRefusal::Unreadable) => {
+                tracing::error!(receiver = %self.receiver, "The receiver's bearer token cannot be read; refusing requests");
+                Err("the receiver cannot check credentials right now")
+            }
+            Err(refusal) => Err(refusal.as_str()),
         }
     }
 

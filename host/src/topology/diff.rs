@@ -124,6 +124,11 @@ pub enum Refusal {
         /// The new one.
         to: String,
     },
+    /// The admin listener's guard is set up once, at start (its token's file is re-read on use).
+    #[error(
+        "`service.admin_auth` changed: the admin listener's credentials are set at start; restart to apply"
+    )]
+    AdminAuth,
     /// Logging is set up once, at start.
     #[error(
         "`service.log_level` changed from {from} to {to}: the log level is set at start (SLUICE_LOG overrides it); restart to apply"
@@ -196,6 +201,9 @@ impl Diff {
                 from: was.admin_address.get_ref().to_string(),
                 to: now.admin_address.get_ref().to_string(),
             });
+        }
+        if was.admin_auth != now.admin_auth {
+            return Err(Refusal::AdminAuth);
         }
         if was.log_level != now.log_level {
             return Err(Refusal::LogLevel { from: was.log_level.as_str(), to: now.log_level.as_str() });

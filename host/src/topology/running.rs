@@ -271,7 +271,18 @@ pub async fn start(
         reload: reload_tx,
         serving_sha256: loaded.sha256.clone(),
         last_reload: Default::default(),
+        guard: admin::AdminGuard::new(
+            config.service.admin_address.get_ref().0,
+            config.service.admin_auth.as_ref(),
+        ),
     });
+    if matches!(admin.guard, admin::AdminGuard::Off) {
+        tracing::warn!(
+            address = %config.service.admin_address.get_ref().0,
+            "The admin listener is not on loopback and has no service.admin_auth: POST /reload is off \
+             (403); probes, /metrics and GET /reload stay open. Set a bearer token to turn it on"
+        );
+    }
     let admin_stop = CancellationToken::new();
     let memory = MemoryGuard::new(config.service.memory_limit.as_ref().map(|l| l.get_ref().0), &metrics);
     memory.spawn_sampler(admin_stop.clone());
