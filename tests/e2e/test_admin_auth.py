@@ -50,3 +50,35 @@ def test_an_admin_token_guards_reload_and_is_never_logged(make_sluice, tmp_path)
     assert "POST /reload is off" not in host.logs()
     assert host.stop() == 0
     assert TOKEN not in host.logs(), "the token never reaches the log"
+
+
+def test_credentials_in_clear_text_need_an_explicit_yes(make_sluice, tmp_path):
+    """An exporter with a token to a plain-text endpoint off this machine is refused before
+    anything starts; with `allow_plaintext_credentials = true` it starts, with one WARN."""
+    token_file = tmp_path / "vendor-token"
+    token_file.write_text(TOKEN)
+    exporter = f"""
+        [exporters.vendor]
+        type = "otlp"
+        endpoint = "http://10.255.255.1:4317"
+        auth = {{{{ bearer = {{{{ token = {{{{ file = "{token_file}" }}}} }}}} }}}}
+    """
+    wiring = """
+        [pipelines.all]
+        receivers = ["otlp"]
+        exporters = ["vendor"]
+    """
+    receiver = """
+        [receivers.otlp]
+        type = "otlp"
+        grpc = {{ address = "{grpc}" }}
+        http = {{ address = "{http}" }}
+    """
+    refused = make_sluice(receiver + exporter + wiring, wait=False)
+    assert refused.process.wait(timeout=30) == 1
+    assert "would cross the network in clear text to `http://10.255.255.1:4317`" in refused.logs()
+
+    allowed = make_sluice(receiver + exporter + "    allow_plaintext_credentials = true\n" + wiring)
+    assert allowed.logs().count("allow_plaintext_credentials = true") == 1, "one WARN at start"
+    assert allowed.stop() == 0
+    assert TOKEN not in allowed.logs()

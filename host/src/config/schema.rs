@@ -510,6 +510,10 @@ pub struct ClientConfig {
     /// What a full queue does.
     #[serde(default)]
     pub on_full: OnFull,
+    /// Let credentials go to a plain-text `http://` endpoint that is not on loopback (a private
+    /// link: a sidecar, a VPN). Refused by default; one WARN at start when set.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 impl Default for ClientConfig {
@@ -521,6 +525,7 @@ impl Default for ClientConfig {
             tls: ClientTlsConfig::default(),
             retry: RetryConfig::default(),
             on_full: OnFull::default(),
+            allow_plaintext_credentials: false,
         }
     }
 }

@@ -140,7 +140,8 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
         let what = format!("exporter `{id}`");
         if let Some(settings) = &config.shared.client {
             let (urls, resolved) = (config.kind.endpoints(), config.kind.resolves_endpoints());
-            let client = Client { urls, resolved, settings, env: parsed.env };
+            let resolved_in_clear = config.kind.resolves_in_clear();
+            let client = Client { urls, resolved, resolved_in_clear, settings, env: parsed.env };
             check_client(&what, client, &exporter.header, out);
         }
         for (span, message) in config.kind.check() {
@@ -188,9 +189,55 @@ fn check_disk_queues(parsed: &Parsed, out: &mut Outcome) {
 }
 
 /// Header names whose values are credentials: they must come from `env` or `file`.
-fn is_sensitive_header(name: &str) -> bool {
+pub(crate) fn is_sensitive_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     ["authorization", "token", "key", "secret", "password", "auth"].iter().any(|s| name.contains(s))
+}
+
+/// Whether `host` (as a URI writes it) is this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses credentials (auth, a credential-named header) on their way to a plain-text endpoint
+/// off this machine, unless the config says the link is private.
+fn check_credentials_in_clear(
+    what: &str,
+    client: &Client<'_>,
+    header: &Option<Range<usize>>,
+    out: &mut Outcome,
+) {
+    let settings = client.settings;
+    let sensitive = settings.headers.keys().find(|name| is_sensitive_header(name));
+    let carried = match (&settings.auth, sensitive) {
+        (Some(_), _) => "its `auth` credentials".to_string(),
+        (None, Some(name)) => format!("its `{name}` header"),
+        (None, None) => return,
+    };
+    if settings.allow_plaintext_credentials {
+        return;
+    }
+    let advice = "use https://, or set `allow_plaintext_credentials = true` if that link is private (a sidecar, a VPN)";
+    for url in &client.urls {
+        let Ok(uri) = url.get_ref().parse::<http::Uri>() else { continue };
+        if uri.scheme_str() == Some("http") && !uri.host().is_some_and(is_loopback_host) {
+            out.error(
+                Some(url.span()),
+                format!(
+                    "{what}: {carried} would cross the network in clear text to `{}`: {advice}",
+                    url.get_ref()
+                ),
+            );
+        }
+    }
+    if client.resolved_in_clear {
+        out.error(
+            header.clone(),
+            format!("{what}: {carried} would cross the network in clear text to the resolved http:// backends: {advice} (or `scheme = \"https\"`)"),
+        );
+    }
 }
 
 /// What every network exporter's client settings must satisfy.
@@ -198,6 +245,8 @@ struct Client<'a> {
     urls: Vec<&'a serde_spanned::Spanned<String>>,
     /// Its endpoints come from a resolver, which checks its own list.
     resolved: bool,
+    /// The resolver makes plain-text URLs to addresses nobody knows yet.
+    resolved_in_clear: bool,
     settings: &'a ClientConfig,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
@@ -221,6 +270,7 @@ fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, o
             ),
         }
     }
+    check_credentials_in_clear(what, &client, header, out);
     let tls = &client.settings.tls;
     if plaintext && (tls.ca_file.is_some() || tls.cert_file.is_some()) {
         out.error(header.clone(), format!("{what}: `tls` settings need https:// endpoints"));
@@ -491,6 +541,21 @@ fn check_addresses(parsed: &Parsed, out: &mut Outcome) {
         let Some(config) = &receiver.config else { continue };
         for (transport, address) in config.listens_on() {
             claim(address, &receiver.header, format!("receiver `{id}` ({transport})"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_this_machine_and_nothing_else() {
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "[::1]", "::1"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["10.0.0.1", "0.0.0.0", "vendor.example.com", "localhost.example.com", "[::]", "127.example"] {
+            assert!(!is_loopback_host(host), "{host}");
         }
     }
 }

@@ -37,6 +37,11 @@ pub trait ExporterType:
         false
     }
 
+    /// Whether the endpoints its resolver finds are plain-text `http://` URLs.
+    fn resolves_in_clear(&self) -> bool {
+        false
+    }
+
     /// The address it listens on, if it serves (checked against every other listener).
     fn listens_on(&self) -> Option<&Spanned<ListenAddress>> {
         None
@@ -185,6 +190,11 @@ macro_rules! exporter_types {
             /// Whether it finds its endpoints at run time.
             pub fn resolves_endpoints(&self) -> bool {
                 match self { $( Self::$variant(c) => registry::ExporterType::resolves_endpoints(c.as_ref()), )* }
+            }
+
+            /// Whether the endpoints its resolver finds are plain text.
+            pub fn resolves_in_clear(&self) -> bool {
+                match self { $( Self::$variant(c) => registry::ExporterType::resolves_in_clear(c.as_ref()), )* }
             }
 
             /// The address it listens on, if it serves.

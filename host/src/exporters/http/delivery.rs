@@ -82,6 +82,14 @@ impl Delivery {
                 Ok((name, Secret::new(value.get_ref().clone())))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let carries_credentials = client.auth.is_some()
+            || client.headers.keys().any(|name| crate::config::is_sensitive_header(name));
+        if client.allow_plaintext_credentials && carries_credentials {
+            tracing::warn!(
+                exporter = %settings.name,
+                "allow_plaintext_credentials = true: this exporter's credentials may cross the network in clear text"
+            );
+        }
         let auth = client.auth.as_ref().map(|auth| match auth {
             AuthConfig::Basic { username, password } => {
                 (Secret::new(username.get_ref().clone()), Some(Secret::new(password.get_ref().clone())))

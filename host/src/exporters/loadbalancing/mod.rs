@@ -285,6 +285,10 @@ impl ExporterType for LoadBalancingExporterConfig {
         true
     }
 
+    fn resolves_in_clear(&self) -> bool {
+        matches!(&self.resolver, ResolverConfig::Dns(dns) if dns.scheme == config::Scheme::Http)
+    }
+
     fn sends_client_bodies(&self) -> Option<CompressionConfig> {
         // A batch with one owner reaches its backend as it came, and goes on as the otlp
         // exporter would send it.

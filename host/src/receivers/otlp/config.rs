@@ -34,6 +34,10 @@ pub struct OtlpReceiverConfig {
     /// `auth = { bearer = { token = { file = "/run/secrets/ingest-token" } } }`.
     #[serde(default)]
     pub auth: Option<ReceiverAuthConfig>,
+    /// Accept the bearer token over a plain-text listener that is not on loopback (a private
+    /// network). Refused by default; one WARN at start when set.
+    #[serde(default)]
+    pub allow_plaintext_credentials: bool,
 }
 
 /// `auth = { ... }` of a receiver.

@@ -32,6 +32,12 @@ use config::{OtlpReceiverConfig, ReceiverAuthConfig};
 /// `start.feeds` names. Servers stop accepting when `start.stop` is cancelled.
 pub async fn start(otlp: &OtlpReceiverConfig, start: Start<'_>) -> Result<Vec<Listening>, StartError> {
     let (id, shutdown) = (start.id, start.stop);
+    if otlp.auth.is_some() && otlp.allow_plaintext_credentials {
+        tracing::warn!(
+            receiver = %id,
+            "allow_plaintext_credentials = true: clients' bearer tokens may cross the network in clear text"
+        );
+    }
     let auth = otlp.auth.as_ref().map(|crate::config::ReceiverAuthConfig::Bearer { token }| {
         Arc::new(crate::secret::Secret::new(token.get_ref().clone()))
     });
@@ -113,6 +119,26 @@ impl ReceiverType for OtlpReceiverConfig {
                 problems.push((
                     Some(file.span()),
                     format!("{what}: {} does not exist", file.get_ref().display()),
+                ));
+            }
+        }
+        if self.auth.is_some() && !self.allow_plaintext_credentials {
+            let transports = [
+                (self.grpc.enabled, &self.grpc.address, self.grpc.tls.is_some()),
+                (self.http.enabled, &self.http.address, self.http.tls.is_some()),
+            ];
+            for (_, address, _) in transports
+                .into_iter()
+                .filter(|(on, address, tls)| *on && !*tls && !address.get_ref().0.ip().is_loopback())
+            {
+                problems.push((
+                    Some(address.span()),
+                    format!(
+                        "{what}: its bearer token would cross the network in clear text on {}: serve TLS there \
+                         (`tls = {{ cert_file, key_file }}`), listen on loopback, or set \
+                         `allow_plaintext_credentials = true` if that network is private",
+                        address.get_ref().0
+                    ),
                 ));
             }
         }
