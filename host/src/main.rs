@@ -57,6 +57,19 @@ enum Command {
         /// The pipeline TOML.
         file: PathBuf,
     },
+    /// Show a running host's receivers, pipelines, plugins and exporters with their rates,
+    /// refreshed every interval (full screen on a terminal; one table otherwise or with --once).
+    Top {
+        /// The host's admin listener.
+        #[arg(long, env = "SLUICE_ADMIN_ADDRESS", default_value = "127.0.0.1:8888")]
+        address: std::net::SocketAddr,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one table (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -181,6 +194,16 @@ fn main() -> ExitCode {
         Command::Health { address, ready } => health(address, ready),
         Command::Plugin(PluginCommand::Test { plugin, input, config, config_json, output }) => {
             plugin_test(plugin, input, &config, config_json, output)
+        }
+        Command::Top { address, interval, once } => {
+            let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+            match cli::top::run(address, interval, once) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Plugin(PluginCommand::New { name, lang, dir, sdk }) => {
             let scaffold = cli::plugin_new::Scaffold { name, lang, parent: dir, sdk };

@@ -20,18 +20,26 @@ fn reachable(address: SocketAddr) -> SocketAddr {
 /// GETs `path` from the admin listener at `address`; Ok with the status line when it answers
 /// 200 within `timeout`.
 pub fn probe(address: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+    get(address, path, timeout).map(|(status, _)| status)
+}
+
+/// GETs `path` from the admin listener at `address`: the status line and the body when it
+/// answers 200 within `timeout`.
+pub fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<(String, String), String> {
     let target = reachable(address);
     let mut stream = TcpStream::connect_timeout(&target, timeout)
         .map_err(|e| format!("cannot connect to {target}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+    // HTTP/1.0: the answer comes whole, never chunked, and the connection closes after it.
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n")
         .map_err(|e| format!("cannot ask {target}: {e}"))?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).map_err(|e| format!("no answer from {target}: {e}"))?;
     let status = answer.lines().next().unwrap_or_default().to_string();
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
     if status.split_whitespace().nth(1) == Some("200") {
-        Ok(status)
+        Ok((status, body))
     } else if status.is_empty() {
         Err(format!("{target} closed the connection without answering"))
     } else {

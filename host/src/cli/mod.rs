@@ -4,7 +4,9 @@
 //! - [`health`]: `sluice health`, a probe of a running host's admin listener.
 //! - [`plugin_new`]: `sluice plugin new`, a plugin project to start from.
 //! - [`plugin_test`]: `sluice plugin test`, one plugin on one batch file, with a report.
+//! - [`top`]: `sluice top`, a running host's rates on one screen.
 
 pub mod health;
 pub mod plugin_new;
 pub mod plugin_test;
+pub mod top;

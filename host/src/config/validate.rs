@@ -554,7 +554,9 @@ mod tests {
         for host in ["localhost", "LOCALHOST", "127.0.0.1", "127.9.9.9", "[::1]", "::1"] {
             assert!(is_loopback_host(host), "{host}");
         }
-        for host in ["10.0.0.1", "0.0.0.0", "vendor.example.com", "localhost.example.com", "[::]", "127.example"] {
+        for host in
+            ["10.0.0.1", "0.0.0.0", "vendor.example.com", "localhost.example.com", "[::]", "127.example"]
+        {
             assert!(!is_loopback_host(host), "{host}");
         }
     }
