@@ -51,12 +51,12 @@ impl AdminGuard {
         }
     }
 
-    /// Lets a request for `what` through, or answers it: 403 when off, 401 without the token.
-    #[allow(clippy::result_large_err)]
-    fn admit(&self, what: &str, headers: &axum::http::HeaderMap) -> Result<(), axum::response::Response> {
-        let refuse = |status: StatusCode, text: String| Err((status, text).into_response());
+    /// The answer refusing a request for `what`, if it is refused: 403 when off, 401 without
+    /// the token; `None` lets it through.
+    fn refusal(&self, what: &str, headers: &axum::http::HeaderMap) -> Option<axum::response::Response> {
+        let refuse = |status: StatusCode, text: String| Some((status, text).into_response());
         match self {
-            AdminGuard::Loopback => Ok(()),
+            AdminGuard::Loopback => None,
             AdminGuard::Off => refuse(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -66,7 +66,7 @@ impl AdminGuard {
                 ),
             ),
             AdminGuard::Bearer(expected) => match crate::secret::check_bearer(expected, headers) {
-                Ok(()) => Ok(()),
+                Ok(()) => None,
                 Err(crate::secret::BearerRefusal::Unreadable) => {
                     tracing::error!("The admin token cannot be read; refusing {what}");
                     refuse(
@@ -80,7 +80,7 @@ impl AdminGuard {
                     response
                         .headers_mut()
                         .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-                    Err(response)
+                    Some(response)
                 }
             },
         }
@@ -128,7 +128,7 @@ async fn reload(
     State(state): State<Arc<AdminState>>,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    if let Err(refused) = state.guard.admit("POST /reload", &headers) {
+    if let Some(refused) = state.guard.refusal("POST /reload", &headers) {
         return refused;
     }
     reload_now(&state).await.into_response()
