@@ -12,16 +12,12 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use prost::Message;
-use sluice_wire::otlp::{AnyValue, Attributes, Request};
+use sluice_wire::otlp::{AnyValue, Attributes, METRIC_DATA, METRIC_DATA_POINTS, Request};
 use sluice_wire::views::{LogRecordView, MetricView, SpanView};
 use sluice_wire::wire::Fields;
 
 use crate::config::Signal;
 
-/// A metric's data fields (gauge, sum, histogram, exponential histogram, summary), each with
-/// the field number of its data points' attributes.
-const METRIC_DATA: [(u32, u32); 5] = [(5, 7), (7, 7), (9, 9), (10, 1), (11, 7)];
-const DATA_POINTS: u32 = 1;
 const SPAN_STATUS: u32 = 15;
 const STATUS_MESSAGE: u32 = 2;
 const LOG_EVENT_NAME: u32 = 12;
@@ -203,7 +199,7 @@ fn first_point_attributes(metric: &[u8]) -> Attributes<'_> {
     for field in Fields::new(metric).map_while(Result::ok) {
         let Some(&(_, number)) = METRIC_DATA.iter().find(|(data, _)| *data == field.number) else { continue };
         let data = field.bytes().unwrap_or(&[]);
-        if let Some(point) = bytes_field(data, DATA_POINTS) {
+        if let Some(point) = bytes_field(data, METRIC_DATA_POINTS) {
             return Attributes::new(point, number);
         }
     }

@@ -56,9 +56,14 @@ const SCOPE_GROUP_ITEMS: u32 = 2;
 const RESOURCE_ATTRIBUTES: u32 = 1;
 const KEY_VALUE_KEY: u32 = 1;
 const KEY_VALUE_VALUE: u32 = 2;
-// Metric data fields (gauge, sum, histogram, exponential_histogram, summary) and their points.
-const METRIC_DATA_FIELDS: [u32; 5] = [5, 7, 9, 10, 11];
-const METRIC_DATA_POINTS: u32 = 1;
+/// A metric's data fields (gauge 5, sum 7, histogram 9, exponential histogram 10, summary 11),
+/// each with the field number of its data points' attributes.
+pub const METRIC_DATA: [(u32, u32); 5] = [(5, 7), (7, 7), (9, 9), (10, 1), (11, 7)];
+// The data field numbers alone.
+const METRIC_DATA_FIELDS: [u32; 5] =
+    [METRIC_DATA[0].0, METRIC_DATA[1].0, METRIC_DATA[2].0, METRIC_DATA[3].0, METRIC_DATA[4].0];
+/// The data points field inside each of a metric's data fields.
+pub const METRIC_DATA_POINTS: u32 = 1;
 
 /// Iterates the length-delimited values of field `number`, skipping every other field.
 fn messages(buf: &[u8], number: u32) -> impl Iterator<Item = Result<&[u8], Error>> {

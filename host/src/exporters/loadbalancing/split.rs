@@ -5,7 +5,7 @@
 //! A request whose items all belong to one backend is not rewritten at all: the caller sends the
 //! batch as it is (and with it the body its client compressed).
 
-use sluice_wire::otlp::{Request, ResourceGroup, Signal};
+use sluice_wire::otlp::{METRIC_DATA, METRIC_DATA_POINTS, Request, ResourceGroup, Signal};
 use sluice_wire::rewrite::{self, ItemAction};
 use sluice_wire::wire::{Error, Fields, put_bytes_field};
 
@@ -16,11 +16,6 @@ const SPAN_TRACE_ID: u32 = 1;
 const LOG_TRACE_ID: u32 = 9;
 const METRIC_NAME: u32 = 1;
 const RESOURCE_ATTRIBUTES: u32 = 1;
-const DATA_POINTS: u32 = 1;
-
-/// A metric's data fields (gauge, sum, histogram, exponential histogram, summary), each with
-/// the field number of its data points' attributes.
-const METRIC_DATA: [(u32, u32); 5] = [(5, 7), (7, 7), (9, 9), (10, 1), (11, 7)];
 
 /// Where a request's items go.
 #[derive(Debug, PartialEq, Eq)]
@@ -208,7 +203,7 @@ fn metric_owners(metric: &[u8], ring: &Ring) -> Result<Owner, Error> {
         };
         for point in Fields::new(field.bytes()?) {
             let point = point?;
-            if point.number != DATA_POINTS {
+            if point.number != METRIC_DATA_POINTS {
                 continue;
             }
             let mut hasher = Hasher::new();
@@ -238,7 +233,7 @@ fn metric_with_points(metric: &[u8], points: &[u32], backend: u32) -> Result<Vec
         let mut data = Vec::with_capacity(field.raw.len());
         for part in Fields::new(field.bytes()?) {
             let part = part?;
-            let keep = part.number != DATA_POINTS || next.next() == Some(&backend);
+            let keep = part.number != METRIC_DATA_POINTS || next.next() == Some(&backend);
             if keep {
                 data.extend_from_slice(part.raw);
             }
