@@ -211,6 +211,18 @@ pub struct BalancerMetrics {
 }
 
 impl BalancerMetrics {
+    /// Drops `backend`'s routed-items series once it is gone for good.
+    pub fn forget(&self, backend: &str) {
+        for signal in Signal::ALL {
+            let labels = BackendLabels {
+                exporter: self.exporter.clone(),
+                backend: backend.into(),
+                signal: signal.as_str().into(),
+            };
+            self.routed.remove(&labels);
+        }
+    }
+
     /// The counter of items routed to `backend` for `signal`.
     pub fn routed(&self, backend: &str, signal: Signal) -> Counter {
         let labels = BackendLabels {
@@ -598,6 +610,19 @@ impl Metrics {
         }
         let labels = QueueLabels { stage: stage.into(), name: name.into() };
         self.pending_items.get_or_create(&labels).clone()
+    }
+
+    /// Drops the queue and pending series of `stage` `name`, a component that is gone for good
+    /// (a departed backend of a load-balancing exporter), so that addresses that come and go
+    /// don't pile up in `/metrics`. Its queue must be empty and its items settled.
+    pub fn forget_queue(&self, stage: &str, name: &str) {
+        let labels = QueueLabels { stage: stage.into(), name: name.into() };
+        self.queue_depth.remove(&labels);
+        self.queue_capacity.remove(&labels);
+        self.pending_items.remove(&labels);
+        if let Ok(mut seen) = self.pending_labels.lock() {
+            seen.remove(&(stage.to_string(), name.to_string()));
+        }
     }
 
     /// Items pending in every stage, by stage: (pipelines, exporters).

@@ -159,6 +159,12 @@ def test_traces_land_whole_and_dns_changes_remap_only_the_keys_promised(make_slu
         assert not wrong, f"keys moved between gateways that stayed: {wrong[:5]}"
         # 127.0.0.4's third moves, and the newcomer takes a third of the rest: 5/9 in all.
         assert 0.45 <= len(moved) / TRACES <= 0.67, f"{len(moved)} of {TRACES} traces moved"
+        # Once it has drained, the departed gateway's series leave /metrics (addresses that come
+        # and go must not pile up there); the others' stay.
+        for agent in agents:
+            wait_until(lambda: "127.0.0.4" not in agent.admin("/metrics")[2].decode(),
+                       "the departed gateway's series are dropped", lambda: agent.admin("/metrics")[2].decode())
+            assert 'backend="http://127.0.0.5:' in agent.admin("/metrics")[2].decode()
     finally:
         dns.close()
 

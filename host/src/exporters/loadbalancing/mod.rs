@@ -63,8 +63,8 @@ struct Balancer {
     /// The URLs the ring's backend indexes stand for.
     listed: Vec<String>,
     ring: Option<Ring>,
-    /// Departed backends still draining.
-    departing: JoinSet<()>,
+    /// Departed backends still draining; each ends with its URL.
+    departing: JoinSet<String>,
     handback_tx: mpsc::UnboundedSender<Arc<Batch>>,
     handback_rx: mpsc::UnboundedReceiver<Arc<Batch>>,
     answers: resolver::Backends,
@@ -91,7 +91,11 @@ impl Balancer {
                     }
                     None => open = false,
                 },
-                Some(_) = self.departing.join_next(), if !self.departing.is_empty() => {}
+                Some(done) = self.departing.join_next(), if !self.departing.is_empty() => {
+                    if let Ok(url) = done {
+                        self.forget(&url);
+                    }
+                }
             }
             if !open && self.departing.is_empty() {
                 // Every departed backend is done, so nothing more comes back after these.
@@ -144,6 +148,7 @@ impl Balancer {
             self.departing.spawn(async move {
                 let _ = task.await;
                 drop(retired);
+                url
             });
         }
         for url in &urls {
@@ -165,8 +170,22 @@ impl Balancer {
         self.own.backends.set(i64::try_from(self.listed.len()).unwrap_or(i64::MAX));
     }
 
+    /// The label of `url`'s queue and pending series.
+    fn backend_label(&self, url: &str) -> String {
+        format!("{}/{url}", self.name)
+    }
+
+    /// Drops the series of a departed backend that has finished (unless it is listed again).
+    fn forget(&self, url: &str) {
+        if self.backends.contains_key(url) {
+            return;
+        }
+        self.metrics.forget_queue("exporter", &self.backend_label(url));
+        self.own.forget(url);
+    }
+
     fn start_backend(&self, url: &str) -> Result<Backend, String> {
-        let label = format!("{}/{url}", self.name);
+        let label = self.backend_label(url);
         let (tx, rx) = queue::bounded(&self.metrics, "exporter", &label, BACKEND_QUEUE);
         let pending = self.metrics.pending("exporter", &label);
         let counters = PerSignal::new(|signal| DeliveryCounters {
