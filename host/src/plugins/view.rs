@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use prost::Message;
 use sluice_wire::otlp::{AnyValue, Attributes, METRIC_DATA, METRIC_DATA_POINTS, Request};
-use sluice_wire::views::{LogRecordView, MetricView, SpanView};
+use sluice_wire::views::{LogRecordView, MetricView, ResourceView, SpanView};
 use sluice_wire::wire::Fields;
 
 use crate::config::Signal;
@@ -21,9 +21,6 @@ use crate::config::Signal;
 const SPAN_STATUS: u32 = 15;
 const STATUS_MESSAGE: u32 = 2;
 const LOG_EVENT_NAME: u32 = 12;
-const RESOURCE_ATTRIBUTES: u32 = 1;
-const SPAN_ATTRIBUTES: u32 = 9;
-const LOG_ATTRIBUTES: u32 = 6;
 
 /// One batch as a plugin call sees it.
 #[derive(Debug)]
@@ -113,15 +110,15 @@ impl BatchView {
     /// Resource group `resource`'s attributes.
     pub fn resource_attributes(&self, resource: u32) -> Option<Attributes<'_>> {
         let range = self.index().resources.get(resource as usize)?;
-        Some(Attributes::new(&self.bytes[range.clone()], RESOURCE_ATTRIBUTES))
+        Some(ResourceView::new(&self.bytes[range.clone()]).attributes())
     }
 
     /// Item `item`'s attributes (a metric's: its first data point's).
     pub fn attributes(&self, item: u32) -> Option<Attributes<'_>> {
         let bytes = self.item(item)?;
         Some(match self.signal {
-            Signal::Traces => Attributes::new(bytes, SPAN_ATTRIBUTES),
-            Signal::Logs => Attributes::new(bytes, LOG_ATTRIBUTES),
+            Signal::Traces => SpanView::new(bytes).attributes(),
+            Signal::Logs => LogRecordView::new(bytes).attributes(),
             Signal::Metrics => first_point_attributes(bytes),
         })
     }
