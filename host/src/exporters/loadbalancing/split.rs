@@ -50,6 +50,8 @@ enum Owner {
 pub fn split(signal: Signal, buf: &[u8], key: RoutingKey, ring: &Ring) -> Result<Split, Error> {
     let mut owners = Vec::new();
     let mut items = vec![0u64; ring.backends()];
+    // Reused for every data point's attributes (sorted before hashing).
+    let mut scratch = Vec::new();
     for group in Request::new(signal, buf).resources() {
         let group = group?;
         let mut fallback = None;
@@ -82,7 +84,9 @@ pub fn split(signal: Signal, buf: &[u8], key: RoutingKey, ring: &Ring) -> Result
                         };
                         Owner::One(ring.owner(hashed))
                     }
-                    (Signal::Metrics, RoutingKey::Metric | RoutingKey::TraceId) => metric_owners(item, ring)?,
+                    (Signal::Metrics, RoutingKey::Metric | RoutingKey::TraceId) => {
+                        metric_owners(item, ring, &mut scratch)?
+                    }
                     _ => Owner::One(ring.owner(group_key()?)),
                 };
                 match &owner {
@@ -164,14 +168,20 @@ fn service_hash(group: &ResourceGroup<'_>) -> Result<u64, Error> {
 /// The hash of a resource's attributes, whatever order they were written in.
 fn resource_hash(group: &ResourceGroup<'_>) -> Result<u64, Error> {
     let mut hasher = Hasher::new();
-    hash_attributes(&mut hasher, group.resource()?, RESOURCE_ATTRIBUTES)?;
+    hash_attributes(&mut hasher, group.resource()?, RESOURCE_ATTRIBUTES, &mut Vec::new())?;
     Ok(hasher.finish())
 }
 
 /// Feeds the encoded `KeyValue`s in field `number` of `message` to `hasher`, sorted, so two
-/// senders listing the same attributes in different orders agree.
-fn hash_attributes(hasher: &mut Hasher, message: &[u8], number: u32) -> Result<(), Error> {
-    let mut attributes: Vec<&[u8]> = Vec::new();
+/// senders listing the same attributes in different orders agree. `attributes` is scratch
+/// space, so that hashing a point per item allocates nothing.
+fn hash_attributes<'a>(
+    hasher: &mut Hasher,
+    message: &'a [u8],
+    number: u32,
+    attributes: &mut Vec<&'a [u8]>,
+) -> Result<(), Error> {
+    attributes.clear();
     for field in Fields::new(message) {
         let field = field?;
         if field.number == number {
@@ -179,7 +189,7 @@ fn hash_attributes(hasher: &mut Hasher, message: &[u8], number: u32) -> Result<(
         }
     }
     attributes.sort_unstable();
-    for attribute in attributes {
+    for attribute in attributes.iter() {
         hasher.write(attribute);
     }
     Ok(())
@@ -187,7 +197,7 @@ fn hash_attributes(hasher: &mut Hasher, message: &[u8], number: u32) -> Result<(
 
 /// Who owns each data point of an encoded `Metric`, routed by its name and the point's
 /// attributes. A metric whose points all go one way is owned whole.
-fn metric_owners(metric: &[u8], ring: &Ring) -> Result<Owner, Error> {
+fn metric_owners<'a>(metric: &'a [u8], ring: &Ring, scratch: &mut Vec<&'a [u8]>) -> Result<Owner, Error> {
     let mut name: &[u8] = &[];
     for field in Fields::new(metric) {
         let field = field?;
@@ -208,7 +218,7 @@ fn metric_owners(metric: &[u8], ring: &Ring) -> Result<Owner, Error> {
             }
             let mut hasher = Hasher::new();
             hasher.write(name);
-            hash_attributes(&mut hasher, point.bytes()?, attributes)?;
+            hash_attributes(&mut hasher, point.bytes()?, attributes, scratch)?;
             points.push(ring.owner(hasher.finish()));
         }
     }
@@ -386,7 +396,7 @@ mod tests {
                 reversed.attributes.reverse();
                 let mut hasher = Hasher::new();
                 hasher.write(b"gpu_util");
-                hash_attributes(&mut hasher, &reversed.encode_to_vec(), 7).expect("valid");
+                hash_attributes(&mut hasher, &reversed.encode_to_vec(), 7, &mut Vec::new()).expect("valid");
                 assert_eq!(ring.owner(hasher.finish()), part.backend);
                 assert_eq!(sluice_wire::otlp::Attributes::new(&encoded, 7).count(), 2);
             }
