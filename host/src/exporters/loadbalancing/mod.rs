@@ -77,7 +77,6 @@ impl Balancer {
     /// Routes batches until the queue is closed and drained and every departed backend has
     /// finished, then closes the backends and waits for them.
     async fn run(mut self, mut rx: queue::Receiver) {
-        self.take_answer();
         let mut open = true;
         loop {
             tokio::select! {
@@ -342,7 +341,7 @@ impl ExporterType for LoadBalancingExporterConfig {
         let (answers, resolving) = resolver::start(name, &self.resolver, own.resolve_failures.clone())
             .map_err(|message| BuildError::client(name, message))?;
         let (handback_tx, handback_rx) = mpsc::unbounded_channel();
-        let balancer = Balancer {
+        let mut balancer = Balancer {
             name: name.clone(),
             config: self.clone(),
             client: start.client()?.clone(),
@@ -359,6 +358,9 @@ impl ExporterType for LoadBalancingExporterConfig {
             resolving: true,
             failures: LogThrottle::default(),
         };
+        // An answer already in (a static list) starts its backends now, before the host reports
+        // ready, rather than whenever the task first runs.
+        balancer.take_answer();
         let rx = start.queue;
         Ok(tokio::spawn(async move {
             balancer.run(rx).await;
