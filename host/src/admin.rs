@@ -1,9 +1,11 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (every receiver is bound and
 //! every pipeline built, and no shutdown has begun), `/metrics` (Prometheus text format) and
-//! `/reload` (`POST` to reload the config, `GET` for the last outcome).
+//! `/reload` (`POST` to reload the config, `GET` for the last outcome) and `/tap` (live items
+//! with each plugin's verdict, as lines).
 //!
 //! Probes, `/metrics` and the status `GET /reload` are open: orchestrators and scrapers need
-//! them and they change nothing. What changes state or shows data (`POST /reload`) passes the
+//! them and they change nothing. What changes state or shows data (`POST /reload`, `GET /tap`)
+//! passes the
 //! [`AdminGuard`]: a bearer token when `service.admin_auth` sets one; without one, open on a
 //! loopback listener and off (403, saying how to turn it on) on any other — the container image
 //! binds 0.0.0.0 so that probes and Prometheus reach it.
@@ -100,8 +102,10 @@ pub struct AdminState {
     pub serving_sha256: String,
     /// The last reload's outcome, for `GET /reload`.
     pub last_reload: Mutex<Option<ReloadOutcome>>,
-    /// Who may `POST /reload`.
+    /// Who may `POST /reload` and `GET /tap`.
     pub guard: AdminGuard,
+    /// The host's taps, for `GET /tap`.
+    pub taps: Arc<crate::tap::Taps>,
 }
 
 /// What the last reload came to, and which config serves since.
@@ -120,6 +124,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload).get(last_reload))
+        .route("/tap", get(tap))
         .with_state(state)
 }
 
@@ -164,6 +169,51 @@ async fn last_reload(State(state): State<Arc<AdminState>>) -> impl IntoResponse 
         }
     };
     (StatusCode::OK, format!("{outcome}\nconfig sha256: {sha256}\n"))
+}
+
+/// `GET /tap?pipeline=…&stage=…&signal=…&match=…&limit=…&format=json|pretty`: a line per item
+/// passing the point, until `limit` items or the watcher leaves. 400 for a bad query, 404 for a
+/// pipeline or stage the host doesn't have (listing those it has).
+async fn tap(
+    State(state): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    if let Some(refused) = state.guard.refusal("GET /tap", &headers) {
+        return refused;
+    }
+    let request = match crate::tap::Request::parse(query.as_deref().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(problems) => return (StatusCode::BAD_REQUEST, format!("{problems}\n")).into_response(),
+    };
+    let subscription =
+        match state.taps.watch(request.pipeline.as_deref(), request.point.clone(), request.signal) {
+            Ok(subscription) => subscription,
+            Err(problem) => return (StatusCode::NOT_FOUND, format!("{problem}\n")).into_response(),
+        };
+    let content_type = match request.format {
+        crate::tap::Format::Json => "application/x-ndjson",
+        crate::tap::Format::Pretty => "text/plain; charset=utf-8",
+    };
+    let left = request.limit.unwrap_or(u64::MAX);
+    let lines = futures::stream::unfold(
+        (subscription, request, left),
+        |(mut subscription, request, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let sample = subscription.next().await?;
+            let mut text = String::new();
+            let missed = subscription.take_missed();
+            if missed > 0 {
+                crate::tap::missed_line(request.format, missed, &mut text);
+            }
+            let written = crate::tap::render(&sample, &request, left, &mut text);
+            let chunk = Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text));
+            Some((chunk, (subscription, request, left - written)))
+        },
+    );
+    ([(header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(lines)).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -215,6 +265,7 @@ mod tests {
             serving_sha256: "abc".into(),
             last_reload: Mutex::default(),
             guard,
+            taps: Default::default(),
         }))
     }
 

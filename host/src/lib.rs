@@ -23,6 +23,7 @@
 //!   it, swapping it in, and shutting down in order.
 //! - [`reload`]: what triggers a reload — file changes, SIGHUP.
 //! - [`secret`]: credentials named in the config, read when used.
+//! - [`tap`]: live samples of the items passing a pipeline, with each plugin's verdict.
 //! - [`tls`]: TLS for the receivers.
 
 #![deny(missing_docs)]
@@ -42,5 +43,6 @@ pub mod queue;
 pub mod receivers;
 pub mod reload;
 pub mod secret;
+pub mod tap;
 pub mod tls;
 pub mod topology;

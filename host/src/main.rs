@@ -70,6 +70,37 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Stream the items passing one point of a running host's pipelines, each with what the
+    /// plugins did to it (kept, dropped by, attribute set by, routed to).
+    Tap {
+        /// The host's admin listener.
+        #[arg(long, env = "SLUICE_ADMIN_ADDRESS", default_value = "127.0.0.1:8888")]
+        address: std::net::SocketAddr,
+        /// Only this pipeline [default: every pipeline].
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Where to look: `receiver` (as received, with every plugin's verdict),
+        /// `after:PLUGIN` (what leaves that plugin, and what it dropped) or `exporter:NAME`.
+        #[arg(long, default_value = "receiver")]
+        stage: String,
+        /// Only this signal: traces, metrics or logs.
+        #[arg(long)]
+        signal: Option<String>,
+        /// Only items where FIELD matches PATTERN (`*` is a wildcard); FIELD is `name`,
+        /// `resource.KEY` or `attr.KEY` (also `span.name`, `service.name`). Repeatable: all must hold.
+        #[arg(long = "match", value_name = "FIELD=PATTERN")]
+        matches: Vec<String>,
+        /// Stop after this many items.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// `pretty`: one readable line per item; `json`: OTLP JSON with each item's fate.
+        #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+        format: String,
+        /// A file holding the admin bearer token (else `SLUICE_ADMIN_TOKEN`), for a listener
+        /// with `service.admin_auth`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -198,6 +229,25 @@ fn main() -> ExitCode {
         Command::Top { address, interval, once } => {
             let interval = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
             match cli::top::run(address, interval, once) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Tap { address, pipeline, stage, signal, matches, limit, format, token_file } => {
+            let tap = cli::tap::token(token_file.as_ref()).map(|token| cli::tap::Tap {
+                address: Some(address),
+                pipeline,
+                stage,
+                signal,
+                matches,
+                limit,
+                format,
+                token,
+            });
+            match tap.and_then(|tap| cli::tap::run(&tap, &mut std::io::stdout().lock())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error}");

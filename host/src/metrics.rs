@@ -341,6 +341,10 @@ pub struct Metrics {
     pub loadbalancer_routed_items: Family<BackendLabels, Counter>,
     /// Items handed back by departed backends and routed again.
     pub loadbalancer_rerouted_items: Family<ExporterLabels, Counter>,
+    /// Taps (`GET /tap`, `sluice tap`) open now.
+    pub tap_watchers: Gauge,
+    /// Tap samples refused because their watcher was behind.
+    pub tap_missed_samples: Counter,
     /// Every queue's depth gauge, to total at shutdown.
     queues: Mutex<Vec<Gauge>>,
     /// The label sets of [`Metrics::pending`] gauges handed out, to total at shutdown.
@@ -401,8 +405,16 @@ impl Metrics {
             loadbalancer_resolve_failures: Family::default(),
             loadbalancer_routed_items: Family::default(),
             loadbalancer_rerouted_items: Family::default(),
+            tap_watchers: Gauge::default(),
+            tap_missed_samples: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register("sluice_tap_watchers", "Taps open now", metrics.tap_watchers.clone());
+        registry.register(
+            "sluice_tap_missed_samples",
+            "Tap samples refused because their watcher read slower than the pipeline ran",
+            metrics.tap_missed_samples.clone(),
+        );
         registry.register(
             "sluice_receiver_accepted_items",
             "Spans, metric data points and log records accepted",

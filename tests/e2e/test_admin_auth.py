@@ -24,7 +24,7 @@ def test_an_admin_listener_on_every_interface_without_a_token_turns_reload_off(m
     assert status == 403, body
     assert b"admin_auth" in body and b"Authorization: Bearer" in body, "the answer says how to turn it on"
     open_endpoints_answer(host)
-    assert host.logs().count("POST /reload is off") == 1, "one WARN at start"
+    assert host.logs().count("POST /reload and GET /tap are off") == 1, "one WARN at start"
     assert host.metric("sluice_reload_total", result="success") == 0
     assert host.stop() == 0
 
@@ -47,7 +47,7 @@ def test_an_admin_token_guards_reload_and_is_never_logged(make_sluice, tmp_path)
     token_file.write_text(TOKEN + "-rotated")
     assert post_reload(host, TOKEN)[0] == 401
     assert post_reload(host, TOKEN + "-rotated")[0] == 200
-    assert "POST /reload is off" not in host.logs()
+    assert "GET /tap are off" not in host.logs()
     assert host.stop() == 0
     assert TOKEN not in host.logs(), "the token never reaches the log"
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The address to connect to for a listener bound to `address`: an unspecified address
 /// (`0.0.0.0`, `[::]`) is reached through loopback.
-fn reachable(address: SocketAddr) -> SocketAddr {
+pub fn reachable(address: SocketAddr) -> SocketAddr {
     match address {
         SocketAddr::V4(v4) if v4.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], v4.port())),
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => {

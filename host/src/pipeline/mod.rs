@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 use crate::config::{ComponentId, CompressionConfig};
 use crate::exporters::ExporterInput;
 use crate::metrics::Metrics;
-use crate::plugins::chain::Chain;
+use crate::plugins::chain::{Chain, Routed};
 use crate::queue::{self, Reserved};
+use crate::tap::{Point, Taps};
 
 /// The receiving end a receiver holds for one pipeline.
 #[derive(Debug, Clone)]
@@ -142,8 +143,9 @@ pub fn spawn(
     queue_size: usize,
     mut chain: Chain,
     destinations: Destinations,
-    metrics: &Metrics,
+    (metrics, taps): (&Metrics, &Arc<Taps>),
 ) -> (PipelineInput, JoinHandle<()>) {
+    let taps = taps.clone();
     let durable = destinations.durable();
     let (input, mut rx) = queue(name.clone(), queue_size, !durable.is_empty(), metrics);
     let input = input.sending_client_bodies(destinations.client_bodies());
@@ -156,6 +158,9 @@ pub fn spawn(
         // Nothing to run and nothing to write: fan out from a task, without a thread hand-off.
         let task = tokio::spawn(async move {
             while let Some(admitted) = rx.recv().await {
+                if taps.watching() {
+                    run_chain(&name, &mut chain, admitted.batch.clone(), &taps, &destinations);
+                }
                 for exporter in &destinations.default {
                     exporter.send(admitted.batch.clone()).await;
                 }
@@ -175,7 +180,7 @@ pub fn spawn(
                 group.push(next);
             }
             for admitted in &group {
-                for part in chain.run(admitted.batch.clone()) {
+                for part in run_chain(&name, &mut chain, admitted.batch.clone(), &taps, &destinations) {
                     for exporter in destinations.for_route(part.route.as_ref()) {
                         unstored(admitted, exporter.send_blocking(part.batch.clone()));
                     }
@@ -194,4 +199,30 @@ pub fn spawn(
         tracing::debug!(pipeline = %name, "Pipeline drained");
     });
     (input, task)
+}
+
+/// Runs `batch` through `chain`. While someone taps the pipeline, its items are followed through
+/// the chain and shown to those watching where it was received, after a plugin, or handed to
+/// an exporter; otherwise this costs one atomic load.
+fn run_chain(
+    name: &ComponentId,
+    chain: &mut Chain,
+    batch: Arc<crate::batch::Batch>,
+    taps: &Taps,
+    destinations: &Destinations,
+) -> Vec<Routed> {
+    let Some(watchers) = taps.on(name.as_str()) else { return chain.run(batch) };
+    let signal = batch.signal();
+    let (parts, trail) = chain.run_watched(batch.clone(), &watchers);
+    let trail = Arc::new(trail);
+    let received = Routed { route: None, batch, origin: None };
+    watchers
+        .offer(&Point::Receiver, signal, |pipeline, point| received.sample(pipeline, point, trail.clone()));
+    for part in &parts {
+        for exporter in destinations.for_route(part.route.as_ref()) {
+            let point = Point::Exporter(exporter.name().to_string());
+            watchers.offer(&point, signal, |pipeline, point| part.sample(pipeline, point, trail.clone()));
+        }
+    }
+    parts
 }

@@ -308,6 +308,19 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
     rebuilt(signal, bytes)
 }
 
+/// The route indexes (0: the default route) a router's answer sends some item of a batch of
+/// `items` items to, ascending: the order of the parts [`route`] returns.
+pub fn route_order(routing: &types::Routing, items: usize) -> Vec<u32> {
+    let mut used: Vec<u32> = routing.by_item.clone();
+    used.sort_unstable();
+    used.dedup();
+    // Items past the end of `by_item` take the default route.
+    if routing.by_item.len() < items && !used.contains(&0) {
+        used.insert(0, 0);
+    }
+    used
+}
+
 /// Splits a batch by a router's answer: one batch per route, `None` being the default route.
 pub fn route(
     batch: &Batch,
@@ -320,20 +333,11 @@ pub fn route(
         )));
     }
     let name = |index: u32| (index > 0).then(|| routing.routes[index as usize - 1].clone());
-    let mut used: Vec<u32> = routing.by_item.clone();
-    used.sort_unstable();
-    used.dedup();
-    // Items past the end of `by_item` take the default route.
-    let mut total_items = 0u32;
-    for item in sluice_wire::views::items(batch.signal(), batch.payload()) {
-        total_items = item.index + 1;
-    }
-    if (routing.by_item.len() as u32) < total_items && !used.contains(&0) {
-        used.insert(0, 0);
-    }
-    if routing.by_item.len() as u32 > total_items {
+    let total_items = sluice_wire::views::items(batch.signal(), batch.payload()).count();
+    if routing.by_item.len() > total_items {
         return Err(InvalidAnswer("the routing names more items than the batch has".into()));
     }
+    let used = route_order(routing, total_items);
     if used.len() <= 1 {
         return Ok(vec![(used.first().and_then(|&r| name(r)), Applied::Unchanged)]);
     }

@@ -12,6 +12,7 @@ use crate::batch::Batch;
 use crate::config::{ComponentId, OnError};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PluginMetrics};
+use crate::tap::{Origin, Point, Sample, Trail, Watchers};
 use crate::topology::diff::{InstanceKey, Snapshot};
 
 /// A batch on its way out of the chain, with the route a router chose (`None`: default).
@@ -21,6 +22,8 @@ pub struct Routed {
     pub route: Option<Arc<str>>,
     /// The batch.
     pub batch: Arc<Batch>,
+    /// Which received item each of its items is, while the pipeline is tapped.
+    pub origin: Option<Origin>,
 }
 
 /// A processor a reload can hand from an old chain to a new one, with its live instance.
@@ -111,11 +114,50 @@ impl Chain {
 
     /// Runs `batch` through every processor; returns what is left, by route.
     pub fn run(&mut self, batch: Arc<Batch>) -> Vec<Routed> {
-        let mut parts = vec![Routed { route: None, batch }];
+        self.run_with(batch, None)
+    }
+
+    /// Runs `batch` as [`Chain::run`] does, following each item while `watchers` look on: what
+    /// is left carries its items' origins, and the returned trail says what each plugin did to
+    /// each received item. Those watching after a plugin are offered what it let through and
+    /// what it dropped.
+    pub fn run_watched(&mut self, batch: Arc<Batch>, watchers: &Watchers) -> (Vec<Routed>, Trail) {
+        let mut trail = Trail::new(crate::tap::received(&batch).len());
+        let parts = self.run_with(batch, Some((watchers, &mut trail)));
+        (parts, trail)
+    }
+
+    fn run_with(&mut self, batch: Arc<Batch>, mut watch: Option<(&Watchers, &mut Trail)>) -> Vec<Routed> {
+        let origin = watch.is_some().then(|| crate::tap::received(&batch));
+        let mut parts = vec![Routed { route: None, batch, origin }];
         for stage in &mut self.stages {
             let mut next = Vec::with_capacity(parts.len());
+            let point = match &watch {
+                Some((watchers, _)) if watchers.want_any_plugin() => {
+                    Some(Point::After(stage.name.to_string())).filter(|point| watchers.want(point))
+                }
+                _ => None,
+            };
+            let mut seen = Vec::new();
             for part in parts {
-                stage.process(&self.pipeline, part, &mut next);
+                let start = next.len();
+                let input = point.is_some().then(|| part.clone());
+                stage.process(&self.pipeline, part, &mut next, watch.as_mut().map(|(_, trail)| &mut **trail));
+                if let Some(input) = input {
+                    seen.extend(next[start..].iter().map(|part| (part.clone(), None)));
+                    if let Some(dropped) = dropped_here(&input, &next[start..]) {
+                        seen.push((input, Some(dropped)));
+                    }
+                }
+            }
+            if let (Some(point), Some((watchers, trail))) = (&point, &watch) {
+                let trail = Arc::new((**trail).clone());
+                for (part, only) in seen {
+                    watchers.offer(point, part.batch.signal(), |pipeline, point| Sample {
+                        only,
+                        ..part.sample(pipeline, point, trail.clone())
+                    });
+                }
             }
             parts = next;
             if parts.is_empty() {
@@ -126,8 +168,43 @@ impl Chain {
     }
 }
 
+/// The indexes of the items of `input` that none of `out` carries on (dropped here); `None`
+/// when every item went on.
+fn dropped_here(input: &Routed, out: &[Routed]) -> Option<Vec<u32>> {
+    let origin = input.origin.as_ref()?;
+    let went_on: std::collections::HashSet<u32> =
+        out.iter().flat_map(|part| part.origin.iter().flat_map(|o| o.iter().copied())).collect();
+    let only: Vec<u32> =
+        (0..origin.len() as u32).filter(|&n| !went_on.contains(&origin[n as usize])).collect();
+    (!only.is_empty()).then_some(only)
+}
+
+impl Routed {
+    /// A tap's sample of this part, its items' fates in `trail`.
+    pub fn sample(&self, pipeline: Arc<str>, point: Arc<str>, trail: Arc<Trail>) -> Sample {
+        Sample {
+            pipeline,
+            point,
+            signal: self.batch.signal(),
+            payload: self.batch.payload().clone(),
+            route: self.route.clone(),
+            origin: self.origin.clone().unwrap_or_else(|| crate::tap::received(&self.batch)),
+            only: None,
+            trail,
+        }
+    }
+}
+
 impl Stage {
-    fn process(&mut self, pipeline: &ComponentId, part: Routed, out: &mut Vec<Routed>) {
+    /// Runs the plugin on `part` and pushes what comes of it to `out`; with a `trail`, records
+    /// what it did to each item and gives each part out its items' origins.
+    fn process(
+        &mut self,
+        pipeline: &ComponentId,
+        part: Routed,
+        out: &mut Vec<Routed>,
+        trail: Option<&mut Trail>,
+    ) {
         let batch = &part.batch;
         let started = Instant::now();
         // Uncontended except during a reload, while the old chain finishes its last batches.
@@ -143,33 +220,39 @@ impl Stage {
         self.metrics.calls.inc();
         self.metrics.duration.observe(started.elapsed().as_secs_f64());
         self.metrics.items_in.inc_by(batch.items());
-        let applied = match step {
+        let answer = match step {
             Step::Skipped => unreachable!("handled above"),
-            Step::Answered(answer) => apply::answer(batch, &answer, &self.limits),
+            Step::Answered(answer) => answer,
             Step::Faulted(fault) => {
-                self.fault(pipeline, fault.kind, &fault.message, part, out);
+                self.fault(pipeline, fault.kind, &fault.message, part, out, trail);
                 return;
             }
         };
-        match applied {
-            Ok(results) => {
-                let mut items_out = 0;
-                for (route, applied) in results {
-                    let route = route.map(Arc::from).or_else(|| part.route.clone());
-                    let batch = match applied {
-                        Applied::Unchanged => part.batch.clone(),
-                        Applied::Changed(batch) => Arc::new(batch),
-                    };
-                    items_out += batch.items();
-                    if batch.items() > 0 {
-                        out.push(Routed { route, batch });
-                    }
-                }
-                self.metrics.items_out.inc_by(items_out);
-                self.metrics.items_dropped.inc_by(batch.items().saturating_sub(items_out));
+        let results = match apply::answer(batch, &answer, &self.limits) {
+            Ok(results) => results,
+            Err(invalid) => {
+                self.fault(pipeline, "invalid_answer", &invalid.0, part, out, trail);
+                return;
             }
-            Err(invalid) => self.fault(pipeline, "invalid_answer", &invalid.0, part, out),
+        };
+        let origins = match (trail, &part.origin) {
+            (Some(trail), Some(origin)) => trail.follow(&self.name, batch, origin, &answer),
+            _ => Vec::new(),
+        };
+        let mut items_out = 0;
+        for (n, (route, applied)) in results.into_iter().enumerate() {
+            let route = route.map(Arc::from).or_else(|| part.route.clone());
+            let batch = match applied {
+                Applied::Unchanged => part.batch.clone(),
+                Applied::Changed(batch) => Arc::new(batch),
+            };
+            items_out += batch.items();
+            if batch.items() > 0 {
+                out.push(Routed { route, batch, origin: origins.get(n).cloned() });
+            }
         }
+        self.metrics.items_out.inc_by(items_out);
+        self.metrics.items_dropped.inc_by(batch.items().saturating_sub(items_out));
     }
 
     fn fault(
@@ -179,10 +262,14 @@ impl Stage {
         message: &str,
         part: Routed,
         out: &mut Vec<Routed>,
+        trail: Option<&mut Trail>,
     ) {
         self.metrics.fault(kind);
         let policy = self.on_error;
         let items = part.batch.items();
+        if let (Some(trail), Some(origin)) = (trail, &part.origin) {
+            trail.fault(&self.name, origin, kind, policy == OnError::Pass);
+        }
         match policy {
             OnError::Pass => {
                 self.metrics.items_out.inc_by(items);
@@ -309,6 +396,63 @@ mod tests {
             routed(parts),
             [(None, vec!["b".to_string(), "c".into()]), (Some("one".to_string()), vec!["a".to_string()])]
         );
+    }
+
+    #[test]
+    fn a_watched_run_follows_every_item_and_shows_what_a_plugin_let_through_and_dropped() {
+        use futures::FutureExt as _;
+
+        use crate::tap::{Action, Point, Taps};
+        let (config, hashes) = config(
+            r#"
+            [[pipelines.all.processors]]
+            plugin = "{dist}/drop-spans.wasm"
+            config = { span_names = ["b"] }
+            [[pipelines.all.processors]]
+            plugin = "{dist}/set-attributes.wasm"
+            config = { resource = [{ key = "system", value = "graphistry" }] }
+            [[pipelines.all.processors]]
+            plugin = "{dist}/route-by-attribute.wasm"
+            config = { attribute = "tenant", routes = { t1 = "one" } }
+            [pipelines.all.routes]
+            one = ["out"]
+            "#,
+        );
+        let mut chain = build(&config, &hashes, &Metrics::new(), &HashMap::new());
+        let taps = Arc::new(Taps::default());
+        taps.set_points(crate::tap::points(&config));
+        let mut after_drop = taps.watch(Some("all"), Point::After("drop-spans".into()), None).expect("watch");
+        let watchers = taps.on("all").expect("watched");
+        let (parts, trail) = chain.run_watched(spans(&["a@t1", "b", "c"]), &watchers);
+
+        let actions = |item: u32| -> Vec<(String, Action)> {
+            trail.steps(item).iter().map(|step| (step.plugin.to_string(), step.action.clone())).collect()
+        };
+        let tagged = ("set-attributes".to_string(), Action::Set { key: "system".into(), resource: true });
+        assert_eq!(actions(1), [("drop-spans".to_string(), Action::Dropped)]);
+        assert_eq!(
+            actions(0),
+            [tagged.clone(), ("route-by-attribute".to_string(), Action::Routed(Arc::from("one")))]
+        );
+        assert_eq!(actions(2), [tagged]);
+        let mut origins: Vec<(Option<String>, Vec<u32>)> = parts
+            .iter()
+            .map(|p| {
+                (p.route.as_deref().map(str::to_string), p.origin.as_deref().expect("followed").to_vec())
+            })
+            .collect();
+        origins.sort();
+        assert_eq!(origins, [(None, vec![2]), (Some("one".to_string()), vec![0])]);
+
+        // After drop-spans: what it let through, then what it dropped (shown alone).
+        let kept = after_drop.next().now_or_never().flatten().expect("what it let through");
+        assert_eq!((&*kept.origin, kept.only.as_deref()), (&[0, 2][..], None));
+        let dropped = after_drop.next().now_or_never().flatten().expect("what it dropped");
+        assert_eq!((&*dropped.origin, dropped.only.as_deref()), (&[0, 1, 2][..], Some(&[1][..])));
+        assert!(after_drop.next().now_or_never().is_none(), "nothing else: nobody watches later stages");
+
+        let unwatched = chain.run(spans(&["a"]));
+        assert!(unwatched.iter().all(|part| part.origin.is_none()), "nothing followed when nobody taps");
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub mod loader;
 pub mod runner;
 pub mod sandbox;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod view;

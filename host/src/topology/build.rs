@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineInput};
 use crate::plugins::chain::{Chain, SharedPlugin};
 use crate::receivers::ingest::{FeedTable, Feeds};
+use crate::tap::Taps;
 use crate::{exporters, receivers};
 
 /// A running exporter: the queue pipelines feed, and the task draining it.
@@ -74,7 +75,7 @@ pub(super) async fn build(
     diff: &Diff,
     new: Snapshot<'_>,
     serving: &mut Components,
-    (metrics, memory): (&Arc<Metrics>, &Arc<MemoryGuard>),
+    (metrics, memory, taps): (&Arc<Metrics>, &Arc<MemoryGuard>, &Arc<Taps>),
     reloading: bool,
 ) -> anyhow::Result<Built> {
     let config = new.config;
@@ -129,7 +130,7 @@ pub(super) async fn build(
         }
         built.components.instances.extend(chain.instances());
         let (input, task) =
-            pipeline::spawn(id.clone(), *wanted.queue_size.get_ref(), chain, destinations, metrics);
+            pipeline::spawn(id.clone(), *wanted.queue_size.get_ref(), chain, destinations, (metrics, taps));
         built.components.pipelines.insert(id.clone(), BuiltPipeline { input, task });
     }
 

@@ -116,10 +116,11 @@ impl Running {
         reloading: bool,
     ) -> anyhow::Result<()> {
         let snapshot = Snapshot { config, hashes: &hashes };
-        let shared = (&self.metrics, &self.memory);
+        let shared = (&self.metrics, &self.memory, &self.admin.taps);
         let built = build::build(diff, snapshot, &mut self.components, shared, reloading).await?;
         self.commit(diff, built);
         self.memory.set_limit(config.service.memory_limit.as_ref().map(|limit| limit.get_ref().0));
+        self.admin.taps.set_points(crate::tap::points(config));
         self.config = config.clone();
         self.hashes = hashes;
         Ok(())
@@ -234,6 +235,8 @@ impl Running {
             // the tasks holding it are dropped, so the next start delivers it.
             crate::disk_queue::freeze();
         }
+        // Open taps would hold the admin listener's graceful stop open forever.
+        self.admin.taps.close();
         self.admin_stop.cancel();
         let _ = (&mut self.admin_task).await;
         drained.map_err(|_| {
@@ -271,6 +274,7 @@ pub async fn start(
         reload: reload_tx,
         serving_sha256: loaded.sha256.clone(),
         last_reload: Default::default(),
+        taps: Arc::new(crate::tap::Taps::new(&metrics)),
         guard: admin::AdminGuard::new(
             config.service.admin_address.get_ref().0,
             config.service.admin_auth.as_ref(),
@@ -279,8 +283,9 @@ pub async fn start(
     if matches!(admin.guard, admin::AdminGuard::Off) {
         tracing::warn!(
             address = %config.service.admin_address.get_ref().0,
-            "The admin listener is not on loopback and has no service.admin_auth: POST /reload is off \
-             (403); probes, /metrics and GET /reload stay open. Set a bearer token to turn it on"
+            "The admin listener is not on loopback and has no service.admin_auth: POST /reload and \
+             GET /tap are off (403); probes, /metrics and GET /reload stay open. Set a bearer token \
+             to turn them on"
         );
     }
     let admin_stop = CancellationToken::new();
@@ -314,7 +319,7 @@ pub async fn start(
         running.admin_stop.cancel();
         return Err(error);
     }
-    tracing::info!(address = %running.admin_address, "Admin listener serving /healthz, /readyz, /metrics, /reload");
+    tracing::info!(address = %running.admin_address, "Admin listener serving /healthz, /readyz, /metrics, /reload, /tap");
     admin.ready.store(true, Ordering::Release);
     tracing::info!(
         receivers = running.components.receivers.len(),

@@ -1,0 +1,142 @@
+//! `sluice tap`: streams the items passing one point of a running host's pipelines, with what
+//! each plugin did to them, from the admin listener's `GET /tap`.
+//!
+//! The host renders the lines (so any HTTP client gets the same); this side builds the query,
+//! sends the admin token, and copies lines to stdout until the host's `limit` ends the stream,
+//! the host goes away, or the reader does (`sluice tap | head` ends quietly).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::health;
+
+/// What to tap, and how to reach the host.
+#[derive(Debug, Clone, Default)]
+pub struct Tap {
+    /// The host's admin listener.
+    pub address: Option<SocketAddr>,
+    /// The pipeline (every pipeline when `None`).
+    pub pipeline: Option<String>,
+    /// `receiver`, `after:PLUGIN` or `exporter:NAME`.
+    pub stage: String,
+    /// `traces`, `metrics` or `logs` (all when `None`).
+    pub signal: Option<String>,
+    /// `FIELD=PATTERN` conditions, all of which an item meets.
+    pub matches: Vec<String>,
+    /// Stop after this many items.
+    pub limit: Option<u64>,
+    /// `json` or `pretty`.
+    pub format: String,
+    /// The admin bearer token, if the listener asks for one.
+    pub token: Option<String>,
+}
+
+impl Tap {
+    /// The request's path and query string.
+    pub fn path(&self) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(pipeline) = &self.pipeline {
+            query.append_pair("pipeline", pipeline);
+        }
+        query.append_pair("stage", &self.stage);
+        if let Some(signal) = &self.signal {
+            query.append_pair("signal", signal);
+        }
+        for condition in &self.matches {
+            query.append_pair("match", condition);
+        }
+        if let Some(limit) = self.limit {
+            query.append_pair("limit", &limit.to_string());
+        }
+        query.append_pair("format", &self.format);
+        format!("/tap?{}", query.finish())
+    }
+}
+
+/// The token from `file` (trimmed), or from the environment's `SLUICE_ADMIN_TOKEN`.
+pub fn token(file: Option<&PathBuf>) -> Result<Option<String>, String> {
+    if let Some(file) = file {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        return Ok(Some(text.trim().to_string()));
+    }
+    Ok(std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+}
+
+/// Streams `tap`'s lines to `out` until the stream ends.
+pub fn run(tap: &Tap, out: &mut impl Write) -> Result<(), String> {
+    let address = tap.address.ok_or("no admin address")?;
+    let target = health::reachable(address);
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
+        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    let path = tap.path();
+    let authorization =
+        tap.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    // HTTP/1.0: the host streams the body unframed and closes the connection after it.
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n{authorization}\r\n")
+        .map_err(|e| format!("cannot ask {target}: {e}"))?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).map_err(|e| format!("no answer from {target}: {e}"))?;
+    let status = status.trim_end().to_string();
+    loop {
+        let mut header = String::new();
+        let read = reader.read_line(&mut header).map_err(|e| format!("no answer from {target}: {e}"))?;
+        if read == 0 || header.trim_end().is_empty() {
+            break;
+        }
+    }
+    if status.split_whitespace().nth(1) != Some("200") {
+        let mut body = String::new();
+        let _ = reader.read_to_string(&mut body);
+        if status.is_empty() {
+            return Err(format!("{target} closed the connection without answering"));
+        }
+        return Err(format!("{target}/tap answered `{status}`: {}", body.trim_end()));
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("the stream from {target} broke: {e}")),
+        }
+        match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => {}
+            // The reader left (`| head`): that ends the tap, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(format!("cannot write: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_carries_every_choice_encoded() {
+        let tap = Tap {
+            pipeline: Some("traces".into()),
+            stage: "after:drop-spans".into(),
+            signal: Some("traces".into()),
+            matches: vec!["span.name=*check out*".into(), "resource.service.name=api".into()],
+            limit: Some(5),
+            format: "pretty".into(),
+            ..Tap::default()
+        };
+        let path = tap.path();
+        assert_eq!(
+            path,
+            "/tap?pipeline=traces&stage=after%3Adrop-spans&signal=traces&match=span.name%3D*check+out*\
+             &match=resource.service.name%3Dapi&limit=5&format=pretty"
+        );
+        let request =
+            sluice::tap::Request::parse(path.trim_start_matches("/tap?")).expect("the host reads it");
+        assert_eq!(request.matches.len(), 2);
+        assert_eq!(request.limit, Some(5));
+    }
+}
