@@ -83,8 +83,8 @@ enum Command {
         /// `after:PLUGIN` (what leaves that plugin, and what it dropped) or `exporter:NAME`.
         #[arg(long, default_value = "receiver")]
         stage: String,
-        /// Only this signal: traces, metrics or logs.
-        #[arg(long)]
+        /// Only this signal.
+        #[arg(long, value_parser = ["traces", "metrics", "logs"])]
         signal: Option<String>,
         /// Only items where FIELD matches PATTERN (`*` is a wildcard); FIELD is `name`,
         /// `resource.KEY` or `attr.KEY` (also `span.name`, `service.name`). Repeatable: all must hold.
@@ -96,10 +96,13 @@ enum Command {
         /// `pretty`: one readable line per item; `json`: OTLP JSON with each item's fate.
         #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
         format: String,
-        /// A file holding the admin bearer token (else `SLUICE_ADMIN_TOKEN`), for a listener
-        /// with `service.admin_auth`.
-        #[arg(long)]
+        /// A file holding the admin bearer token, for a listener with `service.admin_auth`.
+        #[arg(long, conflicts_with = "token")]
         token_file: Option<PathBuf>,
+        /// The admin bearer token itself; prefer the environment or --token-file, since a
+        /// value on the command line shows in `ps`.
+        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
@@ -236,8 +239,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tap { address, pipeline, stage, signal, matches, limit, format, token_file } => {
-            let tap = cli::tap::token(token_file.as_ref()).map(|token| cli::tap::Tap {
+        Command::Tap { address, pipeline, stage, signal, matches, limit, format, token_file, token } => {
+            let token = match token_file {
+                Some(file) => cli::tap::token_from(&file).map(Some),
+                None => Ok(token.filter(|t| !t.is_empty())),
+            };
+            let tap = token.map(|token| cli::tap::Tap {
                 address: Some(address),
                 pipeline,
                 stage,

@@ -232,6 +232,23 @@ class Sluice:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def shipped_sluice(tmp_path, name, **env):
+    """`sluice run --config pipelines/<name>` as shipped, its addresses and data directory set
+    through the variables the file reads; `env` adds more (e.g. GRAPHISTRY_INSTANCE)."""
+    ports = {name: free_port() for name in ("grpc", "http", "admin")}
+    env = dict(os.environ, SLUICE_GRPC_ADDRESS=f"127.0.0.1:{ports['grpc']}",
+               SLUICE_HTTP_ADDRESS=f"127.0.0.1:{ports['http']}", SLUICE_ADMIN_ADDRESS=f"127.0.0.1:{ports['admin']}",
+               SLUICE_DATA_DIR=str(tmp_path / "data"), SLUICE_CACHE_DIR=str(PLUGIN_CACHE), **env)
+    host = Sluice.__new__(Sluice)
+    host.tmp, host.data = tmp_path, tmp_path / "data"
+    host.grpc_port, host.http_port, host.admin_port = ports["grpc"], ports["http"], ports["admin"]
+    host.stdout, host.stderr = open(tmp_path / "stdout.log", "wb"), open(tmp_path / "stderr.log", "wb")
+    host.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(REPO / "pipelines" / name)],
+                                    stdout=host.stdout, stderr=host.stderr, env=env)
+    host.wait_ready()
+    return host
+
+
 # Pipeline building blocks, formatted by the harness ({grpc}, {http}, {data}, {plugins}).
 RECEIVER = """
     [receivers.otlp]

@@ -211,7 +211,7 @@ def help_options(*command):
     assert result.returncode == 0, result.stderr
     text = result.stdout
     flags = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]*)", text, flags=re.M)) - {"--help", "--version"}
-    env = set(re.findall(r"\[env: ([A-Z_]+)=", text))
+    env = set(re.findall(r"\[env: ([A-Z_]+)[=\]]", text))  # a hidden value prints no `=`
     values = set()
     for listed in re.findall(r"\[possible values: ([^\]]+)\]", text):
         values |= {v.strip() for v in listed.split(",")}

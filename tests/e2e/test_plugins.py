@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import ARCHIVE, PLUGIN_CACHE, PLUGINS, PROTOBUF, RECEIVER, REPO, Sluice, free_port, pipeline, post, sluice_binary
+from conftest import (ARCHIVE, PLUGIN_CACHE, PLUGINS, PROTOBUF, RECEIVER, REPO, pipeline, post,
+                      shipped_sluice, sluice_binary)
 from otlp_payloads import attributes, logs, records_in, spans_in, traces
 
 
@@ -155,18 +156,8 @@ def test_sample_traces_is_consistent_across_hosts(make_sluice):
 
 
 def test_graphistry_pipeline_as_shipped(tmp_path):
-    ports = {name: free_port() for name in ("grpc", "http", "admin")}
-    env = dict(os.environ, SLUICE_GRPC_ADDRESS=f"127.0.0.1:{ports['grpc']}",
-               SLUICE_HTTP_ADDRESS=f"127.0.0.1:{ports['http']}", SLUICE_ADMIN_ADDRESS=f"127.0.0.1:{ports['admin']}",
-               SLUICE_DATA_DIR=str(tmp_path / "data"), GRAPHISTRY_INSTANCE="lab-7", SLUICE_CACHE_DIR=str(PLUGIN_CACHE))
-    host = Sluice.__new__(Sluice)
-    host.tmp, host.data = tmp_path, tmp_path / "data"
-    host.grpc_port, host.http_port, host.admin_port = ports["grpc"], ports["http"], ports["admin"]
-    host.stdout, host.stderr = open(tmp_path / "stdout.log", "wb"), open(tmp_path / "stderr.log", "wb")
-    host.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(REPO / "pipelines" / "graphistry.toml")],
-                                    stdout=host.stdout, stderr=host.stderr, env=env)
+    host = shipped_sluice(tmp_path, "graphistry.toml", GRAPHISTRY_INSTANCE="lab-7")
     try:
-        host.wait_ready()
         request = traces(1, prefix="x")
         spans = request.resource_spans[0].scope_spans[0].spans
         for name in ["GET /healthz", "datasets.list", "check_workers", "upload_dataset", "render"]:

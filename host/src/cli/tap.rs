@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use super::health;
@@ -55,14 +55,10 @@ impl Tap {
     }
 }
 
-/// The token from `file` (trimmed), or from the environment's `SLUICE_ADMIN_TOKEN`.
-pub fn token(file: Option<&PathBuf>) -> Result<Option<String>, String> {
-    if let Some(file) = file {
-        let text =
-            std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        return Ok(Some(text.trim().to_string()));
-    }
-    Ok(std::env::var("SLUICE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+/// The token in `file`, without the surrounding whitespace a secret file often ends with.
+pub fn token_from(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(text.trim().to_string())
 }
 
 /// Streams `tap`'s lines to `out` until the stream ends.
