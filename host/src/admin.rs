@@ -186,11 +186,10 @@ async fn tap(
         Ok(request) => request,
         Err(problems) => return (StatusCode::BAD_REQUEST, format!("{problems}\n")).into_response(),
     };
-    let subscription =
-        match state.taps.watch(request.pipeline.as_deref(), request.point.clone(), request.signal) {
-            Ok(subscription) => subscription,
-            Err(problem) => return (StatusCode::NOT_FOUND, format!("{problem}\n")).into_response(),
-        };
+    let subscription = match state.taps.watch(&request) {
+        Ok(subscription) => subscription,
+        Err(problem) => return (StatusCode::NOT_FOUND, format!("{problem}\n")).into_response(),
+    };
     let content_type = match request.format {
         crate::tap::Format::Json => "application/x-ndjson",
         crate::tap::Format::Pretty => "text/plain; charset=utf-8",

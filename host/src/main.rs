@@ -93,6 +93,10 @@ enum Command {
         /// Stop after this many items.
         #[arg(long)]
         limit: Option<u64>,
+        /// At most this many items a second; batches past it pass untapped, so a tap costs the
+        /// host no more than it shows.
+        #[arg(long, default_value_t = sluice::tap::DEFAULT_RATE)]
+        rate: u64,
         /// `pretty`: one readable line per item; `json`: OTLP JSON with each item's fate.
         #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
         format: String,
@@ -239,7 +243,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tap { address, pipeline, stage, signal, matches, limit, format, token_file, token } => {
+        Command::Tap {
+            address,
+            pipeline,
+            stage,
+            signal,
+            matches,
+            limit,
+            rate,
+            format,
+            token_file,
+            token,
+        } => {
             let token = match token_file {
                 Some(file) => cli::tap::token_from(&file).map(Some),
                 None => Ok(token.filter(|t| !t.is_empty())),
@@ -251,6 +266,7 @@ fn main() -> ExitCode {
                 signal,
                 matches,
                 limit,
+                rate,
                 format,
                 token,
             });

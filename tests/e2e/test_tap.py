@@ -121,7 +121,8 @@ def test_a_tap_that_falls_behind_loses_its_own_samples_not_the_pipelines_items(m
     watcher = socket.socket()
     watcher.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     watcher.connect(("127.0.0.1", host.admin_port))
-    watcher.sendall(b"GET /tap?format=json HTTP/1.0\r\n\r\n")
+    # A rate well past the load, so every batch is offered and the channel fills.
+    watcher.sendall(b"GET /tap?format=json&rate=100000000 HTTP/1.0\r\n\r\n")
     wait_until(lambda: host.metric("sluice_tap_watchers") == 1, "the tap is open")
     requests, spans = 300, 100
     body = traces(spans, prefix="keep").SerializeToString()

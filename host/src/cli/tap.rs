@@ -27,6 +27,8 @@ pub struct Tap {
     pub matches: Vec<String>,
     /// Stop after this many items.
     pub limit: Option<u64>,
+    /// At most this many items a second.
+    pub rate: u64,
     /// `json` or `pretty`.
     pub format: String,
     /// The admin bearer token, if the listener asks for one.
@@ -50,6 +52,7 @@ impl Tap {
         if let Some(limit) = self.limit {
             query.append_pair("limit", &limit.to_string());
         }
+        query.append_pair("rate", &self.rate.to_string());
         query.append_pair("format", &self.format);
         format!("/tap?{}", query.finish())
     }
@@ -121,6 +124,7 @@ mod tests {
             signal: Some("traces".into()),
             matches: vec!["span.name=*check out*".into(), "resource.service.name=api".into()],
             limit: Some(5),
+            rate: 20,
             format: "pretty".into(),
             ..Tap::default()
         };
@@ -128,11 +132,11 @@ mod tests {
         assert_eq!(
             path,
             "/tap?pipeline=traces&stage=after%3Adrop-spans&signal=traces&match=span.name%3D*check+out*\
-             &match=resource.service.name%3Dapi&limit=5&format=pretty"
+             &match=resource.service.name%3Dapi&limit=5&rate=20&format=pretty"
         );
         let request =
             sluice::tap::Request::parse(path.trim_start_matches("/tap?")).expect("the host reads it");
         assert_eq!(request.matches.len(), 2);
-        assert_eq!(request.limit, Some(5));
+        assert_eq!((request.limit, request.rate), (Some(5), 20));
     }
 }

@@ -421,7 +421,12 @@ mod tests {
         let mut chain = build(&config, &hashes, &Metrics::new(), &HashMap::new());
         let taps = Arc::new(Taps::default());
         taps.set_points(crate::tap::points(&config));
-        let mut after_drop = taps.watch(Some("all"), Point::After("drop-spans".into()), None).expect("watch");
+        let wanted = crate::tap::Request {
+            pipeline: Some("all".into()),
+            point: Point::After("drop-spans".into()),
+            ..crate::tap::Request::parse("").expect("the defaults")
+        };
+        let mut after_drop = taps.watch(&wanted).expect("watch");
         let watchers = taps.on("all").expect("watched");
         let (parts, trail) = chain.run_watched(spans(&["a@t1", "b", "c"]), &watchers);
 

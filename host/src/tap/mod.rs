@@ -11,12 +11,13 @@
 mod render;
 mod trail;
 
-pub use render::{Format, Match, Request, missed_line, render};
+pub use render::{DEFAULT_RATE, Format, Match, Request, missed_line, render};
 pub use trail::{Action, Origin, Step, Trail, received};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -113,6 +114,33 @@ struct Watcher {
     samples: mpsc::Sender<Sample>,
     /// Samples refused because its channel was full.
     missed: Arc<AtomicU64>,
+    /// How many items it may still be handed this second.
+    budget: Mutex<Budget>,
+}
+
+/// A watcher's items per second: what a tap costs the host is bounded by what it asked to see.
+#[derive(Debug)]
+struct Budget {
+    per_second: u64,
+    window: Instant,
+    used: u64,
+}
+
+impl Watcher {
+    /// Whether it may be handed more items this second.
+    fn has_room(&self) -> bool {
+        let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+        if budget.window.elapsed() >= Duration::from_secs(1) {
+            budget.window = Instant::now();
+            budget.used = 0;
+        }
+        budget.used < budget.per_second
+    }
+
+    /// Counts `items` handed to it.
+    fn charge(&self, items: u64) {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner()).used += items;
+    }
 }
 
 /// The host's taps: who watches, and which points each pipeline has.
@@ -157,7 +185,8 @@ impl Taps {
         *self.points.lock().unwrap_or_else(|p| p.into_inner()) = points;
     }
 
-    /// The watchers of `pipeline`, if any.
+    /// The watchers of `pipeline` that may be handed more items this second, if any: with
+    /// none, the batch runs as if nobody watched.
     pub fn on(&self, pipeline: &str) -> Option<Watchers> {
         if !self.watching() {
             return None;
@@ -165,7 +194,7 @@ impl Taps {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         let list: Vec<Arc<Watcher>> = watchers
             .iter()
-            .filter(|w| w.pipeline.as_deref().is_none_or(|p| p == pipeline))
+            .filter(|w| w.pipeline.as_deref().is_none_or(|p| p == pipeline) && w.has_room())
             .cloned()
             .collect();
         (!list.is_empty()).then(|| Watchers {
@@ -175,15 +204,11 @@ impl Taps {
         })
     }
 
-    /// Starts watching `point` of `pipeline` (every pipeline that has it when `None`), for
-    /// `signal` (all when `None`). Refuses a pipeline or point the serving topology doesn't
-    /// have, listing those it does.
-    pub fn watch(
-        self: &Arc<Self>,
-        pipeline: Option<&str>,
-        point: Point,
-        signal: Option<Signal>,
-    ) -> Result<Subscription, String> {
+    /// Starts watching what `request` asks for: its point of its pipeline (every pipeline that
+    /// has it when `None`), for its signal (all when `None`), at most its `rate` items a second.
+    /// Refuses a pipeline or point the serving topology doesn't have, listing those it does.
+    pub fn watch(self: &Arc<Self>, request: &Request) -> Result<Subscription, String> {
+        let (pipeline, point) = (request.pipeline.as_deref(), request.point.clone());
         if self.closed.load(Ordering::Relaxed) {
             return Err("the host is shutting down".into());
         }
@@ -213,7 +238,8 @@ impl Taps {
             id,
             pipeline: pipeline.map(str::to_string),
             point,
-            signal,
+            signal: request.signal,
+            budget: Mutex::new(Budget { per_second: request.rate, window: Instant::now(), used: 0 }),
             samples,
             missed: missed.clone(),
         });
@@ -303,8 +329,11 @@ impl Watchers {
             return;
         }
         let sample = sample(self.pipeline.clone(), Arc::from(point.to_string()));
+        let items = sample.only.as_ref().map_or(sample.origin.len(), Vec::len) as u64;
         for watcher in watching {
-            if watcher.samples.try_send(sample.clone()).is_err() {
+            if watcher.samples.try_send(sample.clone()).is_ok() {
+                watcher.charge(items);
+            } else {
                 watcher.missed.fetch_add(1, Ordering::Relaxed);
                 self.missed.inc();
             }
@@ -318,6 +347,15 @@ mod tests {
 
     use super::*;
     use crate::plugins::testing::spans;
+
+    fn wanting(pipeline: Option<&str>, point: Point, signal: Option<Signal>) -> Request {
+        Request {
+            pipeline: pipeline.map(str::to_string),
+            point,
+            signal,
+            ..Request::parse("").expect("the defaults")
+        }
+    }
 
     fn taps() -> Arc<Taps> {
         let taps = Arc::new(Taps::new(&Metrics::new()));
@@ -347,12 +385,13 @@ mod tests {
     #[test]
     fn a_tap_names_a_pipeline_and_stage_the_host_has() {
         let taps = taps();
-        let error = taps.watch(Some("three"), Point::Receiver, None).expect_err("no such pipeline");
+        let error = taps.watch(&wanting(Some("three"), Point::Receiver, None)).expect_err("no such pipeline");
         assert!(error.contains("the pipelines are: one, two"), "{error}");
-        let error = taps.watch(Some("one"), Point::After("tag".into()), None).expect_err("not in `one`");
+        let error =
+            taps.watch(&wanting(Some("one"), Point::After("tag".into()), None)).expect_err("not in `one`");
         assert!(error.contains("its stages are: receiver, after:drop-spans, exporter:out"), "{error}");
-        assert!(taps.watch(None, Point::After("tag".into()), None).is_ok(), "some pipeline has it");
-        assert!(taps.watch(None, Point::Exporter("gone".into()), None).is_err());
+        assert!(taps.watch(&wanting(None, Point::After("tag".into()), None)).is_ok(), "some pipeline has it");
+        assert!(taps.watch(&wanting(None, Point::Exporter("gone".into()), None)).is_err());
         assert_eq!(Point::parse("exporter:out"), Ok(Point::Exporter("out".into())));
         assert!(Point::parse("after:").is_err() && Point::parse("sender").is_err());
     }
@@ -361,9 +400,11 @@ mod tests {
     fn samples_reach_only_the_watchers_of_their_pipeline_point_and_signal() {
         let taps = taps();
         assert!(!taps.watching() && taps.on("one").is_none(), "nobody watches: nothing to look up");
-        let mut receiver_of_one = taps.watch(Some("one"), Point::Receiver, None).expect("watch");
-        let mut logs_anywhere = taps.watch(None, Point::Receiver, Some(Signal::Logs)).expect("watch");
-        let mut exporter_of_any = taps.watch(None, Point::Exporter("out".into()), None).expect("watch");
+        let mut receiver_of_one = taps.watch(&wanting(Some("one"), Point::Receiver, None)).expect("watch");
+        let mut logs_anywhere =
+            taps.watch(&wanting(None, Point::Receiver, Some(Signal::Logs))).expect("watch");
+        let mut exporter_of_any =
+            taps.watch(&wanting(None, Point::Exporter("out".into()), None)).expect("watch");
         assert!(taps.watching());
         for pipeline in ["one", "two"] {
             let watchers = taps.on(pipeline).expect("watched");
@@ -387,7 +428,7 @@ mod tests {
         let metrics = Metrics::new();
         let taps = Arc::new(Taps::new(&metrics));
         taps.set_points(BTreeMap::from([("one".into(), vec![Point::Receiver])]));
-        let mut slow = taps.watch(None, Point::Receiver, None).expect("watch");
+        let mut slow = taps.watch(&wanting(None, Point::Receiver, None)).expect("watch");
         let watchers = taps.on("one").expect("watched");
         for _ in 0..SAMPLES_WAITING + 5 {
             // Never waits: a full channel refuses at once.
@@ -400,12 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn a_watcher_is_handed_no_more_than_its_rate() {
+        let taps = taps();
+        let request = Request { rate: 150, ..wanting(None, Point::Receiver, None) };
+        let mut watched = taps.watch(&request).expect("watch");
+        let mut offered = 0;
+        for _ in 0..5 {
+            // 100 items a batch: the second batch passes the 150 a second, the third is not offered.
+            if let Some(watchers) = taps.on("one") {
+                watchers.offer(&Point::Receiver, Signal::Traces, |pipeline, point| Sample {
+                    origin: (0..100).collect(),
+                    ..sample(pipeline, point)
+                });
+                offered += 1;
+            }
+        }
+        assert_eq!(offered, 2, "past its rate the pipeline runs as if nobody watched");
+        assert_eq!(watched.take_missed(), 0, "sampled out, not missed");
+        assert!(watched.next().now_or_never().flatten().is_some());
+    }
+
+    #[test]
     fn leaving_or_closing_ends_the_watch() {
         let metrics = Metrics::new();
         let taps = Arc::new(Taps::new(&metrics));
         taps.set_points(BTreeMap::from([("one".into(), vec![Point::Receiver])]));
-        let left = taps.watch(None, Point::Receiver, None).expect("watch");
-        let mut stays = taps.watch(None, Point::Receiver, None).expect("watch");
+        let left = taps.watch(&wanting(None, Point::Receiver, None)).expect("watch");
+        let mut stays = taps.watch(&wanting(None, Point::Receiver, None)).expect("watch");
         assert_eq!(metrics.tap_watchers.get(), 2);
         drop(left);
         assert_eq!(metrics.tap_watchers.get(), 1);
@@ -413,7 +475,7 @@ mod tests {
         assert!(!taps.watching());
         assert_eq!(metrics.tap_watchers.get(), 0);
         assert!(matches!(stays.next().now_or_never(), Some(None)), "the stream ends");
-        assert!(taps.watch(None, Point::Receiver, None).is_err(), "no new taps while stopping");
+        assert!(taps.watch(&wanting(None, Point::Receiver, None)).is_err(), "no new taps while stopping");
         drop(stays);
         assert_eq!(metrics.tap_watchers.get(), 0, "not counted down twice");
     }

@@ -104,6 +104,10 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// The items a second a tap is handed unless it asks otherwise: more than anyone reads, little
+/// enough that rendering them is a small share of a core.
+pub const DEFAULT_RATE: u64 = 1_000;
+
 /// What a watcher asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
@@ -117,13 +121,16 @@ pub struct Request {
     pub matches: Vec<Match>,
     /// Stop after this many items (`None`: until the watcher leaves).
     pub limit: Option<u64>,
+    /// At most this many items a second: batches past it run as if nobody watched, so a tap
+    /// costs the host no more than it shows.
+    pub rate: u64,
     /// How to write items.
     pub format: Format,
 }
 
 impl Request {
     /// Parses the query string of `GET /tap`: `pipeline`, `stage`, `signal`, `match`
-    /// (repeatable), `limit`, `format` — every problem at once.
+    /// (repeatable), `limit`, `rate`, `format` — every problem at once.
     pub fn parse(query: &str) -> Result<Self, String> {
         let mut request = Request {
             pipeline: None,
@@ -131,6 +138,7 @@ impl Request {
             signal: None,
             matches: Vec::new(),
             limit: None,
+            rate: DEFAULT_RATE,
             format: Format::Json,
         };
         let mut problems = Vec::new();
@@ -153,6 +161,12 @@ impl Request {
                     .filter(|&limit| limit > 0)
                     .ok_or_else(|| format!("limit `{value}` is not a positive whole number"))
                     .map(|limit| request.limit = Some(limit)),
+                "rate" => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&rate| rate > 0)
+                    .ok_or_else(|| format!("rate `{value}` is not a positive whole number"))
+                    .map(|rate| request.rate = rate),
                 "format" => match value.as_ref() {
                     "json" => Ok(Format::Json),
                     "pretty" => Ok(Format::Pretty),
