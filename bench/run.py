@@ -132,13 +132,14 @@ PROCESSORS["chain3"] = PROCESSORS["drop-spans"] + PROCESSORS["set-attributes"] +
 BACKENDS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
-def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None, also_listen=()):
+def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=None, also_listen=(), admin_port=None):
+    admin_port = admin_port or free_port()
     if exporter == "forward.toml":
         # The shipped forward mode as users run it: the Graphistry rules, OTLP/HTTP with gzip to
         # the sink, a disk queue (synced before each answer) and the GPU receiver (idle here).
         settings = {"SLUICE_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}", "SLUICE_OTLP_USERNAME": "bench",
                     "SLUICE_OTLP_PASSWORD": "bench", "SLUICE_DATA_DIR": f"{workdir}/data",
-                    "SLUICE_ADMIN_ADDRESS": f"127.0.0.1:{free_port()}",
+                    "SLUICE_ADMIN_ADDRESS": f"127.0.0.1:{admin_port}",
                     "SLUICE_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}", "SLUICE_HTTP_ADDRESS": f"127.0.0.1:{http_port}"}
         return ["env", *(f"{k}={v}" for k, v in settings.items()), str(binary or REPO / "target" / "release" / "sluice"),
                 "run", "--config", str(REPO / "pipelines" / "forward.toml")]
@@ -172,7 +173,7 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=No
     config = Path(workdir) / "sluice.toml"
     config.write_text(f"""
 [service]
-admin_address = "127.0.0.1:{free_port()}"
+admin_address = "127.0.0.1:{admin_port}"
 log_level = "warn"
 [receivers.otlp]
 type = "otlp"
@@ -227,16 +228,26 @@ def one_run(host, exporter, protocol, args):
             wait_port(sink, sink_process)
             if exporter == "forward.toml":
                 sink = sink_http  # the shipped pipeline sends OTLP/HTTP
-        command = HOSTS[host](exporter, grpc_port, http_port, workdir, sink)
+        admin_port = free_port()
+        tapped = host == "sluice+tap"
+        command = sluice_command(exporter, grpc_port, http_port, workdir, sink, admin_port=admin_port) if tapped \
+            else HOSTS[host](exporter, grpc_port, http_port, workdir, sink)
         if command is None:
             if sink_process:
                 sink_process.terminate()
             return None
         process = subprocess.Popen(["taskset", "-c", str(args.host_core), *command],
                                    stdout=subprocess.DEVNULL, stderr=open(f"{workdir}/host.err", "wb"))
+        tap = None
         try:
             port = grpc_port if protocol == "grpc" else http_port
             wait_port(port, process, timeout=60)
+            if tapped:
+                # Someone watching every item as received, as JSON, at the tap's --rate; the
+                # reader sits on the load core, the rendering is the host's.
+                tap = subprocess.Popen(["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice"),
+                                        "tap", "--address", f"127.0.0.1:{admin_port}", "--format", "json",
+                                        "--rate", str(args.tap_rate)], stdout=subprocess.DEVNULL)
             loadgen = subprocess.Popen(
                 ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
                  "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
@@ -260,6 +271,9 @@ def one_run(host, exporter, protocol, args):
                           peak_rss_kib=peak_rss_kib(process.pid))
             return report
         finally:
+            if tap:
+                tap.terminate()
+                tap.wait(timeout=30)
             process.terminate()
             process.wait(timeout=30)
             if sink_process:
@@ -311,7 +325,10 @@ def main():
                              "`loadbalancing` (by trace ID over three receivers of the sink Sluice); "
                              "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
                              "`-disk-periodic` one with sync = \"periodic\"")
-    parser.add_argument("--hosts", default="sluice,rotel")
+    parser.add_argument("--hosts", default="sluice,rotel",
+                        help="comma-separated: sluice, rotel, and sluice+tap (Sluice with `sluice tap` watching "
+                             "items as received, at most --tap-rate a second, as JSON)")
+    parser.add_argument("--tap-rate", type=int, default=1000, help="sluice+tap's `sluice tap --rate`")
     parser.add_argument("--client-gzip", action="store_true",
                         help="the load generator sends gzip-compressed requests (compressed once up front)")
     parser.add_argument("--flamegraphs", default=None, metavar="DIR",
