@@ -72,42 +72,7 @@ enum Command {
     },
     /// Stream the items passing one point of a running host's pipelines, each with what the
     /// plugins did to it (kept, dropped by, attribute set by, routed to).
-    Tap {
-        /// The host's admin listener.
-        #[arg(long, env = "SLUICE_ADMIN_ADDRESS", default_value = "127.0.0.1:8888")]
-        address: std::net::SocketAddr,
-        /// Only this pipeline [default: every pipeline].
-        #[arg(long)]
-        pipeline: Option<String>,
-        /// Where to look: `receiver` (as received, with every plugin's verdict),
-        /// `after:PLUGIN` (what leaves that plugin, and what it dropped) or `exporter:NAME`.
-        #[arg(long, default_value = "receiver")]
-        stage: String,
-        /// Only this signal.
-        #[arg(long, value_parser = ["traces", "metrics", "logs"])]
-        signal: Option<String>,
-        /// Only items where FIELD matches PATTERN (`*` is a wildcard); FIELD is `name`,
-        /// `resource.KEY` or `attr.KEY` (also `span.name`, `service.name`). Repeatable: all must hold.
-        #[arg(long = "match", value_name = "FIELD=PATTERN")]
-        matches: Vec<String>,
-        /// Stop after this many items.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// At most this many items a second; batches past it pass untapped, so a tap costs the
-        /// host no more than it shows.
-        #[arg(long, default_value_t = sluice::tap::DEFAULT_RATE)]
-        rate: u64,
-        /// `pretty`: one readable line per item; `json`: OTLP JSON with each item's fate.
-        #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
-        format: String,
-        /// A file holding the admin bearer token, for a listener with `service.admin_auth`.
-        #[arg(long, conflicts_with = "token")]
-        token_file: Option<PathBuf>,
-        /// The admin bearer token itself; prefer the environment or --token-file, since a
-        /// value on the command line shows in `ps`.
-        #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
+    Tap(cli::tap::Tap),
     /// Work with WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -243,41 +208,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Tap {
-            address,
-            pipeline,
-            stage,
-            signal,
-            matches,
-            limit,
-            rate,
-            format,
-            token_file,
-            token,
-        } => {
-            let token = match token_file {
-                Some(file) => cli::tap::token_from(&file).map(Some),
-                None => Ok(token.filter(|t| !t.is_empty())),
-            };
-            let tap = token.map(|token| cli::tap::Tap {
-                address: Some(address),
-                pipeline,
-                stage,
-                signal,
-                matches,
-                limit,
-                rate,
-                format,
-                token,
-            });
-            match tap.and_then(|tap| cli::tap::run(&tap, &mut std::io::stdout().lock())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
+        Command::Tap(tap) => match cli::tap::run(&tap, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Plugin(PluginCommand::New { name, lang, dir, sdk }) => {
             let scaffold = cli::plugin_new::Scaffold { name, lang, parent: dir, sdk };
             match cli::plugin_new::create(&scaffold) {

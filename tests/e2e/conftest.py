@@ -274,6 +274,13 @@ def pipeline(exporters='["archive"]', processors=""):
 """
 
 
+# OTLP in, spans named `health-*` dropped by the shipped `drop-spans`, the rest to the archive.
+HEALTH_CHECKS_DROPPED = RECEIVER + ARCHIVE + pipeline(processors="""
+    [[pipelines.all.processors]]
+    plugin = "{plugins}/drop-spans.wasm"
+    config = {{ span_names = ["health-*"] }}
+""")
+
 FILE_PIPELINE = """
     [receivers.otlp]
     type = "otlp"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, pipeline, post, shipped_sluice, sluice_binary, wait_until
+from conftest import FILE_PIPELINE, HEALTH_CHECKS_DROPPED, PROTOBUF, post, shipped_sluice, sluice_binary, wait_until
 from otlp_payloads import spans_in, traces
 
 GRAPHISTRY_NAMES = ["GET /healthz", "datasets.list", "upload_dataset", "render", "check_workers"]
@@ -112,11 +112,7 @@ def test_tap_names_what_the_host_does_not_have(graphistry):
 
 
 def test_a_tap_that_falls_behind_loses_its_own_samples_not_the_pipelines_items(make_sluice):
-    host = make_sluice(RECEIVER + ARCHIVE + pipeline(processors="""
-        [[pipelines.all.processors]]
-        plugin = "{plugins}/drop-spans.wasm"
-        config = {{ span_names = ["health-*"] }}
-    """))
+    host = make_sluice(HEALTH_CHECKS_DROPPED)
     # A watcher that asks and then reads nothing: its socket fills, then its channel.
     watcher = socket.socket()
     watcher.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ARCHIVE, PROTOBUF, RECEIVER, pipeline, post, sluice_binary, wait_until
+from conftest import HEALTH_CHECKS_DROPPED, PROTOBUF, post, sluice_binary, wait_until
 from otlp_payloads import traces
 
 # 90 spans to keep and 10 health checks, ten times a second: 1,000 spans/s in, 100/s dropped.
@@ -18,11 +18,7 @@ PER_TICK, HEALTH, TICK = 90, 10, 0.1
 
 @pytest.fixture
 def loaded_host(make_sluice):
-    host = make_sluice(RECEIVER + ARCHIVE + pipeline(processors="""
-        [[pipelines.all.processors]]
-        plugin = "{plugins}/drop-spans.wasm"
-        config = {{ span_names = ["health-*"] }}
-    """))
+    host = make_sluice(HEALTH_CHECKS_DROPPED)
     stop = threading.Event()
 
     def send():

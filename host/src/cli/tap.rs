@@ -7,31 +7,47 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::health;
 
-/// What to tap, and how to reach the host.
-#[derive(Debug, Clone, Default)]
+/// What to tap, and how to reach the host: `sluice tap`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Tap {
     /// The host's admin listener.
-    pub address: Option<SocketAddr>,
-    /// The pipeline (every pipeline when `None`).
+    #[arg(long, env = "SLUICE_ADMIN_ADDRESS", default_value = "127.0.0.1:8888")]
+    pub address: SocketAddr,
+    /// Only this pipeline [default: every pipeline].
+    #[arg(long)]
     pub pipeline: Option<String>,
-    /// `receiver`, `after:PLUGIN` or `exporter:NAME`.
+    /// Where to look: `receiver` (as received, with every plugin's verdict),
+    /// `after:PLUGIN` (what leaves that plugin, and what it dropped) or `exporter:NAME`.
+    #[arg(long, default_value = "receiver")]
     pub stage: String,
-    /// `traces`, `metrics` or `logs` (all when `None`).
+    /// Only this signal.
+    #[arg(long, value_parser = ["traces", "metrics", "logs"])]
     pub signal: Option<String>,
-    /// `FIELD=PATTERN` conditions, all of which an item meets.
+    /// Only items where FIELD matches PATTERN (`*` is a wildcard); FIELD is `name`,
+    /// `resource.KEY` or `attr.KEY` (also `span.name`, `service.name`). Repeatable: all must hold.
+    #[arg(long = "match", value_name = "FIELD=PATTERN")]
     pub matches: Vec<String>,
     /// Stop after this many items.
+    #[arg(long)]
     pub limit: Option<u64>,
-    /// At most this many items a second.
+    /// At most this many items a second; batches past it pass untapped, so a tap costs the
+    /// host no more than it shows.
+    #[arg(long, default_value_t = sluice::tap::DEFAULT_RATE)]
     pub rate: u64,
-    /// `json` or `pretty`.
+    /// `pretty`: one readable line per item; `json`: OTLP JSON with each item's fate.
+    #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
     pub format: String,
-    /// The admin bearer token, if the listener asks for one.
+    /// A file holding the admin bearer token, for a listener with `service.admin_auth`.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The admin bearer token itself; prefer the environment or --token-file, since a
+    /// value on the command line shows in `ps`.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -56,23 +72,27 @@ impl Tap {
         query.append_pair("format", &self.format);
         format!("/tap?{}", query.finish())
     }
-}
 
-/// The token in `file`, without the surrounding whitespace a secret file often ends with.
-pub fn token_from(file: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok(text.trim().to_string())
+    /// The bearer token to send: `--token-file`'s content without the whitespace a secret
+    /// file often ends with, else `--token` (or `SLUICE_ADMIN_TOKEN`).
+    fn bearer(&self) -> Result<Option<String>, String> {
+        match &self.token_file {
+            Some(file) => std::fs::read_to_string(file)
+                .map(|text| Some(text.trim().to_string()))
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+            None => Ok(self.token.clone().filter(|t| !t.is_empty())),
+        }
+    }
 }
 
 /// Streams `tap`'s lines to `out` until the stream ends.
 pub fn run(tap: &Tap, out: &mut impl Write) -> Result<(), String> {
-    let address = tap.address.ok_or("no admin address")?;
-    let target = health::reachable(address);
+    let target = health::reachable(tap.address);
+    let bearer = tap.bearer()?;
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
         .map_err(|e| format!("cannot connect to {target}: {e}"))?;
     let path = tap.path();
-    let authorization =
-        tap.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let authorization = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     // HTTP/1.0: the host streams the body unframed and closes the connection after it.
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n{authorization}\r\n")
         .map_err(|e| format!("cannot ask {target}: {e}"))?;
@@ -119,6 +139,7 @@ mod tests {
     #[test]
     fn the_query_carries_every_choice_encoded() {
         let tap = Tap {
+            address: "127.0.0.1:8888".parse().expect("address"),
             pipeline: Some("traces".into()),
             stage: "after:drop-spans".into(),
             signal: Some("traces".into()),
@@ -126,7 +147,8 @@ mod tests {
             limit: Some(5),
             rate: 20,
             format: "pretty".into(),
-            ..Tap::default()
+            token_file: None,
+            token: None,
         };
         let path = tap.path();
         assert_eq!(
