@@ -14,6 +14,7 @@
 //! - [`queue`]: the bounded queue every stage uses, keeping its depth and pending gauges.
 //! - [`disk_queue`]: an exporter's queue on disk, surviving a killed host.
 //! - [`exporters`]: where batches leave — OTLP, Prometheus, files, exporter plugins, and more.
+//! - [`kafka`]: what the Kafka exporter and receiver share — brokers, topics, credentials.
 //! - [`plugins`]: WebAssembly plugins — loading, the sandbox, running and applying answers.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics` and `/reload`.
 //! - [`metrics`]: every metric the host exports, named in one place.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod disk_queue;
 pub mod exporters;
 pub mod gzip;
+pub mod kafka;
 pub mod log_throttle;
 pub mod memory;
 pub mod metrics;

@@ -185,6 +185,17 @@ pub struct ExporterNameLabels {
     pub exporter: String,
 }
 
+/// Labels of a Kafka receiver's per-partition gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KafkaPartitionLabels {
+    /// The receiver.
+    pub receiver: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition's number.
+    pub partition: String,
+}
+
 /// Labels of a load-balancing exporter's per-backend counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
@@ -341,6 +352,8 @@ pub struct Metrics {
     pub loadbalancer_routed_items: Family<BackendLabels, Counter>,
     /// Items handed back by departed backends and routed again.
     pub loadbalancer_rerouted_items: Family<ExporterLabels, Counter>,
+    /// Records each Kafka receiver's group has yet to read, per partition it consumes.
+    pub kafka_consumer_lag: Family<KafkaPartitionLabels, Gauge>,
     /// Taps (`GET /tap`, `sluice tap`) open now.
     pub tap_watchers: Gauge,
     /// Tap samples refused because their watcher was behind.
@@ -405,10 +418,16 @@ impl Metrics {
             loadbalancer_resolve_failures: Family::default(),
             loadbalancer_routed_items: Family::default(),
             loadbalancer_rerouted_items: Family::default(),
+            kafka_consumer_lag: Family::default(),
             tap_watchers: Gauge::default(),
             tap_missed_samples: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "sluice_kafka_consumer_lag",
+            "Records a Kafka receiver's group has yet to read, per partition it consumes",
+            metrics.kafka_consumer_lag.clone(),
+        );
         registry.register("sluice_tap_watchers", "Taps open now", metrics.tap_watchers.clone());
         registry.register(
             "sluice_tap_missed_samples",

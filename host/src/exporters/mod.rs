@@ -11,6 +11,7 @@
 //! - [`file`](mod@file): OTLP JSON Lines files, rotated by size.
 //! - [`http`]: what the network exporters share: the client, delivery with retries, verdicts.
 //! - [`discard`]: counts and drops.
+//! - [`kafka`]: records of a topic per signal, split by partition key without decoding.
 //! - [`loadbalancing`]: OTLP to a tier of backends, each item to the one that owns its key.
 //! - [`otlp`]: OTLP/gRPC and OTLP/HTTP to any destination, with TLS, credentials and retries.
 //! - [`plugin`]: a WebAssembly exporter plugin renders requests; the host sends them.
@@ -23,6 +24,7 @@ pub mod debug;
 pub mod discard;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod loadbalancing;
 pub mod otlp;
 pub mod plugin;
@@ -192,6 +194,8 @@ registry::exporter_types! {
     RemoteWrite = "prometheus_remote_write" => remote_write::config::RemoteWriteExporterConfig,
     /// `type = "plugin"`: a WebAssembly exporter plugin renders requests; the host sends them.
     Plugin = "plugin" => plugin::config::PluginExporterConfig,
+    /// `type = "kafka"`: records of a topic per signal, the OTLP request as the value.
+    Kafka = "kafka" => kafka::config::KafkaExporterConfig,
 }
 
 /// Builds the exporter `name` of `whole` (the config it belongs to, for paths relative to it)

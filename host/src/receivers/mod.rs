@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`otlp`]: OTLP over gRPC and HTTP.
 //! - [`gpu`]: NVIDIA GPUs sampled through NVML, as OTLP metrics.
+//! - [`kafka`]: OTLP requests read from Kafka topics in a consumer group.
 //! - [`ingest`]: what every receiver does with a batch — validate, count, enqueue to every
 //!   pipeline it feeds or none.
 //! - [`registry`]: how receiver types are known — the [`ReceiverType`](registry::ReceiverType)
@@ -12,6 +13,7 @@
 
 pub mod gpu;
 pub mod ingest;
+pub mod kafka;
 pub mod otlp;
 pub mod registry;
 pub mod server;
@@ -27,6 +29,8 @@ registry::receiver_types! {
     Otlp = "otlp" => otlp::config::OtlpReceiverConfig,
     /// `type = "gpu"`: samples NVIDIA GPUs as OTLP metrics.
     Gpu = "gpu" => gpu::config::GpuReceiverConfig,
+    /// `type = "kafka"`: OTLP requests from Kafka topics, as one member of a consumer group.
+    Kafka = "kafka" => kafka::config::KafkaReceiverConfig,
 }
 
 /// A listener that is bound and serving.
