@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 
 use crate::config::Signal;
+use crate::config::units::HumanDuration;
 
 crate::kafka::kafka_table! {
     /// `type = "kafka"`: reads the signals' topics as one member of a consumer group.
@@ -26,7 +27,15 @@ crate::kafka::kafka_table! {
         /// The signals to read, each from its topic.
         #[serde(default = "crate::config::all_signals")]
         pub signals: Vec<Spanned<Signal>>,
+        /// How long the group waits to hear from a member before it hands the member's
+        /// partitions to the others (a killed host's records move after this long).
+        #[serde(default = "default_session_timeout")]
+        pub session_timeout: HumanDuration,
     }
+}
+
+fn default_session_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(45))
 }
 
 fn default_group_id() -> Spanned<String> {

@@ -141,6 +141,7 @@ impl KafkaReceiverConfig {
         client
             .set("group.id", self.group_id.get_ref())
             .set("auto.offset.reset", self.initial_offset.as_str())
+            .set("session.timeout.ms", self.session_timeout.0.as_millis().to_string())
             // Offsets are stored by hand once a record is accepted; the periodic commit sends
             // only those.
             .set("enable.auto.commit", "true")

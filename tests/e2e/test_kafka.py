@@ -1,0 +1,252 @@
+"""Kafka between the tiers, against a real Kafka-protocol broker (`tansu`, memory storage, on
+loopback): an agent Sluice writes, two gateway Sluices in one consumer group read. Every span
+arrives exactly once in normal operation; a gateway killed with SIGKILL hands its partitions to
+the other and nothing is lost; the agent holds what it cannot write while the broker is down;
+librdkafka's Python client (confluent-kafka) reads what Sluice writes and writes what it reads."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ARCHIVE, PROTOBUF, RECEIVER, free_port, pipeline, post, wait_port, wait_until
+from otlp_payloads import spans_in, traces
+
+TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
+
+
+def tansu_binary():
+    found = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+    if not os.path.exists(found):
+        pytest.fail("`tansu` is not installed: .ci/run installs it (cargo install tansu --features dynostore)")
+    return found
+
+
+class Broker:
+    """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.log = open(tmp_path / "broker.log", "ab")
+        self.start()
+
+    def start(self):
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=self.log)
+        wait_port(self.port)
+        for topic in TOPICS:
+            subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", url, "--partitions", "3"],
+                           check=True, capture_output=True, timeout=30)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def broker(tmp_path):
+    running = Broker(tmp_path)
+    yield running
+    running.stop()
+
+
+def agent(make_sluice, broker, extra=""):
+    """An agent from OTLP to the broker; `extra`: more exporter keys (braces doubled)."""
+    return make_sluice(RECEIVER + f"""
+        [exporters.kafka]
+        type = "kafka"
+        brokers = ["{broker.address}"]
+        delivery_timeout = "60s"
+        {extra}
+    """ + pipeline('["kafka"]'))
+
+
+def gateway(make_sluice, broker, extra="", group="gateways"):
+    """A gateway reading the topics in consumer group `group` into its archive; `extra`: more
+    receiver keys (TOML, braces doubled for the harness's formatting)."""
+    return make_sluice(f"""
+        [receivers.kafka]
+        type = "kafka"
+        brokers = ["{broker.address}"]
+        group_id = "{group}"
+        session_timeout = "6s"
+        {extra}
+    """ + ARCHIVE + """
+        [pipelines.all]
+        receivers = ["kafka"]
+        exporters = ["archive"]
+    """)
+
+
+def send_traces(host, count, prefix, spans=5):
+    """`count` traces of `spans` spans each, one request per trace; returns the span names."""
+    names = []
+    for t in range(count):
+        request = traces(spans, trace_id=os.urandom(16), prefix=f"{prefix}{t}")
+        status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+        assert status == 200, body
+        names += [f"{prefix}{t}-{i}" for i in range(spans)]
+    return names
+
+
+def send_interleaved(host, count, prefix, spans=4, per_request=10):
+    """`count` traces of `spans` spans whose spans come in different requests, each request
+    holding one span of each of `per_request` traces; returns the span names."""
+    ids = [os.urandom(16) for _ in range(count)]
+    names = []
+    for first in range(0, count, per_request):
+        for i in range(spans):
+            request = traces(0)
+            for t in range(first, min(first + per_request, count)):
+                span = traces(1, trace_id=ids[t], prefix=f"{prefix}{t}").resource_spans[0].scope_spans[0].spans[0]
+                span.name = f"{prefix}{t}-{i}"
+                request.resource_spans[0].scope_spans[0].spans.append(span)
+                names.append(span.name)
+            status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+            assert status == 200, body
+    return names
+
+
+def names_at(host):
+    return [span["name"] for _, span in spans_in(host.lines("traces"))]
+
+
+def wait_for(gateways, expected, what):
+    def arrived():
+        return set(expected) <= {name for g in gateways for name in names_at(g)}
+    wait_until(arrived, what, lambda: "\n".join(g.logs()[-3000:] for g in gateways), timeout=60)
+
+
+def test_every_span_arrives_once_across_a_consumer_group(make_sluice, broker):
+    gateways = [gateway(make_sluice, broker) for _ in range(2)]
+    for g in gateways:
+        wait_until(lambda g=g: "Kafka partitions assigned" in g.logs(), "the gateways join the group", g.logs,
+                   timeout=30)
+    sender = agent(make_sluice, broker)
+    sent = send_interleaved(sender, 200, "t")
+    wait_for(gateways, sent, "every span reaches a gateway")
+    time.sleep(1)  # anything sent twice would show up now
+    seen = [names_at(g) for g in gateways]
+    together = Counter(seen[0] + seen[1])
+    assert sorted(together) == sorted(sent) and max(together.values()) == 1, "exactly once"
+    assert all(seen), f"both gateways read a share: {[len(s) for s in seen]}"
+    # A trace's spans, sent in four requests, are keyed by its ID and so share a partition:
+    # each trace lands whole on one gateway.
+    for names in seen:
+        traces_here = Counter(name.rsplit("-", 1)[0] for name in names)
+        assert set(traces_here.values()) == {4}, traces_here
+    assert sender.metric("sluice_exporter_sent_items_total", exporter="kafka") == len(sent)
+    assert sender.metric("sluice_exporter_failed_items_total", exporter="kafka") == 0
+    # Once everything is read, the lag the statistics report drops to 0.
+    wait_until(lambda: all(g.metric("sluice_kafka_consumer_lag") == 0 for g in gateways)
+               and any("sluice_kafka_consumer_lag{" in g.admin("/metrics")[2].decode() for g in gateways),
+               "the lag gauge reads 0", timeout=30)
+
+
+def test_a_killed_gateway_hands_its_partitions_over_and_nothing_is_lost(make_sluice, broker):
+    survivor, victim = gateway(make_sluice, broker), gateway(make_sluice, broker)
+    for g in (survivor, victim):
+        wait_until(lambda g=g: "Kafka partitions assigned" in g.logs(), "the gateways join the group", g.logs,
+                   timeout=30)
+    sender = agent(make_sluice, broker)
+    first = send_traces(sender, 100, "before")
+    wait_for((survivor, victim), first, "the first traces arrive")
+    victim_had = names_at(victim)
+    assert victim_had, "the victim read a share before it died"
+    victim.process.kill()  # SIGKILL: no commit, no leaving the group
+    victim.process.wait()
+    second = send_traces(sender, 100, "after")
+    # The group notices after session_timeout (6s) and the survivor takes every partition.
+    wait_for((survivor, victim), first + second, "every span arrives after the kill")
+    everything = Counter(names_at(survivor) + victim_had)
+    assert set(everything) == set(first + second), "nothing lost"
+    duplicates = sum(count - 1 for count in everything.values())
+    # Only what the victim took on after its last commit (once a second) can come twice.
+    assert duplicates <= len(victim_had), duplicates
+    assert "Kafka partitions assigned" in survivor.logs()
+
+
+def test_the_agent_holds_what_it_cannot_write_while_the_broker_is_down(make_sluice, broker):
+    sender = agent(make_sluice, broker)
+    broker.stop()
+    held = send_traces(sender, 20, "down")  # accepted: the exporter's queue and the producer hold them
+    time.sleep(2)
+    assert sender.metric("sluice_exporter_failed_items_total", exporter="kafka") == 0
+    # Memory storage: the broker comes back empty, topics made again. The reader starts now so
+    # that its group reads from the start (a reader from before would resume past offsets the
+    # empty broker reuses).
+    broker.start()
+    reader = gateway(make_sluice, broker)
+    wait_for((reader,), held, "what the agent held arrives once the broker is back")
+    assert sender.metric("sluice_exporter_failed_items_total", exporter="kafka") == 0
+    assert sorted(names_at(reader)) == sorted(held), "each once"
+
+
+def test_standard_clients_read_what_sluice_writes_and_sluice_reads_what_they_write(make_sluice, broker):
+    from confluent_kafka import Consumer, Producer
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    sender = agent(make_sluice, broker)
+    sent = send_traces(sender, 10, "interop")
+    consumer = Consumer({"bootstrap.servers": broker.address, "group.id": "python-reader",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe(["otlp_spans"])
+    read, keys_ok = [], True
+    deadline = time.time() + 30
+    while len(read) < len(sent) and time.time() < deadline:
+        message = consumer.poll(1.0)
+        if message is None or message.error():
+            continue
+        request = ExportTraceServiceRequest.FromString(message.value())
+        spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        keys_ok &= all(s.trace_id == message.key() for s in spans)
+        read += [s.name for s in spans]
+    consumer.close()
+    assert sorted(read) == sorted(sent), "confluent-kafka decodes every span Sluice wrote"
+    assert keys_ok, "each record is keyed by its trace ID"
+
+    # The Collector's format the other way: protobuf export requests written by a standard
+    # producer, read by a Sluice gateway.
+    reader = gateway(make_sluice, broker, extra='initial_offset = "latest"', group="collector-format")
+    wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
+    time.sleep(1)
+    producer = Producer({"bootstrap.servers": broker.address})
+    written = []
+    for t in range(5):
+        request = traces(3, trace_id=os.urandom(16), prefix=f"collector{t}")
+        producer.produce("otlp_spans", value=request.SerializeToString())
+        written += [f"collector{t}-{i}" for i in range(3)]
+    producer.produce("otlp_spans", value=b"\xff not protobuf")
+    assert producer.flush(10) == 0
+    wait_for((reader,), written, "Sluice reads what a standard producer wrote")
+    wait_until(lambda: reader.metric("sluice_receiver_refused_requests_total", transport="kafka",
+                                     reason="malformed") == 1, "the bad record is counted, not retried forever")
+
+
+def test_otlp_json_records_both_ways(make_sluice, broker):
+    json_topics = 'encoding = "otlp_json"\ntopics = {{ traces = "json_spans", metrics = "json_metrics", logs = "json_logs" }}'
+    for topic in ("json_spans", "json_metrics", "json_logs"):
+        subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", f"tcp://{broker.address}"],
+                       check=True, capture_output=True, timeout=30)
+    reader = gateway(make_sluice, broker, extra=json_topics)
+    wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
+    sender = agent(make_sluice, broker, extra=json_topics)
+    sent = send_traces(sender, 10, "json")
+    wait_for((reader,), sent, "OTLP/JSON records arrive")
