@@ -249,6 +249,48 @@ def shipped_sluice(tmp_path, name, **env):
     return host
 
 
+TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
+
+
+def tansu_binary():
+    found = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+    if not os.path.exists(found):
+        pytest.fail("`tansu` is not installed: .ci/run installs it (cargo install tansu --features dynostore)")
+    return found
+
+
+class Broker:
+    """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions."""
+
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.log = open(tmp_path / "broker.log", "ab")
+        self.start()
+
+    def start(self):
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=self.log)
+        wait_port(self.port)
+        for topic in TOPICS:
+            subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", url, "--partitions", "3"],
+                           check=True, capture_output=True, timeout=30)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+
 # Pipeline building blocks, formatted by the harness ({grpc}, {http}, {data}, {plugins}).
 RECEIVER = """
     [receivers.otlp]

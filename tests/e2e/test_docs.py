@@ -17,7 +17,8 @@ import tomllib
 import pytest
 import yaml
 
-from conftest import PLUGIN_CACHE, PLUGINS, REPO, Sluice, free_port, http, sluice_binary, wait_until
+from conftest import PLUGIN_CACHE, PLUGINS, REPO, Broker, Sluice, free_port, http, sluice_binary, wait_until
+from otlp_payloads import traces
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -321,11 +322,12 @@ readings = { gpu_utilization_percent = 50 }
 
 @pytest.fixture(scope="module")
 def busy_host(tmp_path_factory):
-    """A host with every kind of component, so every metric family has series: OTLP and GPU
-    receivers, a processor plugin, network exporters (never sent to: one with a disk queue, one
-    load-balancing) and a file exporter."""
+    """A host with every kind of component, so every metric family has series: OTLP, GPU and
+    Kafka receivers (a tansu broker with one record), a processor plugin, network exporters
+    (never sent to: one with a disk queue, one load-balancing) and a file exporter."""
     tmp = tmp_path_factory.mktemp("docs-metrics")
     (tmp / "gpus.toml").write_text(GPU_SCRIPT)
+    broker = Broker(tmp)
     host = Sluice(tmp, f"""
         [receivers.otlp]
         type = "otlp"
@@ -364,12 +366,30 @@ def busy_host(tmp_path_factory):
         signals = ["metrics"]
         receivers = ["gpu"]
         exporters = ["archive"]
+
+        [receivers.kafka]
+        type = "kafka"
+        brokers = ["{broker.address}"]
+        signals = ["traces"]
+
+        [pipelines.from_kafka]
+        signals = ["traces"]
+        receivers = ["kafka"]
+        exporters = ["archive"]
     """)
     # A refused request, so the refusal counters have a series with a reason.
     http("POST", f"{host.http_base}/v1/traces", b"\x0a\xff", {"content-type": "application/x-protobuf"})
     host.wait_metric_at_least("sluice_gpu_devices", 1)
+    # A record to read, so the Kafka receiver's lag has series once its statistics come.
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": broker.address})
+    producer.produce("otlp_spans", value=traces(1).SerializeToString())
+    assert producer.flush(10) == 0
+    wait_until(lambda: "sluice_kafka_consumer_lag{" in host.admin("/metrics")[2].decode(), "the lag has series",
+               host.logs, timeout=30)
     yield host
     host.stop()
+    broker.stop()
 
 
 def live_families(text):

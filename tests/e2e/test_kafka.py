@@ -5,60 +5,15 @@ the other and nothing is lost; the agent holds what it cannot write while the br
 librdkafka's Python client (confluent-kafka) reads what Sluice writes and writes what it reads."""
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from conftest import ARCHIVE, PROTOBUF, RECEIVER, free_port, pipeline, post, wait_port, wait_until
+from conftest import (ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, Broker, pipeline, post, shipped_sluice, tansu_binary,
+                      wait_until)
 from otlp_payloads import spans_in, traces
-
-TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
-
-
-def tansu_binary():
-    found = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
-    if not os.path.exists(found):
-        pytest.fail("`tansu` is not installed: .ci/run installs it (cargo install tansu --features dynostore)")
-    return found
-
-
-class Broker:
-    """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.log = open(tmp_path / "broker.log", "ab")
-        self.start()
-
-    def start(self):
-        url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=self.log, stderr=self.log)
-        wait_port(self.port)
-        for topic in TOPICS:
-            subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", url, "--partitions", "3"],
-                           check=True, capture_output=True, timeout=30)
-
-    def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    @property
-    def address(self):
-        return f"127.0.0.1:{self.port}"
-
 
 @pytest.fixture
 def broker(tmp_path):
@@ -250,3 +205,35 @@ def test_otlp_json_records_both_ways(make_sluice, broker):
     sender = agent(make_sluice, broker, extra=json_topics)
     sent = send_traces(sender, 10, "json")
     wait_for((reader,), sent, "OTLP/JSON records arrive")
+
+
+def test_the_shipped_kafka_pipelines_carry_graphistry_traffic(make_sluice, broker, tmp_path):
+    """pipelines/agent-kafka.toml and pipelines/gateway-kafka.toml as shipped: OTLP into the
+    agent, through the broker, the gateway's Graphistry rules, on to an OTLP destination."""
+    destination = make_sluice(FILE_PIPELINE)
+    hosts = []
+    try:
+        for name, env in (("gateway-kafka.toml", {"SLUICE_OTLP_ENDPOINT": destination.http_base,
+                                                  "SLUICE_OTLP_USERNAME": "gateway", "SLUICE_OTLP_PASSWORD": "secret",
+                                                  "GRAPHISTRY_INSTANCE": "lab-7"}),
+                          ("agent-kafka.toml", {})):
+            folder = tmp_path / name.removesuffix(".toml")
+            folder.mkdir()
+            hosts.append(shipped_sluice(folder, name, SLUICE_KAFKA_BROKERS=broker.address, **env))
+        gateway_host, agent_host = hosts
+        wait_until(lambda: "Kafka partitions assigned" in gateway_host.logs(), "the gateway joins", gateway_host.logs,
+                   timeout=30)
+        request = traces(4, trace_id=os.urandom(16), service="graphistry-api")
+        for span, name in zip(request.resource_spans[0].scope_spans[0].spans,
+                              ["GET /healthz", "upload_dataset", "check_workers", "render"]):
+            span.name = name
+        status, _, body = post(agent_host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+        assert status == 200, body
+        wait_until(lambda: sorted(names_at(destination)) == ["render", "upload_dataset"],
+                   "the kept spans reach the destination", lambda: gateway_host.logs()[-3000:], timeout=60)
+        [line] = destination.lines("traces")
+        resource = {a["key"]: a["value"]["stringValue"] for a in line["resourceSpans"][0]["resource"]["attributes"]}
+        assert resource["system"] == "graphistry" and resource["graphistry.instance"] == "lab-7", resource
+    finally:
+        for host in hosts:
+            assert host.stop() == 0, host.logs()
