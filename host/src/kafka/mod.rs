@@ -70,7 +70,7 @@ macro_rules! kafka_table {
 
 pub(crate) use kafka_table;
 
-/// A Kafka table's brokers, topics, encoding and credentials (see [`kafka_table!`]).
+/// A Kafka table's brokers, topics, encoding and credentials (the keys `kafka_table!` declares).
 #[derive(Debug, Clone, Copy)]
 pub struct KafkaConnection<'a> {
     /// Bootstrap brokers.

@@ -1,5 +1,5 @@
 //! A batch as Kafka records: its items grouped by the partition key read from their encoded
-//! bytes, each group written as its own export request by [`rewrite::rebuild`] (items copied
+//! bytes, each group written as its own export request by `sluice_wire::rewrite::rebuild` (items copied
 //! verbatim, their groups re-framed). Nothing is decoded; a batch whose items share one key is
 //! one record holding the batch's bytes as they are.
 
