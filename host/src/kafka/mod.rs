@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use crate::config::{Credential, Problem, Signal};
+use crate::config::{ClientTlsConfig, Credential, Problem, Signal};
 use crate::secret::Secret;
 
 /// Declares a Kafka table: the keys the exporter's and the receiver's share — brokers, topics,
@@ -44,7 +44,7 @@ macro_rules! kafka_table {
             pub sasl: Option<$crate::kafka::KafkaSasl>,
             /// TLS to the brokers (on when this table is present).
             #[serde(default)]
-            pub tls: Option<$crate::kafka::KafkaTls>,
+            pub tls: Option<$crate::config::ClientTlsConfig>,
             /// Let SASL credentials go to brokers off loopback without TLS (a private link).
             /// Refused by default; one WARN at start when set.
             #[serde(default)]
@@ -82,7 +82,7 @@ pub struct KafkaConnection<'a> {
     /// SASL authentication.
     pub sasl: Option<&'a KafkaSasl>,
     /// TLS to the brokers.
-    pub tls: Option<&'a KafkaTls>,
+    pub tls: Option<&'a ClientTlsConfig>,
     /// Whether SASL may go in clear text off loopback.
     pub allow_plaintext_credentials: bool,
 }
@@ -167,18 +167,6 @@ impl SaslMechanism {
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
         }
     }
-}
-
-/// `tls = { .. }` to the brokers.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaTls {
-    /// PEM CA certificates to trust instead of the system's.
-    pub ca_file: Option<Spanned<PathBuf>>,
-    /// PEM client certificate, for mTLS.
-    pub cert_file: Option<Spanned<PathBuf>>,
-    /// PEM private key of the client certificate.
-    pub key_file: Option<Spanned<PathBuf>>,
 }
 
 impl KafkaConnection<'_> {
