@@ -34,7 +34,7 @@ DEPLOY_DOC = REPO / "docs" / "DEPLOY.md"
 MODES = ["forward", "packaged", "hybrid"]
 # Every Kubernetes overlay: one per mode, and forward with the gateway's queue on a
 # PersistentVolume per pod (the persistent-queue component).
-OVERLAYS = MODES + ["forward-persistent"]
+OVERLAYS = MODES + ["forward-persistent", "forward-kafka"]
 
 
 def mode_of(overlay):
@@ -735,16 +735,28 @@ def test_kustomize_overlay_renders_valid_kubernetes(tmp_path, overlay):
     agent_pod = agent["spec"]["template"]["spec"]
     assert agent_pod["runtimeClassName"] == "nvidia" and agent_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     agent_env = {e["name"]: e.get("value") for e in agent_pod["containers"][0]["env"]}
-    assert agent_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/agent.toml"
-    # The agents reach the gateways through a headless Service with the loadbalancing exporter.
     import tomllib
-    [balancer] = [e for e in tomllib.loads(pipelines["agent.toml"])["exporters"].values()
-                  if e["type"] == "loadbalancing"]
-    assert balancer["routing_key"] == "trace_id" and balancer["resolver"]["dns"]["port"] == 4317
-    assert "${SLUICE_GATEWAY_HOSTNAME" in balancer["resolver"]["dns"]["hostname"]
-    headless = find(docs, "Service", agent_env["SLUICE_GATEWAY_HOSTNAME"])["spec"]
-    assert headless["clusterIP"] == "None", "one DNS address per gateway pod, not a virtual IP"
-    assert {p["port"]: p["targetPort"] for p in headless["ports"]}[4317] == "otlp-grpc"
+    if overlay.endswith("-kafka"):
+        # Agents write to Kafka and gateways read it, both at the bootstrap address the overlay sets.
+        assert agent_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/agent-kafka.toml"
+        [brokers_ref] = [e["valueFrom"]["configMapKeyRef"] for e in agent_pod["containers"][0]["env"]
+                         if e["name"] == "SLUICE_KAFKA_BROKERS"]
+        assert brokers_ref["key"] in settings and settings["SLUICE_KAFKA_BROKERS"]
+        [writer] = [e for e in tomllib.loads(pipelines["agent-kafka.toml"])["exporters"].values() if e["type"] == "kafka"]
+        [reader] = [r for r in tomllib.loads(pipelines["gateway-kafka.toml"])["receivers"].values() if r["type"] == "kafka"]
+        assert writer["brokers"] == reader["brokers"] == ["${SLUICE_KAFKA_BROKERS:-kafka:9092}"]
+        gateway_env = {e["name"]: e.get("value") for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert gateway_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/gateway-kafka.toml"
+    else:
+        assert agent_env["SLUICE_CONFIG"] == "/etc/sluice/pipelines/agent.toml"
+        # The agents reach the gateways through a headless Service with the loadbalancing exporter.
+        [balancer] = [e for e in tomllib.loads(pipelines["agent.toml"])["exporters"].values()
+                      if e["type"] == "loadbalancing"]
+        assert balancer["routing_key"] == "trace_id" and balancer["resolver"]["dns"]["port"] == 4317
+        assert "${SLUICE_GATEWAY_HOSTNAME" in balancer["resolver"]["dns"]["hostname"]
+        headless = find(docs, "Service", agent_env["SLUICE_GATEWAY_HOSTNAME"])["spec"]
+        assert headless["clusterIP"] == "None", "one DNS address per gateway pod, not a virtual IP"
+        assert {p["port"]: p["targetPort"] for p in headless["ports"]}[4317] == "otlp-grpc"
 
     gateway_pod = gateway["spec"]["template"]["spec"]
     [container] = gateway_pod["containers"]
@@ -801,6 +813,9 @@ SECRETS = {
 # The pipeline each Sluice workload means to run: the agent its own, the gateway the overlay's mode.
 PIPELINE_OF = {"DaemonSet/sluice-agent": "agent.toml", "Deployment/sluice-gateway": "{mode}.toml",
                "StatefulSet/sluice-gateway": "{mode}.toml"}
+# Overlays whose workloads run other pipelines than the above.
+PIPELINES_OF_OVERLAY = {"forward-kafka": {"DaemonSet/sluice-agent": "agent-kafka.toml",
+                                          "Deployment/sluice-gateway": "gateway-kafka.toml"}}
 # The downward API's fields, as the kubelet fills them in on a node.
 POD_FIELDS = {"spec.nodeName": "gpu-node-1", "status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1",
               "metadata.name": "sluice-0", "metadata.namespace": "sluice"}
@@ -916,9 +931,10 @@ def test_every_sluice_workload_starts_with_its_rendered_environment(tmp_path, ov
         admin = declared.get(probe["port"], probe["port"])
         assert probe["path"] == "/readyz" and admin in listeners, f"{label}: readiness probe {probe}"
         assert workload in PIPELINE_OF, f"{label}: which pipeline does it mean to run? Add it to PIPELINE_OF"
+        pipeline_file = PIPELINES_OF_OVERLAY.get(overlay, {}).get(workload) or PIPELINE_OF[workload].format(mode=mode)
         problem = start_ready_stop(argv, env, workdir, listeners[admin],
                                    {f"containerPort {name}": listeners[port] for name, port in declared.items()},
-                                   config=local_path(f"{IMAGE_PIPELINES}/{PIPELINE_OF[workload].format(mode=mode)}", mounts),
+                                   config=local_path(f"{IMAGE_PIPELINES}/{pipeline_file}", mounts),
                                    grace=pod.get("terminationGracePeriodSeconds", 30))
         if problem:
             failures.append(f"{label}: {problem}")
