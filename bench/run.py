@@ -161,6 +161,8 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=No
         "otlp-json": f'[exporters.out]\ntype = "otlp"\nprotocol = "http/json"\ncompression = "none"\n'
                      f'endpoint = "http://127.0.0.1:{sink}"\n',
         "discard": '[exporters.out]\ntype = "discard"\n',
+        # Records of trace ID (one per request here) to a tansu broker on the load core.
+        "kafka": f'[exporters.out]\ntype = "kafka"\nbrokers = ["127.0.0.1:{sink}"]\n',
         # Each span to the backend owning its trace ID (loadgen --traces sets how many per request).
         "loadbalancing": '[exporters.out]\ntype = "loadbalancing"\nprotocol = "grpc"\nrouting_key = "trace_id"\n'
                          f'resolver = {{ static = {json.dumps([f"http://{a}:{sink}" for a in BACKENDS])} }}\n',
@@ -199,6 +201,10 @@ def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
     if exporter == "forward":
         return common + ["--exporter", "otlp", "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink}",
                          "--otlp-exporter-protocol", "grpc"]
+    if exporter == "kafka":
+        # Protobuf records, acknowledged by every in-sync replica (Sluice's default acks).
+        return common + ["--exporter", "kafka", "--kafka-exporter-brokers", f"127.0.0.1:{sink}",
+                         "--kafka-exporter-format", "protobuf", "--kafka-exporter-acks", "all"]
     return None  # the published rotel-agent has no file exporter and no Wasm plugins
 
 
@@ -216,6 +222,18 @@ def one_run(host, exporter, protocol, args):
             sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), sys.executable,
                                              str(REPO / "bench" / "sink.py"), str(sink)])
             wait_port(sink, sink_process)
+        elif exporter == "kafka":
+            # The destination: a tansu broker (memory storage) on the load generator's core, the
+            # three OTLP topics made with 3 partitions.
+            sink = free_port()
+            url = f"tcp://127.0.0.1:{sink}"
+            tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+            sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), tansu, "broker", "--listener-url", url,
+                                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(sink, sink_process)
+            for topic in ("otlp_spans", "otlp_metrics", "otlp_logs"):
+                subprocess.run([tansu, "topic", "create", topic, "--broker", url], check=True, capture_output=True)
         elif exporter.startswith(("forward", "loadbalancing")):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
