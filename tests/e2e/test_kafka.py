@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from conftest import (ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, Broker, pipeline, post, shipped_sluice, tansu_binary,
-                      wait_until)
+from conftest import (ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, TOPICS, Broker, pipeline, post, shipped_sluice,
+                      tansu_binary, wait_until)
 from otlp_payloads import spans_in, traces
 
 @pytest.fixture
@@ -79,6 +79,27 @@ def send_interleaved(host, count, prefix, spans=4, per_request=10):
     return names
 
 
+def assignment(host):
+    """The partitions `host` consumes now: those of its last assignment, unless revoked since."""
+    held = set()
+    for line in host.logs().splitlines():
+        if "Kafka partitions revoked" in line:
+            held = set()
+        elif "Kafka partitions assigned" in line:
+            held = set(filter(None, line.split("partitions=", 1)[1].split()[0].split(",")))
+    return held
+
+
+def wait_for_balance(gateways):
+    """Waits until the group has settled: every one of the 9 partitions owned, and by one
+    gateway only, each gateway with a share."""
+    def balanced():
+        shares = [assignment(g) for g in gateways]
+        owned = [p for share in shares for p in share]
+        return all(shares) and len(owned) == len(set(owned)) == 3 * len(TOPICS)
+    wait_until(balanced, "the group shares the partitions", lambda: [assignment(g) for g in gateways], timeout=60)
+
+
 def names_at(host):
     return [span["name"] for _, span in spans_in(host.lines("traces"))]
 
@@ -91,9 +112,7 @@ def wait_for(gateways, expected, what):
 
 def test_every_span_arrives_once_across_a_consumer_group(make_sluice, broker):
     gateways = [gateway(make_sluice, broker) for _ in range(2)]
-    for g in gateways:
-        wait_until(lambda g=g: "Kafka partitions assigned" in g.logs(), "the gateways join the group", g.logs,
-                   timeout=30)
+    wait_for_balance(gateways)
     sender = agent(make_sluice, broker)
     sent = send_interleaved(sender, 200, "t")
     wait_for(gateways, sent, "every span reaches a gateway")
@@ -117,9 +136,7 @@ def test_every_span_arrives_once_across_a_consumer_group(make_sluice, broker):
 
 def test_a_killed_gateway_hands_its_partitions_over_and_nothing_is_lost(make_sluice, broker):
     survivor, victim = gateway(make_sluice, broker), gateway(make_sluice, broker)
-    for g in (survivor, victim):
-        wait_until(lambda g=g: "Kafka partitions assigned" in g.logs(), "the gateways join the group", g.logs,
-                   timeout=30)
+    wait_for_balance((survivor, victim))
     sender = agent(make_sluice, broker)
     first = send_traces(sender, 100, "before")
     wait_for((survivor, victim), first, "the first traces arrive")
