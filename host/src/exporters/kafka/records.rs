@@ -24,16 +24,17 @@ pub struct Record {
     pub items: u64,
 }
 
-/// The key of one item: its trace ID, or its resource's `service.name`.
-fn key_of(signal: Signal, item: &views::Item<'_>, by: PartitionKey) -> Vec<u8> {
-    let service = || item.resource.service_name().as_bytes().to_vec();
+/// The key of one item, borrowed from the request: its trace ID, or its resource's
+/// `service.name`.
+fn key_of<'a>(signal: Signal, item: &views::Item<'a>, by: PartitionKey) -> &'a [u8] {
+    let service = item.resource.service_name().as_bytes();
     match (by, signal) {
-        (PartitionKey::TraceId, Signal::Traces) => SpanView::new(item.bytes).trace_id().to_vec(),
+        (PartitionKey::TraceId, Signal::Traces) => SpanView::new(item.bytes).trace_id(),
         (PartitionKey::TraceId, Signal::Logs) => {
             let id = LogRecordView::new(item.bytes).trace_id();
-            if id.is_empty() { service() } else { id.to_vec() }
+            if id.is_empty() { service } else { id }
         }
-        _ => service(),
+        _ => service,
     }
 }
 
@@ -50,20 +51,21 @@ pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> R
     if by == PartitionKey::None {
         return Ok(vec![Record { key: None, payload: payload.clone(), items }]);
     }
-    // Each item's group, groups in the order their first item comes.
-    let mut groups: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+    // Each item's group, groups in the order their first item comes; keys borrowed from the
+    // request, so reading them allocates nothing per item.
+    let mut groups: HashMap<&[u8], u32> = HashMap::new();
+    let mut keys: Vec<&[u8]> = Vec::new();
     let mut group_of: Vec<u32> = Vec::new();
     for item in views::items(signal, payload) {
         let key = key_of(signal, &item, by);
-        let group = *groups.entry(key.clone()).or_insert_with(|| {
+        let group = *groups.entry(key).or_insert_with(|| {
             keys.push(key);
             keys.len() as u32 - 1
         });
         group_of.push(group);
     }
     if keys.len() <= 1 {
-        let key = keys.pop();
+        let key = keys.pop().map(<[u8]>::to_vec);
         return Ok(vec![Record { key, payload: payload.clone(), items }]);
     }
     // One pass per group: a batch holds a few traces or services, rarely hundreds.
@@ -84,7 +86,7 @@ pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> R
                     }
                 },
             )?;
-            Ok(Record { key: Some(key), payload: Bytes::from(bytes), items: counted })
+            Ok(Record { key: Some(key.to_vec()), payload: Bytes::from(bytes), items: counted })
         })
         .collect()
 }
