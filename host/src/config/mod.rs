@@ -21,4 +21,4 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use load::Parser as TableParser;
 pub use load::{LoadError, Loaded, PluginCheck, load_file, parse, parse_with};
 pub use schema::*;
-pub(crate) use validate::{duplicate_signals, is_sensitive_header};
+pub(crate) use validate::{duplicate_signals, is_loopback_host, is_sensitive_header, written_secret};

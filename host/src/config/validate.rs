@@ -96,10 +96,7 @@ fn check_service(parsed: &Parsed, out: &mut Outcome) {
     if let Some(crate::config::ReceiverAuthConfig::Bearer { token }) = &parsed.service.admin_auth {
         let what = "`service.admin_auth`";
         if matches!(token.get_ref(), Credential::Literal(_)) {
-            out.error(
-                Some(token.span()),
-                format!("{what}: the bearer token is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
-            );
+            out.error(Some(token.span()), format!("{what}: {}", written_secret("the bearer token")));
         } else {
             check_secret_available(what, token, "the bearer token", parsed.env, out);
         }
@@ -194,8 +191,15 @@ pub(crate) fn is_sensitive_header(name: &str) -> bool {
     ["authorization", "token", "key", "secret", "password", "auth"].iter().any(|s| name.contains(s))
 }
 
+/// What to say of the secret `name` written into the file itself.
+pub(crate) fn written_secret(name: &str) -> String {
+    format!(
+        "{name} is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"
+    )
+}
+
 /// Whether `host` (as a URI writes it) is this machine.
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -285,10 +289,7 @@ fn check_client(what: &str, client: Client<'_>, header: &Option<Range<usize>>, o
     }
     let literal_secret = |value: &serde_spanned::Spanned<Credential>, name: &str, out: &mut Outcome| {
         if matches!(value.get_ref(), Credential::Literal(_)) {
-            out.error(
-                Some(value.span()),
-                format!("{what}: {name} is a secret: write {{ env = \"NAME\" }} or {{ file = \"/run/secrets/name\" }}, never the value"),
-            );
+            out.error(Some(value.span()), format!("{what}: {}", written_secret(name)));
         }
     };
     for (name, value) in &client.settings.headers {

@@ -187,12 +187,8 @@ impl KafkaConnection<'_> {
         }
         if let Some(sasl) = self.sasl {
             if matches!(sasl.password.get_ref(), Credential::Literal(_)) {
-                problems.push((
-                    Some(sasl.password.span()),
-                    "the SASL password is a secret: write { env = \"NAME\" } or { file = \"/run/secrets/name\" }, \
-                     never the value"
-                        .into(),
-                ));
+                problems
+                    .push((Some(sasl.password.span()), crate::config::written_secret("the SASL password")));
             }
             if self.tls.is_none() && !self.allow_plaintext_credentials && !self.all_brokers_on_loopback() {
                 problems.push((
@@ -233,8 +229,7 @@ impl KafkaConnection<'_> {
     fn all_brokers_on_loopback(&self) -> bool {
         self.brokers.get_ref().iter().all(|broker| {
             let host = broker.rsplit_once(':').map_or(broker.as_str(), |(host, _)| host);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            crate::config::is_loopback_host(host)
         })
     }
 
