@@ -114,7 +114,7 @@ impl Chain {
 
     /// Runs `batch` through every processor; returns what is left, by route.
     pub fn run(&mut self, batch: Arc<Batch>) -> Vec<Routed> {
-        self.run_with(batch, None)
+        self.run_with(Routed { route: None, batch, origin: None }, None)
     }
 
     /// Runs `batch` as [`Chain::run`] does, following each item while `watchers` look on: what
@@ -122,14 +122,16 @@ impl Chain {
     /// each received item. Those watching after a plugin are offered what it let through and
     /// what it dropped.
     pub fn run_watched(&mut self, batch: Arc<Batch>, watchers: &Watchers) -> (Vec<Routed>, Trail) {
-        let mut trail = Trail::new(crate::tap::received(&batch).len());
-        let parts = self.run_with(batch, Some((watchers, &mut trail)));
+        let origin = crate::tap::received(&batch);
+        let mut trail = Trail::new(origin.len());
+        let parts =
+            self.run_with(Routed { route: None, batch, origin: Some(origin) }, Some((watchers, &mut trail)));
         (parts, trail)
     }
 
-    fn run_with(&mut self, batch: Arc<Batch>, mut watch: Option<(&Watchers, &mut Trail)>) -> Vec<Routed> {
-        let origin = watch.is_some().then(|| crate::tap::received(&batch));
-        let mut parts = vec![Routed { route: None, batch, origin }];
+    /// Runs `first` (a received batch, with its origin while watched) through every processor.
+    fn run_with(&mut self, first: Routed, mut watch: Option<(&Watchers, &mut Trail)>) -> Vec<Routed> {
+        let mut parts = vec![first];
         for stage in &mut self.stages {
             let mut next = Vec::with_capacity(parts.len());
             let point = match &watch {

@@ -76,7 +76,7 @@ pub struct Sample {
     pub route: Option<Arc<str>>,
     /// For each item of `payload`, its index in the batch as the pipeline received it.
     pub origin: Origin,
-    /// Which items of `payload` to show, by index (`None`: all).
+    /// Which items of `payload` to show, by index, ascending (`None`: all).
     pub only: Option<Vec<u32>>,
     /// What the plugins did to each received item (by its index as received).
     pub trail: Arc<Trail>,

@@ -11,7 +11,6 @@
 
 pub mod config;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -166,7 +165,6 @@ struct Reader {
 
 impl Reader {
     async fn run(self, consumer: StreamConsumer<Context>, stop: CancellationToken) {
-        let consumer = Arc::new(consumer);
         loop {
             let message = tokio::select! {
                 () = stop.cancelled() => break,
