@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The address to connect to for a listener bound to `address`: an unspecified address
 /// (`0.0.0.0`, `[::]`) is reached through loopback.
-pub fn reachable(address: SocketAddr) -> SocketAddr {
+fn reachable(address: SocketAddr) -> SocketAddr {
     match address {
         SocketAddr::V4(v4) if v4.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], v4.port())),
         SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
@@ -15,6 +15,24 @@ pub fn reachable(address: SocketAddr) -> SocketAddr {
         }
         other => other,
     }
+}
+
+/// Connects to the admin listener at `address` within `timeout` and sends `GET path` with
+/// `headers` (each line ending in CRLF). HTTP/1.0: the answer comes unframed, never chunked,
+/// and the connection closes after it. Returns the address reached and the stream to read.
+pub fn ask(
+    address: SocketAddr,
+    path: &str,
+    headers: &str,
+    timeout: Duration,
+) -> Result<(SocketAddr, TcpStream), String> {
+    let target = reachable(address);
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n{headers}\r\n")
+        .map_err(|e| format!("cannot ask {target}: {e}"))?;
+    Ok((target, stream))
 }
 
 /// GETs `path` from the admin listener at `address`; Ok with the status line when it answers
@@ -26,14 +44,8 @@ pub fn probe(address: SocketAddr, path: &str, timeout: Duration) -> Result<Strin
 /// GETs `path` from the admin listener at `address`: the status line and the body when it
 /// answers 200 within `timeout`.
 pub fn get(address: SocketAddr, path: &str, timeout: Duration) -> Result<(String, String), String> {
-    let target = reachable(address);
-    let mut stream = TcpStream::connect_timeout(&target, timeout)
-        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+    let (target, mut stream) = ask(address, path, "", timeout)?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    // HTTP/1.0: the answer comes whole, never chunked, and the connection closes after it.
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n")
-        .map_err(|e| format!("cannot ask {target}: {e}"))?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).map_err(|e| format!("no answer from {target}: {e}"))?;
     let status = answer.lines().next().unwrap_or_default().to_string();

@@ -6,7 +6,7 @@
 //! the host goes away, or the reader does (`sluice tap | head` ends quietly).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -87,15 +87,9 @@ impl Tap {
 
 /// Streams `tap`'s lines to `out` until the stream ends.
 pub fn run(tap: &Tap, out: &mut impl Write) -> Result<(), String> {
-    let target = health::reachable(tap.address);
-    let bearer = tap.bearer()?;
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
-        .map_err(|e| format!("cannot connect to {target}: {e}"))?;
-    let path = tap.path();
-    let authorization = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    // HTTP/1.0: the host streams the body unframed and closes the connection after it.
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {target}\r\n{authorization}\r\n")
-        .map_err(|e| format!("cannot ask {target}: {e}"))?;
+    let authorization = tap.bearer()?.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    // No read timeout: a tap may wait as long as its pipeline is quiet.
+    let (target, stream) = health::ask(tap.address, &tap.path(), &authorization, Duration::from_secs(3))?;
     let mut reader = BufReader::new(stream);
     let mut status = String::new();
     reader.read_line(&mut status).map_err(|e| format!("no answer from {target}: {e}"))?;
