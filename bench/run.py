@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +212,115 @@ def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
 HOSTS = {"sluice": sluice_command, "rotel": rotel_command}
 
 
+def start_broker(args):
+    """The Kafka destination: a tansu broker (memory storage) on the load generator's core, the
+    three OTLP topics made with 3 partitions. Returns the process and its port."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+    broker = subprocess.Popen(["taskset", "-c", str(args.load_core), tansu, "broker", "--listener-url", url,
+                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, broker)
+    for topic in ("otlp_spans", "otlp_metrics", "otlp_logs"):
+        subprocess.run([tansu, "topic", "create", topic, "--broker", url], check=True, capture_output=True)
+    return broker, port
+
+
+def scraped_total(admin_port, metric):
+    """The sum of every series of `metric` on a Sluice admin listener (0 while it has none)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as answer:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in answer.read().decode().splitlines()
+                   if line.startswith(metric + "{") or line.startswith(metric + " "))
+
+
+def kafka_read_run(host, protocol, args):
+    """Kafka → discard: the load generator fills the topic through an agent Sluice for
+    --kafka-fill seconds, then a gateway Sluice (a `kafka` receiver in a new consumer group, from the
+    earliest offset, into discard) reads all of it. Measured from its first accepted span to its
+    last: the gateway's CPU-seconds and the wall clock. rotel-agent has no Kafka receiver."""
+    if host not in ("sluice", "baseline"):
+        return None
+    binary = Path(args.baseline) if host == "baseline" else REPO / "target" / "release" / "sluice"
+    with tempfile.TemporaryDirectory() as workdir:
+        broker, broker_port = start_broker(args)
+        agent_dir, gateway_dir = Path(workdir) / "agent", Path(workdir) / "gateway"
+        agent_dir.mkdir()
+        gateway_dir.mkdir()
+        grpc_port, http_port, agent_admin = free_port(), free_port(), free_port()
+        agent = subprocess.Popen(["taskset", "-c", str(args.host_core),
+                                  *sluice_command("kafka", grpc_port, http_port, agent_dir, broker_port,
+                                                  binary=binary, admin_port=agent_admin)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gateway = None
+        try:
+            port = grpc_port if protocol == "grpc" else http_port
+            wait_port(port, agent, timeout=60)
+            out = subprocess.run(
+                ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
+                 "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
+                 "--connections", str(args.connections), "--batch", str(args.batch),
+                 "--attributes", str(args.attributes), "--traces", str(args.traces),
+                 "--duration", str(args.kafka_fill), "--warmup", "0"],
+                capture_output=True, text=True, check=True).stdout
+            filled = json.loads(out)["spans"]
+            deadline = time.time() + 60
+            while scraped_total(agent_admin, "sluice_exporter_sent_items_total") < filled:
+                if time.time() > deadline:
+                    raise RuntimeError("the agent did not deliver every span to the broker")
+                time.sleep(0.1)
+            agent.terminate()
+            agent.wait(timeout=30)
+
+            gateway_admin = free_port()
+            config = gateway_dir / "sluice.toml"
+            config.write_text(f"""
+[service]
+admin_address = "127.0.0.1:{gateway_admin}"
+log_level = "warn"
+[receivers.kafka]
+type = "kafka"
+brokers = ["127.0.0.1:{broker_port}"]
+group_id = "bench"
+signals = ["traces"]
+# tansu holds every fetch this long, records waiting or not (bench/broker_read_rate.py).
+fetch_max_wait = "10ms"
+[exporters.out]
+type = "discard"
+[pipelines.all]
+receivers = ["kafka"]
+exporters = ["out"]
+""")
+            gateway = subprocess.Popen(["taskset", "-c", str(args.host_core), str(binary), "run", "--config", str(config)],
+                                       stdout=subprocess.DEVNULL, stderr=open(gateway_dir / "host.err", "wb"))
+            wait_port(gateway_admin, gateway, timeout=60)
+            accepted = "sluice_receiver_accepted_items_total"
+            first = None
+            deadline = time.time() + 120
+            while True:
+                count, now, cpu = scraped_total(gateway_admin, accepted), time.time(), cpu_seconds(gateway.pid)
+                if first is None and count > 0:
+                    first = (count, now, cpu)
+                if count >= filled or time.time() > deadline:
+                    break
+                time.sleep(0.02)
+            if count < filled:
+                raise RuntimeError(f"the gateway read {count:.0f} of {filled} spans")
+            spans, wall, cpu_used = count - first[0], now - first[1], cpu - first[2]
+            return {"host": host, "exporter": "kafka-read", "protocol": protocol, "spans": spans,
+                    "spans_per_second": spans / wall, "cpu_seconds": cpu_used,
+                    "spans_per_cpu_second": spans / cpu_used if cpu_used else None,
+                    "peak_rss_kib": peak_rss_kib(gateway.pid), "errors": 0, "p50_ms": None, "p99_ms": None}
+        finally:
+            for process in (agent, gateway, broker):
+                if process and process.poll() is None:
+                    process.terminate()
+                    process.wait(timeout=30)
+
+
 def one_run(host, exporter, protocol, args):
+    if exporter == "kafka-read":
+        return kafka_read_run(host, protocol, args)
     with tempfile.TemporaryDirectory() as workdir:
         grpc_port, http_port = free_port(), free_port()
         sink_process = None
@@ -223,17 +332,7 @@ def one_run(host, exporter, protocol, args):
                                              str(REPO / "bench" / "sink.py"), str(sink)])
             wait_port(sink, sink_process)
         elif exporter == "kafka":
-            # The destination: a tansu broker (memory storage) on the load generator's core, the
-            # three OTLP topics made with 3 partitions.
-            sink = free_port()
-            url = f"tcp://127.0.0.1:{sink}"
-            tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
-            sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core), tansu, "broker", "--listener-url", url,
-                                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_port(sink, sink_process)
-            for topic in ("otlp_spans", "otlp_metrics", "otlp_logs"):
-                subprocess.run([tansu, "topic", "create", topic, "--broker", url], check=True, capture_output=True)
+            sink_process, sink = start_broker(args)
         elif exporter.startswith(("forward", "loadbalancing")):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
@@ -340,12 +439,16 @@ def main():
                              "to a sink Sluice on the load core), forward-<plugin scenario>, `forward.toml` (the "
                              "shipped pipelines/forward.toml, OTLP/HTTP to the sink), or `webhook` / "
                              "`otlp-json` (the export-webhook plugin / the OTLP http/json exporter to an HTTP sink), "
-                             "`loadbalancing` (by trace ID over three receivers of the sink Sluice); "
+                             "`loadbalancing` (by trace ID over three receivers of the sink Sluice), `kafka` "
+                             "(records to a tansu broker on the load core), `kafka-read` (a gateway reading a "
+                             "topic the load filled for --kafka-fill seconds, into discard; Sluice only); "
                              "a `-disk` suffix gives Sluice's exporter a disk queue (discard-disk, forward-disk), "
                              "`-disk-periodic` one with sync = \"periodic\"")
     parser.add_argument("--hosts", default="sluice,rotel",
                         help="comma-separated: sluice, rotel, and sluice+tap (Sluice with `sluice tap` watching "
                              "items as received, at most --tap-rate a second, as JSON)")
+    parser.add_argument("--kafka-fill", type=float, default=1.0,
+                        help="kafka-read: seconds of load written to the topic before the gateway reads it")
     parser.add_argument("--tap-rate", type=int, default=1000, help="sluice+tap's `sluice tap --rate`")
     parser.add_argument("--client-gzip", action="store_true",
                         help="the load generator sends gzip-compressed requests (compressed once up front)")
@@ -387,8 +490,8 @@ def main():
                     print(f"{host:7} {exporter:8} {protocol:5} c{connections} run {run}: "
                           f"{report['spans_per_second']:>12,.0f} spans/s "
                           f"{report['spans_per_cpu_second'] or 0:>12,.0f} spans/cpu-s  "
-                          f"rss {report['peak_rss_kib']:>7} KiB p50 {report['p50_ms']:.2f} ms "
-                          f"p99 {report['p99_ms']:.2f} ms errors {report['errors']}", file=sys.stderr, flush=True)
+                          f"rss {report['peak_rss_kib']:>7} KiB p50 {ms(report['p50_ms'])} ms "
+                          f"p99 {ms(report['p99_ms'])} ms errors {report['errors']}", file=sys.stderr, flush=True)
 
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(exist_ok=True)
@@ -398,6 +501,17 @@ def main():
     print(table(results))
 
 
+def ms(value):
+    """A latency for the table; `—` where a scenario has none (kafka-read has no requests)."""
+    return "—" if value is None else f"{value:.2f}"
+
+
+def median(values):
+    """The median, or None where any run had no value."""
+    values = list(values)
+    return None if None in values else statistics.median(values)
+
+
 def table(results):
     """The Markdown table: medians per scenario, connections and host, and each Sluice row's
     spans per CPU-second against rotel-agent's in the same run — the same scenario, or rotel's
@@ -405,7 +519,7 @@ def table(results):
     groups = {}
     for r in results:
         groups.setdefault((r["exporter"], r["protocol"], r.get("connections"), r["host"]), []).append(r)
-    medians = {key: {field: statistics.median(r[field] for r in runs) for field in
+    medians = {key: {field: median(r[field] for r in runs) for field in
                      ("spans_per_second", "spans_per_cpu_second", "peak_rss_kib", "p50_ms", "p99_ms")}
                for key, runs in groups.items()}
     lines = ["| scenario | conns | host | spans/s (median) | spans per CPU-second (median) | × rotel per CPU-s "
@@ -423,7 +537,7 @@ def table(results):
                 ratio = f"{m['spans_per_cpu_second'] / peer['spans_per_cpu_second']:.2f}×{peer_name}"
         lines.append(f"| {exporter} / {protocol} | {connections} | {host} | {m['spans_per_second']:,.0f} | "
                      f"{m['spans_per_cpu_second']:,.0f} | {ratio} | {m['peak_rss_kib'] / 1024:.1f} | "
-                     f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {len(runs)} |")
+                     f"{ms(m['p50_ms'])} | {ms(m['p99_ms'])} | {len(runs)} |")
     return "\n".join(lines)
 
 

@@ -106,8 +106,12 @@ fn check_service(parsed: &Parsed, out: &mut Outcome) {
 fn check_receivers(parsed: &Parsed, out: &mut Outcome) {
     for (id, receiver) in &parsed.receivers {
         let Some(config) = &receiver.config else { continue };
-        for (span, message) in config.check(&format!("receiver `{id}`"), &parsed.base_dir) {
+        let what = format!("receiver `{id}`");
+        for (span, message) in config.check(&what, &parsed.base_dir) {
             out.error(span.or_else(|| receiver.header.clone()), message);
+        }
+        for (name, value) in config.secrets() {
+            check_secret_available(&what, value, name, parsed.env, out);
         }
     }
 }
@@ -143,6 +147,9 @@ fn check_exporters(parsed: &Parsed, out: &mut Outcome) {
         }
         for (span, message) in config.kind.check() {
             out.error(span.or_else(|| exporter.header.clone()), format!("{what}: {message}"));
+        }
+        for (name, value) in config.kind.secrets() {
+            check_secret_available(&what, value, name, parsed.env, out);
         }
         // An exporter plugin is checked as every plugin reference is.
         if let Some(plugin) = &config.shared.plugin {

@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 
 use super::{BuildError, ExportError, Exporter, Runner};
 use crate::config::{
-    ClientConfig, ComponentId, CompressionConfig, Config, ListenAddress, PluginRef, Problem, SeriesConfig,
+    ClientConfig, ComponentId, CompressionConfig, Config, Credential, ListenAddress, PluginRef, Problem,
+    SeriesConfig,
 };
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
@@ -49,6 +50,13 @@ pub trait ExporterType:
 
     /// Its own checks beyond what deserializing enforces.
     fn check(&self) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// The credentials of its own (beyond the client settings') it reads when it starts, each
+    /// with what it is (`the SASL password`): validation checks that each variable or file is
+    /// there.
+    fn secrets(&self) -> Vec<(&'static str, &Spanned<Credential>)> {
         Vec::new()
     }
 
@@ -205,6 +213,11 @@ macro_rules! exporter_types {
             /// Its type's own checks.
             pub fn check(&self) -> Vec<crate::config::Problem> {
                 match self { $( Self::$variant(c) => registry::ExporterType::check(c.as_ref()), )* }
+            }
+
+            /// The credentials of its own it reads when it starts.
+            pub fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<crate::config::Credential>)> {
+                match self { $( Self::$variant(c) => registry::ExporterType::secrets(c.as_ref()), )* }
             }
 
             /// The compression whose client bodies it sends on as they came, if any.

@@ -169,7 +169,14 @@ impl SaslMechanism {
     }
 }
 
-impl KafkaConnection<'_> {
+impl<'a> KafkaConnection<'a> {
+    /// The SASL user name and password, which validation checks are there to read.
+    pub fn secrets(&self) -> Vec<(&'static str, &'a Spanned<Credential>)> {
+        self.sasl.map_or_else(Vec::new, |sasl| {
+            vec![("the SASL user name", &sasl.username), ("the SASL password", &sasl.password)]
+        })
+    }
+
     /// Its own checks: brokers listed, secrets not written in the file, credentials not sent in
     /// clear text off loopback unless allowed, TLS files present and paired.
     pub fn check(&self) -> Vec<Problem> {

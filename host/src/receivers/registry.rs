@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Listening;
 use super::ingest::Feeds;
-use crate::config::{ComponentId, Config, ListenAddress, Problem, Signal};
+use crate::config::{ComponentId, Config, Credential, ListenAddress, Problem, Signal};
 use crate::metrics::Metrics;
 
 /// One receiver type: its config table and how it starts.
@@ -31,6 +31,12 @@ pub trait ReceiverType:
 
     /// Its own checks; `what` names it (`receiver \`otlp\``), `base_dir` is the config's folder.
     fn check(&self, _what: &str, _base_dir: &Path) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// The credentials it reads when it starts, each with what it is (`the SASL password`):
+    /// validation checks that each variable or file is there.
+    fn secrets(&self) -> Vec<(&'static str, &Spanned<Credential>)> {
         Vec::new()
     }
 
@@ -105,6 +111,11 @@ macro_rules! receiver_types {
             /// Its type's own checks.
             pub fn check(&self, what: &str, base_dir: &std::path::Path) -> Vec<$crate::config::Problem> {
                 match self { $( Self::$variant(c) => $crate::receivers::registry::ReceiverType::check(c.as_ref(), what, base_dir), )* }
+            }
+
+            /// The credentials it reads when it starts.
+            pub fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<$crate::config::Credential>)> {
+                match self { $( Self::$variant(c) => $crate::receivers::registry::ReceiverType::secrets(c.as_ref()), )* }
             }
 
             /// Starts it.

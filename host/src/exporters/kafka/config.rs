@@ -30,7 +30,15 @@ crate::kafka::kafka_table! {
         /// `sluice_exporter_failed_items_total`).
         #[serde(default = "default_delivery_timeout")]
         pub delivery_timeout: HumanDuration,
+        /// Batches produced and waiting for their acknowledgements at once (default 16). The
+        /// queue fills once this many wait.
+        #[serde(default = "default_concurrency")]
+        pub concurrency: usize,
     }
+}
+
+fn default_concurrency() -> usize {
+    16
 }
 
 fn default_delivery_timeout() -> HumanDuration {

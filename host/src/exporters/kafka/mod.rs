@@ -1,33 +1,46 @@
 //! `type = "kafka"`: each batch as records of its signal's topic, the value the OTLP export
 //! request it already is (or its OTLP/JSON form), split by partition key without decoding
 //! ([`records`]). The producer (librdkafka) batches, compresses and retries; a batch counts as
-//! delivered once every one of its records is acknowledged as `acks` asks.
+//! delivered once every one of its records is acknowledged as `acks` asks. Up to `concurrency`
+//! batches wait for their acknowledgements at once, so a round trip to the brokers does not
+//! bound the rate.
 
 pub mod config;
 pub mod records;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::executor::block_on;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio::task::JoinHandle;
 
 use super::registry::{ExporterType, Start};
-use super::{BuildError, ExportError, Exporter};
+use super::{BuildError, ExportError};
 use crate::batch::{Batch, DecodeError};
-use crate::config::{Problem, Signal};
+use crate::config::{ComponentId, Problem, Signal};
 use crate::kafka::{KafkaEncoding, KafkaTopics};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::PerSignal;
+use crate::queue;
 use config::{KafkaExporterConfig, PartitionKey};
 
-/// Produces each batch's records and waits for their acknowledgements.
-pub struct KafkaExporter {
+/// Produces each batch's records; [`KafkaExporter::drain`] waits for their acknowledgements.
+struct KafkaExporter {
+    name: ComponentId,
     producer: FutureProducer,
     topics: KafkaTopics,
     encoding: KafkaEncoding,
     partition_key: PartitionKey,
     delivery_timeout: Duration,
+    concurrency: usize,
+    /// Sent and failed items, per signal.
+    counters: PerSignal<(Counter, Counter)>,
+    failures: LogThrottle,
 }
 
 fn failed(context: &str, error: KafkaError) -> ExportError {
@@ -41,8 +54,60 @@ fn json(signal: Signal, payload: &[u8]) -> Result<Vec<u8>, ExportError> {
     Ok(json)
 }
 
-impl Exporter for KafkaExporter {
-    fn export(&mut self, batch: &Batch) -> Result<(), ExportError> {
+/// Waits for every acknowledgement of one batch's records; the first failure is the batch's.
+async fn acknowledged(topic: &str, deliveries: Vec<DeliveryFuture>) -> Result<(), ExportError> {
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(failed(&format!("`{topic}` did not take a record"), error)),
+            Err(_) => {
+                return Err(failed(&format!("`{topic}`: the producer went away"), KafkaError::Canceled));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl KafkaExporter {
+    /// Drains the queue, keeping up to `concurrency` batches waiting for acknowledgements, then
+    /// waits for the last of them and flushes the producer.
+    async fn drain(mut self, mut rx: queue::Receiver) {
+        let mut waiting = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some((batch, outcome)) = waiting.next(), if !waiting.is_empty() => {
+                    self.settle(&rx, &batch, outcome);
+                }
+                received = rx.recv(), if waiting.len() < self.concurrency => {
+                    let Some(batch) = received else { break };
+                    match self.produce(&batch).await {
+                        Ok(deliveries) => {
+                            let topic = self.topics.of(batch.signal()).to_string();
+                            waiting.push(async move {
+                                let outcome = acknowledged(&topic, deliveries).await;
+                                (batch, outcome)
+                            });
+                        }
+                        Err(error) => self.settle(&rx, &batch, Err(error)),
+                    }
+                }
+            }
+        }
+        while let Some((batch, outcome)) = waiting.next().await {
+            self.settle(&rx, &batch, outcome);
+        }
+        let producer = self.producer.clone();
+        let timeout = Timeout::After(self.delivery_timeout);
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::error!(exporter = %self.name, %error, "Flush at shutdown failed");
+        }
+        tracing::debug!(exporter = %self.name, "Exporter drained");
+    }
+
+    /// Hands every record of `batch` to the producer, waiting while its own queue is full.
+    async fn produce(&self, batch: &Batch) -> Result<Vec<DeliveryFuture>, ExportError> {
         let signal = batch.signal();
         let records = records::split(signal, batch.payload(), batch.items(), self.partition_key)
             .map_err(|e| DecodeError(format!("cannot split the batch into records: {e}")))?;
@@ -69,31 +134,34 @@ impl Exporter for KafkaExporter {
                     }
                     // The producer's own queue is full: wait for it to drain (backpressure).
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        std::thread::sleep(Duration::from_millis(5));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((error, _)) => return Err(failed(&format!("cannot produce to `{topic}`"), error)),
                 }
             }
         }
-        for delivery in deliveries {
-            match block_on(delivery) {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => {
-                    return Err(failed(&format!("`{topic}` did not take a record"), error));
-                }
-                Err(_) => {
-                    let error = KafkaError::Canceled;
-                    return Err(failed(&format!("`{topic}`: the producer went away"), error));
+        Ok(deliveries)
+    }
+
+    /// Counts `batch` as sent or failed (logging failures, throttled) and settles it.
+    fn settle(&mut self, rx: &queue::Receiver, batch: &Arc<Batch>, outcome: Result<(), ExportError>) {
+        let (sent, failed) = self.counters.get(batch.signal());
+        match outcome {
+            Ok(()) => {
+                sent.inc_by(batch.items());
+            }
+            Err(error) => {
+                failed.inc_by(batch.items());
+                if let Some(suppressed) = self.failures.check() {
+                    tracing::error!(
+                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
+                        similar_failures_not_logged = suppressed,
+                        "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
+                    );
                 }
             }
         }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ExportError> {
-        self.producer
-            .flush(Timeout::After(self.delivery_timeout))
-            .map_err(|error| failed("cannot flush the producer", error))
+        rx.settle(batch);
     }
 }
 
@@ -103,7 +171,14 @@ impl ExporterType for KafkaExporterConfig {
         if self.delivery_timeout.0 < Duration::from_millis(1) {
             problems.push((None, "`delivery_timeout` must be positive".into()));
         }
+        if self.concurrency == 0 {
+            problems.push((None, "`concurrency` must be at least 1".into()));
+        }
         problems
+    }
+
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<crate::config::Credential>)> {
+        self.connection().secrets()
     }
 
     async fn start(&self, start: Start<'_>) -> Result<JoinHandle<()>, BuildError> {
@@ -115,8 +190,9 @@ impl ExporterType for KafkaExporterConfig {
             .set("acks", self.acks.as_str())
             .set("compression.type", self.compression.as_str())
             .set("message.timeout.ms", self.delivery_timeout.0.as_millis().to_string())
-            // A batch's records are produced together and then waited for: lingering for more
-            // would only delay that wait (5 ms of linger capped a batch stream at 200 a second).
+            // Each batch's records are produced together and then waited for: lingering for
+            // more would only delay that wait (5 ms of linger capped a batch stream at 200 a
+            // second); while a request is out, what is produced meanwhile gathers anyway.
             .set("linger.ms", "0");
         if self.allow_plaintext_credentials && self.sasl.is_some() && self.tls.is_none() {
             tracing::warn!(exporter = %start.name, "SASL credentials go to the brokers in clear text (allow_plaintext_credentials)");
@@ -125,12 +201,16 @@ impl ExporterType for KafkaExporterConfig {
             .create()
             .map_err(|e| BuildError::client(start.name, format!("cannot create the Kafka producer: {e}")))?;
         let exporter = KafkaExporter {
+            name: start.name.clone(),
             producer,
             topics: self.topics.clone(),
             encoding: self.encoding,
             partition_key: self.partition_key,
             delivery_timeout: self.delivery_timeout.0,
+            concurrency: self.concurrency,
+            counters: PerSignal::new(|signal| start.metrics.exporter(start.name.as_str(), signal)),
+            failures: LogThrottle::default(),
         };
-        Ok(start.run(exporter))
+        Ok(tokio::spawn(exporter.drain(start.queue)))
     }
 }

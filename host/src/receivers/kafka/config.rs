@@ -31,7 +31,16 @@ crate::kafka::kafka_table! {
         /// partitions to the others (a killed host's records move after this long).
         #[serde(default = "default_session_timeout")]
         pub session_timeout: HumanDuration,
+        /// The longest a broker may hold a fetch while it waits for more records (default
+        /// 250ms; up to 5 minutes). Brokers that always hold a fetch this long (tansu does)
+        /// read at most one fetch's worth per wait; lower it for them.
+        #[serde(default = "default_fetch_max_wait")]
+        pub fetch_max_wait: HumanDuration,
     }
+}
+
+fn default_fetch_max_wait() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(250))
 }
 
 fn default_session_timeout() -> HumanDuration {

@@ -97,7 +97,14 @@ impl ReceiverType for KafkaReceiverConfig {
         if self.signals.is_empty() {
             problems.push((None, format!("{what}: `signals` names none")));
         }
+        if !(Duration::from_millis(1)..=Duration::from_secs(300)).contains(&self.fetch_max_wait.0) {
+            problems.push((None, format!("{what}: `fetch_max_wait` must be from 1ms to 5m")));
+        }
         problems
+    }
+
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<crate::config::Credential>)> {
+        self.connection().secrets()
     }
 
     async fn start(&self, start: Start<'_>) -> anyhow::Result<Started> {
@@ -141,6 +148,7 @@ impl KafkaReceiverConfig {
             .set("group.id", self.group_id.get_ref())
             .set("auto.offset.reset", self.initial_offset.as_str())
             .set("session.timeout.ms", self.session_timeout.0.as_millis().to_string())
+            .set("fetch.wait.max.ms", self.fetch_max_wait.0.as_millis().to_string())
             // Offsets are stored by hand once a record is accepted; the periodic commit sends
             // only those.
             .set("enable.auto.commit", "true")

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""How fast a tansu broker (memory storage) serves records to a standard consumer, to tell the
+broker's limit from the gateway's in the `kafka-read` scenario of bench/run.py.
+
+Starts tansu on --core, writes --records records of --size random bytes to a 3-partition topic
+with confluent-kafka (librdkafka), then reads them all back in a new consumer group and prints
+records and bytes a second, from the first record read to the last.
+
+  .venv/bin/python bench/broker_read_rate.py --size 15000
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=15000, help="bytes per record")
+    parser.add_argument("--records", type=int, default=6000)
+    parser.add_argument("--core", type=int, default=1, help="the core tansu is pinned to")
+    args = parser.parse_args()
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
+    broker = subprocess.Popen(["taskset", "-c", str(args.core), tansu, "broker", "--listener-url", url,
+                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while subprocess.run([tansu, "topic", "create", "probe", "--broker", url, "--partitions", "3"],
+                             capture_output=True).returncode != 0:
+            if time.time() > deadline:
+                raise RuntimeError("tansu did not start")
+            time.sleep(0.2)
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}"})
+        value = os.urandom(args.size)
+        for i in range(args.records):
+            while True:
+                try:
+                    producer.produce("probe", value, key=str(i).encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            producer.poll(0)
+        if producer.flush(60):
+            raise RuntimeError("the broker did not take every record")
+
+        consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": "probe",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe(["probe"])
+        read, started = 0, None
+        while read < args.records:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            started = started or time.time()
+            read += 1
+        elapsed = time.time() - started
+        consumer.close()
+        print(f"{args.size} B records: {read / elapsed:,.0f} records/s, {read * args.size / elapsed / 1e6:.1f} MB/s")
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
