@@ -7,6 +7,7 @@ with confluent-kafka (librdkafka), then reads them all back in a new consumer gr
 records and bytes a second, from the first record read to the last.
 
   .venv/bin/python bench/broker_read_rate.py --size 15000
+  .venv/bin/python bench/broker_read_rate.py --size 15000 --fetch-wait-ms 10
 """
 
 import argparse
@@ -31,6 +32,8 @@ def main():
     parser.add_argument("--size", type=int, default=15000, help="bytes per record")
     parser.add_argument("--records", type=int, default=6000)
     parser.add_argument("--core", type=int, default=1, help="the core tansu is pinned to")
+    parser.add_argument("--fetch-wait-ms", type=int, default=500,
+                        help="the consumer's fetch.wait.max.ms (librdkafka's default: 500)")
     args = parser.parse_args()
 
     port = free_port()
@@ -60,7 +63,7 @@ def main():
             raise RuntimeError("the broker did not take every record")
 
         consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": "probe",
-                             "auto.offset.reset": "earliest"})
+                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": args.fetch_wait_ms})
         consumer.subscribe(["probe"])
         read, started = 0, None
         while read < args.records:
@@ -71,7 +74,7 @@ def main():
             read += 1
         elapsed = time.time() - started
         consumer.close()
-        print(f"{args.size} B records: {read / elapsed:,.0f} records/s, {read * args.size / elapsed / 1e6:.1f} MB/s")
+        print(f"{args.size} B records, fetch.wait.max.ms {args.fetch_wait_ms}: {read / elapsed:,.0f} records/s, {read * args.size / elapsed / 1e6:.1f} MB/s")
     finally:
         broker.terminate()
         broker.wait(timeout=30)

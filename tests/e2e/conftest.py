@@ -260,17 +260,20 @@ def tansu_binary():
 
 
 class Broker:
-    """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions."""
+    """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions.
+    `advertised_port`: the port it tells clients to use instead of its own (a TLS proxy's)."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, advertised_port=None):
         self.port = free_port()
+        self.advertised_port = advertised_port or self.port
         self.log = open(tmp_path / "broker.log", "ab")
         self.start()
 
     def start(self):
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [tansu_binary(), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
              "--storage-engine", "memory://tansu/"],
             stdout=self.log, stderr=self.log)
         wait_port(self.port)

@@ -2,17 +2,25 @@
 loopback): an agent Sluice writes, two gateway Sluices in one consumer group read. Every span
 arrives exactly once in normal operation; a gateway killed with SIGKILL hands its partitions to
 the other and nothing is lost; the agent holds what it cannot write while the broker is down;
-librdkafka's Python client (confluent-kafka) reads what Sluice writes and writes what it reads."""
+librdkafka's Python client (confluent-kafka) reads what Sluice writes and writes what it reads;
+TLS and mutual TLS to the brokers hold, and a wrong certificate is refused."""
 
+import asyncio
 import os
+import ssl
 import subprocess
+import threading
 import time
 from collections import Counter
 
 import pytest
+import trustme
 
-from conftest import (ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, TOPICS, Broker, pipeline, post, shipped_sluice,
+from conftest import (ARCHIVE, FILE_PIPELINE, PROTOBUF, RECEIVER, TOPICS, Broker, free_port, pipeline, post,
+                      shipped_sluice,
                       tansu_binary, wait_until)
+from downstream import Downstream
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_payloads import spans_in, traces
 
 @pytest.fixture
@@ -86,7 +94,9 @@ def assignment(host):
         if "Kafka partitions revoked" in line:
             held = set()
         elif "Kafka partitions assigned" in line:
-            held = set(filter(None, line.split("partitions=", 1)[1].split()[0].split(",")))
+            # An empty assignment logs `partitions=` with nothing after it.
+            listed = line.split("partitions=", 1)[1].split()
+            held = set(filter(None, listed[0].split(","))) if listed else set()
     return held
 
 
@@ -254,3 +264,242 @@ def test_the_shipped_kafka_pipelines_carry_graphistry_traffic(make_sluice, broke
     finally:
         for host in hosts:
             assert host.stop() == 0, host.logs()
+
+
+class Relay:
+    """A relay in front of a broker (the broker advertises the relay's port, so every client
+    connection passes it), counting the bytes clients send. With `tls` (an SSLContext) it
+    terminates TLS with Python's ssl module and the bytes go on to the broker in clear: tansu
+    0.6.0 cannot serve TLS itself (its `--cert` and `--key` flags exclude each other)."""
+
+    def __init__(self, tls=None):
+        self.tls, self.port, self.upstream_port = tls, free_port(), None
+        self.sessions = self.client_bytes = 0
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        threading.Thread(target=self.run, args=(started,), daemon=True).start()
+        assert started.wait(10), "the relay starts"
+
+    def run(self, started):
+        asyncio.set_event_loop(self.loop)
+        # A client that fails the handshake never reaches `serve`; asyncio's log of it is noise.
+        self.loop.set_exception_handler(lambda loop, context: None)
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self.serve, "127.0.0.1", self.port, ssl=self.tls))
+        started.set()
+        self.loop.run_forever()
+
+    async def serve(self, reader, writer):
+        self.sessions += 1  # with TLS, the handshake has succeeded
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        await asyncio.gather(self.relay(reader, upstream_writer, counted=True),
+                             self.relay(upstream_reader, writer, counted=False))
+
+    async def relay(self, reader, writer, counted):
+        try:
+            while data := await reader.read(65536):
+                if counted:
+                    self.client_bytes += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.shut_down(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    async def shut_down(self):
+        self.server.close()
+        sessions = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in sessions:
+            task.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+
+
+def relayed_broker(tmp_path, tls=None):
+    """A broker whose clients all go through a [`Relay`]."""
+    relay = Relay(tls)
+    running = Broker(tmp_path, advertised_port=relay.port)
+    relay.upstream_port = running.port
+    return running, relay
+
+
+def write_client_files(folder, ca, client_ca=None):
+    """ca.pem (the brokers' CA) and, with `client_ca`, client.pem and client.key it issued."""
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    if client_ca:
+        client = client_ca.issue_cert("sluice-client")
+        client.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
+        client.private_key_pem.write_to_path(str(folder / "client.key"))
+
+
+@pytest.fixture
+def tls_broker(tmp_path):
+    """A broker behind mutual TLS: its certificate (for localhost and 127.0.0.1) from
+    `server_ca`, its clients' from `client_ca`."""
+    server_ca, client_ca = trustme.CA(), trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    client_ca.configure_trust(context)
+    running, relay = relayed_broker(tmp_path, tls=context)
+    yield running, relay, server_ca, client_ca
+    relay.close()
+    running.stop()
+
+
+def test_mutual_tls_to_the_brokers_carries_spans_and_a_wrong_certificate_is_refused(make_sluice, tls_broker,
+                                                                                    tmp_path):
+    broker, relay, server_ca, client_ca = tls_broker
+    trusted, untrusted, anonymous = (tmp_path / name for name in ("trusted", "untrusted", "anonymous"))
+    for folder in (trusted, untrusted, anonymous):
+        folder.mkdir()
+    write_client_files(trusted, server_ca, client_ca)
+    write_client_files(untrusted, trustme.CA(), client_ca)  # trusts some other CA than the brokers'
+    write_client_files(anonymous, server_ca)  # no client certificate
+    behind_relay = f'brokers = ["localhost:{relay.port}"]'
+
+    def tls(folder):
+        files = f'ca_file = "{folder}/ca.pem"'
+        if (folder / "client.pem").exists():
+            files += f', cert_file = "{folder}/client.pem", key_file = "{folder}/client.key"'
+        return f"tls = {{{{ {files} }}}}"
+
+    reader = make_sluice(f"""
+        [receivers.kafka]
+        type = "kafka"
+        {behind_relay}
+        group_id = "tls-readers"
+        {tls(trusted)}
+    """ + ARCHIVE + """
+        [pipelines.all]
+        receivers = ["kafka"]
+        exporters = ["archive"]
+    """)
+    wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins over mutual TLS",
+               reader.logs, timeout=30)
+
+    def writer(folder):
+        return make_sluice(RECEIVER + f"""
+            [exporters.kafka]
+            type = "kafka"
+            {behind_relay}
+            delivery_timeout = "4s"
+            {tls(folder)}
+        """ + pipeline('["kafka"]'))
+
+    sender = writer(trusted)
+    sent = send_traces(sender, 10, "tls")
+    wait_for((reader,), sent, "spans written and read over mutual TLS arrive")
+    assert sender.metric("sluice_exporter_failed_items_total", exporter="kafka") == 0
+
+    # A broker certificate from the wrong CA, or no client certificate: nothing is written, the
+    # batch counts as failed once the producer gives up, and librdkafka's reason is in the log.
+    sessions = relay.sessions
+    # (TLS 1.3: a client without a certificate hears the broker's refusal as a closed
+    # connection or a `certificate required` alert, as timing has it.)
+    for folder, reasons in ((untrusted, ["certificate verify failed"]),
+                            (anonymous, ["SSL connection closed by peer", "certificate required"])):
+        refused = writer(folder)
+        send_traces(refused, 2, folder.name)
+        wait_until(lambda: refused.metric("sluice_exporter_failed_items_total", exporter="kafka") == 10,
+                   f"the {folder.name} writer's spans fail", refused.logs, timeout=30)
+        assert refused.metric("sluice_exporter_sent_items_total", exporter="kafka") == 0
+        assert any(reason in refused.logs() for reason in reasons), refused.logs()[-3000:]
+    assert relay.sessions == sessions, "neither refused writer got a session"
+    time.sleep(1)
+    assert sorted(names_at(reader)) == sorted(sent), "nothing from the refused writers"
+
+
+def send_compressible(host, count, prefix, spans=50):
+    """`count` requests of one trace each, `spans` spans with long, repetitive attributes;
+    returns the span names."""
+    names = []
+    attrs = {"http.route": "/api/v1/datasets/{dataset}/render/{layout}", "db.statement":
+             "SELECT id, name, owner, created_at FROM datasets WHERE owner = $1 ORDER BY created_at DESC"}
+    for t in range(count):
+        request = traces(spans, trace_id=os.urandom(16), prefix=f"{prefix}{t}", attrs=attrs)
+        status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+        assert status == 200, body
+        names += [f"{prefix}{t}-{i}" for i in range(spans)]
+    return names
+
+
+def test_compressed_records_are_smaller_on_the_wire_and_read_back(make_sluice, tmp_path):
+    """Each `compression` the producer offers: the bytes the agent sends the broker, counted by
+    a relay, against `none`; and a gateway reads every span back."""
+    broker, relay = relayed_broker(tmp_path)
+    via_relay = type("Address", (), {"address": f"127.0.0.1:{relay.port}"})
+    try:
+        reader = gateway(make_sluice, via_relay)
+        wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
+        sent_bytes = {}
+        for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+            sender = agent(make_sluice, via_relay, extra=f'compression = "{codec}"')
+            before = relay.client_bytes
+            names = send_compressible(sender, 20, codec)
+            wait_for((reader,), names, f"{codec} records are read back")
+            sent_bytes[codec] = relay.client_bytes - before
+            assert sender.stop() == 0
+        # The relay also counts the gateway's fetch requests, a few hundred bytes a second.
+        assert all(sent_bytes[codec] < sent_bytes["none"] / 2 for codec in sent_bytes if codec != "none"), sent_bytes
+    finally:
+        relay.close()
+        broker.stop()
+
+
+def test_a_full_pipeline_pauses_reading_and_nothing_is_lost(make_sluice, broker):
+    """A gateway whose destination answers 503: its exporter and pipeline queues (one batch
+    each) fill and the receiver stops taking records, each refused offer counted as `busy`.
+    Once the destination answers, every span arrives, once."""
+    blocked = threading.Event()
+    blocked.set()
+
+    def answer(n, request):
+        if blocked.is_set():
+            return 503, {"Retry-After": "0"}, b""
+        return 200, {}, ExportTraceServiceResponse().SerializeToString()
+
+    destination = Downstream(answer=answer)
+    try:
+        reader = make_sluice(f"""
+            [receivers.kafka]
+            type = "kafka"
+            brokers = ["{broker.address}"]
+            group_id = "slow-readers"
+            signals = ["traces"]
+            [exporters.slow]
+            type = "otlp"
+            protocol = "http/protobuf"
+            endpoint = "{destination.url}"
+            compression = "none"
+            concurrency = 1
+            queue_size = 1
+            batch = {{{{ max_items = 5 }}}}
+            retry = {{{{ initial_backoff = "50ms", max_backoff = "100ms", max_elapsed = "10m" }}}}
+            [pipelines.all]
+            receivers = ["kafka"]
+            exporters = ["slow"]
+            queue_size = 1
+        """)
+        wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
+        sender = agent(make_sluice, broker)
+        sent = send_traces(sender, 40, "held")
+        wait_until(lambda: reader.metric("sluice_receiver_refused_requests_total", transport="kafka",
+                                         reason="busy") >= 3, "the receiver pauses on a full pipeline", reader.logs)
+        time.sleep(2)
+        accepted = reader.metric("sluice_receiver_accepted_items_total", transport="kafka")
+        assert accepted < len(sent), f"paused: {accepted} of {len(sent)} spans taken"
+        assert destination.delivered() == [], "the destination took nothing yet"
+        blocked.clear()
+        wait_until(lambda: destination.delivered() == sorted(sent), "every held span arrives",
+                   lambda: (sorted(set(sent) - set(destination.delivered())), reader.logs()[-3000:]), timeout=60)
+        time.sleep(1)
+        assert destination.delivered() == sorted(sent), "each once"
+        assert reader.metric("sluice_exporter_failed_items_total", exporter="slow") == 0
+        assert reader.metric("sluice_receiver_refused_requests_total", transport="kafka", reason="malformed") == 0
+    finally:
+        destination.close()
