@@ -447,7 +447,7 @@ def main():
     parser.add_argument("--hosts", default="sluice,rotel",
                         help="comma-separated: sluice, rotel, and sluice+tap (Sluice with `sluice tap` watching "
                              "items as received, at most --tap-rate a second, as JSON)")
-    parser.add_argument("--kafka-fill", type=float, default=1.0,
+    parser.add_argument("--kafka-fill", type=float, default=2.0,
                         help="kafka-read: seconds of load written to the topic before the gateway reads it")
     parser.add_argument("--tap-rate", type=int, default=1000, help="sluice+tap's `sluice tap --rate`")
     parser.add_argument("--client-gzip", action="store_true",

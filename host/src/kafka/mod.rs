@@ -326,4 +326,30 @@ mod tests {
         let shared = problems("brokers = [\"k:9092\"]\ntopics = { traces = \"otlp\", logs = \"otlp\" }");
         assert!(shared.iter().any(|m| m.contains("topic of its own")), "{shared:?}");
     }
+
+    #[test]
+    fn sasl_over_tls_reaches_librdkafka_with_the_password_read_from_its_file() {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let secret = folder.path().join("kafka-password");
+        std::fs::write(&secret, "s3cret\n").expect("writable");
+        let kafka = connection(&format!(
+            "brokers = [\"kafka-0:9093\", \"kafka-1:9093\"]\n\
+             sasl = {{ mechanism = \"SCRAM-SHA-512\", username = \"agent\", password = {{ file = {secret:?} }} }}\n\
+             tls = {{ ca_file = \"/etc/kafka/ca.pem\" }}"
+        ));
+        let config = kafka.connection().client_config("to_kafka").expect("configured");
+        assert_eq!(config.get("bootstrap.servers"), Some("kafka-0:9093,kafka-1:9093"));
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("agent"));
+        assert_eq!(
+            config.get("sasl.password"),
+            Some("s3cret"),
+            "read from the file, trailing newline trimmed"
+        );
+        assert_eq!(config.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
+        let plain = connection("brokers = [\"127.0.0.1:9092\"]").connection().client_config("x").expect("configured");
+        assert_eq!(plain.get("security.protocol"), Some("plaintext"));
+        assert_eq!(plain.get("sasl.password"), None);
+    }
 }

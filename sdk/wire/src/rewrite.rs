@@ -6,6 +6,9 @@
 //! item and computes every group's new size; the second writes the output in one go, so each
 //! kept byte is copied once. A scope left with no items is omitted, and so is a resource group
 //! left with no scopes.
+//!
+//! [`partition`] splits a request into many in one pass, each item to the part the caller
+//! names, under copies of its resource and scope.
 
 use crate::otlp::Signal;
 use crate::wire::{Error, Fields, bytes_field_len, put_bytes_field, put_varint};
@@ -187,4 +190,85 @@ pub fn rebuild(
 /// Keeps the items for which `keep(n)` is true; the common case of [`rebuild`].
 pub fn retain(signal: Signal, buf: &[u8], mut keep: impl FnMut(u32) -> bool) -> Result<Vec<u8>, Error> {
     rebuild(signal, buf, |_, _| None, |n, _| if keep(n) { ItemAction::Keep } else { ItemAction::Drop })
+}
+
+/// Splits `buf`, an encoded request, into `parts` requests in one pass: item `n` (counted in
+/// batch order) goes to part `part_of(n, item_bytes)`, which must be below `parts`. Each part
+/// holds its items in their order, under copies of their resource and scope groups (every
+/// field but the items copied verbatim); a part that receives no item is empty. Unlike one
+/// [`retain`] per part, the cost does not grow with the number of parts.
+///
+/// # Panics
+///
+/// If `part_of` names a part at or past `parts`.
+pub fn partition(
+    buf: &[u8],
+    parts: usize,
+    mut part_of: impl FnMut(u32, &[u8]) -> u32,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); parts];
+    let mut request_fields: Vec<&[u8]> = Vec::new();
+    let mut item_index = 0u32;
+    // Reused per resource group: its fields other than scopes, each scope's fields other than
+    // items, and its items as (part, scope, raw field).
+    let mut group_fields: Vec<&[u8]> = Vec::new();
+    let mut scope_fields: Vec<Vec<&[u8]>> = Vec::new();
+    let mut items: Vec<(u32, u32, &[u8])> = Vec::new();
+    for field in Fields::new(buf) {
+        let field = field?;
+        if field.number != REQUEST_GROUPS {
+            request_fields.push(field.raw);
+            continue;
+        }
+        group_fields.clear();
+        scope_fields.clear();
+        items.clear();
+        for part in Fields::new(field.bytes()?) {
+            let part = part?;
+            if part.number != GROUP_SCOPES {
+                group_fields.push(part.raw);
+                continue;
+            }
+            let scope = scope_fields.len() as u32;
+            let mut fields = Vec::new();
+            for entry in Fields::new(part.bytes()?) {
+                let entry = entry?;
+                if entry.number != SCOPE_ITEMS {
+                    fields.push(entry.raw);
+                    continue;
+                }
+                let target = part_of(item_index, entry.bytes()?);
+                assert!((target as usize) < parts, "item {item_index} sent to part {target} of {parts}");
+                item_index += 1;
+                items.push((target, scope, entry.raw));
+            }
+            scope_fields.push(fields);
+        }
+        // Stable: each part's items stay in batch order within their scope.
+        items.sort_by_key(|&(target, scope, _)| (target, scope));
+        let group_fields_len: usize = group_fields.iter().map(|f| f.len()).sum();
+        let scope_len = |run: &[(u32, u32, &[u8])]| -> usize {
+            let fields: usize = scope_fields[run[0].1 as usize].iter().map(|f| f.len()).sum();
+            fields + run.iter().map(|(_, _, raw)| raw.len()).sum::<usize>()
+        };
+        for run in items.chunk_by(|a, b| a.0 == b.0) {
+            let scopes = || run.chunk_by(|a, b| a.1 == b.1);
+            let size = group_fields_len
+                + scopes().map(|scope| bytes_field_len(GROUP_SCOPES, scope_len(scope))).sum::<usize>();
+            let target = &mut out[run[0].0 as usize];
+            put_varint(target, (u64::from(REQUEST_GROUPS) << 3) | 2);
+            put_varint(target, size as u64);
+            group_fields.iter().for_each(|raw| target.extend_from_slice(raw));
+            for scope in scopes() {
+                put_varint(target, (u64::from(GROUP_SCOPES) << 3) | 2);
+                put_varint(target, scope_len(scope) as u64);
+                scope_fields[scope[0].1 as usize].iter().for_each(|raw| target.extend_from_slice(raw));
+                scope.iter().for_each(|(_, _, raw)| target.extend_from_slice(raw));
+            }
+        }
+    }
+    for part in out.iter_mut().filter(|part| !part.is_empty()) {
+        request_fields.iter().for_each(|raw| part.extend_from_slice(raw));
+    }
+    Ok(out)
 }

@@ -254,3 +254,29 @@ fn a_resource_written_twice_is_one_resource() {
     let kept = rebuild(Signal::Traces, &bytes, |_, _| None, |_, _| ItemAction::Keep).expect("rebuilt");
     assert_eq!(kept, bytes, "nothing replaced, nothing changed");
 }
+
+#[test]
+fn partition_splits_in_one_pass_under_copies_of_each_group() {
+    let request = traces();
+    let buf = request.encode_to_vec();
+    // s0 and s3 to part 0, s1 and s2 to part 2, nothing to part 1.
+    let parts = sluice_wire::rewrite::partition(&buf, 3, |n, _| [0, 2, 2, 0][n as usize]).expect("valid");
+    assert!(parts[1].is_empty(), "a part with no items is empty");
+    let decoded: Vec<ExportTraceServiceRequest> = [&parts[0], &parts[2]]
+        .iter()
+        .map(|p| ExportTraceServiceRequest::decode(p.as_slice()).expect("decodes"))
+        .collect();
+    assert_eq!(names(&decoded[0]), [vec![vec!["s0".to_string()]], vec![vec!["s3".to_string()]]]);
+    assert_eq!(names(&decoded[1]), [vec![vec!["s1".to_string()], vec!["s2".to_string()]]]);
+    // Resources and scopes are copied whole: the service, the schema URLs.
+    let first = &decoded[0].resource_spans[0];
+    assert_eq!((first.schema_url.as_str(), first.scope_spans[0].schema_url.as_str()), ("r", "x"));
+    assert_eq!(first.resource, request.resource_spans[0].resource);
+    assert_eq!(decoded[1].resource_spans[0].scope_spans[1].schema_url, "");
+    // Each part decodes to what retaining its items gives.
+    for (part, wanted) in [(0, [0u32, 3]), (2, [1, 2])] {
+        let retained = retain(Signal::Traces, &buf, |n| wanted.contains(&n)).expect("valid");
+        let decode = |bytes: &[u8]| ExportTraceServiceRequest::decode(bytes).expect("decodes");
+        assert_eq!(decode(&parts[part]), decode(&retained), "part {part}");
+    }
+}

@@ -1,13 +1,14 @@
 //! A batch as Kafka records: its items grouped by the partition key read from their encoded
-//! bytes, each group written as its own export request by `sluice_wire::rewrite::rebuild` (items copied
-//! verbatim, their groups re-framed). Nothing is decoded; a batch whose items share one key is
-//! one record holding the batch's bytes as they are.
+//! bytes, every group written as its own export request in one pass by
+//! `sluice_wire::rewrite::partition` (items copied verbatim under copies of their resource and
+//! scope). Nothing is decoded; a batch whose items share one key is one record holding the
+//! batch's bytes as they are.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use sluice_wire::otlp::Signal;
-use sluice_wire::rewrite::{ItemAction, rebuild};
+use sluice_wire::rewrite::partition;
 use sluice_wire::views::{self, LogRecordView, SpanView};
 use sluice_wire::wire::Error;
 
@@ -55,40 +56,31 @@ pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> R
     // request, so reading them allocates nothing per item.
     let mut groups: HashMap<&[u8], u32> = HashMap::new();
     let mut keys: Vec<&[u8]> = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
     let mut group_of: Vec<u32> = Vec::new();
     for item in views::items(signal, payload) {
         let key = key_of(signal, &item, by);
         let group = *groups.entry(key).or_insert_with(|| {
             keys.push(key);
+            counts.push(0);
             keys.len() as u32 - 1
         });
+        counts[group as usize] += weight(signal, item.bytes);
         group_of.push(group);
     }
     if keys.len() <= 1 {
         let key = keys.pop().map(<[u8]>::to_vec);
         return Ok(vec![Record { key, payload: payload.clone(), items }]);
     }
-    // One pass per group: a batch holds a few traces or services, rarely hundreds.
-    keys.into_iter()
-        .enumerate()
-        .map(|(group, key)| {
-            let mut counted = 0;
-            let bytes = rebuild(
-                signal,
-                payload,
-                |_, _| None,
-                |n, item| {
-                    if group_of.get(n as usize) == Some(&(group as u32)) {
-                        counted += weight(signal, item);
-                        ItemAction::Keep
-                    } else {
-                        ItemAction::Drop
-                    }
-                },
-            )?;
-            Ok(Record { key: Some(key.to_vec()), payload: Bytes::from(bytes), items: counted })
-        })
-        .collect()
+    // One pass however many traces the batch holds. (The views stop at a malformed part, which
+    // `partition` then reports; until it does, an item they did not reach goes to the first.)
+    let parts = partition(payload, keys.len(), |n, _| group_of.get(n as usize).copied().unwrap_or(0))?;
+    Ok(keys
+        .into_iter()
+        .zip(counts)
+        .zip(parts)
+        .map(|((key, items), part)| Record { key: Some(key.to_vec()), payload: Bytes::from(part), items })
+        .collect())
 }
 
 #[cfg(test)]
@@ -122,7 +114,7 @@ mod tests {
                         .enumerate()
                         .map(|(i, &trace)| Span {
                             trace_id: vec![trace; 16],
-                            span_id: vec![i as u8 + 1; 8],
+                            span_id: vec![(i as u8).wrapping_add(1); 8],
                             name: format!("{service}-{i}"),
                             ..Default::default()
                         })
@@ -170,5 +162,22 @@ mod tests {
         let records = split(Signal::Traces, &one_trace, 2, PartitionKey::TraceId).expect("valid");
         assert_eq!(records.len(), 1);
         assert!(records[0].payload.as_ptr() == one_trace.as_ptr(), "one key: the batch as it is");
+    }
+
+    #[test]
+    fn a_batch_of_many_traces_becomes_one_record_per_trace_in_one_pass() {
+        let traces: Vec<u8> = (0..=255).chain(0..=255).collect();
+        let payload = request(&[("api", &traces[..300]), ("web", &traces[300..])]);
+        let records = split(Signal::Traces, &payload, 512, PartitionKey::TraceId).expect("valid");
+        assert_eq!(records.len(), 256);
+        for (trace, record) in records.iter().enumerate() {
+            assert_eq!(record.key.as_deref(), Some(&[trace as u8; 16][..]));
+            assert_eq!(record.items, 2);
+            let expected = match trace {
+                0..44 => vec![format!("api-{trace}"), format!("api-{}", trace + 256)],
+                _ => vec![format!("api-{trace}"), format!("web-{}", trace - 44)],
+            };
+            assert_eq!(names(&record.payload), expected, "trace {trace}");
+        }
     }
 }
