@@ -255,30 +255,44 @@ TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
 def tansu_binary():
     found = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
     if not os.path.exists(found):
-        pytest.fail("`tansu` is not installed: .ci/run installs it (cargo install tansu --features dynostore)")
+        pytest.fail("`tansu` is not installed: .ci/run installs it "
+                    "(cargo install tansu --version 0.6.0 --features dynostore,libsql --locked)")
     return found
 
 
 class Broker:
     """A tansu broker on a free loopback port, the three OTLP topics made with 3 partitions.
-    `advertised_port`: the port it tells clients to use instead of its own (a TLS proxy's)."""
+    `advertised_port`: the port it tells clients to use instead of its own (a relay's);
+    `storage`: tansu's storage engine, a `sqlite://` file relative to `tmp_path`, which keeps
+    topics and users across restarts; `authentication`: SASL/SCRAM required of every client;
+    `make_topics`: false where the storage already has them."""
 
-    def __init__(self, tmp_path, advertised_port=None):
+    def __init__(self, tmp_path, advertised_port=None, storage="memory://tansu/", authentication=False,
+                 make_topics=True):
         self.port = free_port()
         self.advertised_port = advertised_port or self.port
+        self.tmp, self.storage, self.authentication = tmp_path, storage, authentication
         self.log = open(tmp_path / "broker.log", "ab")
-        self.start()
+        self.start(make_topics)
 
-    def start(self):
-        url = f"tcp://127.0.0.1:{self.port}"
+    @property
+    def url(self):
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self, make_topics=True):
         self.process = subprocess.Popen(
-            [tansu_binary(), "broker", "--listener-url", url,
+            [tansu_binary(), "broker", "--listener-url", self.url,
              "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
-             "--storage-engine", "memory://tansu/"],
-            stdout=self.log, stderr=self.log)
-        wait_port(self.port)
-        for topic in TOPICS:
-            subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", url, "--partitions", "3"],
+             "--storage-engine", self.storage, *(["--authentication"] if self.authentication else [])],
+            stdout=self.log, stderr=self.log, cwd=self.tmp)
+        try:
+            wait_port(self.port)
+        except Exception:
+            # A tansu built without a storage engine says so and exits.
+            log = (self.tmp / "broker.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"tansu did not start ({self.storage}); its log:\n{log}")
+        for topic in TOPICS if make_topics else ():
+            subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", self.url, "--partitions", "3"],
                            check=True, capture_output=True, timeout=30)
 
     def stop(self):

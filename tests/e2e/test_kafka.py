@@ -3,7 +3,8 @@ loopback): an agent Sluice writes, two gateway Sluices in one consumer group rea
 arrives exactly once in normal operation; a gateway killed with SIGKILL hands its partitions to
 the other and nothing is lost; the agent holds what it cannot write while the broker is down;
 librdkafka's Python client (confluent-kafka) reads what Sluice writes and writes what it reads;
-TLS and mutual TLS to the brokers hold, and a wrong certificate is refused."""
+mutual TLS and SASL/SCRAM to the brokers hold, and a wrong certificate or password is refused;
+every compression shrinks what goes on the wire; a full gateway pipeline pauses reading."""
 
 import asyncio
 import os
@@ -30,20 +31,22 @@ def broker(tmp_path):
     running.stop()
 
 
-def agent(make_sluice, broker, extra=""):
-    """An agent from OTLP to the broker; `extra`: more exporter keys (braces doubled)."""
+def agent(make_sluice, broker, extra="", delivery_timeout="60s", **kwargs):
+    """An agent from OTLP to the broker; `extra`: more exporter keys (braces doubled);
+    `kwargs` go to the harness (`extra_env`)."""
     return make_sluice(RECEIVER + f"""
         [exporters.kafka]
         type = "kafka"
         brokers = ["{broker.address}"]
-        delivery_timeout = "60s"
+        delivery_timeout = "{delivery_timeout}"
         {extra}
-    """ + pipeline('["kafka"]'))
+    """ + pipeline('["kafka"]'), **kwargs)
 
 
-def gateway(make_sluice, broker, extra="", group="gateways"):
+def gateway(make_sluice, broker, extra="", group="gateways", **kwargs):
     """A gateway reading the topics in consumer group `group` into its archive; `extra`: more
-    receiver keys (TOML, braces doubled for the harness's formatting)."""
+    receiver keys (TOML, braces doubled for the harness's formatting); `kwargs` go to the
+    harness."""
     return make_sluice(f"""
         [receivers.kafka]
         type = "kafka"
@@ -55,7 +58,7 @@ def gateway(make_sluice, broker, extra="", group="gateways"):
         [pipelines.all]
         receivers = ["kafka"]
         exporters = ["archive"]
-    """)
+    """, **kwargs)
 
 
 def send_traces(host, count, prefix, spans=5):
@@ -503,3 +506,48 @@ def test_a_full_pipeline_pauses_reading_and_nothing_is_lost(make_sluice, broker)
         assert reader.metric("sluice_receiver_refused_requests_total", transport="kafka", reason="malformed") == 0
     finally:
         destination.close()
+
+
+def test_sasl_scram_with_credentials_from_a_file_and_the_environment(make_sluice, tmp_path):
+    """A broker that requires SASL/SCRAM (tansu with SQLite storage, which keeps its users):
+    an agent authenticating with SCRAM-SHA-512 and a password file, a gateway with
+    SCRAM-SHA-256 and a password in the environment. A wrong password delivers nothing, fails
+    the batch, and says why."""
+    storage = "sqlite://tansu.db"
+    # Users are made while the broker does not yet ask for them, on the storage the
+    # authenticating broker then opens.
+    setup = Broker(tmp_path, storage=storage)
+    for user, password, mechanism in (("agent", "agent-secret", "scram512"), ("gateway", "gateway-secret", "scram256")):
+        subprocess.run([tansu_binary(), "user", "create", user, password, "--broker", setup.url,
+                        "--mechanism", mechanism], check=True, capture_output=True, timeout=30)
+    setup.stop()
+    broker = Broker(tmp_path, storage=storage, authentication=True, make_topics=False)
+    try:
+        (tmp_path / "agent-password").write_text("agent-secret\n")
+        (tmp_path / "wrong-password").write_text("not-the-secret\n")
+        reader = gateway(make_sluice, broker, extra='sasl = {{ mechanism = "SCRAM-SHA-256", username = "gateway", '
+                                                    'password = {{ env = "KAFKA_PASSWORD" }} }}',
+                         group="authenticated", extra_env={"KAFKA_PASSWORD": "gateway-secret"})
+        assert reader.process.poll() is None
+        wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins with SCRAM-SHA-256",
+                   reader.logs, timeout=30)
+
+        def writer(password_file):
+            return agent(make_sluice, broker, delivery_timeout="4s",
+                         extra='sasl = {{ mechanism = "SCRAM-SHA-512", username = "agent", '
+                               f'password = {{{{ file = "{password_file}" }}}} }}}}')
+
+        sender = writer(tmp_path / "agent-password")
+        sent = send_traces(sender, 10, "scram")
+        wait_for((reader,), sent, "spans written and read with SCRAM arrive")
+        assert sender.metric("sluice_exporter_failed_items_total", exporter="kafka") == 0
+        refused = writer(tmp_path / "wrong-password")
+        send_traces(refused, 2, "wrong")
+        wait_until(lambda: refused.metric("sluice_exporter_failed_items_total", exporter="kafka") == 10,
+                   "a wrong password's spans fail", refused.logs, timeout=30)
+        assert "SASL authentication error" in refused.logs(), refused.logs()[-3000:]
+        assert "not-the-secret" not in refused.logs() and "agent-secret" not in sender.logs(), "no password in a log"
+        time.sleep(1)
+        assert sorted(names_at(reader)) == sorted(sent), "nothing from the refused writer"
+    finally:
+        broker.stop()

@@ -348,7 +348,8 @@ mod tests {
             "read from the file, trailing newline trimmed"
         );
         assert_eq!(config.get("ssl.ca.location"), Some("/etc/kafka/ca.pem"));
-        let plain = connection("brokers = [\"127.0.0.1:9092\"]").connection().client_config("x").expect("configured");
+        let plain =
+            connection("brokers = [\"127.0.0.1:9092\"]").connection().client_config("x").expect("configured");
         assert_eq!(plain.get("security.protocol"), Some("plaintext"));
         assert_eq!(plain.get("sasl.password"), None);
     }
