@@ -252,11 +252,44 @@ impl BuildError {
     }
 }
 
-struct Runner {
+/// Counts each batch an exporter is done with as sent or failed, logging failures (throttled).
+pub(crate) struct Outcomes {
     name: ComponentId,
-    rx: queue::Receiver,
     counters: PerSignal<(Counter, Counter)>,
     failures: LogThrottle,
+}
+
+impl Outcomes {
+    /// The sent and failed counters of exporter `name`.
+    pub(crate) fn new(name: &ComponentId, metrics: &Metrics) -> Self {
+        let counters = PerSignal::new(|signal| metrics.exporter(name.as_str(), signal));
+        Self { name: name.clone(), counters, failures: LogThrottle::default() }
+    }
+
+    /// Counts `batch` by `outcome`.
+    pub(crate) fn count(&mut self, batch: &Batch, outcome: Result<(), ExportError>) {
+        let (sent, failed) = self.counters.get(batch.signal());
+        match outcome {
+            Ok(()) => {
+                sent.inc_by(batch.items());
+            }
+            Err(error) => {
+                failed.inc_by(batch.items());
+                if let Some(suppressed) = self.failures.check() {
+                    tracing::error!(
+                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
+                        similar_failures_not_logged = suppressed,
+                        "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+struct Runner {
+    rx: queue::Receiver,
+    outcomes: Outcomes,
 }
 
 impl Runner {
@@ -278,29 +311,15 @@ impl Runner {
     }
 
     fn handle(&mut self, exporter: &mut impl Exporter, batch: &Arc<Batch>) {
-        let (sent, failed) = self.counters.get(batch.signal());
-        match exporter.export(batch) {
-            Ok(()) => {
-                sent.inc_by(batch.items());
-            }
-            Err(error) => {
-                failed.inc_by(batch.items());
-                if let Some(suppressed) = self.failures.check() {
-                    tracing::error!(
-                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
-                        similar_failures_not_logged = suppressed,
-                        "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
-                    );
-                }
-            }
-        }
+        self.outcomes.count(batch, exporter.export(batch));
         self.rx.settle(batch);
     }
 
     fn finish(&mut self, exporter: &mut impl Exporter) {
+        let name = &self.outcomes.name;
         if let Err(error) = exporter.flush() {
-            tracing::error!(exporter = %self.name, %error, "Flush at shutdown failed");
+            tracing::error!(exporter = %name, %error, "Flush at shutdown failed");
         }
-        tracing::debug!(exporter = %self.name, "Exporter drained");
+        tracing::debug!(exporter = %name, "Exporter drained");
     }
 }

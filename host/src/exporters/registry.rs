@@ -6,17 +6,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
 use serde::de::DeserializeOwned;
 use serde_spanned::Spanned;
 use tokio::task::JoinHandle;
 
-use super::{BuildError, ExportError, Exporter, Runner};
+use super::{BuildError, ExportError, Exporter, Outcomes, Runner};
 use crate::config::{
     ClientConfig, ComponentId, CompressionConfig, Config, Credential, ListenAddress, PluginRef, Problem,
     SeriesConfig,
 };
-use crate::log_throttle::LogThrottle;
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
 use crate::queue;
 
@@ -116,10 +114,7 @@ pub struct Start<'a> {
 impl<'a> Start<'a> {
     /// Runs a blocking or in-task [`Exporter`] over the queue, counting what it sends and fails.
     pub fn run<E: Exporter>(self, exporter: E) -> JoinHandle<()> {
-        let counters: PerSignal<(Counter, Counter)> =
-            PerSignal::new(|signal| self.metrics.exporter(self.name.as_str(), signal));
-        let runner =
-            Runner { name: self.name.clone(), rx: self.queue, counters, failures: LogThrottle::default() };
+        let runner = Runner { rx: self.queue, outcomes: Outcomes::new(self.name, self.metrics) };
         runner.spawn(exporter)
     }
 

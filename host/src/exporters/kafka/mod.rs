@@ -13,19 +13,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use prometheus_client::metrics::counter::Counter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio::task::JoinHandle;
 
 use super::registry::{ExporterType, Start};
-use super::{BuildError, ExportError};
+use super::{BuildError, ExportError, Outcomes};
 use crate::batch::{Batch, DecodeError};
 use crate::config::{ComponentId, Problem, Signal};
 use crate::kafka::{KafkaEncoding, KafkaTopics};
-use crate::log_throttle::LogThrottle;
-use crate::metrics::PerSignal;
 use crate::queue;
 use config::{KafkaExporterConfig, PartitionKey};
 
@@ -38,9 +35,7 @@ struct KafkaExporter {
     partition_key: PartitionKey,
     delivery_timeout: Duration,
     concurrency: usize,
-    /// Sent and failed items, per signal.
-    counters: PerSignal<(Counter, Counter)>,
-    failures: LogThrottle,
+    outcomes: Outcomes,
 }
 
 fn failed(context: &str, error: KafkaError) -> ExportError {
@@ -143,24 +138,9 @@ impl KafkaExporter {
         Ok(deliveries)
     }
 
-    /// Counts `batch` as sent or failed (logging failures, throttled) and settles it.
+    /// Counts `batch` as sent or failed and settles it.
     fn settle(&mut self, rx: &queue::Receiver, batch: &Arc<Batch>, outcome: Result<(), ExportError>) {
-        let (sent, failed) = self.counters.get(batch.signal());
-        match outcome {
-            Ok(()) => {
-                sent.inc_by(batch.items());
-            }
-            Err(error) => {
-                failed.inc_by(batch.items());
-                if let Some(suppressed) = self.failures.check() {
-                    tracing::error!(
-                        exporter = %self.name, signal = %batch.signal(), items = batch.items(), %error,
-                        similar_failures_not_logged = suppressed,
-                        "Export failed; batch dropped (sluice_exporter_failed_items_total counts every one)"
-                    );
-                }
-            }
-        }
+        self.outcomes.count(batch, outcome);
         rx.settle(batch);
     }
 }
@@ -208,8 +188,7 @@ impl ExporterType for KafkaExporterConfig {
             partition_key: self.partition_key,
             delivery_timeout: self.delivery_timeout.0,
             concurrency: self.concurrency,
-            counters: PerSignal::new(|signal| start.metrics.exporter(start.name.as_str(), signal)),
-            failures: LogThrottle::default(),
+            outcomes: Outcomes::new(start.name, start.metrics),
         };
         Ok(tokio::spawn(exporter.drain(start.queue)))
     }
