@@ -266,6 +266,11 @@ impl Outcomes {
         Self { name: name.clone(), counters, failures: LogThrottle::default() }
     }
 
+    /// The exporter's name.
+    pub(crate) fn name(&self) -> &ComponentId {
+        &self.name
+    }
+
     /// Counts `batch` by `outcome`.
     pub(crate) fn count(&mut self, batch: &Batch, outcome: Result<(), ExportError>) {
         let (sent, failed) = self.counters.get(batch.signal());
@@ -316,7 +321,7 @@ impl Runner {
     }
 
     fn finish(&mut self, exporter: &mut impl Exporter) {
-        let name = &self.outcomes.name;
+        let name = self.outcomes.name();
         if let Err(error) = exporter.flush() {
             tracing::error!(exporter = %name, %error, "Flush at shutdown failed");
         }

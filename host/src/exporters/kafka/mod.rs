@@ -21,14 +21,13 @@ use tokio::task::JoinHandle;
 use super::registry::{ExporterType, Start};
 use super::{BuildError, ExportError, Outcomes};
 use crate::batch::{Batch, DecodeError};
-use crate::config::{ComponentId, Problem, Signal};
+use crate::config::{Problem, Signal};
 use crate::kafka::{KafkaEncoding, KafkaTopics};
 use crate::queue;
 use config::{KafkaExporterConfig, PartitionKey};
 
 /// Produces each batch's records; [`KafkaExporter::drain`] waits for their acknowledgements.
 struct KafkaExporter {
-    name: ComponentId,
     producer: FutureProducer,
     topics: KafkaTopics,
     encoding: KafkaEncoding,
@@ -49,15 +48,14 @@ fn json(signal: Signal, payload: &[u8]) -> Result<Vec<u8>, ExportError> {
     Ok(json)
 }
 
-/// Waits for every acknowledgement of one batch's records; the first failure is the batch's.
-async fn acknowledged(topic: &str, deliveries: Vec<DeliveryFuture>) -> Result<(), ExportError> {
+/// Waits for every acknowledgement of one batch's records; the first failure is the batch's,
+/// with what went wrong (after the topic's name, which the caller adds).
+async fn acknowledged(deliveries: Vec<DeliveryFuture>) -> Result<(), (&'static str, KafkaError)> {
     for delivery in deliveries {
         match delivery.await {
             Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => return Err(failed(&format!("`{topic}` did not take a record"), error)),
-            Err(_) => {
-                return Err(failed(&format!("`{topic}`: the producer went away"), KafkaError::Canceled));
-            }
+            Ok(Err((error, _))) => return Err(("did not take a record", error)),
+            Err(_) => return Err(("lost a record: the producer went away", KafkaError::Canceled)),
         }
     }
     Ok(())
@@ -72,33 +70,27 @@ impl KafkaExporter {
             tokio::select! {
                 biased;
                 Some((batch, outcome)) = waiting.next(), if !waiting.is_empty() => {
-                    self.settle(&rx, &batch, outcome);
+                    self.settle_acknowledged(&rx, &batch, outcome);
                 }
                 received = rx.recv(), if waiting.len() < self.concurrency => {
                     let Some(batch) = received else { break };
                     match self.produce(&batch).await {
-                        Ok(deliveries) => {
-                            let topic = self.topics.of(batch.signal()).to_string();
-                            waiting.push(async move {
-                                let outcome = acknowledged(&topic, deliveries).await;
-                                (batch, outcome)
-                            });
-                        }
+                        Ok(deliveries) => waiting.push(async move { (batch, acknowledged(deliveries).await) }),
                         Err(error) => self.settle(&rx, &batch, Err(error)),
                     }
                 }
             }
         }
         while let Some((batch, outcome)) = waiting.next().await {
-            self.settle(&rx, &batch, outcome);
+            self.settle_acknowledged(&rx, &batch, outcome);
         }
         let producer = self.producer.clone();
         let timeout = Timeout::After(self.delivery_timeout);
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         if let Ok(Err(error)) = flushed {
-            tracing::error!(exporter = %self.name, %error, "Flush at shutdown failed");
+            tracing::error!(exporter = %self.outcomes.name(), %error, "Flush at shutdown failed");
         }
-        tracing::debug!(exporter = %self.name, "Exporter drained");
+        tracing::debug!(exporter = %self.outcomes.name(), "Exporter drained");
     }
 
     /// Hands every record of `batch` to the producer, waiting while its own queue is full.
@@ -119,8 +111,8 @@ impl KafkaExporter {
             };
             loop {
                 let mut produced = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
-                if let Some(key) = &record.key {
-                    produced = produced.key(key.as_slice());
+                if let Some(key) = record.key {
+                    produced = produced.key(key);
                 }
                 match self.producer.send_result(produced) {
                     Ok(delivery) => {
@@ -136,6 +128,18 @@ impl KafkaExporter {
             }
         }
         Ok(deliveries)
+    }
+
+    /// Settles `batch` by its acknowledgements, a failure told as its topic's.
+    fn settle_acknowledged(
+        &mut self,
+        rx: &queue::Receiver,
+        batch: &Arc<Batch>,
+        acknowledged: Result<(), (&'static str, KafkaError)>,
+    ) {
+        let topic = self.topics.of(batch.signal());
+        let outcome = acknowledged.map_err(|(what, error)| failed(&format!("`{topic}` {what}"), error));
+        self.settle(rx, batch, outcome);
     }
 
     /// Counts `batch` as sent or failed and settles it.
@@ -181,7 +185,6 @@ impl ExporterType for KafkaExporterConfig {
             .create()
             .map_err(|e| BuildError::client(start.name, format!("cannot create the Kafka producer: {e}")))?;
         let exporter = KafkaExporter {
-            name: start.name.clone(),
             producer,
             topics: self.topics.clone(),
             encoding: self.encoding,

@@ -14,11 +14,11 @@ use sluice_wire::wire::Error;
 
 use super::config::PartitionKey;
 
-/// One record: its key (which picks the partition) and value.
+/// One record: its key (which picks the partition), borrowed from the batch, and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct Record<'a> {
     /// The key; `None` lets the producer choose the partition.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<&'a [u8]>,
     /// The encoded export request.
     pub payload: Bytes,
     /// Spans, data points or log records in it.
@@ -48,7 +48,12 @@ fn weight(signal: Signal, item: &[u8]) -> u64 {
 }
 
 /// Splits `payload`, an encoded request of `signal` holding `items` items, into records by `by`.
-pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> Result<Vec<Record>, Error> {
+pub fn split(
+    signal: Signal,
+    payload: &Bytes,
+    items: u64,
+    by: PartitionKey,
+) -> Result<Vec<Record<'_>>, Error> {
     if by == PartitionKey::None {
         return Ok(vec![Record { key: None, payload: payload.clone(), items }]);
     }
@@ -69,7 +74,7 @@ pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> R
         group_of.push(group);
     }
     if keys.len() <= 1 {
-        let key = keys.pop().map(<[u8]>::to_vec);
+        let key = keys.pop();
         return Ok(vec![Record { key, payload: payload.clone(), items }]);
     }
     // One pass however many traces the batch holds. (The views stop at a malformed part, which
@@ -79,7 +84,7 @@ pub fn split(signal: Signal, payload: &Bytes, items: u64, by: PartitionKey) -> R
         .into_iter()
         .zip(counts)
         .zip(parts)
-        .map(|((key, items), part)| Record { key: Some(key.to_vec()), payload: Bytes::from(part), items })
+        .map(|((key, items), part)| Record { key: Some(key), payload: Bytes::from(part), items })
         .collect())
 }
 
@@ -136,7 +141,7 @@ mod tests {
         let payload = request(&[("api", &[1, 2, 1]), ("web", &[2, 3])]);
         let records = split(Signal::Traces, &payload, 5, PartitionKey::TraceId).expect("valid");
         let got: Vec<(Vec<u8>, Vec<String>, u64)> =
-            records.iter().map(|r| (r.key.clone().expect("keyed"), names(&r.payload), r.items)).collect();
+            records.iter().map(|r| (r.key.expect("keyed").to_vec(), names(&r.payload), r.items)).collect();
         assert_eq!(
             got,
             [
@@ -151,7 +156,7 @@ mod tests {
     fn by_service_and_unkeyed_and_one_key_keep_the_bytes_as_they_are() {
         let payload = request(&[("api", &[1, 2]), ("web", &[3])]);
         let by_service = split(Signal::Traces, &payload, 3, PartitionKey::Service).expect("valid");
-        let keys: Vec<Vec<u8>> = by_service.iter().map(|r| r.key.clone().expect("keyed")).collect();
+        let keys: Vec<Vec<u8>> = by_service.iter().map(|r| r.key.expect("keyed").to_vec()).collect();
         assert_eq!(keys, [b"api".to_vec(), b"web".to_vec()]);
         let [whole] =
             <[Record; 1]>::try_from(split(Signal::Traces, &payload, 3, PartitionKey::None).expect("valid"))
@@ -171,7 +176,7 @@ mod tests {
         let records = split(Signal::Traces, &payload, 512, PartitionKey::TraceId).expect("valid");
         assert_eq!(records.len(), 256);
         for (trace, record) in records.iter().enumerate() {
-            assert_eq!(record.key.as_deref(), Some(&[trace as u8; 16][..]));
+            assert_eq!(record.key, Some(&[trace as u8; 16][..]));
             assert_eq!(record.items, 2);
             let expected = match trace {
                 0..44 => vec![format!("api-{trace}"), format!("api-{}", trace + 256)],
