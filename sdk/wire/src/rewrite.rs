@@ -209,10 +209,12 @@ pub fn partition(
     let mut out: Vec<Vec<u8>> = vec![Vec::new(); parts];
     let mut request_fields: Vec<&[u8]> = Vec::new();
     let mut item_index = 0u32;
-    // Reused per resource group: its fields other than scopes, each scope's fields other than
-    // items, and its items as (part, scope, raw field).
+    // Reused per resource group: its fields other than scopes; every scope's fields other than
+    // items, one after another, with where each scope's run ends; its items as (part, scope,
+    // raw field).
     let mut group_fields: Vec<&[u8]> = Vec::new();
-    let mut scope_fields: Vec<Vec<&[u8]>> = Vec::new();
+    let mut scope_fields: Vec<&[u8]> = Vec::new();
+    let mut scope_ends: Vec<usize> = Vec::new();
     let mut items: Vec<(u32, u32, &[u8])> = Vec::new();
     for field in Fields::new(buf) {
         let field = field?;
@@ -222,6 +224,7 @@ pub fn partition(
         }
         group_fields.clear();
         scope_fields.clear();
+        scope_ends.clear();
         items.clear();
         for part in Fields::new(field.bytes()?) {
             let part = part?;
@@ -229,12 +232,11 @@ pub fn partition(
                 group_fields.push(part.raw);
                 continue;
             }
-            let scope = scope_fields.len() as u32;
-            let mut fields = Vec::new();
+            let scope = scope_ends.len() as u32;
             for entry in Fields::new(part.bytes()?) {
                 let entry = entry?;
                 if entry.number != SCOPE_ITEMS {
-                    fields.push(entry.raw);
+                    scope_fields.push(entry.raw);
                     continue;
                 }
                 let target = part_of(item_index, entry.bytes()?);
@@ -242,18 +244,21 @@ pub fn partition(
                 item_index += 1;
                 items.push((target, scope, entry.raw));
             }
-            scope_fields.push(fields);
+            scope_ends.push(scope_fields.len());
         }
         // Stable: each part's items stay in batch order within their scope.
         items.sort_by_key(|&(target, scope, _)| (target, scope));
-        let group_fields_len: usize = group_fields.iter().map(|f| f.len()).sum();
-        let scope_len = |run: &[(u32, u32, &[u8])]| -> usize {
-            let fields: usize = scope_fields[run[0].1 as usize].iter().map(|f| f.len()).sum();
-            fields + run.iter().map(|(_, _, raw)| raw.len()).sum::<usize>()
+        let fields_of = |scope: u32| {
+            let start = scope.checked_sub(1).map_or(0, |before| scope_ends[before as usize]);
+            &scope_fields[start..scope_ends[scope as usize]]
+        };
+        let len = |fields: &[&[u8]]| fields.iter().map(|f| f.len()).sum::<usize>();
+        let scope_len = |run: &[(u32, u32, &[u8])]| {
+            len(fields_of(run[0].1)) + run.iter().map(|(_, _, raw)| raw.len()).sum::<usize>()
         };
         for run in items.chunk_by(|a, b| a.0 == b.0) {
             let scopes = || run.chunk_by(|a, b| a.1 == b.1);
-            let size = group_fields_len
+            let size = len(&group_fields)
                 + scopes().map(|scope| bytes_field_len(GROUP_SCOPES, scope_len(scope))).sum::<usize>();
             let target = &mut out[run[0].0 as usize];
             put_varint(target, (u64::from(REQUEST_GROUPS) << 3) | 2);
@@ -262,7 +267,7 @@ pub fn partition(
             for scope in scopes() {
                 put_varint(target, (u64::from(GROUP_SCOPES) << 3) | 2);
                 put_varint(target, scope_len(scope) as u64);
-                scope_fields[scope[0].1 as usize].iter().for_each(|raw| target.extend_from_slice(raw));
+                fields_of(scope[0].1).iter().for_each(|raw| target.extend_from_slice(raw));
                 scope.iter().for_each(|(_, _, raw)| target.extend_from_slice(raw));
             }
         }
