@@ -12,19 +12,11 @@ records and bytes a second, from the first record read to the last.
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from run import start_broker
 
 
 def main():
@@ -36,19 +28,8 @@ def main():
                         help="the consumer's fetch.wait.max.ms (librdkafka's default: 500)")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
-    broker = subprocess.Popen(["taskset", "-c", str(args.core), tansu, "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker, port = start_broker(args.core, topics=("probe",))
     try:
-        deadline = time.time() + 20
-        while subprocess.run([tansu, "topic", "create", "probe", "--broker", url, "--partitions", "3"],
-                             capture_output=True).returncode != 0:
-            if time.time() > deadline:
-                raise RuntimeError("tansu did not start")
-            time.sleep(0.2)
         producer = Producer({"bootstrap.servers": f"127.0.0.1:{port}"})
         value = os.urandom(args.size)
         for i in range(args.records):

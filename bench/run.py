@@ -173,22 +173,41 @@ def sluice_command(exporter, grpc_port, http_port, workdir, sink=None, binary=No
         exporters += f'queue = {{ type = "disk", directory = "{workdir}/queue", max_size = "4GiB", sync = "{sync}" }}\n'
     also_receivers = "".join(f'[receivers.also{n}]\ntype = "otlp"\ngrpc = {{ address = "{address}:{grpc_port}" }}\n'
                              'http = { enabled = false }\n' for n, address in enumerate(also_listen))
+    receivers = f"""[receivers.otlp]
+type = "otlp"
+grpc = {{ address = "127.0.0.1:{grpc_port}" }}
+http = {{ address = "127.0.0.1:{http_port}" }}
+{also_receivers}"""
+    names = ["otlp"] + [f"also{n}" for n in range(len(also_listen))]
+    config = write_config(workdir, admin_port, receivers, names, exporters, processors)
+    return [str(binary or REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
+
+
+def write_config(workdir, admin_port, receivers, names, exporters, processors=""):
+    """WORKDIR/sluice.toml: the admin listener on `admin_port`, `receivers` and `exporters`
+    (TOML tables; one exporter, `out`), and the pipeline `all` from the receivers `names` to
+    `out` through `processors`."""
     config = Path(workdir) / "sluice.toml"
     config.write_text(f"""
 [service]
 admin_address = "127.0.0.1:{admin_port}"
 log_level = "warn"
-[receivers.otlp]
-type = "otlp"
-grpc = {{ address = "127.0.0.1:{grpc_port}" }}
-http = {{ address = "127.0.0.1:{http_port}" }}
-{also_receivers}
+{receivers}
 {exporters}
 [pipelines.all]
-receivers = {json.dumps(["otlp"] + [f"also{n}" for n in range(len(also_listen))])}
+receivers = {json.dumps(names)}
 exporters = ["out"]
 {processors}""")
-    return [str(binary or REPO / "target" / "release" / "sluice"), "run", "--config", str(config)]
+    return config
+
+
+def loadgen_command(args, protocol, port, duration, warmup):
+    """`sluice-loadgen` on the load core against 127.0.0.1:`port`, shaped by `args`."""
+    return ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
+            "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
+            "--connections", str(args.connections), "--batch", str(args.batch),
+            "--attributes", str(args.attributes), "--traces", str(args.traces),
+            "--duration", str(duration), "--warmup", str(warmup), *(["--gzip"] if args.client_gzip else [])]
 
 
 def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
@@ -212,17 +231,17 @@ def rotel_command(exporter, grpc_port, http_port, workdir, sink=None):
 HOSTS = {"sluice": sluice_command, "rotel": rotel_command}
 
 
-def start_broker(args):
-    """The Kafka destination: a tansu broker (memory storage) on the load generator's core, the
-    three OTLP topics made with 3 partitions. Returns the process and its port."""
+def start_broker(core, topics=("otlp_spans", "otlp_metrics", "otlp_logs")):
+    """A tansu broker (memory storage) pinned to `core`, `topics` made with 3 partitions (tansu's
+    default). Returns the process and its port."""
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     tansu = shutil.which("tansu") or str(Path.home() / ".cargo" / "bin" / "tansu")
-    broker = subprocess.Popen(["taskset", "-c", str(args.load_core), tansu, "broker", "--listener-url", url,
+    broker = subprocess.Popen(["taskset", "-c", str(core), tansu, "broker", "--listener-url", url,
                                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, broker)
-    for topic in ("otlp_spans", "otlp_metrics", "otlp_logs"):
+    for topic in topics:
         subprocess.run([tansu, "topic", "create", topic, "--broker", url], check=True, capture_output=True)
     return broker, port
 
@@ -243,7 +262,7 @@ def kafka_read_run(host, protocol, args):
         return None
     binary = Path(args.baseline) if host == "baseline" else REPO / "target" / "release" / "sluice"
     with tempfile.TemporaryDirectory() as workdir:
-        broker, broker_port = start_broker(args)
+        broker, broker_port = start_broker(args.load_core)
         agent_dir, gateway_dir = Path(workdir) / "agent", Path(workdir) / "gateway"
         agent_dir.mkdir()
         gateway_dir.mkdir()
@@ -256,13 +275,8 @@ def kafka_read_run(host, protocol, args):
         try:
             port = grpc_port if protocol == "grpc" else http_port
             wait_port(port, agent, timeout=60)
-            out = subprocess.run(
-                ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
-                 "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
-                 "--connections", str(args.connections), "--batch", str(args.batch),
-                 "--attributes", str(args.attributes), "--traces", str(args.traces),
-                 "--duration", str(args.kafka_fill), "--warmup", "0"],
-                capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(loadgen_command(args, protocol, port, args.kafka_fill, 0),
+                                 capture_output=True, text=True, check=True).stdout
             filled = json.loads(out)["spans"]
             deadline = time.time() + 60
             while scraped_total(agent_admin, "sluice_exporter_sent_items_total") < filled:
@@ -273,24 +287,17 @@ def kafka_read_run(host, protocol, args):
             agent.wait(timeout=30)
 
             gateway_admin = free_port()
-            config = gateway_dir / "sluice.toml"
-            config.write_text(f"""
-[service]
-admin_address = "127.0.0.1:{gateway_admin}"
-log_level = "warn"
-[receivers.kafka]
+            # A new group from the earliest offset. tansu holds every fetch for the whole wait,
+            # records waiting or not (bench/broker_read_rate.py), hence the short one.
+            receiver = f"""[receivers.kafka]
 type = "kafka"
 brokers = ["127.0.0.1:{broker_port}"]
 group_id = "bench"
 signals = ["traces"]
-# tansu holds every fetch this long, records waiting or not (bench/broker_read_rate.py).
 fetch_max_wait = "10ms"
-[exporters.out]
-type = "discard"
-[pipelines.all]
-receivers = ["kafka"]
-exporters = ["out"]
-""")
+"""
+            config = write_config(gateway_dir, gateway_admin, receiver, ["kafka"],
+                                  '[exporters.out]\ntype = "discard"\n')
             gateway = subprocess.Popen(["taskset", "-c", str(args.host_core), str(binary), "run", "--config", str(config)],
                                        stdout=subprocess.DEVNULL, stderr=open(gateway_dir / "host.err", "wb"))
             wait_port(gateway_admin, gateway, timeout=60)
@@ -332,7 +339,7 @@ def one_run(host, exporter, protocol, args):
                                              str(REPO / "bench" / "sink.py"), str(sink)])
             wait_port(sink, sink_process)
         elif exporter == "kafka":
-            sink_process, sink = start_broker(args)
+            sink_process, sink = start_broker(args.load_core)
         elif exporter.startswith(("forward", "loadbalancing")):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
@@ -365,14 +372,8 @@ def one_run(host, exporter, protocol, args):
                 tap = subprocess.Popen(["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice"),
                                         "tap", "--address", f"127.0.0.1:{admin_port}", "--format", "json",
                                         "--rate", str(args.tap_rate)], stdout=subprocess.DEVNULL)
-            loadgen = subprocess.Popen(
-                ["taskset", "-c", str(args.load_core), str(REPO / "target" / "release" / "sluice-loadgen"),
-                 "--protocol", protocol, "--endpoint", f"http://127.0.0.1:{port}",
-                 "--connections", str(args.connections), "--batch", str(args.batch),
-                 "--attributes", str(args.attributes), "--traces", str(args.traces),
-                 "--duration", str(args.duration),
-                 "--warmup", str(args.warmup), *(["--gzip"] if args.client_gzip else [])],
-                stdout=subprocess.PIPE, text=True)
+            loadgen = subprocess.Popen(loadgen_command(args, protocol, port, args.duration, args.warmup),
+                                       stdout=subprocess.PIPE, text=True)
             time.sleep(args.warmup)
             cpu_start = cpu_seconds(process.pid)
             profile = start_profile(process.pid, args, f"{exporter}-{protocol}-c{args.connections}") \
