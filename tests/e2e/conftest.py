@@ -305,7 +305,8 @@ class Broker:
 
     @property
     def address(self):
-        return f"127.0.0.1:{self.port}"
+        """Where clients bootstrap: the advertised port (a relay's, when one stands in front)."""
+        return f"127.0.0.1:{self.advertised_port}"
 
 
 # Pipeline building blocks, formatted by the harness ({grpc}, {http}, {data}, {plugins}).

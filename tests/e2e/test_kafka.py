@@ -228,7 +228,7 @@ def test_standard_clients_read_what_sluice_writes_and_sluice_reads_what_they_wri
 def test_otlp_json_records_both_ways(make_sluice, broker):
     json_topics = 'encoding = "otlp_json"\ntopics = {{ traces = "json_spans", metrics = "json_metrics", logs = "json_logs" }}'
     for topic in ("json_spans", "json_metrics", "json_logs"):
-        subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", f"tcp://{broker.address}"],
+        subprocess.run([tansu_binary(), "topic", "create", topic, "--broker", broker.url],
                        check=True, capture_output=True, timeout=30)
     reader = gateway(make_sluice, broker, extra=json_topics)
     wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
@@ -363,7 +363,6 @@ def test_mutual_tls_to_the_brokers_carries_spans_and_a_wrong_certificate_is_refu
     write_client_files(trusted, server_ca, client_ca)
     write_client_files(untrusted, trustme.CA(), client_ca)  # trusts some other CA than the brokers'
     write_client_files(anonymous, server_ca)  # no client certificate
-    behind_relay = f'brokers = ["localhost:{relay.port}"]'
 
     def tls(folder):
         files = f'ca_file = "{folder}/ca.pem"'
@@ -371,28 +370,12 @@ def test_mutual_tls_to_the_brokers_carries_spans_and_a_wrong_certificate_is_refu
             files += f', cert_file = "{folder}/client.pem", key_file = "{folder}/client.key"'
         return f"tls = {{{{ {files} }}}}"
 
-    reader = make_sluice(f"""
-        [receivers.kafka]
-        type = "kafka"
-        {behind_relay}
-        group_id = "tls-readers"
-        {tls(trusted)}
-    """ + ARCHIVE + """
-        [pipelines.all]
-        receivers = ["kafka"]
-        exporters = ["archive"]
-    """)
+    reader = gateway(make_sluice, broker, extra=tls(trusted), group="tls-readers")
     wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins over mutual TLS",
                reader.logs, timeout=30)
 
     def writer(folder):
-        return make_sluice(RECEIVER + f"""
-            [exporters.kafka]
-            type = "kafka"
-            {behind_relay}
-            delivery_timeout = "4s"
-            {tls(folder)}
-        """ + pipeline('["kafka"]'))
+        return agent(make_sluice, broker, extra=tls(folder), delivery_timeout="4s")
 
     sender = writer(trusted)
     sent = send_traces(sender, 10, "tls")
@@ -435,13 +418,12 @@ def test_compressed_records_are_smaller_on_the_wire_and_read_back(make_sluice, t
     """Each `compression` the producer offers: the bytes the agent sends the broker, counted by
     a relay, against `none`; and a gateway reads every span back."""
     broker, relay = relayed_broker(tmp_path)
-    via_relay = type("Address", (), {"address": f"127.0.0.1:{relay.port}"})
     try:
-        reader = gateway(make_sluice, via_relay)
+        reader = gateway(make_sluice, broker)
         wait_until(lambda: "Kafka partitions assigned" in reader.logs(), "the gateway joins", reader.logs, timeout=30)
         sent_bytes = {}
         for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
-            sender = agent(make_sluice, via_relay, extra=f'compression = "{codec}"')
+            sender = agent(make_sluice, broker, extra=f'compression = "{codec}"')
             before = relay.client_bytes
             names = send_compressible(sender, 20, codec)
             wait_for((reader,), names, f"{codec} records are read back")
