@@ -243,6 +243,19 @@ def test_the_image_builds_from_the_local_binary_with_the_documented_entrypoint(t
     (context / "Containerfile").write_text("FROM scratch\nCOPY rootfs/ /\n" + "\n".join(stage) + "\n")
     sh(podman, "build", "--format", "docker", "-t", "localhost/sluice-test:latest", "-f", context / "Containerfile",
        context, timeout=600)
+    # The binary is hundreds of MB in a debug build and this test holds up to four copies of it:
+    # each goes as soon as it has served, and the image with the test, so CI's disk stays free.
+    shutil.rmtree(context)
+    try:
+        check_image_and_run_it(podman, tmp_path)
+    finally:
+        sh(podman, "rmi", "--force", "localhost/sluice-test:latest")
+        shutil.rmtree(tmp_path / "rootfs", ignore_errors=True)
+
+
+def check_image_and_run_it(podman, tmp_path):
+    """The built image's config is what the Dockerfile says, and its own files start and become
+    ready."""
     [image] = json.loads(sh(podman, "image", "inspect", "localhost/sluice-test:latest"))
     config = image["Config"]
     assert config["User"] == "65532:65532", "runs as distroless' nonroot user"
@@ -286,6 +299,7 @@ def unpack_image(podman, image, destination):
         for layer in manifest["Layers"]:
             with tarfile.open(fileobj=outer.extractfile(layer), mode="r|*") as inner:
                 inner.extractall(destination, filter="tar")
+    archive.unlink()
     return destination
 
 

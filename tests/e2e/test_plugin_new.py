@@ -4,6 +4,7 @@ see the rule drop the health check in a live host."""
 
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -65,5 +66,7 @@ def test_a_scaffolded_plugin_builds_tests_and_runs_in_a_pipeline(tmp_path, lang)
     finally:
         host.terminate()
         host.wait(timeout=30)
+        # A Rust project's build is hundreds of MB of dependencies; CI's disk is shared.
+        shutil.rmtree(project / "target", ignore_errors=True)
     took = time.monotonic() - started
     print(f"{lang}: from `sluice plugin new` to the rule running in a pipeline in {took:.0f} s")
