@@ -1,8 +1,9 @@
 //! What gzip alone costs per span, on the bytes the load generator sends (100 spans × 10
 //! attributes per batch): the floor under any forward path that compresses its output. Prints
 //! zlib-rs and libdeflate at level 1 beside the host's own `gzip::compress` (ISA-L when built
-//! with `--features isal`), then what reading the bodies back costs: the receivers' gunzip
-//! (zlib-rs) and, with the feature, ISA-L's.
+//! with `--features isal`), then what reading the bodies back costs: the receivers' gunzip,
+//! the same mapped for joining (zlib-rs with `Z_BLOCK` stops) and, with the feature, ISA-L's
+//! alone; last, joining clients' gzip bodies, which a forward does instead of compressing.
 //!
 //! ```sh
 //! cargo run --release -p sluice-host --features isal --example compress_cost
@@ -11,6 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use sluice::gzip::splice::Member;
 use sluice::receivers::otlp::compression::{Encoding, decompress};
 use sluice_bench::make_batch;
 
@@ -39,9 +41,13 @@ fn main() {
         measure(&host, &requests, spans, |data| sluice::gzip::compress(data).expect("in memory").len());
         let compressed: Vec<Vec<u8>> =
             requests.iter().map(|r| sluice::gzip::zlib(r).expect("in memory")).collect();
-        measure("gunzip: the receivers' (zlib-rs)", &compressed, spans, |data| {
+        measure("gunzip: the receivers'", &compressed, spans, |data| {
             let body = bytes::Bytes::copy_from_slice(data);
-            decompress(Encoding::Gzip, body, usize::MAX - 1).expect("valid").len()
+            decompress(Encoding::Gzip, body, usize::MAX - 1, false).expect("valid").0.len()
+        });
+        measure("gunzip, mapped for joining", &compressed, spans, |data| {
+            let body = bytes::Bytes::copy_from_slice(data);
+            decompress(Encoding::Gzip, body, usize::MAX - 1, true).expect("valid").0.len()
         });
         #[cfg(feature = "isal")]
         {
@@ -50,6 +56,31 @@ fn main() {
                 isal::decompress_into(data, &mut out, isal::Codec::Gzip).expect("valid")
             });
         }
+    }
+    // What a forward does instead of compressing when its clients gzipped: join their bodies.
+    let clients: Vec<(Vec<u8>, Member)> = batches
+        .iter()
+        .map(|batch| {
+            let body = sluice::gzip::zlib(batch).expect("in memory");
+            let member = sluice::gzip::splice::gunzip_mapped(&body, usize::MAX - 1).expect("valid").1;
+            (body, member.expect("one member"))
+        })
+        .collect();
+    for merged in [1, 10] {
+        // The bodies of each merged request side by side, as `measure`'s input (so its ratio
+        // compares the bodies with the joined member); the closure joins them by their maps.
+        let chunks: Vec<&[(Vec<u8>, Member)]> = clients.chunks(merged).collect();
+        let requests: Vec<Vec<u8>> =
+            chunks.iter().map(|chunk| chunk.iter().flat_map(|(body, _)| body.clone()).collect()).collect();
+        let (mut next, mut out) = (0, Vec::new());
+        measure(&format!("join {merged} clients' gzip bodies"), &requests, POOL * 100, |_| {
+            let members: Vec<(&[u8], Member)> =
+                chunks[next].iter().map(|(body, member)| (&body[..], *member)).collect();
+            next = (next + 1) % chunks.len();
+            out.clear();
+            sluice::gzip::splice::join(&members, &mut out);
+            out.len()
+        });
     }
 }
 

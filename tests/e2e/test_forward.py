@@ -5,6 +5,7 @@ import gzip
 import ssl
 import subprocess
 import time
+import zlib
 
 import pytest
 import trustme
@@ -142,6 +143,78 @@ def test_a_gzipped_request_goes_on_as_the_client_compressed_it(make_sluice):
     assert plain["headers"]["content-encoding"] == "gzip"
     assert gzip.decompress(plain["body"]) == request
     assert host.stop() == 0, host.logs()
+
+
+def test_gzipped_requests_merged_while_waiting_are_joined_not_compressed_again(make_sluice, tmp_path):
+    """While each destination is down, clients' gzip requests wait and merge. The merged request
+    is their bodies joined into one gzip member: each client's deflate data is in it as sent, it
+    decompresses to the requests in order, and rotel-agent (tonic reads only a body's first gzip
+    member) reads every span of it."""
+    def answer(n):
+        # The first request is refused until the rest have queued behind it.
+        return (503, {"Retry-After": "1"}, b"") if n == 0 else (200, {}, b"")
+    sink = HttpSink(answer)
+    archive = make_sluice(RECEIVER + ARCHIVE + pipeline())
+    rotel_grpc = free_port()
+    host = forwarder(make_sluice, f"""
+        [exporters.out]
+        type = "otlp"
+        protocol = "http/protobuf"
+        endpoint = "{sink.url}"
+        concurrency = 1
+        batch = {{{{ timeout = "100ms" }}}}
+        [exporters.rotel]
+        type = "otlp"
+        endpoint = "http://127.0.0.1:{rotel_grpc}"
+        concurrency = 1
+        batch = {{{{ timeout = "100ms" }}}}
+        {FAST_RETRY}
+    """, exporters='["out", "rotel"]')
+    requests = [traces(5, service="joined", prefix=f"r{i}").SerializeToString() for i in range(20)]
+    bodies = [gzip.compress(request, compresslevel=6) for request in requests]
+    for body in bodies:
+        status, _, answer_body = post(host, "/v1/traces", body, {**PROTOBUF, "Content-Encoding": "gzip"})
+        assert status == 200, answer_body
+    wait_until(lambda: host.metric("sluice_exporter_sent_items_total", exporter="out", signal="traces") == 100,
+               "every span sent to the HTTP destination", host.logs)
+    received = sink.wait_requests(2)[1:]
+    # Each body one gzip member; together, in order, every request as the clients sent it.
+    contents = []
+    for request in received:
+        assert request["headers"]["content-encoding"] == "gzip"
+        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        contents.append(reader.decompress(request["body"]))
+        assert reader.eof and reader.unused_data == b"", "one gzip member, nothing after it"
+    assert b"".join(contents) == b"".join(requests)
+    merged = [(r, c) for r, c in zip(received, contents) if len(c) > len(requests[0])]
+    assert merged, f"some requests were merged: {[len(c) for c in contents]}"
+    for request, content in merged:
+        # Joined, not compressed again: every client's deflate data is in the body as it was
+        # sent (less its first and last bytes, where a final-block bit and padding may change).
+        held = [body for body, plain in zip(bodies, requests) if plain in content]
+        assert len(held) > 1
+        assert all(body[11:-9] in request["body"] for body in held)
+
+    # rotel-agent comes up only now; the forwarder's queued requests go to it, merged.
+    rotel = subprocess.Popen(
+        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{rotel_grpc}",
+         "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://{archive.grpc_endpoint}", "--batch-timeout", "50ms",
+         "--pid-file", str(tmp_path / "rotel.pid"), "--log-file", str(tmp_path / "rotel.log")],
+        stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: archive.metric("sluice_exporter_sent_items_total", exporter="archive",
+                                          signal="traces") == 100,
+                   "rotel-agent delivered every span", lambda: host.logs()[-3000:], timeout=30)
+    finally:
+        rotel.terminate()
+        rotel.wait(timeout=20)
+    assert host.metric("sluice_exporter_failed_items_total", exporter="rotel", signal="traces") == 0
+    assert host.stop() == 0, host.logs()
+    assert archive.stop() == 0
+    names = sorted(s["name"] for _, s in spans_in(archive.lines("traces")))
+    assert names == sorted(f"r{i}-{j}" for i in range(20) for j in range(5))
+    sink.close()
 
 
 def send_with_the_sdk(host, gzip=False):

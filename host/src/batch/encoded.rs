@@ -20,7 +20,9 @@ pub struct Batch {
     /// The disk queue record this batch was read from, settled when the batch is dropped.
     claim: Option<crate::disk_queue::Claim>,
     /// The body as the client compressed it, when `payload` is exactly what it decompresses to.
-    compressed: Option<Compressed>,
+    /// Boxed: most batches have none, and the others pay one allocation to keep every batch
+    /// small.
+    compressed: Option<Box<Compressed>>,
     /// The claimed batch this one was split from, kept alive (and its record unsettled) until
     /// every part is dropped.
     whole: Option<Arc<Batch>>,
@@ -34,6 +36,9 @@ pub struct Compressed {
     pub encoding: CompressionConfig,
     /// The compressed bytes, in an allocation of their own.
     pub body: Bytes,
+    /// Where the parts of a one-member gzip body lie, so that an exporter merging several such
+    /// bodies can join them instead of compressing the merged payload again.
+    pub member: Option<crate::gzip::splice::Member>,
 }
 
 impl Batch {
@@ -65,13 +70,20 @@ impl Batch {
     /// The batch, also carrying the body its client sent, which decompresses to exactly its
     /// payload (a stage that changes the payload makes a new batch, without it).
     pub fn with_compressed(self, compressed: Compressed) -> Self {
-        Self { compressed: Some(compressed), ..self }
+        Self { compressed: Some(Box::new(compressed)), ..self }
     }
 
     /// The body as its client compressed it, if it came compressed `encoding`'s way and
     /// nothing has changed it since.
     pub fn compressed_as(&self, encoding: CompressionConfig) -> Option<&Bytes> {
         self.compressed.as_ref().filter(|c| c.encoding == encoding).map(|c| &c.body)
+    }
+
+    /// The body as its client gzipped it, with its map for [`crate::gzip::splice::join`], if it
+    /// came as one gzip member and nothing has changed it since.
+    pub fn gzip_member(&self) -> Option<(&Bytes, crate::gzip::splice::Member)> {
+        let compressed = self.compressed.as_ref().filter(|c| c.encoding == CompressionConfig::Gzip)?;
+        Some((&compressed.body, compressed.member?))
     }
 
     /// Whether it was read from a disk queue, or split from a batch that was (and settles its

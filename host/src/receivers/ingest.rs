@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::batch::{Batch, Compressed, Decoded, ExportOutcome, Format};
-use crate::config::{ComponentId, Signal};
+use crate::config::{ComponentId, CompressionConfig, Signal};
 use crate::log_throttle::LogThrottle;
 use crate::memory::MemoryGuard;
 use crate::metrics::{Metrics, PerSignal, ReceiverLabels, RefusalLabels};
@@ -229,6 +229,12 @@ impl Ingest {
         }
     }
 
+    /// Whether a pipeline taking `signal` has an exporter that sends a client's body on as it
+    /// came, compressed `encoding`'s way: only then is it worth keeping (and mapping).
+    pub fn keeps_client_bodies(&self, signal: Signal, encoding: CompressionConfig) -> bool {
+        self.feeds.load().get(signal).iter().any(|p| p.sends_client_bodies(encoding))
+    }
+
     /// Checks, counts and enqueues one request body (`sent`: the body as the client compressed
     /// it, if it did). When a pipeline it enters writes to a disk queue, returns only once the
     /// batch is stored there (or couldn't be).
@@ -321,8 +327,12 @@ impl Ingest {
                         return Ok((None, ExportOutcome::default()));
                     }
                     let mut batch = Batch::from_encoded(signal, own_allocation(body), summary.items);
-                    if let Some(Compressed { encoding, body }) = sent {
-                        batch = batch.with_compressed(Compressed { encoding, body: own_allocation(body) });
+                    if let Some(Compressed { encoding, body, member }) = sent {
+                        batch = batch.with_compressed(Compressed {
+                            encoding,
+                            body: own_allocation(body),
+                            member,
+                        });
                     }
                     return Ok((Some(batch), ExportOutcome::default()));
                 }
@@ -438,11 +448,12 @@ mod tests {
         use crate::config::CompressionConfig::{Gzip, Zstd};
         let body = Bytes::from(request(&[16]));
         let gzip = Bytes::from(crate::gzip::zlib(&body).expect("in memory"));
-        let sent = || Some(Compressed { encoding: Gzip, body: gzip.clone() });
+        let sent = || Some(Compressed { encoding: Gzip, body: gzip.clone(), member: None });
         for (takes, kept) in [(vec![Gzip], true), (vec![Zstd], false), (vec![], false)] {
             let metrics = Arc::new(Metrics::new());
             let (input, mut queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, false, &metrics);
             let ingest = feeding(vec![input.sending_client_bodies(takes.clone())], metrics);
+            assert_eq!(ingest.keeps_client_bodies(Signal::Traces, Gzip), kept, "pipeline sending {takes:?}");
             ingest.accept(Signal::Traces, Format::Protobuf, body.clone(), sent()).await.expect("accepted");
             let batch = queue.try_recv().expect("queued").batch;
             assert_eq!(batch.compressed_as(Gzip), kept.then_some(&gzip), "pipeline sending {takes:?}");

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use super::http::delivery::{Delivery, Judge, Outgoing, Settings, Undelivered};
 use crate::batch::Batch;
 use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
+use crate::gzip::splice::Member;
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
@@ -61,6 +62,9 @@ pub struct Handback {
 #[derive(Default)]
 struct Pending {
     parts: Vec<Bytes>,
+    /// The clients' gzip bodies of the batches in `parts`, mapped for joining, while every one
+    /// came as such a body (and this exporter sends gzip); `None` from the first that did not.
+    gzipped: Option<Vec<(Bytes, Member)>>,
     /// Batches kept until the request's outcome is known: those read from a disk queue (each
     /// settles its record when dropped), and with a [`Handback`] all of them (to give back).
     /// Others are not kept: a batch another exporter decoded would hold its decoded form for as
@@ -86,6 +90,9 @@ enum Body {
     /// One batch's body as its client compressed it, the way this exporter compresses: sent on
     /// untouched.
     Compressed(Bytes),
+    /// Several batches' bodies as their clients gzipped them, joined into one gzip member
+    /// without compressing again ([`crate::gzip::splice`]).
+    Joined(Vec<(Bytes, Member)>),
 }
 
 impl Pending {
@@ -95,7 +102,25 @@ impl Pending {
         let items = std::mem::take(&mut self.items);
         self.bytes = 0;
         self.since = None;
-        Request { body: Body::Parts(parts), items, kept }
+        let body = match self.gzipped.take() {
+            Some(members) if members.len() == parts.len() => Body::Joined(members),
+            _ => Body::Parts(parts),
+        };
+        Request { body, items, kept }
+    }
+
+    /// Adds `batch`'s payload (and, while every batch so far had one, its mapped gzip body).
+    fn push(&mut self, batch: &Batch, gzipped: Option<(&Bytes, Member)>) {
+        if self.parts.is_empty() {
+            self.gzipped = Some(Vec::new());
+        }
+        match (&mut self.gzipped, gzipped) {
+            (Some(members), Some((body, member))) => members.push((body.clone(), member)),
+            (gzipped, _) => *gzipped = None,
+        }
+        self.parts.push(batch.payload().clone());
+        self.items += batch.items();
+        self.bytes += batch.payload().len();
     }
 }
 
@@ -161,9 +186,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
                 {
                     send(&shared, &senders, signal, part.take()).await;
                 }
-                part.parts.push(batch.payload().clone());
-                part.items += batch.items();
-                part.bytes += size;
+                part.push(&batch, shared.joinable(&batch));
                 if shared.keeps(&batch) {
                     part.kept.push(batch);
                 }
@@ -209,6 +232,12 @@ impl Shared {
     /// the same way and sends protobuf.
     fn sent_as_is<'b>(&self, batch: &'b Batch) -> Option<&'b Bytes> {
         batch.compressed_as(self.config.sends_client_bodies()?)
+    }
+
+    /// The client's gzip body of `batch` with its map, when this exporter sends gzip protobuf:
+    /// merged with others of its kind, it is joined rather than compressed again.
+    fn joinable<'b>(&self, batch: &'b Batch) -> Option<(&'b Bytes, Member)> {
+        (self.config.sends_client_bodies()? == CompressionConfig::Gzip).then(|| batch.gzip_member()).flatten()
     }
 
     /// Whether a request keeps `batch` until its outcome is known (see [`Pending::kept`]).
@@ -265,6 +294,7 @@ impl Shared {
         let built = match body {
             Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts),
             Body::Compressed(body) => wire::compressed_body(self.config.protocol, body),
+            Body::Joined(members) => wire::joined_body(self.config.protocol, members),
         };
         let (body, content_type) = match built {
             Ok(body) => body,

@@ -9,6 +9,7 @@ use prost::Message;
 use crate::batch::{RetryInfo, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::http::verdict::{Verdict, retry_after};
+use crate::gzip::splice::Member;
 
 /// The gRPC method path of each signal's `Export`.
 pub fn grpc_path(signal: Signal) -> &'static str {
@@ -42,6 +43,27 @@ pub fn compressed_body(protocol: OtlpProtocol, compressed: &Bytes) -> Result<(By
         OtlpProtocol::HttpProtobuf => Ok((compressed.clone(), "application/x-protobuf")),
         OtlpProtocol::HttpJson => Err("a compressed protobuf body cannot be sent as JSON".into()),
     }
+}
+
+/// The body to send for several requests their clients gzipped (each mapped as it was
+/// inflated), joined into one gzip member, and its content type: over gRPC behind a
+/// compressed-flagged message prefix, over HTTP as it is.
+pub fn joined_body(
+    protocol: OtlpProtocol,
+    members: &[(Bytes, Member)],
+) -> Result<(Bytes, &'static str), String> {
+    let members: Vec<(&[u8], Member)> = members.iter().map(|(body, member)| (&body[..], *member)).collect();
+    let (prefix, content_type) = match protocol {
+        OtlpProtocol::Grpc => (5, "application/grpc"),
+        OtlpProtocol::HttpProtobuf => (0, "application/x-protobuf"),
+        OtlpProtocol::HttpJson => return Err("a compressed protobuf body cannot be sent as JSON".into()),
+    };
+    let mut out = vec![0u8; prefix];
+    crate::gzip::splice::join(&members, &mut out);
+    if prefix != 0 {
+        fill_grpc_prefix(&mut out, true)?;
+    }
+    Ok((Bytes::from(out), content_type))
 }
 
 /// The body to send for `parts` (encoded requests that together make one: protobuf's repeated

@@ -5,6 +5,8 @@ use std::io::Read;
 
 use bytes::Bytes;
 
+use crate::batch::Compressed;
+
 /// A content or message encoding the receivers accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -17,14 +19,13 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    /// The body as sent, for a batch to carry when it came compressed.
-    pub fn sent(self, body: &bytes::Bytes) -> Option<crate::batch::Compressed> {
-        let encoding = match self {
-            Encoding::Identity => return None,
-            Encoding::Gzip => crate::config::CompressionConfig::Gzip,
-            Encoding::Zstd => crate::config::CompressionConfig::Zstd,
-        };
-        Some(crate::batch::Compressed { encoding, body: body.clone() })
+    /// The exporters' name for this encoding, `None` for identity.
+    pub fn compression(self) -> Option<crate::config::CompressionConfig> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some(crate::config::CompressionConfig::Gzip),
+            Encoding::Zstd => Some(crate::config::CompressionConfig::Zstd),
+        }
     }
 
     /// Reads a `Content-Encoding` or `grpc-encoding` header value; `None` means unsupported.
@@ -52,20 +53,46 @@ pub enum DecompressError {
     Corrupt(std::io::Error),
 }
 
-/// Decompresses `body`, producing at most `limit` bytes.
-pub fn decompress(encoding: Encoding, body: Bytes, limit: usize) -> Result<Bytes, DecompressError> {
+/// Decompresses `body`, producing at most `limit` bytes. With `keep`, a compressed body also
+/// comes back as it was sent, for a batch to carry (a one-member gzip body mapped for joining,
+/// in the same pass that inflates it).
+pub fn decompress(
+    encoding: Encoding,
+    body: Bytes,
+    limit: usize,
+    keep: bool,
+) -> Result<(Bytes, Option<Compressed>), DecompressError> {
+    let kept = |member| {
+        encoding.compression().filter(|_| keep).map(|encoding| Compressed {
+            encoding,
+            body: body.clone(),
+            member,
+        })
+    };
     match encoding {
         Encoding::Identity if body.len() > limit => Err(DecompressError::TooLarge { limit }),
-        Encoding::Identity => Ok(body),
+        Encoding::Identity => Ok((body, None)),
+        Encoding::Gzip if keep => match crate::gzip::splice::gunzip_mapped(&body, limit) {
+            Ok((out, member)) => Ok((Bytes::from(out), kept(member))),
+            Err(error) => Err(DecompressError::from_gunzip(error, limit)),
+        },
         Encoding::Gzip => match crate::gzip::gunzip_limited(&body, limit) {
-            Ok(out) => Ok(Bytes::from(out)),
-            Err(crate::gzip::GunzipError::TooLarge) => Err(DecompressError::TooLarge { limit }),
-            Err(crate::gzip::GunzipError::Corrupt(error)) => Err(DecompressError::Corrupt(error)),
+            Ok(out) => Ok((Bytes::from(out), None)),
+            Err(error) => Err(DecompressError::from_gunzip(error, limit)),
         },
         Encoding::Zstd => {
             let decoder =
                 zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(DecompressError::Corrupt)?;
-            read_limited(decoder, limit, body.len())
+            Ok((read_limited(decoder, limit, body.len())?, kept(None)))
+        }
+    }
+}
+
+impl DecompressError {
+    fn from_gunzip(error: crate::gzip::GunzipError, limit: usize) -> Self {
+        match error {
+            crate::gzip::GunzipError::TooLarge => DecompressError::TooLarge { limit },
+            crate::gzip::GunzipError::Corrupt(error) => DecompressError::Corrupt(error),
         }
     }
 }
@@ -92,25 +119,41 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_gzip_and_zstd() {
+    fn round_trips_gzip_and_zstd_and_keeps_the_body_when_asked() {
         let data = b"hello otlp".repeat(10);
-        assert_eq!(decompress(Encoding::Gzip, gzip(&data), 1000).expect("gzip"), &data[..]);
-        let z = zstd::encode_all(&data[..], 3).expect("zstd");
-        assert_eq!(decompress(Encoding::Zstd, Bytes::from(z), 1000).expect("zstd"), &data[..]);
+        let z = Bytes::from(zstd::encode_all(&data[..], 3).expect("zstd"));
+        for keep in [false, true] {
+            let (out, sent) = decompress(Encoding::Gzip, gzip(&data), 1000, keep).expect("gzip");
+            assert_eq!(out, &data[..]);
+            let sent = sent.filter(|_| keep).map(|sent| (sent.encoding, sent.body, sent.member.is_some()));
+            assert_eq!(sent, keep.then(|| (crate::config::CompressionConfig::Gzip, gzip(&data), true)));
+            let (out, sent) = decompress(Encoding::Zstd, z.clone(), 1000, keep).expect("zstd");
+            assert_eq!(out, &data[..]);
+            assert_eq!(sent.map(|sent| (sent.body, sent.member.is_none())), keep.then(|| (z.clone(), true)));
+        }
+        let (_, sent) = decompress(Encoding::Identity, Bytes::from(data), 1000, true).expect("as is");
+        assert!(sent.is_none(), "nothing to keep when nothing was compressed");
     }
 
     #[test]
     fn a_bomb_stops_at_the_limit() {
         let bomb = gzip(&vec![0u8; 50 << 20]);
         assert!(bomb.len() < 100_000);
-        assert!(matches!(decompress(Encoding::Gzip, bomb, 1 << 20), Err(DecompressError::TooLarge { .. })));
+        for keep in [false, true] {
+            assert!(matches!(
+                decompress(Encoding::Gzip, bomb.clone(), 1 << 20, keep),
+                Err(DecompressError::TooLarge { limit: 1_048_576 })
+            ));
+        }
     }
 
     #[test]
     fn garbage_is_corrupt() {
-        assert!(matches!(
-            decompress(Encoding::Gzip, Bytes::from_static(b"nope"), 100),
-            Err(DecompressError::Corrupt(_))
-        ));
+        for keep in [false, true] {
+            assert!(matches!(
+                decompress(Encoding::Gzip, Bytes::from_static(b"nope"), 100, keep),
+                Err(DecompressError::Corrupt(_))
+            ));
+        }
     }
 }

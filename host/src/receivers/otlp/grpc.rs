@@ -157,9 +157,13 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
             let message = format!("unsupported grpc-encoding {name:?} for a compressed message");
             return refuse(RpcCode::Unimplemented, RefusalReason::Unsupported, &message);
         };
-        sent = encoding.sent(&message);
-        match compression::decompress(encoding, message, limit) {
-            Ok(message) => message,
+        let keep =
+            encoding.compression().is_some_and(|encoding| ingest.keeps_client_bodies(signal, encoding));
+        match compression::decompress(encoding, message, limit, keep) {
+            Ok((message, kept)) => {
+                sent = kept;
+                message
+            }
             Err(DecompressError::TooLarge { .. }) => return too_large("decompressed message"),
             Err(e @ DecompressError::Corrupt(_)) => {
                 return refuse(RpcCode::InvalidArgument, RefusalReason::Malformed, &e.to_string());

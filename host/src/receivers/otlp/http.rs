@@ -148,9 +148,11 @@ async fn export(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => return malformed(&format!("cannot read body: {e}")),
     };
-    let sent = encoding.sent(&raw).filter(|_| format == Format::Protobuf);
-    let body = match compression::decompress(encoding, raw, limit) {
-        Ok(body) => body,
+    // A JSON body is decoded and encoded again; only protobuf can go on as the client sent it.
+    let keep = format == Format::Protobuf
+        && encoding.compression().is_some_and(|encoding| ingest.keeps_client_bodies(signal, encoding));
+    let (body, sent) = match compression::decompress(encoding, raw, limit, keep) {
+        Ok(decompressed) => decompressed,
         Err(DecompressError::TooLarge { .. }) => return too_large(),
         Err(e @ DecompressError::Corrupt(_)) => return malformed(&e.to_string()),
     };

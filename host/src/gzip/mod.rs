@@ -9,6 +9,8 @@
 //! gzipped requests). Without the feature, zlib-rs both ways. Both write standard gzip that any
 //! receiver reads, and read what any sender writes (one member or several).
 
+pub mod splice;
+
 /// Which compressor this build uses, for the start-up log.
 pub const ENGINE: &str = if cfg!(feature = "isal") { "ISA-L igzip, level 1" } else { "zlib-rs, level 1" };
 
@@ -246,7 +248,7 @@ mod igzip {
 pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
     use crate::receivers::otlp::compression::{Encoding, decompress};
     let body = bytes::Bytes::copy_from_slice(data);
-    decompress(Encoding::Gzip, body, usize::MAX - 1).expect("valid gzip").to_vec()
+    decompress(Encoding::Gzip, body, usize::MAX - 1, false).expect("valid gzip").0.to_vec()
 }
 
 #[cfg(test)]

@@ -1,0 +1,395 @@
+//! Clients' gzip bodies joined into one gzip member without compressing anything again.
+//!
+//! A merged OTLP request is its parts' encodings one after the other (protobuf's repeated fields
+//! concatenate), and a deflate stream can go on into another once its final block is made
+//! non-final. So several clients' gzip bodies join into one member that decompresses to the
+//! merged request: each body's deflate data is copied, all but the last have their final
+//! block's `BFINAL` bit cleared and are padded to a byte with an empty stored block, and one
+//! trailer carries the combined CRC-32 and length. Back-references never reach before their own
+//! stream's start, so every body decodes as it did alone.
+//!
+//! Several *members* side by side would be valid gzip too, but decoders that read only the first
+//! (flate2's `GzDecoder`, which tonic uses) would drop the rest without a word; one member reads
+//! everywhere.
+//!
+//! Joining needs two bit positions in each body that only decoding finds: where its final
+//! block's header starts and where its last block ends. [`gunzip_mapped`] inflates through
+//! zlib's API (zlib-rs underneath) with `Z_BLOCK`, which stops at every block boundary and says
+//! where it is, so the pass that checks a body also maps it.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
+use libz_rs_sys as zlib;
+
+use super::GunzipError;
+
+/// Where the parts of one gzip member lie, as [`join`] needs them. Only [`gunzip_mapped`] makes
+/// one, from the body it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Bytes of gzip header before the deflate data.
+    header: usize,
+    /// Bit offset, from the body's start, of the final block's header (its `BFINAL` bit).
+    final_block: u64,
+    /// Bit offset just past the final block's end-of-block code.
+    end: u64,
+    /// CRC-32 of what the body decompresses to.
+    crc: u32,
+    /// How many bytes the body decompresses to.
+    size: u64,
+}
+
+/// An empty stored block's length fields (`LEN` 0, `NLEN` its complement), after its three
+/// header bits of zero and the padding to a byte boundary.
+const EMPTY_STORED_LENGTHS: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// A gzip header without optional fields: deflate, no flags, no time, unknown OS.
+const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+/// `members`, each with the body it maps, as one gzip member appended to `out` (which may already
+/// hold a frame's prefix): it decompresses to the bodies' contents in order.
+pub fn join(members: &[(&[u8], Member)], out: &mut Vec<u8>) {
+    let room: usize = members.iter().map(|(body, _)| body.len() + 5).sum();
+    out.reserve(room + PLAIN_HEADER.len() + 8);
+    out.extend_from_slice(&PLAIN_HEADER);
+    let (mut crc, mut size) = (0u32, 0u64);
+    for (i, (body, member)) in members.iter().enumerate() {
+        let at = out.len();
+        let end_byte = member.end.div_ceil(8) as usize;
+        out.extend_from_slice(&body[member.header..end_byte]);
+        if i + 1 < members.len() {
+            // The final block no longer ends the stream.
+            let final_bit = member.final_block - member.header as u64 * 8;
+            out[at + (final_bit / 8) as usize] &= !(1 << (final_bit % 8));
+            // Bits past the end-of-block code are padding; zero them, so that an empty stored
+            // block's header (three zero bits) can start right there, then align and go on.
+            let used = (member.end % 8) as u32;
+            if let Some(last) = out.last_mut().filter(|_| used != 0) {
+                *last &= (1u8 << used) - 1;
+            }
+            if used == 0 || used > 5 {
+                // Fewer than three bits left in the last byte: the header spills into a new one.
+                out.push(0);
+            }
+            out.extend_from_slice(&EMPTY_STORED_LENGTHS);
+        }
+        crc = zlib::crc32_combine(crc.into(), member.crc.into(), member.size as zlib::z_off_t) as u32;
+        size += member.size;
+    }
+    out.extend_from_slice(&crc.to_le_bytes());
+    // ISIZE is the length modulo 2^32.
+    out.extend_from_slice(&(size as u32).to_le_bytes());
+}
+
+/// A body's content, and its map when it is one gzip member.
+pub type Mapped = (Vec<u8>, Option<Member>);
+
+/// One zlib inflate stream per thread, reset between bodies: its window and tables are tens of
+/// KiB, too much to allocate per request. Boxed, because zlib's state points back at it.
+struct Inflater(Box<zlib::z_stream>);
+
+impl Inflater {
+    #[allow(unsafe_code)] // zlib's API: the stream is boxed and lives until `inflateEnd`
+    fn new() -> Option<Self> {
+        let mut stream = Box::new(zlib::z_stream::default());
+        // 15 window bits, +16: gzip only.
+        // SAFETY: the stream is a fresh default (allocator fields unset: zlib-rs fills them),
+        // the version string is the library's own, and the size is the struct's.
+        let status = unsafe {
+            zlib::inflateInit2_(
+                &mut *stream,
+                15 + 16,
+                zlib::zlibVersion(),
+                std::mem::size_of::<zlib::z_stream>() as i32,
+            )
+        };
+        (status == zlib::Z_OK).then_some(Self(stream))
+    }
+}
+
+impl Drop for Inflater {
+    #[allow(unsafe_code)] // zlib's API: ends the stream `new` initialised
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised by `inflateInit2_` and is ended once.
+        unsafe { zlib::inflateEnd(&mut *self.0) };
+    }
+}
+
+thread_local! {
+    static INFLATER: RefCell<Option<Inflater>> = const { RefCell::new(None) };
+}
+
+/// `body` decompressed as [`super::gunzip_limited`] does it (the same output, the same refusals),
+/// with a map of the body for [`join`] when it is exactly one gzip member. A body of several
+/// members, or over 4 GiB, is read by `gunzip_limited` and comes without a map.
+pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<Mapped, GunzipError> {
+    let mapped = INFLATER.with_borrow_mut(|inflater| {
+        if inflater.is_none() {
+            *inflater = Inflater::new();
+        }
+        inflater.as_mut().map(|inflater| inflate_one_member(inflater, body, limit))
+    });
+    match mapped {
+        Some(Ok(Some(done))) => Ok(done),
+        Some(Err(error)) => Err(error),
+        // More than one member, or nothing to map with: the general reader decides.
+        Some(Ok(None)) | None => super::gunzip_limited(body, limit).map(|out| (out, None)),
+    }
+}
+
+/// Inflates the first member of `body`; `Ok(None)` when more follows it or `body` is too long
+/// for zlib's 32-bit counters.
+#[allow(unsafe_code)] // zlib's API; every pointer it is given is checked below
+fn inflate_one_member(
+    Inflater(stream): &mut Inflater,
+    body: &[u8],
+    limit: usize,
+) -> Result<Option<Mapped>, GunzipError> {
+    let corrupt =
+        |what: String| GunzipError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    let Ok(avail_in) = u32::try_from(body.len()) else { return Ok(None) };
+    let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body.len(), limit));
+    // SAFETY: the stream was initialised by `inflateInit2_`.
+    if unsafe { zlib::inflateReset(&mut **stream) } != zlib::Z_OK {
+        return Ok(None);
+    }
+    stream.next_in = body.as_ptr();
+    stream.avail_in = avail_in;
+    let (mut deflate_start, mut final_block, mut end) = (None, None, None);
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() > limit {
+                return Err(GunzipError::TooLarge);
+            }
+            let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
+            out.reserve_exact(room);
+        }
+        let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
+        let spare_out: &mut [MaybeUninit<u8>] = &mut out.spare_capacity_mut()[..spare];
+        stream.next_out = spare_out.as_mut_ptr().cast();
+        stream.avail_out = spare as u32;
+        // SAFETY: `next_in`/`avail_in` describe the rest of `body`, and `next_out`/`avail_out`
+        // `out`'s spare capacity; `set_len` counts only the bytes zlib wrote there.
+        let status = unsafe { zlib::inflate(&mut **stream, zlib::Z_BLOCK) };
+        // SAFETY: zlib initialised the bytes it wrote, `spare - avail_out` of them.
+        unsafe { out.set_len(out.len() + spare - stream.avail_out as usize) };
+        // Past the limit is refused as such, whatever follows, as `gunzip_limited` does.
+        if out.len() > limit {
+            return Err(GunzipError::TooLarge);
+        }
+        match status {
+            zlib::Z_OK | zlib::Z_STREAM_END => {}
+            zlib::Z_BUF_ERROR if stream.avail_out == 0 => {}
+            zlib::Z_BUF_ERROR => return Err(corrupt("gzip body cut short".into())),
+            _ => return Err(corrupt(format!("invalid gzip data (zlib status {status})"))),
+        }
+        // Stopped at a block boundary (128): the low bits are those read but not yet used, and
+        // 64 says the block just finished was the last.
+        let state = stream.data_type;
+        if state & 128 != 0 {
+            let consumed = (body.len() - stream.avail_in as usize) as u64;
+            let at = consumed * 8 - (state & 63) as u64;
+            if state & 64 != 0 {
+                end = Some(at);
+            } else {
+                deflate_start.get_or_insert(at);
+                final_block = Some(at);
+            }
+        }
+        if status == zlib::Z_STREAM_END {
+            break;
+        }
+    }
+    if stream.avail_in != 0 {
+        return Ok(None);
+    }
+    let member = match (deflate_start, final_block, end) {
+        (Some(start), Some(final_block), Some(end))
+            if start % 8 == 0 && final_block < end && end <= (body.len() as u64 - 8) * 8 =>
+        {
+            let trailer = &body[body.len() - 8..];
+            let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+            Some(Member { header: (start / 8) as usize, final_block, end, crc, size: out.len() as u64 })
+        }
+        // zlib checked the body; a map it could not make only means no join.
+        _ => None,
+    };
+    Ok(Some((out, member)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// Text that compresses into blocks of every kind: long runs (matches), varied words (dynamic
+    /// Huffman), and a seeded xorshift stream (stored blocks).
+    fn samples() -> Vec<Vec<u8>> {
+        let text: Vec<u8> =
+            (0..40_000u32).flat_map(|i| format!("span {} attribute {}\n", i % 97, i).into_bytes()).collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..100_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mixed = [&text[..30_000], &noise[..70_000], &text[30_000..]].concat();
+        vec![Vec::new(), b"x".to_vec(), b"hello, hello, hello".to_vec(), text, noise, mixed]
+    }
+
+    /// A compressor's name and how it gzips.
+    type Compressor = (&'static str, fn(&[u8]) -> Vec<u8>);
+
+    /// Every way the bodies may have been compressed: zlib-rs at several levels (one block, many
+    /// blocks, stored blocks), a sync flush mid-stream (an empty stored block), ISA-L when built
+    /// with it, and a header with a file name.
+    fn compressors() -> Vec<Compressor> {
+        fn level(data: &[u8], level: u32) -> Vec<u8> {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            encoder.write_all(data).expect("in memory");
+            encoder.finish().expect("in memory")
+        }
+        vec![
+            ("zlib-rs level 0 (stored)", |d| level(d, 0)),
+            ("zlib-rs level 1", |d| level(d, 1)),
+            ("zlib-rs level 6", |d| level(d, 6)),
+            ("zlib-rs level 9", |d| level(d, 9)),
+            ("the host's gzip", |d| super::super::compress(d).expect("in memory")),
+            ("sync flush mid-stream", |d| {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+                encoder.write_all(&d[..d.len() / 2]).expect("in memory");
+                encoder.flush().expect("in memory");
+                encoder.write_all(&d[d.len() / 2..]).expect("in memory");
+                encoder.finish().expect("in memory")
+            }),
+            ("named header", |d| {
+                let mut encoder = flate2::GzBuilder::new()
+                    .filename("batch.pb")
+                    .comment("from a client")
+                    .write(Vec::new(), flate2::Compression::new(6));
+                encoder.write_all(d).expect("in memory");
+                encoder.finish().expect("in memory")
+            }),
+        ]
+    }
+
+    /// What a decoder that reads only one member (flate2's `GzDecoder`, as tonic does) makes of it.
+    fn one_member_reader(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut decoder = flate2::read::GzDecoder::new(body);
+        decoder.read_to_end(&mut out).expect("one valid member");
+        let mut rest = Vec::new();
+        decoder.into_inner().read_to_end(&mut rest).expect("in memory");
+        assert!(rest.is_empty(), "the joined body is one member, nothing after it");
+        out
+    }
+
+    #[test]
+    fn joined_bodies_read_as_one_member_holding_every_body_in_order() {
+        let samples = samples();
+        let mut bodies = Vec::new();
+        for (name, compress) in compressors() {
+            for data in &samples {
+                let body = compress(data);
+                let (out, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
+                assert_eq!(&out, data, "{name}: {} bytes", data.len());
+                let member = member.unwrap_or_else(|| panic!("{name}: one member is mapped"));
+                bodies.push((name, body, member, data.clone()));
+            }
+        }
+        // Every body alone, then every pair (each end-bit alignment meets each start), then all.
+        for (name, body, member, data) in &bodies {
+            let mut out = Vec::new();
+            join(&[(body, *member)], &mut out);
+            assert_eq!(&one_member_reader(&out), data, "{name} alone");
+        }
+        for (a_name, a, a_member, a_data) in &bodies {
+            for (b_name, b, b_member, b_data) in &bodies {
+                let mut out = b"prefix".to_vec();
+                join(&[(a, *a_member), (b, *b_member)], &mut out);
+                assert_eq!(&out[..6], b"prefix");
+                let joined = one_member_reader(&out[6..]);
+                assert!(joined == [&a_data[..], b_data].concat(), "{a_name} then {b_name}");
+            }
+        }
+        let all: Vec<(&[u8], Member)> =
+            bodies.iter().map(|(_, body, member, _)| (&body[..], *member)).collect();
+        let mut out = Vec::new();
+        join(&all, &mut out);
+        let expected: Vec<u8> = bodies.iter().flat_map(|(_, _, _, data)| data.clone()).collect();
+        assert_eq!(one_member_reader(&out), expected);
+        // And the receivers read it the same way (checksum and length checked).
+        assert_eq!(super::super::gunzip_limited(&out, usize::MAX - 1).expect("valid"), expected);
+    }
+
+    #[test]
+    fn every_end_alignment_joins() {
+        // Lengths 0..64 of varied bytes end their streams on every bit of a byte.
+        let mut seen = [false; 8];
+        let mut bodies = Vec::new();
+        for len in 0..64u8 {
+            let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ len).collect();
+            let body = super::super::zlib(&data).expect("in memory");
+            let (_, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
+            let member = member.expect("mapped");
+            seen[(member.end % 8) as usize] = true;
+            bodies.push((body, member, data));
+        }
+        assert_eq!(seen, [true; 8], "the samples end on every bit");
+        for pair in bodies.windows(2) {
+            let mut out = Vec::new();
+            join(&[(&pair[0].0, pair[0].1), (&pair[1].0, pair[1].1)], &mut out);
+            assert_eq!(one_member_reader(&out), [&pair[0].2[..], &pair[1].2].concat());
+        }
+    }
+
+    #[test]
+    fn reads_and_refuses_as_gunzip_limited_does() {
+        let text: Vec<u8> =
+            (0..100_000u32).flat_map(|i| format!("span {} {}\n", i % 89, i).into_bytes()).collect();
+        let one = super::super::zlib(&text).expect("compresses");
+        let two = [super::super::zlib(&text[..5000]).expect("compresses"), one.clone()].concat();
+        let mut wrong_crc = one.clone();
+        let crc_at = wrong_crc.len() - 8;
+        wrong_crc[crc_at] ^= 1;
+        let mut damaged = one.clone();
+        damaged[40] ^= 0xff;
+        let junk = [&one[..], b"junk"].concat();
+        let bodies: [(&str, &[u8]); 8] = [
+            ("one member", &one),
+            ("two members", &two),
+            ("cut short", &one[..one.len() / 2]),
+            ("no trailer", &one[..one.len() - 8]),
+            ("wrong checksum", &wrong_crc),
+            ("damaged", &damaged),
+            ("junk after", &junk),
+            ("not gzip", b"plain text, not gzip at all"),
+        ];
+        for (name, body) in bodies {
+            for limit in [0, 1, 5000, text.len(), usize::MAX - 1] {
+                let expected = super::super::gunzip_limited(body, limit);
+                let got = gunzip_mapped(body, limit);
+                match (&expected, &got) {
+                    (Ok(expected), Ok((got, member))) => {
+                        assert_eq!(expected, got, "{name} at {limit}");
+                        assert_eq!(
+                            member.is_some(),
+                            name == "one member",
+                            "{name}: mapped only when one member"
+                        );
+                    }
+                    (Err(GunzipError::TooLarge), Err(GunzipError::TooLarge))
+                    | (Err(GunzipError::Corrupt(_)), Err(GunzipError::Corrupt(_))) => {}
+                    _ => {
+                        panic!("{name} at {limit}: {expected:?} against {:?}", got.map(|(out, _)| out.len()))
+                    }
+                }
+            }
+        }
+    }
+}
