@@ -56,18 +56,36 @@ pub fn gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError>
 
 fn zlib_gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(first_capacity(body.len(), limit));
+    let mut out = Vec::with_capacity(first_capacity(body, limit));
     let decoder = flate2::read::MultiGzDecoder::new(body);
     decoder.take((limit as u64).saturating_add(1)).read_to_end(&mut out).map_err(GunzipError::Corrupt)?;
     if out.len() > limit {
         return Err(GunzipError::TooLarge);
     }
-    Ok(out)
+    Ok(fitted(out))
 }
 
-/// Room for a body's output at first: OTLP compresses about fourfold, never past the limit.
-fn first_capacity(compressed: usize, limit: usize) -> usize {
-    compressed.saturating_mul(4).min(limit.saturating_add(1))
+/// Room for a body's output at first: what its gzip trailer says (the size of its last member,
+/// exact for the usual one), where deflate could expand that far (at most 1032:1); otherwise
+/// OTLP's usual fourfold. Never past the limit. Growing mid-inflate would cost a copy of the
+/// output and, in ISA-L, of its 32 KiB window per call.
+fn first_capacity(body: &[u8], limit: usize) -> usize {
+    let stated = body
+        .len()
+        .checked_sub(4)
+        .and_then(|at| body[at..].try_into().ok())
+        .map(|size: [u8; 4]| u32::from_le_bytes(size) as usize)
+        .filter(|&size| size <= body.len().saturating_mul(1032));
+    stated.map_or(body.len().saturating_mul(4), |size| size.saturating_add(1)).min(limit.saturating_add(1))
+}
+
+/// `out` without much unused room: a trailer that overstated the size must not leave a queued
+/// batch holding memory it does not count.
+fn fitted(mut out: Vec<u8>) -> Vec<u8> {
+    if out.capacity() > out.len().saturating_mul(2).saturating_add(4096) {
+        out.shrink_to_fit();
+    }
+    out
 }
 
 /// `data` through zlib-rs at its fastest level.
@@ -176,70 +194,131 @@ mod igzip {
     /// 32-bit counters cannot take (the caller then uses zlib-rs).
     #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
     pub fn gunzip_limited(body: &[u8], limit: usize) -> Option<Result<Vec<u8>, super::GunzipError>> {
-        use super::GunzipError::{Corrupt, TooLarge};
-        let corrupt =
-            |what: &str| Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()));
         let avail_in = u32::try_from(body.len()).ok()?;
-        let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body.len(), limit));
+        let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
         let result = INFLATER.with_borrow_mut(|Inflater(state)| {
-            // SAFETY: `isal_inflate_init` initialises the state before any other call. Every
-            // pointer handed to ISA-L outlives the calls: `body` with its length, and `out`'s
-            // spare capacity with its length; `set_len` counts only what ISA-L wrote there.
-            unsafe {
+            // SAFETY: `isal_inflate_init` initialises the state before any other call; `body`
+            // outlives the calls below, which read at most `avail_in` bytes of it.
+            let state = unsafe {
                 ffi::isal_inflate_init(state.as_mut_ptr());
                 let state = state.assume_init_mut();
                 state.next_in = body.as_ptr().cast_mut();
                 state.avail_in = avail_in;
-                loop {
-                    // One member, however many calls its output needs.
-                    state.crc_flag = ffi::ISAL_GZIP;
-                    loop {
-                        if out.len() == out.capacity() {
-                            if out.len() > limit {
-                                return Err(TooLarge);
-                            }
-                            let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
-                            out.reserve_exact(room);
-                        }
-                        let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
-                        state.next_out = out.as_mut_ptr().add(out.len());
-                        state.avail_out = spare as u32;
-                        let status = ffi::isal_inflate(state);
-                        out.set_len(out.len() + spare - state.avail_out as usize);
-                        // Past the limit is refused as such, whatever follows (a reader that
-                        // stops at `limit + 1` bytes never sees a later error).
-                        if out.len() > limit {
-                            return Err(TooLarge);
-                        }
-                        match status {
-                            ffi::ISAL_INCORRECT_CHECKSUM => return Err(corrupt("gzip checksum mismatch")),
-                            status if status != ffi::ISAL_DECOMP_OK as i32 => {
-                                return Err(corrupt(&format!("invalid gzip data (ISA-L status {status})")));
-                            }
-                            _ => {}
-                        }
-                        if state.block_state == ffi::isal_block_state_ISAL_BLOCK_FINISH {
-                            break;
-                        }
-                        if state.avail_out > 0 {
-                            // Room left and not finished: the input ran out mid-member.
-                            return Err(corrupt("gzip body cut short"));
-                        }
-                    }
-                    if state.avail_in == 0 {
-                        return Ok(());
-                    }
-                    // Another member follows, as `MultiGzDecoder` reads them; anything else is
-                    // an error, not trailing data to ignore.
-                    let rest = std::slice::from_raw_parts(state.next_in, state.avail_in as usize);
-                    if !rest.starts_with(&[0x1f, 0x8b]) {
-                        return Err(corrupt("data after the gzip body"));
-                    }
-                    ffi::isal_inflate_reset(state);
+                state
+            };
+            loop {
+                // One member, however many calls its output needs.
+                state.crc_flag = ffi::ISAL_GZIP;
+                inflate_to_the_end(state, &mut out, limit)?;
+                if state.avail_in == 0 {
+                    return Ok(());
                 }
+                // Another member follows, as `MultiGzDecoder` reads them; anything else is an
+                // error, not trailing data to ignore.
+                // SAFETY: ISA-L left `next_in` and `avail_in` describing the rest of `body`.
+                let rest = unsafe { std::slice::from_raw_parts(state.next_in, state.avail_in as usize) };
+                if !rest.starts_with(&[0x1f, 0x8b]) {
+                    return Err(corrupt("data after the gzip body"));
+                }
+                // SAFETY: the state was initialised above.
+                unsafe { ffi::isal_inflate_reset(state) };
             }
         });
-        Some(result.map(|()| out))
+        Some(result.map(|()| super::fitted(out)))
+    }
+
+    /// A raw deflate stream inflated, and what its gzip member's trailer must match.
+    pub struct Inflated {
+        /// The decompressed bytes.
+        pub out: Vec<u8>,
+        /// Their CRC-32.
+        pub crc: u32,
+        /// The bit offset, from the body's start, just past the final block: the trailer
+        /// begins at the next byte.
+        pub end: u64,
+    }
+
+    /// The raw deflate stream at `body[start..]` (a gzip member's data, after its header)
+    /// inflated; `None` for a body over 4 GiB.
+    #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
+    pub fn inflate_deflate(
+        body: &[u8],
+        start: usize,
+        limit: usize,
+    ) -> Option<Result<Inflated, super::GunzipError>> {
+        let data = body.get(start..)?;
+        let avail_in = u32::try_from(data.len()).ok()?;
+        let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
+        let result = INFLATER.with_borrow_mut(|Inflater(state)| {
+            // SAFETY: as in `gunzip_limited`: initialised first, and `data` outlives the calls.
+            let state = unsafe {
+                ffi::isal_inflate_init(state.as_mut_ptr());
+                let state = state.assume_init_mut();
+                state.next_in = data.as_ptr().cast_mut();
+                state.avail_in = avail_in;
+                state
+            };
+            // gzip's CRC-32 of the output, without reading a header or trailer.
+            state.crc_flag = ffi::ISAL_GZIP_NO_HDR;
+            inflate_to_the_end(state, &mut out, limit)?;
+            // What ISA-L took from the input, less the bits it holds but did not use.
+            let taken = (data.len() - state.avail_in as usize) as u64 * 8;
+            let end = (start as u64) * 8 + taken - state.read_in_length as u64;
+            Ok((state.crc, end))
+        });
+        Some(result.map(|(crc, end)| Inflated { out: super::fitted(out), crc, end }))
+    }
+
+    fn corrupt(what: &str) -> super::GunzipError {
+        super::GunzipError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()))
+    }
+
+    /// Runs `state` to the end of its stream (and trailer, if its `crc_flag` reads one), growing
+    /// `out` as needed but never past `limit + 1` bytes.
+    #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
+    fn inflate_to_the_end(
+        state: &mut ffi::inflate_state,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), super::GunzipError> {
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() > limit {
+                    return Err(super::GunzipError::TooLarge);
+                }
+                let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
+                out.reserve_exact(room);
+            }
+            let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
+            // SAFETY: ISA-L writes at most `spare` bytes into `out`'s spare capacity, and
+            // `set_len` counts only those it wrote.
+            let status = unsafe {
+                state.next_out = out.as_mut_ptr().add(out.len());
+                state.avail_out = spare as u32;
+                let status = ffi::isal_inflate(state);
+                out.set_len(out.len() + spare - state.avail_out as usize);
+                status
+            };
+            // Past the limit is refused as such, whatever follows (a reader that stops at
+            // `limit + 1` bytes never sees a later error).
+            if out.len() > limit {
+                return Err(super::GunzipError::TooLarge);
+            }
+            match status {
+                ffi::ISAL_INCORRECT_CHECKSUM => return Err(corrupt("gzip checksum mismatch")),
+                status if status != ffi::ISAL_DECOMP_OK as i32 => {
+                    return Err(corrupt(&format!("invalid gzip data (ISA-L status {status})")));
+                }
+                _ => {}
+            }
+            if state.block_state == ffi::isal_block_state_ISAL_BLOCK_FINISH {
+                return Ok(());
+            }
+            if state.avail_out > 0 {
+                // Room left and not finished: the input ran out mid-member.
+                return Err(corrupt("gzip body cut short"));
+            }
+        }
     }
 }
 
@@ -288,6 +367,21 @@ mod tests {
         zlib_parts(&parts, &mut zlib_out).expect("compresses");
         assert_eq!(gunzip(&zlib_out[5..]), parts.concat());
         assert!(compress(&text).expect("compresses").len() < text.len() / 3);
+    }
+
+    #[test]
+    fn the_trailer_sizes_the_output_within_what_deflate_can_expand_to() {
+        let text: Vec<u8> = (0..20_000u32).flat_map(|i| format!("span {i}\n").into_bytes()).collect();
+        let body = zlib(&text).expect("compresses");
+        assert_eq!(first_capacity(&body, usize::MAX - 1), text.len() + 1, "the stated size, and a byte");
+        assert_eq!(first_capacity(&body, 1000), 1001, "never past the limit");
+        let mut lying = body.clone();
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(first_capacity(&lying, usize::MAX - 1), lying.len() * 4, "more than deflate could make");
+        assert_eq!(first_capacity(b"gz", 100), 8);
+        assert_eq!(gunzip(&body), text);
+        assert!(fitted(Vec::with_capacity(1 << 20)).capacity() < 4096, "unused room is given back");
     }
 
     /// Every way a body can be read or refused, through this build's decompressor and through
