@@ -22,6 +22,16 @@ def forwarder(make_sluice, exporters_toml, exporters='["out"]', **kwargs):
     return make_sluice(RECEIVER + exporters_toml + pipeline(exporters), **kwargs)
 
 
+def start_rotel(tmp_path, grpc_port, http_port, downstream):
+    """rotel-agent on `grpc_port` and `http_port`, exporting OTLP/gRPC to the Sluice `downstream`."""
+    return subprocess.Popen(
+        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+         "--otlp-http-endpoint", f"127.0.0.1:{http_port}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://{downstream.grpc_endpoint}", "--batch-timeout", "50ms",
+         "--pid-file", str(tmp_path / "rotel.pid"), "--log-file", str(tmp_path / "rotel.log")],
+        stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
+
+
 def tls_forwarder(make_sluice, endpoint, ca_file, protocol="http/protobuf", client=None, retry=True):
     """A Sluice forwarding over TLS to `endpoint`, trusting `ca_file`; `client` is the folder
     holding client.pem / client.key for mTLS."""
@@ -63,12 +73,7 @@ def send(host, request, path="/v1/traces"):
 def test_sdk_to_sluice_to_rotel_keeps_content(make_sluice, tmp_path, protocol, client_gzip):
     sink = make_sluice(RECEIVER + ARCHIVE + pipeline())
     rotel_grpc, rotel_http = free_port(), free_port()
-    rotel = subprocess.Popen(
-        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{rotel_grpc}",
-         "--otlp-http-endpoint", f"127.0.0.1:{rotel_http}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://{sink.grpc_endpoint}", "--batch-timeout", "50ms",
-         "--pid-file", str(tmp_path / "rotel.pid"), "--log-file", str(tmp_path / "rotel.log")],
-        stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
+    rotel = start_rotel(tmp_path, rotel_grpc, rotel_http, sink)
     try:
         wait_port(rotel_grpc)
         endpoint = f"http://127.0.0.1:{rotel_grpc}" if protocol == "grpc" else f"http://127.0.0.1:{rotel_http}"
@@ -196,12 +201,7 @@ def test_gzipped_requests_merged_while_waiting_are_joined_not_compressed_again(m
         assert all(body[11:-9] in request["body"] for body in held)
 
     # rotel-agent comes up only now; the forwarder's queued requests go to it, merged.
-    rotel = subprocess.Popen(
-        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{rotel_grpc}",
-         "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://{archive.grpc_endpoint}", "--batch-timeout", "50ms",
-         "--pid-file", str(tmp_path / "rotel.pid"), "--log-file", str(tmp_path / "rotel.log")],
-        stdout=open(tmp_path / "rotel.out", "wb"), stderr=subprocess.STDOUT)
+    rotel = start_rotel(tmp_path, rotel_grpc, free_port(), archive)
     try:
         wait_until(lambda: archive.metric("sluice_exporter_sent_items_total", exporter="archive",
                                           signal="traces") == 100,

@@ -194,18 +194,8 @@ mod igzip {
     /// 32-bit counters cannot take (the caller then uses zlib-rs).
     #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
     pub fn gunzip_limited(body: &[u8], limit: usize) -> Option<Result<Vec<u8>, super::GunzipError>> {
-        let avail_in = u32::try_from(body.len()).ok()?;
         let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
-        let result = INFLATER.with_borrow_mut(|Inflater(state)| {
-            // SAFETY: `isal_inflate_init` initialises the state before any other call; `body`
-            // outlives the calls below, which read at most `avail_in` bytes of it.
-            let state = unsafe {
-                ffi::isal_inflate_init(state.as_mut_ptr());
-                let state = state.assume_init_mut();
-                state.next_in = body.as_ptr().cast_mut();
-                state.avail_in = avail_in;
-                state
-            };
+        let result = with_inflater(body, |state| {
             loop {
                 // One member, however many calls its output needs.
                 state.crc_flag = ffi::ISAL_GZIP;
@@ -223,7 +213,7 @@ mod igzip {
                 // SAFETY: the state was initialised above.
                 unsafe { ffi::isal_inflate_reset(state) };
             }
-        });
+        })?;
         Some(result.map(|()| super::fitted(out)))
     }
 
@@ -240,24 +230,14 @@ mod igzip {
 
     /// The raw deflate stream at `body[start..]` (a gzip member's data, after its header)
     /// inflated; `None` for a body over 4 GiB.
-    #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
     pub fn inflate_deflate(
         body: &[u8],
         start: usize,
         limit: usize,
     ) -> Option<Result<Inflated, super::GunzipError>> {
         let data = body.get(start..)?;
-        let avail_in = u32::try_from(data.len()).ok()?;
         let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
-        let result = INFLATER.with_borrow_mut(|Inflater(state)| {
-            // SAFETY: as in `gunzip_limited`: initialised first, and `data` outlives the calls.
-            let state = unsafe {
-                ffi::isal_inflate_init(state.as_mut_ptr());
-                let state = state.assume_init_mut();
-                state.next_in = data.as_ptr().cast_mut();
-                state.avail_in = avail_in;
-                state
-            };
+        let result = with_inflater(data, |state| {
             // gzip's CRC-32 of the output, without reading a header or trailer.
             state.crc_flag = ffi::ISAL_GZIP_NO_HDR;
             inflate_to_the_end(state, &mut out, limit)?;
@@ -265,8 +245,26 @@ mod igzip {
             let taken = (data.len() - state.avail_in as usize) as u64 * 8;
             let end = (start as u64) * 8 + taken - state.read_in_length as u64;
             Ok((state.crc, end))
-        });
+        })?;
         Some(result.map(|(crc, end)| Inflated { out: super::fitted(out), crc, end }))
+    }
+
+    /// Runs `inflate` on this thread's igzip state, freshly initialised to read `input`; `None`
+    /// for an input over 4 GiB, which ISA-L's 32-bit counters cannot take.
+    #[allow(unsafe_code)] // a C library's state; initialised before it is used
+    fn with_inflater<R>(input: &[u8], inflate: impl FnOnce(&mut ffi::inflate_state) -> R) -> Option<R> {
+        let avail_in = u32::try_from(input.len()).ok()?;
+        Some(INFLATER.with_borrow_mut(|Inflater(state)| {
+            // SAFETY: `isal_inflate_init` initialises every field before it is read.
+            let state = unsafe {
+                ffi::isal_inflate_init(state.as_mut_ptr());
+                state.assume_init_mut()
+            };
+            // `input` outlives `inflate`, which ISA-L reads it in.
+            state.next_in = input.as_ptr().cast_mut();
+            state.avail_in = avail_in;
+            inflate(state)
+        }))
     }
 
     fn corrupt(what: &str) -> super::GunzipError {
@@ -334,20 +332,27 @@ pub(crate) fn gunzip(data: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn what_is_compressed_comes_back() {
-        let text: Vec<u8> =
-            (0..300_000u32).flat_map(|i| format!("span {} attribute {}\n", i % 97, i).into_bytes()).collect();
-        // Incompressible bytes too: a xorshift stream.
+    /// `lines` lines of text that compresses well (long runs, varied numbers).
+    pub(crate) fn text(lines: u32) -> Vec<u8> {
+        (0..lines).flat_map(|i| format!("span {} attribute {}\n", i % 97, i).into_bytes()).collect()
+    }
+
+    /// `len` incompressible bytes: a seeded xorshift stream.
+    pub(crate) fn noise(len: usize) -> Vec<u8> {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..200_000)
+        (0..len)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 state as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn what_is_compressed_comes_back() {
+        let (text, noise) = (text(300_000), noise(200_000));
         for data in [&b""[..], b"x", &text, &noise, &text[..70_000]] {
             let compressed = compress(data).expect("compresses");
             assert_eq!(gunzip(&compressed), data, "{} bytes", data.len());

@@ -291,17 +291,7 @@ mod tests {
     /// Text that compresses into blocks of every kind: long runs (matches), varied words (dynamic
     /// Huffman), and a seeded xorshift stream (stored blocks).
     fn samples() -> Vec<Vec<u8>> {
-        let text: Vec<u8> =
-            (0..40_000u32).flat_map(|i| format!("span {} attribute {}\n", i % 97, i).into_bytes()).collect();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let (text, noise) = (super::super::tests::text(40_000), super::super::tests::noise(100_000));
         let mixed = [&text[..30_000], &noise[..70_000], &text[30_000..]].concat();
         vec![Vec::new(), b"x".to_vec(), b"hello, hello, hello".to_vec(), text, noise, mixed]
     }
