@@ -79,6 +79,31 @@ fn first_capacity(body: &[u8], limit: usize) -> usize {
     stated.map_or(body.len().saturating_mul(4), |size| size.saturating_add(1)).min(limit.saturating_add(1))
 }
 
+/// Room for an inflate's next write into `out`: when it is full, it grows by its size (at least
+/// 4 KiB, never past `limit + 1` bytes in all). Returns the spare bytes, up to a 32-bit count.
+fn make_room(out: &mut Vec<u8>, limit: usize) -> Result<u32, GunzipError> {
+    if out.len() == out.capacity() {
+        within_limit(out, limit)?;
+        let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
+        out.reserve_exact(room);
+    }
+    Ok((out.capacity() - out.len()).min(u32::MAX as usize) as u32)
+}
+
+/// Refuses an output past the limit as such, whatever the stream holds after it (a reader that
+/// stops at `limit + 1` bytes never sees a later error).
+fn within_limit(out: &[u8], limit: usize) -> Result<(), GunzipError> {
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge);
+    }
+    Ok(())
+}
+
+/// A body that is not valid gzip, and why.
+fn corrupt(what: &str) -> GunzipError {
+    GunzipError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()))
+}
+
 /// `out` without much unused room: a trailer that overstated the size must not leave a queued
 /// batch holding memory it does not count.
 fn fitted(mut out: Vec<u8>) -> Vec<u8> {
@@ -208,7 +233,7 @@ mod igzip {
                 // SAFETY: ISA-L left `next_in` and `avail_in` describing the rest of `body`.
                 let rest = unsafe { std::slice::from_raw_parts(state.next_in, state.avail_in as usize) };
                 if !rest.starts_with(&[0x1f, 0x8b]) {
-                    return Err(corrupt("data after the gzip body"));
+                    return Err(super::corrupt("data after the gzip body"));
                 }
                 // SAFETY: the state was initialised above.
                 unsafe { ffi::isal_inflate_reset(state) };
@@ -267,10 +292,6 @@ mod igzip {
         }))
     }
 
-    fn corrupt(what: &str) -> super::GunzipError {
-        super::GunzipError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()))
-    }
-
     /// Runs `state` to the end of its stream (and trailer, if its `crc_flag` reads one), growing
     /// `out` as needed but never past `limit + 1` bytes.
     #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
@@ -280,32 +301,21 @@ mod igzip {
         limit: usize,
     ) -> Result<(), super::GunzipError> {
         loop {
-            if out.len() == out.capacity() {
-                if out.len() > limit {
-                    return Err(super::GunzipError::TooLarge);
-                }
-                let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
-                out.reserve_exact(room);
-            }
-            let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
+            let spare = super::make_room(out, limit)?;
             // SAFETY: ISA-L writes at most `spare` bytes into `out`'s spare capacity, and
             // `set_len` counts only those it wrote.
             let status = unsafe {
                 state.next_out = out.as_mut_ptr().add(out.len());
-                state.avail_out = spare as u32;
+                state.avail_out = spare;
                 let status = ffi::isal_inflate(state);
-                out.set_len(out.len() + spare - state.avail_out as usize);
+                out.set_len(out.len() + (spare - state.avail_out) as usize);
                 status
             };
-            // Past the limit is refused as such, whatever follows (a reader that stops at
-            // `limit + 1` bytes never sees a later error).
-            if out.len() > limit {
-                return Err(super::GunzipError::TooLarge);
-            }
+            super::within_limit(out, limit)?;
             match status {
-                ffi::ISAL_INCORRECT_CHECKSUM => return Err(corrupt("gzip checksum mismatch")),
+                ffi::ISAL_INCORRECT_CHECKSUM => return Err(super::corrupt("gzip checksum mismatch")),
                 status if status != ffi::ISAL_DECOMP_OK as i32 => {
-                    return Err(corrupt(&format!("invalid gzip data (ISA-L status {status})")));
+                    return Err(super::corrupt(&format!("invalid gzip data (ISA-L status {status})")));
                 }
                 _ => {}
             }
@@ -314,7 +324,7 @@ mod igzip {
             }
             if state.avail_out > 0 {
                 // Room left and not finished: the input ran out mid-member.
-                return Err(corrupt("gzip body cut short"));
+                return Err(super::corrupt("gzip body cut short"));
             }
         }
     }

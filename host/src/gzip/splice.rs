@@ -20,7 +20,6 @@
 //! `Z_BLOCK`, which stops at every block boundary and says where it is.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 
 use libz_rs_sys as zlib;
 
@@ -168,8 +167,7 @@ fn one_block_through_igzip(body: &[u8], limit: usize) -> Option<Result<Mapped, G
     let sent_crc = u32::from_le_bytes(sent_crc.try_into().ok()?);
     let sent_size = u32::from_le_bytes(sent_size.try_into().ok()?);
     if sent_crc != crc || sent_size != out.len() as u32 {
-        let problem = std::io::Error::new(std::io::ErrorKind::InvalidData, "gzip checksum mismatch");
-        return Some(Err(GunzipError::Corrupt(problem)));
+        return Some(Err(super::corrupt("gzip checksum mismatch")));
     }
     let member = Member { header, final_block: header as u64 * 8, end, crc, size: out.len() as u64 };
     Some(Ok((out, Some(member))))
@@ -210,8 +208,6 @@ fn inflate_one_member(
     body: &[u8],
     limit: usize,
 ) -> Result<Option<Mapped>, GunzipError> {
-    let corrupt =
-        |what: String| GunzipError::Corrupt(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
     let Ok(avail_in) = u32::try_from(body.len()) else { return Ok(None) };
     let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
     // SAFETY: the stream was initialised by `inflateInit2_`.
@@ -222,31 +218,20 @@ fn inflate_one_member(
     stream.avail_in = avail_in;
     let (mut deflate_start, mut final_block, mut end) = (None, None, None);
     loop {
-        if out.len() == out.capacity() {
-            if out.len() > limit {
-                return Err(GunzipError::TooLarge);
-            }
-            let room = out.capacity().max(4096).min(limit.saturating_add(1) - out.len());
-            out.reserve_exact(room);
-        }
-        let spare = (out.capacity() - out.len()).min(u32::MAX as usize);
-        let spare_out: &mut [MaybeUninit<u8>] = &mut out.spare_capacity_mut()[..spare];
-        stream.next_out = spare_out.as_mut_ptr().cast();
-        stream.avail_out = spare as u32;
+        let spare = super::make_room(&mut out, limit)?;
+        stream.next_out = out.spare_capacity_mut().as_mut_ptr().cast();
+        stream.avail_out = spare;
         // SAFETY: `next_in`/`avail_in` describe the rest of `body`, and `next_out`/`avail_out`
         // `out`'s spare capacity; `set_len` counts only the bytes zlib wrote there.
         let status = unsafe { zlib::inflate(&mut **stream, zlib::Z_BLOCK) };
         // SAFETY: zlib initialised the bytes it wrote, `spare - avail_out` of them.
-        unsafe { out.set_len(out.len() + spare - stream.avail_out as usize) };
-        // Past the limit is refused as such, whatever follows, as `gunzip_limited` does.
-        if out.len() > limit {
-            return Err(GunzipError::TooLarge);
-        }
+        unsafe { out.set_len(out.len() + (spare - stream.avail_out) as usize) };
+        super::within_limit(&out, limit)?;
         match status {
             zlib::Z_OK | zlib::Z_STREAM_END => {}
             zlib::Z_BUF_ERROR if stream.avail_out == 0 => {}
-            zlib::Z_BUF_ERROR => return Err(corrupt("gzip body cut short".into())),
-            _ => return Err(corrupt(format!("invalid gzip data (zlib status {status})"))),
+            zlib::Z_BUF_ERROR => return Err(super::corrupt("gzip body cut short")),
+            _ => return Err(super::corrupt(&format!("invalid gzip data (zlib status {status})"))),
         }
         // Stopped at a block boundary (128): the low bits are those read but not yet used, and
         // 64 says the block just finished was the last.
