@@ -50,15 +50,15 @@ const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
 
 /// `members`, each with the body it maps, as one gzip member appended to `out` (which may already
 /// hold a frame's prefix): it decompresses to the bodies' contents in order.
-pub fn join(members: &[(&[u8], Member)], out: &mut Vec<u8>) {
-    let room: usize = members.iter().map(|(body, _)| body.len() + 5).sum();
+pub fn join<B: AsRef<[u8]>>(members: &[(B, Member)], out: &mut Vec<u8>) {
+    let room: usize = members.iter().map(|(body, _)| body.as_ref().len() + 5).sum();
     out.reserve(room + PLAIN_HEADER.len() + 8);
     out.extend_from_slice(&PLAIN_HEADER);
     let (mut crc, mut size) = (0u32, 0u64);
     for (i, (body, member)) in members.iter().enumerate() {
         let at = out.len();
         let end_byte = member.end.div_ceil(8) as usize;
-        out.extend_from_slice(&body[member.header..end_byte]);
+        out.extend_from_slice(&body.as_ref()[member.header..end_byte]);
         if i + 1 < members.len() {
             // The final block no longer ends the stream.
             let final_bit = member.final_block - member.header as u64 * 8;

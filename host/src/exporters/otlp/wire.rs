@@ -33,33 +33,34 @@ pub fn encoding_name(compression: CompressionConfig) -> Option<&'static str> {
 /// and its content type: the bytes as they are over HTTP, behind a compressed-flagged message
 /// prefix over gRPC.
 pub fn compressed_body(protocol: OtlpProtocol, compressed: &Bytes) -> Result<(Bytes, &'static str), String> {
-    match protocol {
-        OtlpProtocol::Grpc => {
-            let mut framed = vec![0u8; 5];
-            framed.extend_from_slice(compressed);
-            fill_grpc_prefix(&mut framed, true)?;
-            Ok((Bytes::from(framed), "application/grpc"))
-        }
-        OtlpProtocol::HttpProtobuf => Ok((compressed.clone(), "application/x-protobuf")),
-        OtlpProtocol::HttpJson => Err("a compressed protobuf body cannot be sent as JSON".into()),
+    if protocol == OtlpProtocol::HttpProtobuf {
+        return Ok((compressed.clone(), "application/x-protobuf"));
     }
+    compressed_request(protocol, |out| out.extend_from_slice(compressed))
 }
 
 /// The body to send for several requests their clients gzipped (each mapped as it was
-/// inflated), joined into one gzip member, and its content type: over gRPC behind a
-/// compressed-flagged message prefix, over HTTP as it is.
+/// inflated), joined into one gzip member, and its content type.
 pub fn joined_body(
     protocol: OtlpProtocol,
     members: &[(Bytes, Member)],
 ) -> Result<(Bytes, &'static str), String> {
-    let members: Vec<(&[u8], Member)> = members.iter().map(|(body, member)| (&body[..], *member)).collect();
+    compressed_request(protocol, |out| crate::gzip::splice::join(members, out))
+}
+
+/// A compressed protobuf body written by `write`, behind a compressed-flagged message prefix over
+/// gRPC, and its content type.
+fn compressed_request(
+    protocol: OtlpProtocol,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<(Bytes, &'static str), String> {
     let (prefix, content_type) = match protocol {
         OtlpProtocol::Grpc => (5, "application/grpc"),
         OtlpProtocol::HttpProtobuf => (0, "application/x-protobuf"),
         OtlpProtocol::HttpJson => return Err("a compressed protobuf body cannot be sent as JSON".into()),
     };
     let mut out = vec![0u8; prefix];
-    crate::gzip::splice::join(&members, &mut out);
+    write(&mut out);
     if prefix != 0 {
         fill_grpc_prefix(&mut out, true)?;
     }
@@ -267,6 +268,27 @@ mod tests {
         let (http, kind) = compressed_body(OtlpProtocol::HttpProtobuf, &compressed).expect("as is");
         assert_eq!((http, kind), (compressed.clone(), "application/x-protobuf"));
         assert!(compressed_body(OtlpProtocol::HttpJson, &compressed).is_err());
+    }
+
+    #[test]
+    fn clients_gzip_bodies_are_joined_into_one_framed_member() {
+        let parts: [&[u8]; 2] = [b"\x0a\x00", b"\x0a\x02\x0a\x00"];
+        let members: Vec<(Bytes, Member)> = parts
+            .iter()
+            .map(|part| {
+                let body = Bytes::from(crate::gzip::zlib(part).expect("in memory"));
+                let member = crate::gzip::splice::gunzip_mapped(&body, 1000).expect("valid").1;
+                (body, member.expect("one member"))
+            })
+            .collect();
+        let (grpc, kind) = joined_body(OtlpProtocol::Grpc, &members).expect("framed");
+        assert_eq!(kind, "application/grpc");
+        assert_eq!(grpc[0], 1, "flagged compressed");
+        assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, grpc.len() - 5);
+        assert_eq!(crate::gzip::gunzip(&grpc[5..]), parts.concat());
+        let (http, kind) = joined_body(OtlpProtocol::HttpProtobuf, &members).expect("as is");
+        assert_eq!((&http[..], kind), (&grpc[5..], "application/x-protobuf"));
+        assert!(joined_body(OtlpProtocol::HttpJson, &members).is_err());
     }
 
     #[test]
