@@ -77,6 +77,12 @@ fn own_allocation(body: Bytes) -> Bytes {
     }
 }
 
+/// Whether a pipeline in `feeds` taking `signal` sends a client's body compressed `encoding`'s
+/// way on as it came.
+fn sent_on(feeds: &FeedTable, signal: Signal, encoding: CompressionConfig) -> bool {
+    feeds.get(signal).iter().any(|pipeline| pipeline.sends_client_bodies(encoding))
+}
+
 /// Per signal, the pipelines a receiver feeds. ("Routes" are a router plugin's answer, inside a
 /// pipeline; this is the wiring from receivers to pipelines.)
 pub type FeedTable = PerSignal<Vec<PipelineInput>>;
@@ -231,9 +237,10 @@ impl Ingest {
     }
 
     /// Whether a pipeline taking `signal` has an exporter that sends a client's body on as it
-    /// came, compressed `encoding`'s way: only then is it worth keeping (and mapping).
-    pub fn keeps_client_bodies(&self, signal: Signal, encoding: CompressionConfig) -> bool {
-        self.feeds.load().get(signal).iter().any(|p| p.sends_client_bodies(encoding))
+    /// came, compressed `encoding`'s way (`None`: not compressed): only then is it worth keeping
+    /// (and mapping).
+    pub fn keeps_client_bodies(&self, signal: Signal, encoding: Option<CompressionConfig>) -> bool {
+        encoding.is_some_and(|encoding| sent_on(&self.feeds.load(), signal, encoding))
     }
 
     /// Checks, counts and enqueues one request body (`sent`: the body as the client compressed
@@ -287,7 +294,7 @@ impl Ingest {
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
         // The client's compressed body is kept only where an exporter will send it on.
-        let sent = sent.filter(|sent| feeds.get(signal).iter().any(|p| p.sends_client_bodies(sent.encoding)));
+        let sent = sent.filter(|sent| sent_on(&feeds, signal, sent.encoding));
         if !self.memory.admit(body.len() + sent.as_ref().map_or(0, |sent| sent.body.len())) {
             return Err(Refusal::Memory);
         }
@@ -454,7 +461,12 @@ mod tests {
             let metrics = Arc::new(Metrics::new());
             let (input, mut queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, false, &metrics);
             let ingest = feeding(vec![input.sending_client_bodies(takes.clone())], metrics);
-            assert_eq!(ingest.keeps_client_bodies(Signal::Traces, Gzip), kept, "pipeline sending {takes:?}");
+            assert_eq!(
+                ingest.keeps_client_bodies(Signal::Traces, Some(Gzip)),
+                kept,
+                "pipeline sending {takes:?}"
+            );
+            assert!(!ingest.keeps_client_bodies(Signal::Traces, None), "nothing to keep uncompressed");
             ingest.accept(Signal::Traces, Format::Protobuf, body.clone(), sent()).await.expect("accepted");
             let batch = queue.try_recv().expect("queued").batch;
             assert_eq!(batch.compressed_as(Gzip), kept.then_some(&gzip), "pipeline sending {takes:?}");

@@ -157,8 +157,7 @@ async fn handle(State(receiver): State<Arc<GrpcReceiver>>, request: Request) -> 
             let message = format!("unsupported grpc-encoding {name:?} for a compressed message");
             return refuse(RpcCode::Unimplemented, RefusalReason::Unsupported, &message);
         };
-        let keep =
-            encoding.compression().is_some_and(|encoding| ingest.keeps_client_bodies(signal, encoding));
+        let keep = ingest.keeps_client_bodies(signal, encoding.compression());
         match compression::decompress(encoding, message, limit, keep) {
             Ok((message, kept)) => {
                 sent = kept;

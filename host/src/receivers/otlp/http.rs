@@ -149,8 +149,7 @@ async fn export(
         Err(e) => return malformed(&format!("cannot read body: {e}")),
     };
     // A JSON body is decoded and encoded again; only protobuf can go on as the client sent it.
-    let keep = format == Format::Protobuf
-        && encoding.compression().is_some_and(|encoding| ingest.keeps_client_bodies(signal, encoding));
+    let keep = format == Format::Protobuf && ingest.keeps_client_bodies(signal, encoding.compression());
     let (body, sent) = match compression::decompress(encoding, raw, limit, keep) {
         Ok(decompressed) => decompressed,
         Err(DecompressError::TooLarge { .. }) => return too_large(),
