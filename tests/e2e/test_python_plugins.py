@@ -178,7 +178,10 @@ def test_a_python_exporter_renders_requests_and_a_router_routes(make_sluice, tmp
 
         [pipelines.all.routes]
         acme = ["hook"]
-    """))
+    """), wait=False)
+    # Two fresh 18 MB components are compiled at validate before the host starts (tens of seconds
+    # in a debug build on two cores); later loads come from the compile cache.
+    host.wait_ready(timeout=120)
     request = traces(3, prefix="s", attrs={"tenant": "globex"})
     request.resource_spans[0].scope_spans[0].spans[1].attributes[-1].value.string_value = "acme"
     status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
