@@ -13,7 +13,7 @@ mod response;
 
 pub use decoded::{DecodeError, Decoded};
 pub use encoded::{Batch, Compressed};
-pub use json::write_json;
+pub use json::{JsonRenderer, write_json};
 pub use response::{
     ExportOutcome, ProtoAny, ProtoDuration, RetryInfo, RpcCode, RpcStatus, export_response, status_body,
 };

@@ -18,6 +18,8 @@ mod metrics;
 mod trace;
 mod writer;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sluice_wire::Fields;
 
 use super::{DecodeError, Decoded};
@@ -43,6 +45,37 @@ pub fn write_json(signal: Signal, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<
     Decoded::from_protobuf(signal, &whole)?
         .write_json(out, false)
         .map_err(|e| DecodeError(format!("cannot render {signal} as JSON: {e}")))
+}
+
+/// Renders requests into buffers of their own, each sized up front from what the ones before it
+/// came to, so that rendering does not grow the buffer (every growth copies all written so far,
+/// ~8% of an `http/json` exporter's time when the buffer started at twice the protobuf's size).
+#[derive(Debug)]
+pub struct JsonRenderer {
+    /// JSON bytes per 16 protobuf bytes in the request rendered last.
+    sixteenths: AtomicUsize,
+}
+
+impl Default for JsonRenderer {
+    fn default() -> Self {
+        // Three JSON bytes per protobuf byte: spans with ten short attributes come to ~2.8.
+        Self { sixteenths: AtomicUsize::new(3 * 16) }
+    }
+}
+
+impl JsonRenderer {
+    /// The OTLP/JSON form of the request made of `parts`, as [`write_json`] writes it.
+    pub fn render(&self, signal: Signal, parts: &[&[u8]]) -> Result<Vec<u8>, DecodeError> {
+        let input: usize = parts.iter().map(|part| part.len()).sum();
+        let sixteenths = self.sixteenths.load(Ordering::Relaxed);
+        // An eighth to spare, for a request whose items run a little longer than the last's.
+        let mut out = Vec::with_capacity((input / 16 + 1) * sixteenths * 9 / 8);
+        write_json(signal, parts, &mut out)?;
+        if input > 0 {
+            self.sixteenths.store(out.len() * 16 / input + 1, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
 }
 
 /// `{"resource…":[…]}` over every part's resource groups.

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::registry::{ExporterType, Start};
 use super::{BuildError, ExportError, Outcomes};
 use crate::batch::{Batch, DecodeError};
-use crate::config::{Problem, Signal};
+use crate::config::Problem;
 use crate::kafka::{KafkaEncoding, KafkaTopics};
 use crate::queue;
 use config::{KafkaExporterConfig, PartitionKey};
@@ -39,13 +39,6 @@ struct KafkaExporter {
 
 fn failed(context: &str, error: KafkaError) -> ExportError {
     ExportError::Io { context: context.to_string(), source: std::io::Error::other(error) }
-}
-
-/// The OTLP/JSON form of `payload`, an encoded request of `signal`.
-fn json(signal: Signal, payload: &[u8]) -> Result<Vec<u8>, ExportError> {
-    let mut json = Vec::with_capacity(payload.len() * 2);
-    crate::batch::write_json(signal, &[payload], &mut json)?;
-    Ok(json)
 }
 
 /// Waits for every acknowledgement of one batch's records; the first failure is the batch's,
@@ -100,12 +93,14 @@ impl KafkaExporter {
             .map_err(|e| DecodeError(format!("cannot split the batch into records: {e}")))?;
         let topic = self.topics.of(signal);
         let mut deliveries = Vec::with_capacity(records.len());
+        // The producer copies each value, so one buffer serves every record's JSON.
+        let mut rendered = Vec::new();
         for record in &records {
-            let rendered;
             let value: &[u8] = match self.encoding {
                 KafkaEncoding::OtlpProto => &record.payload,
                 KafkaEncoding::OtlpJson => {
-                    rendered = json(signal, &record.payload)?;
+                    rendered.clear();
+                    crate::batch::write_json(signal, &[&record.payload], &mut rendered)?;
                     &rendered
                 }
             };

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::http::delivery::{Delivery, Judge, Outgoing, Settings, Undelivered};
-use crate::batch::Batch;
+use crate::batch::{Batch, JsonRenderer};
 use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::gzip::splice::Member;
 use crate::metrics::{DeliveryCounters, PerSignal};
@@ -45,6 +45,8 @@ struct Shared {
     urls: PerSignal<Option<http::Uri>>,
     delivery: Delivery,
     handback: Option<Handback>,
+    /// Renders `http/json` bodies.
+    json: JsonRenderer,
 }
 
 /// How a load-balancing exporter's backend gives work back once it has left the resolver's
@@ -148,7 +150,7 @@ pub fn spawn(
         http2_only: config.protocol == OtlpProtocol::Grpc,
         counters,
     })?;
-    let shared = Arc::new(Shared { config: config.clone(), urls, delivery, handback });
+    let shared = Arc::new(Shared { config: config.clone(), urls, delivery, handback, json: JsonRenderer::default() });
     Ok(tokio::spawn(batch_and_send(shared, rx)))
 }
 
@@ -292,7 +294,7 @@ impl Shared {
             return None;
         };
         let built = match body {
-            Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts),
+            Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json),
             Body::Compressed(body) => wire::compressed_body(self.config.protocol, body),
             Body::Joined(members) => wire::joined_body(self.config.protocol, members),
         };

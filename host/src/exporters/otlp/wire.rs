@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use prost::Message;
 
-use crate::batch::{RetryInfo, RpcStatus};
+use crate::batch::{JsonRenderer, RetryInfo, RpcStatus};
 use crate::config::{CompressionConfig, OtlpProtocol, Signal};
 use crate::exporters::http::verdict::{Verdict, retry_after};
 use crate::gzip::splice::Member;
@@ -76,6 +76,7 @@ pub fn body(
     compression: CompressionConfig,
     signal: Signal,
     parts: &[Bytes],
+    renderer: &JsonRenderer,
 ) -> Result<(Bytes, &'static str), String> {
     let content_type = match protocol {
         OtlpProtocol::Grpc => "application/grpc",
@@ -85,8 +86,7 @@ pub fn body(
     let json;
     let parts: Vec<&[u8]> = if protocol == OtlpProtocol::HttpJson {
         let slices: Vec<&[u8]> = parts.iter().map(|part| &part[..]).collect();
-        let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum::<usize>() * 2);
-        crate::batch::write_json(signal, &slices, &mut out).map_err(|e| e.to_string())?;
+        let out = renderer.render(signal, &slices).map_err(|e| e.to_string())?;
         if compression == CompressionConfig::None {
             return Ok((Bytes::from(out), content_type));
         }
@@ -232,26 +232,26 @@ mod tests {
         let parts = [Bytes::from_static(b"\x0a\x02\x0a\x00"), Bytes::from_static(b"\x0a\x00")];
         let concatenated = parts.concat();
         let (grpc, kind) =
-            body(OtlpProtocol::Grpc, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+            body(OtlpProtocol::Grpc, CompressionConfig::Gzip, Signal::Traces, &parts, &JsonRenderer::default()).expect("body");
         assert_eq!(kind, "application/grpc");
         assert_eq!(grpc[0], 1, "compressed flag");
         assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, grpc.len() - 5);
         assert_eq!(gunzip(&grpc[5..]), concatenated);
         let (zstd, _) =
-            body(OtlpProtocol::Grpc, CompressionConfig::Zstd, Signal::Traces, &parts).expect("body");
+            body(OtlpProtocol::Grpc, CompressionConfig::Zstd, Signal::Traces, &parts, &JsonRenderer::default()).expect("body");
         assert_eq!(zstd::decode_all(&zstd[5..]).expect("valid zstd"), concatenated);
         let (plain, _) =
-            body(OtlpProtocol::Grpc, CompressionConfig::None, Signal::Traces, &parts).expect("body");
+            body(OtlpProtocol::Grpc, CompressionConfig::None, Signal::Traces, &parts, &JsonRenderer::default()).expect("body");
         assert_eq!(&plain[..], [&[0, 0, 0, 0, 6][..], &concatenated].concat());
         let (http, kind) =
-            body(OtlpProtocol::HttpProtobuf, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+            body(OtlpProtocol::HttpProtobuf, CompressionConfig::Gzip, Signal::Traces, &parts, &JsonRenderer::default()).expect("body");
         assert_eq!((gunzip(&http), kind), (concatenated.clone(), "application/x-protobuf"));
         let one = &parts[..1];
         let (same, _) =
-            body(OtlpProtocol::HttpProtobuf, CompressionConfig::None, Signal::Traces, one).expect("body");
+            body(OtlpProtocol::HttpProtobuf, CompressionConfig::None, Signal::Traces, one, &JsonRenderer::default()).expect("body");
         assert_eq!(same.as_ptr(), parts[0].as_ptr(), "sent as it is");
         let (json, kind) =
-            body(OtlpProtocol::HttpJson, CompressionConfig::Gzip, Signal::Traces, &parts).expect("body");
+            body(OtlpProtocol::HttpJson, CompressionConfig::Gzip, Signal::Traces, &parts, &JsonRenderer::default()).expect("body");
         assert_eq!(kind, "application/json");
         let json: serde_json::Value = serde_json::from_slice(&gunzip(&json)).expect("JSON");
         assert_eq!(json["resourceSpans"].as_array().map(Vec::len), Some(2), "{json}");
