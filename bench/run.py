@@ -340,6 +340,13 @@ def one_run(host, exporter, protocol, args):
             wait_port(sink, sink_process)
         elif exporter == "kafka":
             sink_process, sink = start_broker(args.load_core)
+        elif exporter.startswith("forward") and args.fast_sink:
+            # The destination: sluice-sink (reads each body, answers success, decodes nothing),
+            # gRPC and HTTP on one port, on the load generator's core.
+            sink = free_port()
+            sink_process = subprocess.Popen(["taskset", "-c", str(args.load_core),
+                                             str(REPO / "target" / "release" / "sluice-sink"), str(sink)])
+            wait_port(sink, sink_process)
         elif exporter.startswith(("forward", "loadbalancing")):
             # The destination: a Sluice receiving into discard, on the load generator's core.
             sink, sink_http = free_port(), free_port()
@@ -453,6 +460,9 @@ def main():
     parser.add_argument("--tap-rate", type=int, default=1000, help="sluice+tap's `sluice tap --rate`")
     parser.add_argument("--client-gzip", action="store_true",
                         help="the load generator sends gzip-compressed requests (compressed once up front)")
+    parser.add_argument("--fast-sink", action="store_true",
+                        help="forward scenarios send to sluice-sink (reads each body and answers success, decodes "
+                             "nothing) instead of a sink Sluice, so that the destination keeps up")
     parser.add_argument("--flamegraphs", default=None, metavar="DIR",
                         help="also profile Sluice in one extra run per scenario (not counted in the table) and "
                              "draw DIR/<scenario>-<protocol>-c<connections>.svg (needs perf and `cargo install "

@@ -150,7 +150,8 @@ pub fn spawn(
         http2_only: config.protocol == OtlpProtocol::Grpc,
         counters,
     })?;
-    let shared = Arc::new(Shared { config: config.clone(), urls, delivery, handback, json: JsonRenderer::default() });
+    let shared =
+        Arc::new(Shared { config: config.clone(), urls, delivery, handback, json: JsonRenderer::default() });
     Ok(tokio::spawn(batch_and_send(shared, rx)))
 }
 
@@ -294,7 +295,9 @@ impl Shared {
             return None;
         };
         let built = match body {
-            Body::Parts(parts) => wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json),
+            Body::Parts(parts) => {
+                wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json)
+            }
             Body::Compressed(body) => wire::compressed_body(self.config.protocol, body),
             Body::Joined(members) => wire::joined_body(self.config.protocol, members),
         };
