@@ -160,7 +160,16 @@ class Sluice:
         self.process = subprocess.Popen([str(sluice_binary()), "run", "--config", str(self.config)],
                                         stdout=self.stdout, stderr=self.stderr, env=env)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                # The caller never gets the host to stop, so a host that never got ready is
+                # killed here rather than left running past the test.
+                self.process.kill()
+                self.process.wait()
+                self.stdout.close()
+                self.stderr.close()
+                raise
 
     @property
     def grpc_endpoint(self):

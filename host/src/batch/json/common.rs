@@ -3,7 +3,7 @@
 
 use sluice_wire::Fields;
 
-use super::writer::{DEPTH_LIMIT, NotCanonical, Render, Run, Writer, bytes, fixed64, once, varint};
+use super::writer::{DEPTH_LIMIT, NotCanonical, Render, Run, Writer, bytes, fixed64, is_plain, once, varint};
 
 /// A `KeyValue`: `{"key":…,"value":…}`, and `keyStrindex` when set.
 pub(super) fn key_value(w: &mut Writer, buf: &[u8], depth: u32) -> Render {
@@ -126,9 +126,35 @@ impl Any<'_> {
 }
 
 /// A list of attributes: field `number`'s occurrences in `run` of `buf`.
-#[inline]
+///
+/// Attributes come one after another in the common shape ([`string_attribute`]) nearly always:
+/// as long as they do, and their keys and values need no escaping, each is written straight
+/// from its bytes, without walking its fields. From the first that does not, the rest take the
+/// general path.
 pub(super) fn attributes(w: &mut Writer, buf: &[u8], run: Run, number: u32) -> Render {
-    w.list(buf, run, number, |w, kv| key_value(w, kv, 0))
+    // The field's tag byte: numbered below 16 and length-delimited.
+    let tag = u8::try_from(number << 3 | 2).ok().filter(|tag| *tag < 0x80);
+    let mut rest = run.of(buf);
+    let mut first = true;
+    w.raw(b"[");
+    while let (Some(tag), [field_tag, len, tail @ ..]) = (tag, rest)
+        && *field_tag == tag
+        && *len < 0x80
+        && let Some((kv, after)) = tail.split_at_checked(usize::from(*len))
+        && let Some((key, value)) = string_attribute(kv)
+        && is_plain(key)
+        && is_plain(value)
+    {
+        if !first {
+            w.raw(b",");
+        }
+        first = false;
+        w.plain_string_attribute(key, value);
+        rest = after;
+    }
+    w.items(rest, number, first, |w, kv| key_value(w, kv, 0))?;
+    w.raw(b"]");
+    Ok(())
 }
 
 /// `"attributes":[…],"droppedAttributesCount":N`, the pair resources, scopes, spans, events,
