@@ -71,8 +71,8 @@ impl JsonRenderer {
         // An eighth to spare, for a request whose items run a little longer than the last's.
         let mut out = Vec::with_capacity((input / 16 + 1) * sixteenths * 9 / 8);
         write_json(signal, parts, &mut out)?;
-        if input > 0 {
-            self.sixteenths.store(out.len() * 16 / input + 1, Ordering::Relaxed);
+        if let Some(sixteenths) = (out.len() * 16).checked_div(input) {
+            self.sixteenths.store(sixteenths + 1, Ordering::Relaxed);
         }
         Ok(out)
     }

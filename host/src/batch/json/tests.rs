@@ -151,3 +151,31 @@ fn a_malformed_request_is_an_error_not_a_partial_line() {
     assert!(error.to_string().contains("invalid protobuf logs request"), "{error}");
     assert_eq!(out, b"kept");
 }
+
+#[test]
+fn a_renderer_sizes_each_buffer_from_the_request_before() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    // Small spans: their JSON (every field written, IDs in hex) is ~9 times their protobuf,
+    // far past any fixed guess.
+    let span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "s".into(), ..Default::default() };
+    let small = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span; 200], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let mut rng = Generator(7);
+    let renderer = JsonRenderer::default();
+    let requests = [(Signal::Traces, small), (Signal::Traces, rng.traces()), (Signal::Logs, rng.logs())];
+    for (signal, request) in requests {
+        let first = renderer.render(signal, &[&request]).expect("renders");
+        assert_eq!(String::from_utf8(first).expect("UTF-8"), owned_json(signal, &request));
+        // The same request again: the room reserved from the first fits it without growing
+        // (which doubles it), with an eighth, some rounding and a tiny request's fixed text to spare.
+        let again = renderer.render(signal, &[&request]).expect("renders");
+        let (room, len) = (again.capacity(), again.len());
+        assert!(room >= len && room <= len * 5 / 4 + 256, "{signal}: {room} bytes reserved for {len}");
+    }
+}
