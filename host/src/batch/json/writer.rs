@@ -16,6 +16,18 @@ pub(super) type Render = Result<(), NotCanonical>;
 /// message level, so a checked request stays well inside it).
 pub(super) const DEPTH_LIMIT: u32 = 100;
 
+/// The two lowercase hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
+
 /// Appends JSON to a buffer.
 pub(super) struct Writer<'o> {
     out: &'o mut Vec<u8>,
@@ -57,13 +69,14 @@ impl<'o> Writer<'o> {
 
     /// Bytes as lowercase hex in a JSON string (trace and span IDs).
     pub(super) fn hex(&mut self, bytes: &[u8]) {
-        // IDs (8 and 16 bytes) are written through a buffer on the stack in one copy.
+        // IDs (8 and 16 bytes) are written through a buffer on the stack, a byte's two digits
+        // at a time, in one copy.
         let mut quoted = [b'"'; 34];
-        let digits = bytes.len() * 2;
-        let on_stack =
-            quoted.get_mut(1..=digits).is_some_and(|slot| hex::encode_to_slice(bytes, slot).is_ok());
-        if on_stack {
-            self.append(&quoted[..digits + 2]);
+        if bytes.len() <= 16 {
+            for (pair, byte) in quoted[1..].chunks_exact_mut(2).zip(bytes) {
+                pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+            }
+            self.append(&quoted[..bytes.len() * 2 + 2]);
         } else {
             self.out.push(b'"');
             self.out.extend_from_slice(hex::encode(bytes).as_bytes());
