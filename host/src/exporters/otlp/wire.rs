@@ -231,63 +231,25 @@ mod tests {
     fn bodies_frame_and_compress_merged_parts() {
         let parts = [Bytes::from_static(b"\x0a\x02\x0a\x00"), Bytes::from_static(b"\x0a\x00")];
         let concatenated = parts.concat();
-        let (grpc, kind) = body(
-            OtlpProtocol::Grpc,
-            CompressionConfig::Gzip,
-            Signal::Traces,
-            &parts,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let renderer = JsonRenderer::default();
+        let build = |protocol, compression, parts: &[Bytes]| {
+            body(protocol, compression, Signal::Traces, parts, &renderer).expect("body")
+        };
+        let (grpc, kind) = build(OtlpProtocol::Grpc, CompressionConfig::Gzip, &parts);
         assert_eq!(kind, "application/grpc");
         assert_eq!(grpc[0], 1, "compressed flag");
         assert_eq!(u32::from_be_bytes(grpc[1..5].try_into().expect("4 bytes")) as usize, grpc.len() - 5);
         assert_eq!(gunzip(&grpc[5..]), concatenated);
-        let (zstd, _) = body(
-            OtlpProtocol::Grpc,
-            CompressionConfig::Zstd,
-            Signal::Traces,
-            &parts,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let (zstd, _) = build(OtlpProtocol::Grpc, CompressionConfig::Zstd, &parts);
         assert_eq!(zstd::decode_all(&zstd[5..]).expect("valid zstd"), concatenated);
-        let (plain, _) = body(
-            OtlpProtocol::Grpc,
-            CompressionConfig::None,
-            Signal::Traces,
-            &parts,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let (plain, _) = build(OtlpProtocol::Grpc, CompressionConfig::None, &parts);
         assert_eq!(&plain[..], [&[0, 0, 0, 0, 6][..], &concatenated].concat());
-        let (http, kind) = body(
-            OtlpProtocol::HttpProtobuf,
-            CompressionConfig::Gzip,
-            Signal::Traces,
-            &parts,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let (http, kind) = build(OtlpProtocol::HttpProtobuf, CompressionConfig::Gzip, &parts);
         assert_eq!((gunzip(&http), kind), (concatenated.clone(), "application/x-protobuf"));
         let one = &parts[..1];
-        let (same, _) = body(
-            OtlpProtocol::HttpProtobuf,
-            CompressionConfig::None,
-            Signal::Traces,
-            one,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let (same, _) = build(OtlpProtocol::HttpProtobuf, CompressionConfig::None, one);
         assert_eq!(same.as_ptr(), parts[0].as_ptr(), "sent as it is");
-        let (json, kind) = body(
-            OtlpProtocol::HttpJson,
-            CompressionConfig::Gzip,
-            Signal::Traces,
-            &parts,
-            &JsonRenderer::default(),
-        )
-        .expect("body");
+        let (json, kind) = build(OtlpProtocol::HttpJson, CompressionConfig::Gzip, &parts);
         assert_eq!(kind, "application/json");
         let json: serde_json::Value = serde_json::from_slice(&gunzip(&json)).expect("JSON");
         assert_eq!(json["resourceSpans"].as_array().map(Vec::len), Some(2), "{json}");
