@@ -137,7 +137,8 @@ pub(super) fn attributes(w: &mut Writer, buf: &[u8], run: Run, number: u32) -> R
     let mut rest = run.of(buf);
     let mut first = true;
     w.raw(b"[");
-    while let (Some(tag), [field_tag, len, tail @ ..]) = (tag, rest)
+    while let Some(tag) = tag
+        && let [field_tag, len, tail @ ..] = rest
         && *field_tag == tag
         && *len < 0x80
         && let Some((kv, after)) = tail.split_at_checked(usize::from(*len))

@@ -193,53 +193,37 @@ impl<'o> Writer<'o> {
 
     /// Appends `bytes`, up to 32 of them without a call (see [`copy_short`]).
     #[inline(always)]
-    #[allow(unsafe_code)] // copies into room reserved just before; see SAFETY
     fn append(&mut self, bytes: &[u8]) {
-        self.out.reserve(bytes.len());
-        let start = self.out.len();
-        // SAFETY: `reserve` made room for `bytes.len()` bytes after `start`; `copy_short` fills
-        // exactly those, which `set_len` then covers.
-        unsafe {
-            copy_short(bytes, self.out.as_mut_ptr().add(start));
-            self.out.set_len(start + bytes.len());
-        }
+        self.append_pieces([bytes]);
     }
 
-    /// Appends `bytes` between double quotes, up to 32 of them without a call.
+    /// Appends `bytes` between double quotes.
     #[inline(always)]
-    #[allow(unsafe_code)] // copies into room reserved just before; see SAFETY
     fn append_quoted(&mut self, bytes: &[u8]) {
-        let len = bytes.len() + 2;
-        self.out.reserve(len);
-        let start = self.out.len();
-        // SAFETY: `reserve` made room for `len` bytes after `start`: a quote, `bytes` and a
-        // quote fill exactly those, which `set_len` then covers.
-        unsafe {
-            let at = self.out.as_mut_ptr().add(start);
-            *at = b'"';
-            copy_short(bytes, at.add(1));
-            *at.add(len - 1) = b'"';
-            self.out.set_len(start + len);
-        }
+        self.append_pieces([b"\"", bytes, b"\""]);
     }
 
     /// `{"key":"KEY","value":{"stringValue":"VALUE"}}`, for a key and value that need no
     /// escaping ([`is_plain`]): the attribute nearly every one is, written with one reservation.
     #[inline]
-    #[allow(unsafe_code)] // copies into room reserved just before; see SAFETY
     pub(super) fn plain_string_attribute(&mut self, key: &[u8], value: &[u8]) {
-        const OPEN: &[u8] = b"{\"key\":\"";
-        const MIDDLE: &[u8] = b"\",\"value\":{\"stringValue\":\"";
-        const CLOSE: &[u8] = b"\"}}";
-        let len = OPEN.len() + key.len() + MIDDLE.len() + value.len() + CLOSE.len();
+        self.append_pieces([b"{\"key\":\"", key, b"\",\"value\":{\"stringValue\":\"", value, b"\"}}"]);
+    }
+
+    /// Appends `pieces` one after another with one reservation, each of up to 32 bytes copied
+    /// without a call (see [`copy_short`]).
+    #[inline(always)]
+    #[allow(unsafe_code)] // copies into room reserved just before; see SAFETY
+    fn append_pieces<const N: usize>(&mut self, pieces: [&[u8]; N]) {
+        let len: usize = pieces.iter().map(|piece| piece.len()).sum();
         self.out.reserve(len);
         let start = self.out.len();
-        // SAFETY: `reserve` made room for `len` bytes after `start`. The five pieces add up to
-        // `len` and are copied one after another into that room, so `set_len` covers only
-        // bytes written here.
+        // SAFETY: `reserve` made room for `len` bytes after `start`. The pieces add up to `len`
+        // and are copied one after another into that room, so `set_len` covers only bytes
+        // written here.
         unsafe {
             let mut at = self.out.as_mut_ptr().add(start);
-            for piece in [OPEN, key, MIDDLE, value, CLOSE] {
+            for piece in pieces {
                 copy_short(piece, at);
                 at = at.add(piece.len());
             }
