@@ -38,7 +38,7 @@ pub struct Compressed {
     pub body: Bytes,
     /// Where the parts of a one-member gzip body lie, so that an exporter merging several such
     /// bodies can join them instead of compressing the merged payload again.
-    pub member: Option<crate::gzip::splice::Member>,
+    pub member: crate::gzip::splice::MemberMap,
 }
 
 impl Batch {
@@ -80,10 +80,11 @@ impl Batch {
     }
 
     /// The body as its client gzipped it, with its map for [`crate::gzip::splice::join`], if it
-    /// came as one gzip member and nothing has changed it since.
+    /// came as one gzip member and nothing has changed it since. The map may be found only now,
+    /// by inflating the body again (see [`crate::gzip::splice::MemberMap`]).
     pub fn gzip_member(&self) -> Option<(&Bytes, crate::gzip::splice::Member)> {
         let compressed = self.compressed.as_ref().filter(|c| c.encoding == CompressionConfig::Gzip)?;
-        Some((&compressed.body, compressed.member?))
+        Some((&compressed.body, compressed.member.get(&compressed.body)?))
     }
 
     /// Whether it was read from a disk queue, or split from a batch that was (and settles its

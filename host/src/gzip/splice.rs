@@ -13,13 +13,16 @@
 //! everywhere.
 //!
 //! Joining needs two bit positions in each body that only decoding finds: where its final
-//! block's header starts and where its last block ends. [`gunzip_mapped`] finds them in the pass
-//! that checks the body. A stream of one block (most requests of a few hundred spans) starts its
-//! final block right after the header, and ISA-L's inflate, where the build has it, reports
-//! where the stream ends; any other body goes through zlib's API (zlib-rs underneath) with
-//! `Z_BLOCK`, which stops at every block boundary and says where it is.
+//! block's header starts and where its last block ends. A stream of one block (most requests of
+//! a few hundred spans) starts its final block right after the header, and ISA-L's inflate,
+//! where the build has it, reports where the stream ends: [`gunzip_mapped`] maps such a body in
+//! the pass that checks it. Any other body is mapped through zlib's API (zlib-rs underneath)
+//! with `Z_BLOCK`, which stops at every block boundary and says where it is. With ISA-L, that
+//! pass waits until an exporter actually joins the body ([`MemberMap`]): ISA-L inflates it
+//! faster, and a body forwarded alone, as most are, is never mapped at all.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use libz_rs_sys as zlib;
 
@@ -86,6 +89,37 @@ pub fn join<B: AsRef<[u8]>>(members: &[(B, Member)], out: &mut Vec<u8>) {
 /// A body's content, and its map when it is one gzip member.
 pub type Mapped = (Vec<u8>, Option<Member>);
 
+/// A received gzip body's map for [`join`]: found by the pass that checked the body, or, where
+/// that pass could not find it cheaply, found the first time an exporter asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberMap(OnceLock<Option<Member>>);
+
+impl MemberMap {
+    /// A map already found (`None`: the body cannot be joined, having several members).
+    pub fn known(member: Option<Member>) -> Self {
+        Self(OnceLock::from(member))
+    }
+
+    /// A map to be found from the body on first use.
+    pub fn deferred() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// The map of `body`, the body this map was made for; found now if nobody has yet.
+    pub fn get(&self, body: &[u8]) -> Option<Member> {
+        *self.0.get_or_init(|| map(body))
+    }
+}
+
+/// The map of `body`, a gzip body a receiver has already checked; `None` when it is not one
+/// member (or, against expectation, no longer reads).
+fn map(body: &[u8]) -> Option<Member> {
+    // The body was checked against the receiver's limit; the trailer's size is all it holds
+    // (at most deflate's 1032:1 of it, whatever the trailer says).
+    let limit = body.len().saturating_mul(1032);
+    zlib_mapped(body, limit).ok()?.1
+}
+
 /// One zlib inflate stream per thread, reset between bodies: its window and tables are tens of
 /// KiB, too much to allocate per request. Boxed, because zlib's state points back at it.
 struct Inflater(Box<zlib::z_stream>);
@@ -124,11 +158,25 @@ thread_local! {
 /// `body` decompressed as [`super::gunzip_limited`] does it (the same output, the same refusals),
 /// with a map of the body for [`join`] when it is exactly one gzip member. A body of several
 /// members, or over 4 GiB, is read by `gunzip_limited` and comes without a map.
-pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<Mapped, GunzipError> {
+///
+/// With ISA-L, a body of several blocks is inflated by ISA-L and its map deferred: the `Z_BLOCK`
+/// pass that finds it costs more than the inflate (zlib-rs's inflate was ~41% of a host
+/// forwarding such bodies), and only a body an exporter joins needs it.
+pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<(Vec<u8>, MemberMap), GunzipError> {
     #[cfg(feature = "isal")]
-    if let Some(done) = one_block_through_igzip(body, limit) {
-        return done;
+    {
+        if let Some(done) = one_block_through_igzip(body, limit) {
+            return done.map(|(out, member)| (out, MemberMap::known(member)));
+        }
+        if let Some(done) = super::igzip::gunzip_limited(body, limit) {
+            return done.map(|out| (out, MemberMap::deferred()));
+        }
     }
+    zlib_mapped(body, limit).map(|(out, member)| (out, MemberMap::known(member)))
+}
+
+/// [`gunzip_mapped`] through zlib's `Z_BLOCK` stops, the map found in the same pass.
+fn zlib_mapped(body: &[u8], limit: usize) -> Result<Mapped, GunzipError> {
     let mapped = INFLATER.with_borrow_mut(|inflater| {
         if inflater.is_none() {
             *inflater = Inflater::new();
@@ -337,7 +385,7 @@ mod tests {
                 let body = compress(data);
                 let (out, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
                 assert_eq!(&out, data, "{name}: {} bytes", data.len());
-                let member = member.unwrap_or_else(|| panic!("{name}: one member is mapped"));
+                let member = member.get(&body).unwrap_or_else(|| panic!("{name}: one member is mapped"));
                 bodies.push((name, body, member, data.clone()));
             }
         }
@@ -387,6 +435,27 @@ mod tests {
         assert!(through_igzip >= 10, "one-block bodies went through ISA-L: {through_igzip}");
     }
 
+    /// A map deferred at receipt is the map the `Z_BLOCK` pass finds; only bodies of several
+    /// blocks defer theirs, and only where ISA-L inflates them.
+    #[test]
+    fn a_deferred_map_is_the_map_found_in_the_checking_pass() {
+        let mut deferred = 0;
+        for (name, compress) in compressors() {
+            for data in samples() {
+                let body = compress(&data);
+                let (out, map) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
+                assert_eq!(out, data, "{name}");
+                let (_, by_blocks) = zlib_mapped(&body, usize::MAX - 1).expect("valid");
+                if map.0.get().is_none() {
+                    deferred += 1;
+                }
+                assert_eq!(map.get(&body), by_blocks, "{name}: {} bytes", data.len());
+            }
+        }
+        // zlib-rs's levels write the 100 KB samples in several blocks.
+        assert_eq!(deferred > 0, cfg!(feature = "isal"), "maps deferred: {deferred}");
+    }
+
     #[test]
     fn every_end_alignment_joins() {
         // Lengths 0..64 of varied bytes end their streams on every bit of a byte.
@@ -396,7 +465,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ len).collect();
             let body = super::super::zlib(&data).expect("in memory");
             let (_, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
-            let member = member.expect("mapped");
+            let member = member.get(&body).expect("mapped");
             seen[(member.end % 8) as usize] = true;
             bodies.push((body, member, data));
         }
@@ -438,7 +507,7 @@ mod tests {
                     (Ok(expected), Ok((got, member))) => {
                         assert_eq!(expected, got, "{name} at {limit}");
                         assert_eq!(
-                            member.is_some(),
+                            member.get(body).is_some(),
                             name == "one member",
                             "{name}: mapped only when one member"
                         );

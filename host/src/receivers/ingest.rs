@@ -456,7 +456,10 @@ mod tests {
         use crate::config::CompressionConfig::{Gzip, Zstd};
         let body = Bytes::from(request(&[16]));
         let gzip = Bytes::from(crate::gzip::zlib(&body).expect("in memory"));
-        let sent = || Some(Compressed { encoding: Gzip, body: gzip.clone(), member: None });
+        let sent = || {
+            let member = crate::gzip::splice::MemberMap::known(None);
+            Some(Compressed { encoding: Gzip, body: gzip.clone(), member })
+        };
         for (takes, kept) in [(vec![Gzip], true), (vec![Zstd], false), (vec![], false)] {
             let metrics = Arc::new(Metrics::new());
             let (input, mut queue) = pipeline::queue(ComponentId::new("p").expect("id"), 4, false, &metrics);

@@ -276,7 +276,8 @@ mod tests {
             .map(|part| {
                 let body = Bytes::from(crate::gzip::zlib(part).expect("in memory"));
                 let member = crate::gzip::splice::gunzip_mapped(&body, 1000).expect("valid").1;
-                (body, member.expect("one member"))
+                let member = member.get(&body).expect("one member");
+                (body, member)
             })
             .collect();
         let (grpc, kind) = joined_body(OtlpProtocol::Grpc, &members).expect("framed");

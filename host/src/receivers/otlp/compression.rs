@@ -6,6 +6,7 @@ use std::io::Read;
 use bytes::Bytes;
 
 use crate::batch::Compressed;
+use crate::gzip::splice::MemberMap;
 
 /// A content or message encoding the receivers accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +84,7 @@ pub fn decompress(
         Encoding::Zstd => {
             let decoder =
                 zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(DecompressError::Corrupt)?;
-            Ok((read_limited(decoder, limit, body.len())?, kept(None)))
+            Ok((read_limited(decoder, limit, body.len())?, kept(MemberMap::known(None))))
         }
     }
 }
@@ -125,11 +126,14 @@ mod tests {
         for keep in [false, true] {
             let (out, sent) = decompress(Encoding::Gzip, gzip(&data), 1000, keep).expect("gzip");
             assert_eq!(out, &data[..]);
-            let sent = sent.filter(|_| keep).map(|sent| (sent.encoding, sent.body, sent.member.is_some()));
-            assert_eq!(sent, keep.then(|| (crate::config::CompressionConfig::Gzip, gzip(&data), true)));
+            let sent = sent
+                .filter(|_| keep)
+                .map(|sent| (sent.encoding, sent.member.get(&sent.body).is_some(), sent.body));
+            assert_eq!(sent, keep.then(|| (crate::config::CompressionConfig::Gzip, true, gzip(&data))));
             let (out, sent) = decompress(Encoding::Zstd, z.clone(), 1000, keep).expect("zstd");
             assert_eq!(out, &data[..]);
-            assert_eq!(sent.map(|sent| (sent.body, sent.member.is_none())), keep.then(|| (z.clone(), true)));
+            let sent = sent.map(|sent| (sent.member.get(&sent.body).is_none(), sent.body));
+            assert_eq!(sent, keep.then(|| (true, z.clone())));
         }
         let (_, sent) = decompress(Encoding::Identity, Bytes::from(data), 1000, true).expect("as is");
         assert!(sent.is_none(), "nothing to keep when nothing was compressed");
