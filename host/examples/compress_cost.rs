@@ -9,7 +9,11 @@
 //!
 //! ```sh
 //! cargo run --release -p sluice-host --features isal --example compress_cost
+//! cargo run --release -p sluice-host --features isal --example compress_cost host  # that row alone
 //! ```
+//!
+//! With `host`, only the host's own compressor on 100-span requests is measured: the floor
+//! `bench/compressor_ratio.py` sets a forward's cost against, run by run.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -26,6 +30,11 @@ fn main() {
     let batches: Vec<Vec<u8>> = (0..POOL).map(|_| make_batch(&mut rng, 100, 10, 1)).collect();
     let mut libdeflate =
         libdeflater::Compressor::new(libdeflater::CompressionLvl::new(1).expect("1 is a level"));
+    let host = format!("host: {}", sluice::gzip::ENGINE);
+    if std::env::args().nth(1).as_deref() == Some("host") {
+        measure(&host, &batches, POOL * 100, |data| sluice::gzip::compress(data).expect("in memory").len());
+        return;
+    }
     // The exporter merges waiting batches into one request (protobuf repeated fields concatenate).
     for merged in [1, 10] {
         let requests: Vec<Vec<u8>> = batches.chunks(merged).map(|chunk| chunk.concat()).collect();
@@ -39,7 +48,6 @@ fn main() {
             let mut out = vec![0; libdeflate.gzip_compress_bound(data.len())];
             libdeflate.gzip_compress(data, &mut out).expect("the bound is enough")
         });
-        let host = format!("host: {}", sluice::gzip::ENGINE);
         measure(&host, &requests, spans, |data| sluice::gzip::compress(data).expect("in memory").len());
         // Clients compress at zlib's default level (the load generator's `--gzip` too).
         let compressed: Vec<Vec<u8>> = requests.iter().map(|r| client_gzip(r)).collect();
