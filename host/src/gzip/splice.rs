@@ -365,6 +365,18 @@ mod tests {
         ]
     }
 
+    /// Every sample compressed every way: the compressor's name, the sample and its body.
+    fn bodies() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+        let samples = samples();
+        let compressors = compressors();
+        compressors
+            .iter()
+            .flat_map(|&(name, compress)| {
+                samples.iter().map(move |data| (name, data.clone(), compress(data)))
+            })
+            .collect()
+    }
+
     /// What a decoder that reads only one member (flate2's `GzDecoder`, as tonic does) makes of it.
     fn one_member_reader(body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -378,16 +390,12 @@ mod tests {
 
     #[test]
     fn joined_bodies_read_as_one_member_holding_every_body_in_order() {
-        let samples = samples();
         let mut bodies = Vec::new();
-        for (name, compress) in compressors() {
-            for data in &samples {
-                let body = compress(data);
-                let (out, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
-                assert_eq!(&out, data, "{name}: {} bytes", data.len());
-                let member = member.get(&body).unwrap_or_else(|| panic!("{name}: one member is mapped"));
-                bodies.push((name, body, member, data.clone()));
-            }
+        for (name, data, body) in self::bodies() {
+            let (out, member) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
+            assert_eq!(out, data, "{name}: {} bytes", data.len());
+            let member = member.get(&body).unwrap_or_else(|| panic!("{name}: one member is mapped"));
+            bodies.push((name, body, member, data));
         }
         // Every body alone, then every pair (each end-bit alignment meets each start), then all.
         for (name, body, member, data) in &bodies {
@@ -419,17 +427,11 @@ mod tests {
     #[test]
     fn both_ways_of_mapping_agree() {
         let mut through_igzip = 0;
-        for (name, compress) in compressors() {
-            for data in samples() {
-                let body = compress(&data);
-                let by_blocks = INFLATER.with_borrow_mut(|inflater| {
-                    let inflater = inflater.get_or_insert_with(|| Inflater::new().expect("zlib starts"));
-                    inflate_one_member(inflater, &body, usize::MAX - 1).expect("valid").expect("one member")
-                });
-                if let Some(by_igzip) = one_block_through_igzip(&body, usize::MAX - 1) {
-                    assert_eq!(by_igzip.expect("valid"), by_blocks, "{name}: {} bytes", data.len());
-                    through_igzip += 1;
-                }
+        for (name, data, body) in bodies() {
+            let by_blocks = zlib_mapped(&body, usize::MAX - 1).expect("valid");
+            if let Some(by_igzip) = one_block_through_igzip(&body, usize::MAX - 1) {
+                assert_eq!(by_igzip.expect("valid"), by_blocks, "{name}: {} bytes", data.len());
+                through_igzip += 1;
             }
         }
         assert!(through_igzip >= 10, "one-block bodies went through ISA-L: {through_igzip}");
@@ -440,17 +442,14 @@ mod tests {
     #[test]
     fn a_deferred_map_is_the_map_found_in_the_checking_pass() {
         let mut deferred = 0;
-        for (name, compress) in compressors() {
-            for data in samples() {
-                let body = compress(&data);
-                let (out, map) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
-                assert_eq!(out, data, "{name}");
-                let (_, by_blocks) = zlib_mapped(&body, usize::MAX - 1).expect("valid");
-                if map.0.get().is_none() {
-                    deferred += 1;
-                }
-                assert_eq!(map.get(&body), by_blocks, "{name}: {} bytes", data.len());
+        for (name, data, body) in bodies() {
+            let (out, map) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
+            assert_eq!(out, data, "{name}");
+            let (_, by_blocks) = zlib_mapped(&body, usize::MAX - 1).expect("valid");
+            if map.0.get().is_none() {
+                deferred += 1;
             }
+            assert_eq!(map.get(&body), by_blocks, "{name}: {} bytes", data.len());
         }
         // zlib-rs's levels write the 100 KB samples in several blocks.
         assert_eq!(deferred > 0, cfg!(feature = "isal"), "maps deferred: {deferred}");
