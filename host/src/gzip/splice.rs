@@ -117,7 +117,8 @@ fn map(body: &[u8]) -> Option<Member> {
     // The body was checked against the receiver's limit; the trailer's size is all it holds
     // (at most deflate's 1032:1 of it, whatever the trailer says).
     let limit = body.len().saturating_mul(1032);
-    zlib_mapped(body, limit).ok()?.1
+    // One pass: a body of several members has no map, and needs no second reading to say so.
+    with_zlib(|inflater| inflate_one_member(inflater, body, limit)).and_then(Result::ok).flatten()?.1
 }
 
 /// One zlib inflate stream per thread, reset between bodies: its window and tables are tens of
@@ -177,18 +178,23 @@ pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<(Vec<u8>, MemberMap), 
 
 /// [`gunzip_mapped`] through zlib's `Z_BLOCK` stops, the map found in the same pass.
 fn zlib_mapped(body: &[u8], limit: usize) -> Result<Mapped, GunzipError> {
-    let mapped = INFLATER.with_borrow_mut(|inflater| {
-        if inflater.is_none() {
-            *inflater = Inflater::new();
-        }
-        inflater.as_mut().map(|inflater| inflate_one_member(inflater, body, limit))
-    });
-    match mapped {
+    match with_zlib(|inflater| inflate_one_member(inflater, body, limit)) {
         Some(Ok(Some(done))) => Ok(done),
         Some(Err(error)) => Err(error),
         // More than one member, or nothing to map with: the general reader decides.
         Some(Ok(None)) | None => super::gunzip_limited(body, limit).map(|out| (out, None)),
     }
+}
+
+/// Runs `inflate` on this thread's zlib stream, started on first use; `None` if zlib could not
+/// start one.
+fn with_zlib<R>(inflate: impl FnOnce(&mut Inflater) -> R) -> Option<R> {
+    INFLATER.with_borrow_mut(|inflater| {
+        if inflater.is_none() {
+            *inflater = Inflater::new();
+        }
+        inflater.as_mut().map(inflate)
+    })
 }
 
 /// A body whose deflate stream is one block (clients' requests of a few hundred spans mostly
