@@ -91,7 +91,7 @@ pub type Mapped = (Vec<u8>, Option<Member>);
 
 /// A received gzip body's map for [`join`]: found by the pass that checked the body, or, where
 /// that pass could not find it cheaply, found the first time an exporter asks for it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemberMap(OnceLock<Option<Member>>);
 
 impl MemberMap {
