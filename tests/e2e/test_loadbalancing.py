@@ -136,9 +136,12 @@ def test_traces_land_whole_and_dns_changes_remap_only_the_keys_promised(make_slu
         wait_delivered(gateways, 1, TRACES * SPANS_PER_TRACE, agents)
         before = whole_owner(owners(gateways, 1))
         assert len(before) == TRACES
+        # Each gateway's share is a third, off by the ring's own spread (its 256 points a backend
+        # are placed by hashing an address whose port changes every run) and the sampling of
+        # 1,000 keys: over 20% once in ~120 runs, over 30% once in ~20,000 (simulated).
         shares = collections.Counter(before.values())
         for address in gateways:
-            assert abs(shares[address] - TRACES / 3) <= 0.2 * TRACES / 3, f"shares off by over 20%: {shares}"
+            assert abs(shares[address] - TRACES / 3) <= 0.3 * TRACES / 3, f"shares off by over 30%: {shares}"
 
         # Mid-stream, 127.0.0.4 leaves the answer and 127.0.0.5 joins it. 127.0.0.4 still
         # answers, so what was queued for it is delivered to it.
@@ -157,8 +160,11 @@ def test_traces_land_whole_and_dns_changes_remap_only_the_keys_promised(make_slu
         moved = {t for t in before if before[t] != after[t]}
         wrong = [t for t in moved if before[t] != "127.0.0.4" and after[t] != "127.0.0.5"]
         assert not wrong, f"keys moved between gateways that stayed: {wrong[:5]}"
-        # 127.0.0.4's third moves, and the newcomer takes a third of the rest: 5/9 in all.
-        assert 0.45 <= len(moved) / TRACES <= 0.67, f"{len(moved)} of {TRACES} traces moved"
+        # 127.0.0.4's third moves, and the newcomer takes a quarter of the rest (a key that stayed
+        # with .2 or .3 lies nearer one of their points than to any of .4's, so a point of .5 falls
+        # before it less often than a third of the time): 1/3 + 2/3 × 1/4 = 1/2 in all. With the
+        # ring's spread and 1,000 keys, 0.42-0.58 holds in 9,999 runs of 10,000 (simulated).
+        assert 0.4 <= len(moved) / TRACES <= 0.6, f"{len(moved)} of {TRACES} traces moved"
         # Once it has drained, the departed gateway's series leave /metrics (addresses that come
         # and go must not pile up there); the others' stay.
         for agent in agents:
