@@ -13,6 +13,7 @@
 //! not speed.
 
 mod common;
+mod digits;
 mod logs;
 mod metrics;
 mod trace;

@@ -2,10 +2,12 @@
 //!
 //! Every value is written exactly as `serde_json` writes the owned messages (the renderer's
 //! output must not change by a byte when it replaces them): strings go through `serde_json`'s
-//! escaping unless they need none, floats through `serde_json` itself, integers through `itoa`.
+//! escaping unless they need none, floats through `serde_json` itself, integers through `itoa`,
+//! IDs through `digits`, eight bytes at a time.
 
 use sluice_wire::{Field, Fields};
 
+use super::digits::hex8;
 use crate::batch::fields::scalars;
 pub(super) use crate::batch::fields::{NotCanonical, Scalar, bytes, fixed32, fixed64, once, sint32, varint};
 
@@ -15,18 +17,6 @@ pub(super) type Render = Result<(), NotCanonical>;
 /// How deeply `AnyValue`s may nest (the reference decoder's recursion limit counts every
 /// message level, so a checked request stays well inside it).
 pub(super) const DEPTH_LIMIT: u32 = 100;
-
-/// The two lowercase hex digits of every byte.
-const HEX_PAIRS: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut pairs = [[0; 2]; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
-        byte += 1;
-    }
-    pairs
-};
 
 /// Appends JSON to a buffer.
 pub(super) struct Writer<'o> {
@@ -69,14 +59,13 @@ impl<'o> Writer<'o> {
 
     /// Bytes as lowercase hex in a JSON string (trace and span IDs).
     pub(super) fn hex(&mut self, bytes: &[u8]) {
-        // IDs (8 and 16 bytes) are written through a buffer on the stack, a byte's two digits
-        // at a time, in one copy.
-        let mut quoted = [b'"'; 34];
-        if bytes.len() <= 16 {
-            for (pair, byte) in quoted[1..].chunks_exact_mut(2).zip(bytes) {
-                pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
-            }
-            self.append(&quoted[..bytes.len() * 2 + 2]);
+        // Trace and span IDs (16 and 8 bytes) are written eight bytes' digits at a time, in one
+        // copy.
+        if let Ok(id) = <&[u8; 16]>::try_from(bytes) {
+            let (high, low) = (hex8(id[..8].try_into().expect("8")), hex8(id[8..].try_into().expect("8")));
+            self.append_pieces([b"\"", &high, &low, b"\""]);
+        } else if let Ok(id) = <[u8; 8]>::try_from(bytes) {
+            self.append_pieces([b"\"", &hex8(id), b"\""]);
         } else {
             self.out.push(b'"');
             self.out.extend_from_slice(hex::encode(bytes).as_bytes());
@@ -104,12 +93,10 @@ impl<'o> Writer<'o> {
         self.append(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    /// An integer as a JSON string (OTLP/JSON writes 64-bit integers so).
+    /// An integer as a JSON string (OTLP/JSON writes 64-bit integers so), with one reservation.
     #[inline]
     pub(super) fn quoted(&mut self, value: impl itoa::Integer) {
-        self.out.push(b'"');
-        self.int(value);
-        self.out.push(b'"');
+        self.append_pieces([b"\"", itoa::Buffer::new().format(value).as_bytes(), b"\""]);
     }
 
     /// A double as a JSON number (`null` when not finite, as `serde_json` writes it).
