@@ -191,6 +191,10 @@ def test_gzipped_requests_merged_while_waiting_are_joined_not_compressed_again(m
         contents.append(reader.decompress(request["body"]))
         assert reader.eof and reader.unused_data == b"", "one gzip member, nothing after it"
     assert b"".join(contents) == b"".join(requests)
+    for request, content in zip(received, contents):
+        if content in requests:
+            # A request that went alone is its client's body, byte for byte.
+            assert request["body"] == bodies[requests.index(content)]
     merged = [(r, c) for r, c in zip(received, contents) if len(c) > len(requests[0])]
     assert merged, f"some requests were merged: {[len(c) for c in contents]}"
     for request, content in merged:

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::{DecodeError, Decoded};
 use crate::config::{CompressionConfig, Signal};
+use crate::gzip::splice::{Member, MemberMap};
 
 /// One export request on its way through the host: encoded bytes, counted, decoded on demand.
 ///
@@ -30,15 +31,48 @@ pub struct Batch {
 
 /// A request body as its client compressed it. An exporter that compresses the same way sends
 /// it on untouched instead of compressing the payload again.
+///
+/// The body and its gzip map are only ever read together, so a map cannot be applied to a body
+/// it was not made for.
 #[derive(Debug, Clone)]
 pub struct Compressed {
     /// How it is compressed (`gzip` or `zstd`).
-    pub encoding: CompressionConfig,
-    /// The compressed bytes, in an allocation of their own.
-    pub body: Bytes,
+    encoding: CompressionConfig,
+    /// The compressed bytes.
+    body: Bytes,
     /// Where the parts of a one-member gzip body lie, so that an exporter merging several such
     /// bodies can join them instead of compressing the merged payload again.
-    pub member: crate::gzip::splice::MemberMap,
+    member: MemberMap,
+}
+
+impl Compressed {
+    /// `body`, compressed `encoding`'s way, with its gzip map (known or deferred; `known(None)`
+    /// for a body that cannot be joined).
+    pub fn new(encoding: CompressionConfig, body: Bytes, member: MemberMap) -> Self {
+        Self { encoding, body, member }
+    }
+
+    /// How it is compressed.
+    pub fn encoding(&self) -> CompressionConfig {
+        self.encoding
+    }
+
+    /// The compressed bytes.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The same body in the allocation `move_body` gives it (a receiver moves it out of a
+    /// larger buffer, so that the batch holds only its own bytes).
+    pub fn map_body(self, move_body: impl FnOnce(Bytes) -> Bytes) -> Self {
+        Self { body: move_body(self.body), ..self }
+    }
+
+    /// The body's map for [`crate::gzip::splice::join`], if it is one gzip member. A deferred
+    /// map is found now, by inflating the body again, and kept for every clone of this body.
+    pub fn gzip_member(&self) -> Option<Member> {
+        (self.encoding == CompressionConfig::Gzip).then(|| self.member.get(&self.body)).flatten()
+    }
 }
 
 impl Batch {
@@ -75,16 +109,8 @@ impl Batch {
 
     /// The body as its client compressed it, if it came compressed `encoding`'s way and
     /// nothing has changed it since.
-    pub fn compressed_as(&self, encoding: CompressionConfig) -> Option<&Bytes> {
-        self.compressed.as_ref().filter(|c| c.encoding == encoding).map(|c| &c.body)
-    }
-
-    /// The body as its client gzipped it, with its map for [`crate::gzip::splice::join`], if it
-    /// came as one gzip member and nothing has changed it since. The map may be found only now,
-    /// by inflating the body again (see [`crate::gzip::splice::MemberMap`]).
-    pub fn gzip_member(&self) -> Option<(&Bytes, crate::gzip::splice::Member)> {
-        let compressed = self.compressed.as_ref().filter(|c| c.encoding == CompressionConfig::Gzip)?;
-        Some((&compressed.body, compressed.member.get(&compressed.body)?))
+    pub fn compressed_as(&self, encoding: CompressionConfig) -> Option<&Compressed> {
+        self.compressed.as_deref().filter(|c| c.encoding == encoding)
     }
 
     /// Whether it was read from a disk queue, or split from a batch that was (and settles its

@@ -22,7 +22,7 @@
 //! faster, and a body forwarded alone, as most are, is never mapped at all.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use libz_rs_sys as zlib;
 
@@ -90,19 +90,21 @@ pub fn join<B: AsRef<[u8]>>(members: &[(B, Member)], out: &mut Vec<u8>) {
 pub type Mapped = (Vec<u8>, Option<Member>);
 
 /// A received gzip body's map for [`join`]: found by the pass that checked the body, or, where
-/// that pass could not find it cheaply, found the first time an exporter asks for it.
+/// that pass could not find it cheaply, found the first time an exporter asks for it. Clones
+/// share it: a map found for one exporter serves every other that joins the same body.
 #[derive(Debug, Clone)]
-pub struct MemberMap(OnceLock<Option<Member>>);
+pub struct MemberMap(Arc<OnceLock<Option<Member>>>);
 
 impl MemberMap {
-    /// A map already found (`None`: the body cannot be joined, having several members).
+    /// A map already found; `None` for a body that cannot be joined (several members, or a
+    /// body zlib could not map).
     pub fn known(member: Option<Member>) -> Self {
-        Self(OnceLock::from(member))
+        Self(Arc::new(OnceLock::from(member)))
     }
 
     /// A map to be found from the body on first use.
     pub fn deferred() -> Self {
-        Self(OnceLock::new())
+        Self(Arc::new(OnceLock::new()))
     }
 
     /// The map of `body`, the body this map was made for; found now if nobody has yet.
@@ -118,7 +120,15 @@ fn map(body: &[u8]) -> Option<Member> {
     // (at most deflate's 1032:1 of it, whatever the trailer says).
     let limit = body.len().saturating_mul(1032);
     // One pass: a body of several members has no map, and needs no second reading to say so.
-    with_zlib(|inflater| inflate_one_member(inflater, body, limit)).and_then(Result::ok).flatten()?.1
+    match with_zlib(|inflater| inflate_one_member(inflater, body, limit, Output::Counted)) {
+        Some(Ok(mapped)) => mapped.and_then(|(_, member)| member),
+        Some(Err(error)) => {
+            // ISA-L accepted the body; it is sent compressed again instead of joined.
+            tracing::debug!(%error, "A gzip body ISA-L read cannot be mapped by zlib");
+            None
+        }
+        None => None,
+    }
 }
 
 /// One zlib inflate stream per thread, reset between bodies: its window and tables are tens of
@@ -157,12 +167,14 @@ thread_local! {
 }
 
 /// `body` decompressed as [`super::gunzip_limited`] does it (the same output, the same refusals),
-/// with a map of the body for [`join`] when it is exactly one gzip member. A body of several
-/// members, or over 4 GiB, is read by `gunzip_limited` and comes without a map.
+/// with a map of the body for [`join`] when it is exactly one gzip member.
 ///
-/// With ISA-L, a body of several blocks is inflated by ISA-L and its map deferred: the `Z_BLOCK`
-/// pass that finds it costs more than the inflate (zlib-rs's inflate was ~41% of a host
-/// forwarding such bodies), and only a body an exporter joins needs it.
+/// With ISA-L, a body of one block is mapped in the pass that inflates it; any other body is
+/// inflated by ISA-L and its map deferred (the `Z_BLOCK` pass that finds it costs more than the
+/// inflate: zlib-rs's inflate was ~41% of a host forwarding such bodies, and only a body an
+/// exporter joins needs it), to learn then, for a body of several members, that it has none.
+/// Without ISA-L, the `Z_BLOCK` pass inflates and maps at once; a body of several members, or
+/// over 4 GiB, is read by `gunzip_limited` and comes with no map.
 pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<(Vec<u8>, MemberMap), GunzipError> {
     #[cfg(feature = "isal")]
     {
@@ -178,7 +190,7 @@ pub fn gunzip_mapped(body: &[u8], limit: usize) -> Result<(Vec<u8>, MemberMap), 
 
 /// [`gunzip_mapped`] through zlib's `Z_BLOCK` stops, the map found in the same pass.
 fn zlib_mapped(body: &[u8], limit: usize) -> Result<Mapped, GunzipError> {
-    match with_zlib(|inflater| inflate_one_member(inflater, body, limit)) {
+    match with_zlib(|inflater| inflate_one_member(inflater, body, limit, Output::Kept)) {
         Some(Ok(Some(done))) => Ok(done),
         Some(Err(error)) => Err(error),
         // More than one member, or nothing to map with: the general reader decides.
@@ -254,16 +266,34 @@ fn plain_header_len(body: &[u8]) -> Option<usize> {
     (at < body.len()).then_some(at)
 }
 
+/// What [`inflate_one_member`] does with what it inflates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Returns it: the body is being received.
+    Kept,
+    /// Only counts it, through one small window: the body's map is wanted, not its content.
+    Counted,
+}
+
+/// The window an [`Output::Counted`] inflate writes through.
+const COUNTING_WINDOW: usize = 64 << 10;
+
 /// Inflates the first member of `body`; `Ok(None)` when more follows it or `body` is too long
-/// for zlib's 32-bit counters.
+/// for zlib's 32-bit counters. With [`Output::Counted`], the content it returns is empty.
 #[allow(unsafe_code)] // zlib's API; every pointer it is given is checked below
 fn inflate_one_member(
     Inflater(stream): &mut Inflater,
     body: &[u8],
     limit: usize,
+    output: Output,
 ) -> Result<Option<Mapped>, GunzipError> {
     let Ok(avail_in) = u32::try_from(body.len()) else { return Ok(None) };
-    let mut out: Vec<u8> = Vec::with_capacity(super::first_capacity(body, limit));
+    let mut out: Vec<u8> = Vec::with_capacity(match output {
+        Output::Kept => super::first_capacity(body, limit),
+        Output::Counted => COUNTING_WINDOW,
+    });
+    // Bytes inflated before those in `out` (only a counting inflate empties it).
+    let mut counted = 0;
     // SAFETY: the stream was initialised by `inflateInit2_`.
     if unsafe { zlib::inflateReset(&mut **stream) } != zlib::Z_OK {
         return Ok(None);
@@ -272,7 +302,11 @@ fn inflate_one_member(
     stream.avail_in = avail_in;
     let (mut deflate_start, mut final_block, mut end) = (None, None, None);
     loop {
-        let spare = super::make_room(&mut out, limit)?;
+        if output == Output::Counted && out.len() == out.capacity() {
+            counted += out.len();
+            out.clear();
+        }
+        let spare = super::make_room(&mut out, limit.saturating_sub(counted))?;
         stream.next_out = out.spare_capacity_mut().as_mut_ptr().cast();
         stream.avail_out = spare;
         // SAFETY: `next_in`/`avail_in` describe the rest of `body`, and `next_out`/`avail_out`
@@ -280,7 +314,7 @@ fn inflate_one_member(
         let status = unsafe { zlib::inflate(&mut **stream, zlib::Z_BLOCK) };
         // SAFETY: zlib initialised the bytes it wrote, `spare - avail_out` of them.
         unsafe { out.set_len(out.len() + (spare - stream.avail_out) as usize) };
-        super::within_limit(&out, limit)?;
+        super::within_limit(&out, limit.saturating_sub(counted))?;
         match status {
             zlib::Z_OK | zlib::Z_STREAM_END => {}
             zlib::Z_BUF_ERROR if stream.avail_out == 0 => {}
@@ -313,11 +347,20 @@ fn inflate_one_member(
         {
             let trailer = &body[body.len() - 8..];
             let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-            Some(Member { header: (start / 8) as usize, final_block, end, crc, size: out.len() as u64 })
+            Some(Member {
+                header: (start / 8) as usize,
+                final_block,
+                end,
+                crc,
+                size: (counted + out.len()) as u64,
+            })
         }
         // zlib checked the body; a map it could not make only means no join.
         _ => None,
     };
+    if output == Output::Counted {
+        out = Vec::new();
+    }
     Ok(Some((super::fitted(out), member)))
 }
 
@@ -443,19 +486,32 @@ mod tests {
         assert!(through_igzip >= 10, "one-block bodies went through ISA-L: {through_igzip}");
     }
 
-    /// A map deferred at receipt is the map the `Z_BLOCK` pass finds; only bodies of several
-    /// blocks defer theirs, and only where ISA-L inflates them.
+    /// A map deferred at receipt is the map the `Z_BLOCK` pass finds while it keeps what it
+    /// inflates (the deferred pass only counts it, through a window); only bodies of several
+    /// blocks defer theirs, only where ISA-L inflates them, and a map found through one clone
+    /// is found for all.
     #[test]
     fn a_deferred_map_is_the_map_found_in_the_checking_pass() {
         let mut deferred = 0;
-        for (name, data, body) in bodies() {
+        // Ten MiB of zeros: near deflate's 1032:1 limit, and many times the counting window.
+        let zeros = vec![0u8; 10 << 20];
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&zeros).expect("in memory");
+        let squeezed = encoder.finish().expect("in memory");
+        assert!(zeros.len() / squeezed.len() > 500, "{} bytes", squeezed.len());
+        for (name, data, body) in bodies().into_iter().chain([("zeros", zeros, squeezed)]) {
             let (out, map) = gunzip_mapped(&body, usize::MAX - 1).expect("valid");
             assert_eq!(out, data, "{name}");
             let (_, by_blocks) = zlib_mapped(&body, usize::MAX - 1).expect("valid");
-            if map.0.get().is_none() {
-                deferred += 1;
+            let was_deferred = map.0.get().is_none();
+            #[cfg(feature = "isal")]
+            if one_block_through_igzip(&body, usize::MAX - 1).is_some() {
+                assert!(!was_deferred, "{name}: a one-block body is mapped as it is checked");
             }
-            assert_eq!(map.get(&body), by_blocks, "{name}: {} bytes", data.len());
+            deferred += usize::from(was_deferred);
+            let clone = map.clone();
+            assert!(clone.get(&body).is_some(), "{name}: every sample is one member, with a map");
+            assert_eq!(map.0.get().copied().flatten(), by_blocks, "{name}: {} bytes", data.len());
         }
         // zlib-rs's levels write the 100 KB samples in several blocks.
         assert_eq!(deferred > 0, cfg!(feature = "isal"), "maps deferred: {deferred}");

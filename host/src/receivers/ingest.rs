@@ -294,8 +294,8 @@ impl Ingest {
         // matters most exactly then (clients retrying against a saturated host).
         let feeds = self.feeds.load_full();
         // The client's compressed body is kept only where an exporter will send it on.
-        let sent = sent.filter(|sent| sent_on(&feeds, signal, sent.encoding));
-        if !self.memory.admit(body.len() + sent.as_ref().map_or(0, |sent| sent.body.len())) {
+        let sent = sent.filter(|sent| sent_on(&feeds, signal, sent.encoding()));
+        if !self.memory.admit(body.len() + sent.as_ref().map_or(0, |sent| sent.body().len())) {
             return Err(Refusal::Memory);
         }
         let slots = Self::reserve(&feeds, signal)?;
@@ -335,12 +335,8 @@ impl Ingest {
                         return Ok((None, ExportOutcome::default()));
                     }
                     let mut batch = Batch::from_encoded(signal, own_allocation(body), summary.items);
-                    if let Some(Compressed { encoding, body, member }) = sent {
-                        batch = batch.with_compressed(Compressed {
-                            encoding,
-                            body: own_allocation(body),
-                            member,
-                        });
+                    if let Some(sent) = sent {
+                        batch = batch.with_compressed(sent.map_body(own_allocation));
                     }
                     return Ok((Some(batch), ExportOutcome::default()));
                 }
@@ -458,7 +454,7 @@ mod tests {
         let gzip = Bytes::from(crate::gzip::zlib(&body).expect("in memory"));
         let sent = || {
             let member = crate::gzip::splice::MemberMap::known(None);
-            Some(Compressed { encoding: Gzip, body: gzip.clone(), member })
+            Some(Compressed::new(Gzip, gzip.clone(), member))
         };
         for (takes, kept) in [(vec![Gzip], true), (vec![Zstd], false), (vec![], false)] {
             let metrics = Arc::new(Metrics::new());
@@ -472,7 +468,11 @@ mod tests {
             assert!(!ingest.keeps_client_bodies(Signal::Traces, None), "nothing to keep uncompressed");
             ingest.accept(Signal::Traces, Format::Protobuf, body.clone(), sent()).await.expect("accepted");
             let batch = queue.try_recv().expect("queued").batch;
-            assert_eq!(batch.compressed_as(Gzip), kept.then_some(&gzip), "pipeline sending {takes:?}");
+            assert_eq!(
+                batch.compressed_as(Gzip).map(Compressed::body),
+                kept.then_some(&gzip),
+                "pipeline sending {takes:?}"
+            );
         }
     }
 

@@ -1,4 +1,4 @@
-//! Hex digits of IDs, eight bytes' worth in one 64-bit word at a time.
+//! Hex digits of trace and span IDs, a 64-bit word of digits at a time.
 //!
 //! Every span carries 32 bytes of IDs. Looked up a byte at a time in a table of digit pairs,
 //! they were 7% of the renderer's time; here four bytes' eight digits are computed in one

@@ -33,9 +33,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::http::delivery::{Delivery, Judge, Outgoing, Settings, Undelivered};
-use crate::batch::{Batch, JsonRenderer};
+use crate::batch::{Batch, Compressed, JsonRenderer};
 use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
-use crate::gzip::splice::Member;
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
@@ -64,9 +63,10 @@ pub struct Handback {
 #[derive(Default)]
 struct Pending {
     parts: Vec<Bytes>,
-    /// The clients' gzip bodies of the batches in `parts`, mapped for joining, while every one
-    /// came as such a body (and this exporter sends gzip); `None` from the first that did not.
-    gzipped: Option<Vec<(Bytes, Member)>>,
+    /// The clients' gzip bodies of the batches in `parts`, while every one came as such a body
+    /// (and this exporter sends gzip); `None` from the first that did not. Their maps for
+    /// joining are found only when the request is built, on its sending task.
+    gzipped: Option<Vec<Compressed>>,
     /// Batches kept until the request's outcome is known: those read from a disk queue (each
     /// settles its record when dropped), and with a [`Handback`] all of them (to give back).
     /// Others are not kept: a batch another exporter decoded would hold its decoded form for as
@@ -93,8 +93,9 @@ enum Body {
     /// untouched.
     Compressed(Bytes),
     /// Several batches' bodies as their clients gzipped them, joined into one gzip member
-    /// without compressing again ([`crate::gzip::splice`]).
-    Joined(Vec<(Bytes, Member)>),
+    /// without compressing again ([`crate::gzip::splice`]); `parts`, their payloads, are
+    /// compressed as one instead if a body turns out to have no map.
+    Joined { bodies: Vec<Compressed>, parts: Vec<Bytes> },
 }
 
 impl Pending {
@@ -105,19 +106,23 @@ impl Pending {
         self.bytes = 0;
         self.since = None;
         let body = match self.gzipped.take() {
-            Some(members) if members.len() == parts.len() => Body::Joined(members),
+            // One body alone needs no joining: it goes as its client sent it.
+            Some(bodies) if bodies.len() == parts.len() && parts.len() == 1 => {
+                Body::Compressed(bodies[0].body().clone())
+            }
+            Some(bodies) if bodies.len() == parts.len() => Body::Joined { bodies, parts },
             _ => Body::Parts(parts),
         };
         Request { body, items, kept }
     }
 
-    /// Adds `batch`'s payload (and, while every batch so far had one, its mapped gzip body).
-    fn push(&mut self, batch: &Batch, gzipped: Option<(&Bytes, Member)>) {
+    /// Adds `batch`'s payload (and, while every batch so far had one, its client's gzip body).
+    fn push(&mut self, batch: &Batch, gzipped: Option<&Compressed>) {
         if self.parts.is_empty() {
             self.gzipped = Some(Vec::new());
         }
         match (&mut self.gzipped, gzipped) {
-            (Some(members), Some((body, member))) => members.push((body.clone(), member)),
+            (Some(bodies), Some(body)) => bodies.push(body.clone()),
             (gzipped, _) => *gzipped = None,
         }
         self.parts.push(batch.payload().clone());
@@ -234,13 +239,15 @@ impl Shared {
     /// The client's compressed body of `batch`, when this exporter would compress the batch
     /// the same way and sends protobuf.
     fn sent_as_is<'b>(&self, batch: &'b Batch) -> Option<&'b Bytes> {
-        batch.compressed_as(self.config.sends_client_bodies()?)
+        batch.compressed_as(self.config.sends_client_bodies()?).map(Compressed::body)
     }
 
-    /// The client's gzip body of `batch` with its map, when this exporter sends gzip protobuf:
-    /// merged with others of its kind, it is joined rather than compressed again.
-    fn joinable<'b>(&self, batch: &'b Batch) -> Option<(&'b Bytes, Member)> {
-        (self.config.sends_client_bodies()? == CompressionConfig::Gzip).then(|| batch.gzip_member()).flatten()
+    /// The client's gzip body of `batch`, when this exporter sends gzip protobuf: merged with
+    /// others of its kind, it is joined rather than compressed again.
+    fn joinable<'b>(&self, batch: &'b Batch) -> Option<&'b Compressed> {
+        (self.config.sends_client_bodies()? == CompressionConfig::Gzip)
+            .then(|| batch.compressed_as(CompressionConfig::Gzip))
+            .flatten()
     }
 
     /// Whether a request keeps `batch` until its outcome is known (see [`Pending::kept`]).
@@ -299,7 +306,19 @@ impl Shared {
                 wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json)
             }
             Body::Compressed(body) => wire::compressed_body(self.config.protocol, body),
-            Body::Joined(members) => wire::joined_body(self.config.protocol, members),
+            Body::Joined { bodies, parts } => {
+                // Maps deferred at receipt are found here, on the sending task, by inflating
+                // each body once more; the batcher's task never waits for that.
+                let members: Option<Vec<_>> =
+                    bodies.iter().map(|b| Some((b.body(), b.gzip_member()?))).collect();
+                match members {
+                    Some(members) => wire::joined_body(self.config.protocol, &members),
+                    // A body of several members has no map: the payloads are compressed as one.
+                    None => {
+                        wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json)
+                    }
+                }
+            }
         };
         let (body, content_type) = match built {
             Ok(body) => body,

@@ -41,9 +41,9 @@ pub fn compressed_body(protocol: OtlpProtocol, compressed: &Bytes) -> Result<(By
 
 /// The body to send for several requests their clients gzipped (each mapped as it was
 /// inflated), joined into one gzip member, and its content type.
-pub fn joined_body(
+pub fn joined_body<B: AsRef<[u8]>>(
     protocol: OtlpProtocol,
-    members: &[(Bytes, Member)],
+    members: &[(B, Member)],
 ) -> Result<(Bytes, &'static str), String> {
     compressed_request(protocol, |out| crate::gzip::splice::join(members, out))
 }

@@ -64,11 +64,10 @@ pub fn decompress(
     keep: bool,
 ) -> Result<(Bytes, Option<Compressed>), DecompressError> {
     let kept = |member| {
-        encoding.compression().filter(|_| keep).map(|encoding| Compressed {
-            encoding,
-            body: body.clone(),
-            member,
-        })
+        encoding
+            .compression()
+            .filter(|_| keep)
+            .map(|encoding| Compressed::new(encoding, body.clone(), member))
     };
     match encoding {
         Encoding::Identity if body.len() > limit => Err(DecompressError::TooLarge { limit }),
@@ -128,11 +127,11 @@ mod tests {
             assert_eq!(out, &data[..]);
             let sent = sent
                 .filter(|_| keep)
-                .map(|sent| (sent.encoding, sent.member.get(&sent.body).is_some(), sent.body));
+                .map(|sent| (sent.encoding(), sent.gzip_member().is_some(), sent.body().clone()));
             assert_eq!(sent, keep.then(|| (crate::config::CompressionConfig::Gzip, true, gzip(&data))));
             let (out, sent) = decompress(Encoding::Zstd, z.clone(), 1000, keep).expect("zstd");
             assert_eq!(out, &data[..]);
-            let sent = sent.map(|sent| (sent.member.get(&sent.body).is_none(), sent.body));
+            let sent = sent.map(|sent| (sent.gzip_member().is_none(), sent.body().clone()));
             assert_eq!(sent, keep.then(|| (true, z.clone())));
         }
         let (_, sent) = decompress(Encoding::Identity, Bytes::from(data), 1000, true).expect("as is");
