@@ -116,7 +116,8 @@ fuzz: fuzz-tools
 fuzz-host: fuzz-tools
 	for target in $(FUZZ_HOST_TARGETS); do \
 		mkdir -p fuzz/host/corpus/$$target fuzz/host/seeds/$$target && \
-		$(CARGO) +nightly fuzz run --sanitizer none --fuzz-dir fuzz/host $$target fuzz/host/corpus/$$target fuzz/host/seeds/$$target \
+		$(CARGO) +nightly fuzz run --sanitizer none --fuzz-dir fuzz/host $(if $(HOST_FEATURES),--features isal) \
+			$$target fuzz/host/corpus/$$target fuzz/host/seeds/$$target \
 			-- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
