@@ -258,8 +258,9 @@ impl Shared {
     /// Delivers `request` and counts the outcome; its kept batches are settled (dropped) only
     /// then, or handed back.
     async fn deliver(&self, signal: Signal, request: Request) {
-        let items = request.items;
-        let Some((url, body, fixed, judge)) = self.prepare(signal, &request.body, items) else { return };
+        let Request { body, items, kept } = request;
+        // The parts the body is built from go once it is: only the built body waits out retries.
+        let Some((url, body, fixed, judge)) = self.prepare(signal, body, items) else { return };
         let Some(handback) = &self.handback else {
             return self.delivery.deliver(signal, items, &url, body, &fixed, judge).await;
         };
@@ -280,7 +281,7 @@ impl Shared {
                     "Backend left the resolver's answer and failed ({reason}); its items are routed again"
                 );
                 self.delivery.settled(signal, items);
-                for batch in request.kept {
+                for batch in kept {
                     // Closed only when the balancer is gone: then nobody is left to route them.
                     let _ = handback.to.send(batch);
                 }
@@ -293,7 +294,7 @@ impl Shared {
     fn prepare(
         &self,
         signal: Signal,
-        body: &Body,
+        body: Body,
         items: u64,
     ) -> Option<(http::Uri, Bytes, HeaderMap, Judge)> {
         let Some(url) = self.urls.get(signal).clone() else {
@@ -301,7 +302,7 @@ impl Shared {
             self.delivery.give_up(signal, items, &reason);
             return None;
         };
-        let built = match body {
+        let built = match &body {
             Body::Parts(parts) => {
                 wire::body(self.config.protocol, self.config.compression, signal, parts, &self.json)
             }
