@@ -358,10 +358,11 @@ fn inflate_one_member(
         // zlib checked the body; a map it could not make only means no join.
         _ => None,
     };
-    if output == Output::Counted {
-        out = Vec::new();
-    }
-    Ok(Some((super::fitted(out), member)))
+    let out = match output {
+        Output::Kept => super::fitted(out),
+        Output::Counted => Vec::new(),
+    };
+    Ok(Some((out, member)))
 }
 
 #[cfg(test)]

@@ -245,9 +245,9 @@ impl Shared {
     /// The client's gzip body of `batch`, when this exporter sends gzip protobuf: merged with
     /// others of its kind, it is joined rather than compressed again.
     fn joinable<'b>(&self, batch: &'b Batch) -> Option<&'b Compressed> {
-        (self.config.sends_client_bodies()? == CompressionConfig::Gzip)
-            .then(|| batch.compressed_as(CompressionConfig::Gzip))
-            .flatten()
+        batch
+            .compressed_as(self.config.sends_client_bodies()?)
+            .filter(|c| c.encoding() == CompressionConfig::Gzip)
     }
 
     /// Whether a request keeps `batch` until its outcome is known (see [`Pending::kept`]).
