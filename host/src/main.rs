@@ -12,7 +12,8 @@ mod cli;
 /// glibc's malloc gives each thread that allocates its own arena and rarely hands freed memory
 /// back, so batches decoded on the file exporter's blocking threads kept tens of MiB resident.
 /// mimalloc keeps RSS near the data actually held and is faster on the small allocations an
-/// owned decode makes.
+/// owned decode makes. It is built without asking for transparent huge pages (the workspace's
+/// `no_thp` feature, where the reason is written down).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
