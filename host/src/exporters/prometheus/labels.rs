@@ -3,21 +3,14 @@
 //! one cache miss per label. Here a point's labels are written into a reused buffer, the series is
 //! found by hashing and comparing those bytes, and only a new series allocates.
 
-use std::borrow::Borrow;
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 
 /// Label pairs sorted by name (then value), encoded as `len name len value …` with 32-bit
 /// little-endian lengths; cheap to clone.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LabelSet(Arc<[u8]>);
-
-impl Borrow<[u8]> for LabelSet {
-    fn borrow(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 impl std::fmt::Debug for LabelSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,6 +22,21 @@ impl LabelSet {
     /// The pairs, sorted by name.
     pub fn pairs(&self) -> Pairs<'_> {
         Pairs(&self.0)
+    }
+
+    /// The pairs as bytes, for writers that copy them as they are (each part is UTF-8).
+    pub fn raw_pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        RawPairs(&self.0)
+    }
+
+    /// The encoding: what a set is hashed and compared by.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether `other` is this very set (a clone of it), not merely an equal one.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Orders sets as their [`pairs`](Self::pairs) order, comparing bytes: `str` orders by bytes,

@@ -492,4 +492,29 @@ mod tests {
         store.take_updated(|sample| temperatures += usize::from(sample.name == "gpu_temperature"));
         assert_eq!(temperatures, 1);
     }
+
+    /// A series listed as updated, expired and then updated again before the next send is a new
+    /// series: it is sent once, with the value it came back with.
+    #[test]
+    fn a_series_that_expired_and_came_back_is_taken_once() {
+        let mut store = Store::new(Options { track_updates: true, ..store_options() });
+        let gauge = |value: f64| Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: vec![point(value, vec![kv("gpu", "0")])] })),
+            ..Default::default()
+        };
+        let start = std::time::Instant::now();
+        store.update(&request(vec![gauge(1.0)]), start).expect("decodes");
+        let later = start + Duration::from_secs(61);
+        store.expire(later);
+        assert!(store.is_empty(), "expired");
+        store.update(&request(vec![gauge(2.0)]), later).expect("decodes");
+        let mut taken = Vec::new();
+        store.take_updated(|sample| {
+            if sample.name == "gpu_temperature" {
+                taken.push(sample.value);
+            }
+        });
+        assert_eq!(taken, [2.0]);
+    }
 }

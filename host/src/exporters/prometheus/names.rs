@@ -30,10 +30,11 @@ fn sanitize(name: &str, allow_colon: bool) -> String {
 
 fn sanitize_into(out: &mut String, name: &str, allow_colon: bool) {
     // Most names are already valid: copy them whole (a label name is written per data point).
+    // One pass over the bytes: `str::contains("__")` set up a substring search per label.
     let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (allow_colon && b == b':');
     let already_valid = name.bytes().next().is_some_and(|first| !first.is_ascii_digit())
         && name.bytes().all(valid)
-        && !name.contains("__");
+        && !name.as_bytes().windows(2).any(|pair| pair == b"__");
     if already_valid {
         out.push_str(name);
         return;

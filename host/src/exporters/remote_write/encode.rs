@@ -36,9 +36,13 @@ impl WriteRequestEncoder {
         series.clear();
         // The store's labels are sorted; `__name__` and the extra label are merged in, each after
         // any store label of the same name (the order a stable sort of the appended list gives).
+        // Bytes throughout: the store's labels are copied as they are, not checked as UTF-8 again.
         let mut inserted = [
-            Some(("__name__", sample.name, sample.suffix)),
-            sample.extra.filter(|(_, value)| !value.is_empty()).map(|(key, value)| (key, value, "")),
+            Some((&b"__name__"[..], sample.name.as_bytes(), sample.suffix.as_bytes())),
+            sample
+                .extra
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(key, value)| (key.as_bytes(), value.as_bytes(), &b""[..])),
         ];
         if let [Some(name), Some(extra)] = inserted
             && extra.0 < name.0
@@ -46,12 +50,12 @@ impl WriteRequestEncoder {
             inserted.swap(0, 1);
         }
         let mut pending = inserted.iter().flatten().peekable();
-        for (key, value) in sample.labels.pairs() {
+        for (key, value) in sample.labels.raw_pairs() {
             while let Some((k, v1, v2)) = pending.next_if(|(k, _, _)| *k < key) {
                 label(series, k, v1, v2);
             }
             if !value.is_empty() {
-                label(series, key, value, "");
+                label(series, key, value, b"");
             }
         }
         for (k, v1, v2) in pending {
@@ -82,20 +86,20 @@ impl WriteRequestEncoder {
 
 /// A `Label { name, value }` whose value is `value` followed by `suffix`; an empty value is
 /// left out, as prost leaves out default fields.
-fn label(out: &mut Vec<u8>, name: &str, value: &str, suffix: &str) {
+fn label(out: &mut Vec<u8>, name: &[u8], value: &[u8], suffix: &[u8]) {
     let value_len = value.len() + suffix.len();
     let name_field = if name.is_empty() { 0 } else { bytes_field_len(1, name.len()) };
     let value_field = if value_len == 0 { 0 } else { bytes_field_len(2, value_len) };
     out.push(FIELD_1_BYTES);
     put_varint(out, (name_field + value_field) as u64);
     if name_field != 0 {
-        put_bytes_field(out, 1, name.as_bytes());
+        put_bytes_field(out, 1, name);
     }
     if value_field != 0 {
         out.push(FIELD_2_BYTES);
         put_varint(out, value_len as u64);
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(suffix.as_bytes());
+        out.extend_from_slice(value);
+        out.extend_from_slice(suffix);
     }
 }
 
