@@ -70,6 +70,14 @@ pub trait Exporter: Send + 'static {
     /// Delivers one batch.
     fn export(&mut self, batch: &Batch) -> Result<(), ExportError>;
 
+    /// Delivers `batches`, which were waiting in the queue together, in order, pushing each
+    /// one's outcome onto `outcomes` in the same order. One at a time unless an exporter gains
+    /// from taking them at once (the file exporter writes them with one system call). Only
+    /// [`BLOCKING`](Self::BLOCKING) exporters are handed more than one.
+    fn export_all(&mut self, batches: &[Arc<Batch>], outcomes: &mut Vec<Result<(), ExportError>>) {
+        outcomes.extend(batches.iter().map(|batch| self.export(batch)));
+    }
+
     /// Makes everything delivered so far durable; called once the queue has drained at shutdown.
     fn flush(&mut self) -> Result<(), ExportError>;
 }
@@ -292,6 +300,11 @@ impl Outcomes {
     }
 }
 
+/// At most this many batches already waiting are handed to a blocking exporter at once...
+const JOINED_BATCHES: usize = 64;
+/// ...and no more once their payloads add up to this.
+const JOINED_BYTES: usize = 1 << 20;
+
 struct Runner {
     rx: queue::Receiver,
     outcomes: Outcomes,
@@ -301,8 +314,22 @@ impl Runner {
     fn spawn<E: Exporter>(mut self, mut exporter: E) -> JoinHandle<()> {
         if E::BLOCKING {
             return tokio::task::spawn_blocking(move || {
+                let (mut waiting, mut outcomes) = (Vec::new(), Vec::new());
                 while let Some(batch) = self.rx.blocking_recv() {
-                    self.handle(&mut exporter, &batch);
+                    // Whatever else is already queued goes with it: nothing waits for company.
+                    let mut bytes = batch.payload().len();
+                    waiting.push(batch);
+                    while waiting.len() < JOINED_BATCHES && bytes < JOINED_BYTES {
+                        let Ok(batch) = self.rx.try_recv() else { break };
+                        bytes += batch.payload().len();
+                        waiting.push(batch);
+                    }
+                    exporter.export_all(&waiting, &mut outcomes);
+                    debug_assert_eq!(outcomes.len(), waiting.len(), "one outcome per batch");
+                    for (batch, outcome) in waiting.drain(..).zip(outcomes.drain(..)) {
+                        self.outcomes.count(&batch, outcome);
+                        self.rx.settle(&batch);
+                    }
                 }
                 self.finish(&mut exporter);
             });
