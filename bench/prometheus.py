@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Cost of the Prometheus exporters: CPU per data point into the scrape endpoint, scrape latency
 and RSS with --series live series, and CPU per data point through remote write (to a local
-sink that answers 200). Sluice is pinned to --host-core; the sender runs unpinned elsewhere.
+sink that answers 200). Sluice is pinned to --host-core; the sender and the sink run on the other
+cores, off Sluice's.
 
   python3 bench/prometheus.py --series 100000 --rounds 3 --runs 3
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -104,6 +106,9 @@ def main():
     parser.add_argument("--sluice", default=str(REPO / "target/release/sluice"),
                         help="the host binary (another build, to compare against)")
     args = parser.parse_args()
+    others = set(range(os.cpu_count() or 1)) - {args.host_core}
+    if others:
+        os.sched_setaffinity(0, others)
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory() as workdir:
