@@ -316,19 +316,11 @@ impl Runner {
             return tokio::task::spawn_blocking(move || {
                 let (mut waiting, mut outcomes) = (Vec::new(), Vec::new());
                 while let Some(batch) = self.rx.blocking_recv() {
-                    // Whatever else is already queued goes with it: nothing waits for company.
-                    let mut bytes = batch.payload().len();
-                    waiting.push(batch);
-                    while waiting.len() < JOINED_BATCHES && bytes < JOINED_BYTES {
-                        let Ok(batch) = self.rx.try_recv() else { break };
-                        bytes += batch.payload().len();
-                        waiting.push(batch);
-                    }
+                    self.take_waiting(batch, &mut waiting);
                     exporter.export_all(&waiting, &mut outcomes);
                     debug_assert_eq!(outcomes.len(), waiting.len(), "one outcome per batch");
                     for (batch, outcome) in waiting.drain(..).zip(outcomes.drain(..)) {
-                        self.outcomes.count(&batch, outcome);
-                        self.rx.settle(&batch);
+                        self.settle(&batch, outcome);
                     }
                 }
                 self.finish(&mut exporter);
@@ -336,14 +328,27 @@ impl Runner {
         }
         tokio::spawn(async move {
             while let Some(batch) = self.rx.recv().await {
-                self.handle(&mut exporter, &batch);
+                let outcome = exporter.export(&batch);
+                self.settle(&batch, outcome);
             }
             self.finish(&mut exporter);
         })
     }
 
-    fn handle(&mut self, exporter: &mut impl Exporter, batch: &Arc<Batch>) {
-        self.outcomes.count(batch, exporter.export(batch));
+    /// `first` and whatever else is already queued, into `waiting`: nothing waits for company.
+    fn take_waiting(&mut self, first: Arc<Batch>, waiting: &mut Vec<Arc<Batch>>) {
+        let mut bytes = first.payload().len();
+        waiting.push(first);
+        while waiting.len() < JOINED_BATCHES && bytes < JOINED_BYTES {
+            let Ok(batch) = self.rx.try_recv() else { break };
+            bytes += batch.payload().len();
+            waiting.push(batch);
+        }
+    }
+
+    /// Counts `batch` by `outcome` and settles it in its queue.
+    fn settle(&mut self, batch: &Arc<Batch>, outcome: Result<(), ExportError>) {
+        self.outcomes.count(batch, outcome);
         self.rx.settle(batch);
     }
 
