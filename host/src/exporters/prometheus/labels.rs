@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 
-/// Label pairs sorted by name (then value), encoded as `len name len value …` with 32-bit
+/// Label pairs sorted by name, each name once, encoded as `len name len value …` with 32-bit
 /// little-endian lengths; cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LabelSet(Arc<[u8]>);
@@ -86,38 +86,76 @@ impl<'a> Iterator for Pairs<'a> {
         let mut raw = RawPairs(self.0);
         let (name, value) = raw.next()?;
         self.0 = raw.0;
-        // Written from `&str`s by `LabelsBuilder::encode` only.
+        // Written from `&str`s by `LabelsBuilder::encode_into` only.
         let text = |part| std::str::from_utf8(part).expect("label text is UTF-8");
         Some((text(name), text(value)))
     }
 }
 
-/// Builds label sets in reused buffers: text and pairs for one set at a time.
+/// Builds label sets in reused buffers, one at a time: the resource's base pairs, set once, and
+/// each point's attributes.
+///
+/// Pairs are kept sorted by name as they are added, and names are unique, so a set is written
+/// out in one pass. Sorting the pairs' indices once a set was complete, comparing the names as
+/// `str` slices, was a ninth of scrape ingest.
 #[derive(Debug, Default)]
 pub struct LabelsBuilder {
     text: String,
-    /// Name and value ranges in `text`, and whether the pair came from the base.
-    pairs: Vec<(Range<usize>, Range<usize>, bool)>,
-    order: Vec<usize>,
-    encoded: Vec<u8>,
+    /// The pairs, sorted by name, as ranges of `text`.
+    pairs: Vec<Pair>,
+    /// How much of `text` and `pairs` the base holds: [`clear`](Self::clear) goes back to it.
+    base_text: usize,
+    base_pairs: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    name: Range<usize>,
+    value: Range<usize>,
+    /// From the base: an attribute of the same name is ignored.
+    base: bool,
 }
 
 impl LabelsBuilder {
-    /// Starts a new set.
-    pub fn clear(&mut self) {
+    /// Makes `pairs` the base of every set built until the next call; of two pairs with one
+    /// name, the first is kept.
+    pub fn set_base<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
         self.text.clear();
         self.pairs.clear();
+        for (name, value) in pairs {
+            let name_at = self.push_text(|text| text.push_str(name));
+            match self.position(name_at.clone()) {
+                Ok(_) => self.text.truncate(name_at.start),
+                Err(at) => {
+                    let value = self.push_text(|text| text.push_str(value));
+                    self.pairs.insert(at, Pair { name: name_at, value, base: true });
+                }
+            }
+        }
+        self.base_text = self.text.len();
+        self.base_pairs = self.pairs.len();
     }
 
-    fn name_of(&self, pair: usize) -> &str {
-        &self.text[self.pairs[pair].0.clone()]
+    /// Starts a new set: the base alone.
+    pub fn clear(&mut self) {
+        self.text.truncate(self.base_text);
+        self.pairs.retain(|pair| pair.base);
+        debug_assert_eq!(self.pairs.len(), self.base_pairs);
     }
 
-    /// Adds a base pair (an exporter or resource label): later pairs of that name are ignored.
-    pub fn base(&mut self, name: &str, value: &str) {
-        let name_at = self.push_text(|text| text.push_str(name));
-        let value_at = self.push_text(|text| text.push_str(value));
-        self.pairs.push((name_at, value_at, true));
+    /// Where the pair named by `name` (a range of `text`, past every pair's own) is, or would go.
+    fn position(&self, name: Range<usize>) -> Result<usize, usize> {
+        let text = self.text.as_bytes();
+        let name = &text[name];
+        // A handful of pairs: a linear scan beats a binary search.
+        for (at, pair) in self.pairs.iter().enumerate() {
+            match text[pair.name.clone()].cmp(name) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Ok(at),
+                std::cmp::Ordering::Greater => return Err(at),
+            }
+        }
+        Err(self.pairs.len())
     }
 
     /// Adds an attribute: `write_name` writes its label name, `write_value` its value. A name
@@ -125,23 +163,21 @@ impl LabelsBuilder {
     /// sanitize alike) gets this value joined to it with `;`, as the compatibility spec says.
     pub fn attribute(&mut self, write_name: impl FnOnce(&mut String), write_value: impl FnOnce(&mut String)) {
         let name_at = self.push_text(write_name);
-        let name = &self.text[name_at.clone()];
-        let existing = (0..self.pairs.len()).find(|&i| self.name_of(i) == name);
-        match existing {
-            Some(i) if self.pairs[i].2 => self.text.truncate(name_at.start),
-            Some(i) => {
+        match self.position(name_at.clone()) {
+            Ok(at) if self.pairs[at].base => self.text.truncate(name_at.start),
+            Ok(at) => {
                 // Rare: rewrite the joined value at the end of the text.
                 self.text.truncate(name_at.start);
-                let old = self.pairs[i].1.clone();
+                let old = self.pairs[at].value.clone();
                 let start = self.text.len();
                 self.text.extend_from_within(old);
                 self.text.push(';');
                 write_value(&mut self.text);
-                self.pairs[i].1 = start..self.text.len();
+                self.pairs[at].value = start..self.text.len();
             }
-            None => {
-                let value_at = self.push_text(write_value);
-                self.pairs.push((name_at, value_at, false));
+            Err(at) => {
+                let value = self.push_text(write_value);
+                self.pairs.insert(at, Pair { name: name_at, value, base: false });
             }
         }
     }
@@ -152,27 +188,20 @@ impl LabelsBuilder {
         start..self.text.len()
     }
 
-    /// The set built so far, encoded (sorted by name, then value); valid until the next change.
-    pub fn encode(&mut self) -> &[u8] {
-        let Self { text, pairs, order, encoded } = self;
-        order.clear();
-        order.extend(0..pairs.len());
-        let pair = |i: usize| (&text[pairs[i].0.clone()], &text[pairs[i].1.clone()]);
-        order.sort_unstable_by(|&a, &b| pair(a).cmp(&pair(b)));
-        encoded.clear();
-        for &i in order.iter() {
-            let (name, value) = pair(i);
-            for part in [name, value] {
+    /// Appends the set built so far to `out`, encoded as [`LabelSet`] holds it.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let text = self.text.as_bytes();
+        for pair in &self.pairs {
+            for part in [&text[pair.name.clone()], &text[pair.value.clone()]] {
                 let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
-                encoded.extend_from_slice(&len.to_le_bytes());
-                encoded.extend_from_slice(&part.as_bytes()[..len as usize]);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&part[..len as usize]);
             }
         }
-        encoded
     }
 }
 
-/// A label set from encoded bytes (from [`LabelsBuilder::encode`]).
+/// A label set from encoded bytes (from [`LabelsBuilder::encode_into`]).
 pub fn intern(encoded: &[u8]) -> LabelSet {
     LabelSet(Arc::from(encoded))
 }
@@ -183,19 +212,48 @@ pub fn write_display(out: &mut String, value: impl std::fmt::Display) {
     let _ = write!(out, "{value}");
 }
 
+/// A label set of `pairs` (the first of a name kept), for tests.
+#[cfg(test)]
+pub fn from_pairs(pairs: &[(&str, &str)]) -> LabelSet {
+    let mut builder = LabelsBuilder::default();
+    builder.set_base(pairs.iter().copied());
+    let mut encoded = Vec::new();
+    builder.encode_into(&mut encoded);
+    intern(&encoded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn build(base: &[(&str, &str)], attributes: &[(&str, &str)]) -> LabelSet {
         let mut builder = LabelsBuilder::default();
-        for (k, v) in base {
-            builder.base(k, v);
-        }
+        builder.set_base(base.iter().copied());
+        build_on(&mut builder, attributes)
+    }
+
+    fn build_on(builder: &mut LabelsBuilder, attributes: &[(&str, &str)]) -> LabelSet {
+        builder.clear();
         for (k, v) in attributes {
             builder.attribute(|t| t.push_str(k), |t| t.push_str(v));
         }
-        intern(builder.encode())
+        let mut encoded = Vec::new();
+        builder.encode_into(&mut encoded);
+        intern(&encoded)
+    }
+
+    #[test]
+    fn each_set_starts_from_the_base_alone() {
+        let mut builder = LabelsBuilder::default();
+        builder.set_base([("job", "svc"), ("a", "1"), ("job", "second")]);
+        let first = build_on(&mut builder, &[("z", "x"), ("b", "y"), ("b", "w"), ("a", "ignored")]);
+        assert_eq!(first.pairs().collect::<Vec<_>>(), [("a", "1"), ("b", "y;w"), ("job", "svc"), ("z", "x")]);
+        // Nothing of the last set's attributes, joins included, is left in the next.
+        let second = build_on(&mut builder, &[("b", "v")]);
+        assert_eq!(second.pairs().collect::<Vec<_>>(), [("a", "1"), ("b", "v"), ("job", "svc")]);
+        assert_eq!(build_on(&mut builder, &[]), from_pairs(&[("job", "svc"), ("a", "1")]));
+        builder.set_base([]);
+        assert_eq!(build_on(&mut builder, &[]).pairs().count(), 0);
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl ExporterType for PrometheusExporterConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -516,5 +517,91 @@ mod tests {
             }
         });
         assert_eq!(taken, [2.0]);
+    }
+
+    /// Each `gpu.temperature` sample taken since the last call, by its `gpu` label.
+    fn taken_by_gpu(store: &mut Store) -> BTreeMap<String, f64> {
+        let mut taken = BTreeMap::new();
+        store.take_updated(|sample| {
+            if sample.name == "gpu_temperature" {
+                taken.insert(sample.labels.get("gpu").expect("a gpu label").to_string(), sample.value);
+            }
+        });
+        taken
+    }
+
+    /// A `gpu.temperature` gauge with one point per `(gpu, value)`.
+    fn temperatures(points: &[(&str, f64)]) -> Metric {
+        let points = points.iter().map(|&(gpu, value)| point(value, vec![kv("gpu", gpu)])).collect();
+        Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: points })),
+            ..Default::default()
+        }
+    }
+
+    /// A point is first looked for where the point before's series led last time: whatever the
+    /// order, each value lands in its own series.
+    #[test]
+    fn series_are_found_whatever_order_they_come_in() {
+        let mut store = Store::new(Options { track_updates: true, ..store_options() });
+        let now = std::time::Instant::now();
+        let orders: [&[&str]; 4] = [
+            &["0", "1", "2", "3", "4"],
+            &["3", "0", "5", "1", "2", "4"],
+            &["0", "1", "2", "3", "4", "5"],
+            &["4", "0"],
+        ];
+        for (round, order) in orders.into_iter().enumerate() {
+            let value = |gpu: &str| (round * 10) as f64 + gpu.parse::<f64>().expect("a number");
+            let points: Vec<_> = order.iter().map(|&gpu| (gpu, value(gpu))).collect();
+            store.update(&request(vec![temperatures(&points)]), now).expect("decodes");
+            let expected: BTreeMap<_, _> = order.iter().map(|&gpu| (gpu.to_string(), value(gpu))).collect();
+            assert_eq!(taken_by_gpu(&mut store), expected, "round {round}");
+        }
+        // Six series and target_info.
+        assert_eq!(store.len(), 7);
+    }
+
+    /// Expiry moves the series left; an update listed before it is still taken, and later
+    /// points still find their series.
+    #[test]
+    fn updates_listed_before_an_expiry_are_taken_after_it() {
+        let mut store = Store::new(Options { track_updates: true, ..store_options() });
+        let start = std::time::Instant::now();
+        store
+            .update(&request(vec![temperatures(&[("0", 1.0), ("1", 1.0), ("2", 1.0)])]), start)
+            .expect("decodes");
+        taken_by_gpu(&mut store);
+        let later = start + Duration::from_secs(50);
+        store.update(&request(vec![temperatures(&[("2", 9.0)])]), later).expect("decodes");
+        store.expire(start + Duration::from_secs(61));
+        assert_eq!(taken_by_gpu(&mut store), BTreeMap::from([("2".to_string(), 9.0)]));
+        store.update(&request(vec![temperatures(&[("3", 3.0), ("2", 10.0)])]), later).expect("decodes");
+        let expected = BTreeMap::from([("2".to_string(), 10.0), ("3".to_string(), 3.0)]);
+        assert_eq!(taken_by_gpu(&mut store), expected);
+        assert!(store.render().contains(r#"gpu="2",instance="i-1",job="api",k8s_cluster_name="c1"} 10"#));
+    }
+
+    /// A label is named once: a constant label wins over `job` and `instance`, and those over
+    /// a point's own attributes (two `job` labels would fail the whole scrape).
+    #[test]
+    fn a_label_named_twice_keeps_the_first() {
+        let const_labels = vec![("job".into(), "fleet".into()), ("env".into(), "test".into())];
+        let mut store = Store::new(Options { const_labels, ..store_options() });
+        let metric = Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: vec![point(1.0, vec![kv("gpu", "0"), kv("instance", "mine")])],
+            })),
+            ..Default::default()
+        };
+        store.update(&request(vec![metric]), std::time::Instant::now()).expect("decodes");
+        let text = store.render();
+        let line = text.lines().find(|line| line.starts_with("gpu_temperature{")).expect("the series");
+        assert_eq!(
+            line,
+            r#"gpu_temperature{env="test",gpu="0",instance="i-1",job="fleet",k8s_cluster_name="c1"} 1"#
+        );
     }
 }

@@ -52,9 +52,6 @@ pub(super) struct Updates {
     builder: LabelsBuilder,
 }
 
-/// Label pairs a resource gives all its series.
-type Labels = Vec<(String, String)>;
-
 /// A label value read from an attribute's `AnyValue`.
 enum LabelValue<'a> {
     Text(&'a str),
@@ -186,17 +183,16 @@ impl Updates {
             _ => name,
         };
         let instance = find(resource, "service.instance.id")?.unwrap_or_default();
-        let mut base: Labels = options.const_labels.clone();
-        base.push(("job".into(), job.clone()));
-        base.push(("instance".into(), instance.clone()));
+        let mut copied = Vec::new();
         for key in &options.resource_to_labels {
             if let Some(value) = find(resource, key)? {
-                base.push((sanitize_label(key), value));
+                copied.push((sanitize_label(key), value));
             }
         }
         // target_info carries the resource attributes that are not job and instance.
         let start = self.points.len();
-        self.begin(&[("instance".into(), instance), ("job".into(), job)]);
+        self.builder.set_base([("instance", instance.as_str()), ("job", job.as_str())]);
+        self.builder.clear();
         for attribute in attributes(resource, 1) {
             let (key, value) = attribute?;
             if !matches!(key, "service.name" | "service.namespace" | "service.instance.id") {
@@ -213,6 +209,11 @@ impl Updates {
             points: start..start + 1,
         };
         families.push(info);
+        // Every point's set starts from these; a constant label wins over a derived one.
+        let constant = options.const_labels.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        let derived = [("job", job.as_str()), ("instance", instance.as_str())].into_iter();
+        let copied_pairs = copied.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        self.builder.set_base(constant.chain(derived).chain(copied_pairs));
         for scope in Fields::new(buf) {
             let scope = scope?;
             if scope.number != 2 {
@@ -221,7 +222,7 @@ impl Updates {
             for metric in Fields::new(bytes(&scope)?) {
                 let metric = metric?;
                 if metric.number == 2 {
-                    self.metric(bytes(&metric)?, &base, families)?;
+                    self.metric(bytes(&metric)?, families)?;
                 }
             }
         }
@@ -232,7 +233,6 @@ impl Updates {
     fn metric<'a>(
         &mut self,
         buf: &'a [u8],
-        base: &Labels,
         families: &mut Vec<FamilyUpdate<'a>>,
     ) -> Result<(), NotCanonical> {
         let (mut name, mut help, mut unit) = ("", "", "");
@@ -259,10 +259,10 @@ impl Updates {
                 1 => {
                     let point = bytes(&field)?;
                     match kind_field {
-                        5 | 7 => self.number_point(point, base)?,
-                        9 => self.histogram_point(point, base)?,
-                        10 => self.exponential_point(point, base)?,
-                        _ => self.summary_point(point, base)?,
+                        5 | 7 => self.number_point(point)?,
+                        9 => self.histogram_point(point)?,
+                        10 => self.exponential_point(point)?,
+                        _ => self.summary_point(point)?,
                     }
                 }
                 2 if kind_field != 5 && kind_field != 11 => temporality = varint(&field)? as i32,
@@ -286,14 +286,6 @@ impl Updates {
         Ok(())
     }
 
-    /// Starts a point's label set with `base`.
-    fn begin(&mut self, base: &[(String, String)]) {
-        self.builder.clear();
-        for (name, value) in base {
-            self.builder.base(name, value);
-        }
-    }
-
     /// Adds one attribute to the point's label set.
     fn attribute(&mut self, key: &str, value: &[u8]) -> Result<(), NotCanonical> {
         let value = LabelValue::read(value)?;
@@ -304,13 +296,13 @@ impl Updates {
     /// Ends the point begun last: its label set is encoded after the others'.
     fn end(&mut self, value: Value) {
         let start = self.labels.len();
-        self.labels.extend_from_slice(self.builder.encode());
+        self.builder.encode_into(&mut self.labels);
         self.points.push(PointUpdate { labels: start..self.labels.len(), value });
     }
 
     /// A `NumberDataPoint`: attributes 7, `as_double` 4 or `as_int` 6 (none reads as 0).
-    fn number_point(&mut self, buf: &[u8], base: &Labels) -> Result<(), NotCanonical> {
-        self.begin(base);
+    fn number_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
+        self.builder.clear();
         let mut value = 0.0;
         for field in Fields::new(buf) {
             let field = field?;
@@ -327,8 +319,8 @@ impl Updates {
 
     /// A `HistogramDataPoint`: attributes 9, count 4, sum 5, bucket counts 6, bounds 7. Missing
     /// counts read as 0, one per bound and one for +Inf.
-    fn histogram_point(&mut self, buf: &[u8], base: &Labels) -> Result<(), NotCanonical> {
-        self.begin(base);
+    fn histogram_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
+        self.builder.clear();
         let mut histogram = HistogramValue { bounds: Vec::new(), counts: Vec::new(), sum: 0.0, count: 0 };
         for field in Fields::new(buf) {
             let field = field?;
@@ -350,8 +342,8 @@ impl Updates {
     /// positive 8, negative 9, zero threshold 14) as classic buckets: each populated bucket's
     /// upper bound is base^(index+1), base = 2^(2^-scale); negative buckets and the zero bucket
     /// count below the first bound.
-    fn exponential_point(&mut self, buf: &[u8], base: &Labels) -> Result<(), NotCanonical> {
-        self.begin(base);
+    fn exponential_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
+        self.builder.clear();
         let (mut count, mut sum, mut scale, mut zero_count, mut zero_threshold) = (0, 0.0, 0, 0u64, 0.0);
         let (mut positive, mut negative) = (None, None);
         for field in Fields::new(buf) {
@@ -390,8 +382,8 @@ impl Updates {
     }
 
     /// A `SummaryDataPoint`: attributes 7, count 4, sum 5, quantile values 6.
-    fn summary_point(&mut self, buf: &[u8], base: &Labels) -> Result<(), NotCanonical> {
-        self.begin(base);
+    fn summary_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
+        self.builder.clear();
         let mut summary = SummaryValue { quantiles: Vec::new(), sum: 0.0, count: 0 };
         for field in Fields::new(buf) {
             let field = field?;

@@ -108,7 +108,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::exporters::prometheus::labels::{LabelSet, LabelsBuilder, intern};
+    use crate::exporters::prometheus::labels::from_pairs as labels;
 
     #[derive(Clone, PartialEq, Message)]
     struct WriteRequest {
@@ -155,14 +155,6 @@ mod tests {
         labels.push(Label { name: "__name__".into(), value: format!("{}{}", sample.name, sample.suffix) });
         labels.sort_by(|a, b| a.name.cmp(&b.name));
         TimeSeries { labels, samples: vec![PromSample { value: sample.value, timestamp }] }
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-        let mut builder = LabelsBuilder::default();
-        for (k, v) in pairs {
-            builder.base(k, v);
-        }
-        intern(builder.encode())
     }
 
     #[test]
