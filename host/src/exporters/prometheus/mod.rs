@@ -155,16 +155,16 @@ mod tests {
 
     /// An encoded request of `metrics` from one resource.
     fn request(metrics: Vec<Metric>) -> Vec<u8> {
+        let resource =
+            vec![kv("service.name", "api"), kv("service.instance.id", "i-1"), kv("k8s.cluster.name", "c1")];
+        request_from(resource, metrics)
+    }
+
+    /// An encoded request of `metrics` from a resource with `attributes`.
+    fn request_from(attributes: Vec<KeyValue>, metrics: Vec<Metric>) -> Vec<u8> {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: vec![
-                        kv("service.name", "api"),
-                        kv("service.instance.id", "i-1"),
-                        kv("k8s.cluster.name", "c1"),
-                    ],
-                    ..Default::default()
-                }),
+                resource: Some(Resource { attributes, ..Default::default() }),
                 scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
                 ..Default::default()
             }],
@@ -603,5 +603,46 @@ mod tests {
             line,
             r#"gpu_temperature{env="test",gpu="0",instance="i-1",job="fleet",k8s_cluster_name="c1"} 1"#
         );
+    }
+
+    /// A point's attributes name its series only together with its resource's labels: a series
+    /// reached from two resources is not taken for the one after it in the other's order.
+    #[test]
+    fn the_same_attributes_under_another_resource_name_another_series() {
+        let mut store = Store::new(Options { track_updates: true, ..store_options() });
+        let now = std::time::Instant::now();
+        let gauge = |points: Vec<NumberDataPoint>| Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: points })),
+            ..Default::default()
+        };
+        let in_c1 = || vec![kv("service.name", "api"), kv("k8s.cluster.name", "c1")];
+        // The second resource has no cluster; its first point names it as an attribute, so
+        // both resources reach the series {gpu="0", k8s_cluster_name="c1"}.
+        let no_cluster = || vec![kv("service.name", "api")];
+        let first =
+            |value| gauge(vec![point(value, vec![kv("gpu", "0")]), point(value, vec![kv("gpu", "1")])]);
+        let second = |value| {
+            let clustered = vec![kv("gpu", "0"), kv("k8s.cluster.name", "c1")];
+            gauge(vec![point(value, clustered), point(value, vec![kv("gpu", "1")])])
+        };
+        store.update(&request_from(in_c1(), vec![first(1.0)]), now).expect("decodes");
+        store.update(&request_from(no_cluster(), vec![second(2.0)]), now).expect("decodes");
+        store.update(&request_from(in_c1(), vec![first(3.0)]), now).expect("decodes");
+        let mut taken = BTreeMap::new();
+        store.take_updated(|sample| {
+            if sample.name == "gpu_temperature" {
+                let at =
+                    (sample.labels.get("gpu").unwrap_or_default(), sample.labels.get("k8s_cluster_name"));
+                taken.insert((at.0.to_string(), at.1.map(str::to_string)), sample.value);
+            }
+        });
+        let c1 = Some("c1".to_string());
+        let expected = BTreeMap::from([
+            (("0".into(), c1.clone()), 3.0),
+            (("1".into(), c1), 3.0),
+            (("1".into(), None), 2.0),
+        ]);
+        assert_eq!(taken, expected);
     }
 }

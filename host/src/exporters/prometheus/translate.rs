@@ -5,13 +5,21 @@
 //! store looked at it. Here the request's fields are walked in place and each point's labels
 //! are written straight into the reused [`LabelsBuilder`].
 //!
+//! Most points don't need even that: the store remembers, for each series, the attribute bytes
+//! and resource labels that named it last, and which series came next. When a point's
+//! attributes are byte for byte the memo of the series after the last point's, that is its
+//! series, and its label set is not built at all. A point that is not is looked up by its label
+//! set, as before.
+//!
 //! A request is read whole before the store changes: one that leans on protobuf's merge rules
 //! (a singular message field or a oneof sent twice) is found part-way, and applying half of it
 //! and then all of it would count delta points twice. [`Store::update`](super::store::Store)
 //! hands such a request to the owned decoder and reads its canonical encoding instead.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::AnyValue as OwnedAnyValue;
 use prost::Message as _;
@@ -20,7 +28,7 @@ use sluice_wire::otlp::AnyValue;
 
 use super::labels::{LabelsBuilder, write_display};
 use super::names::{metric_name, sanitize_label, write_label};
-use super::store::{HistogramValue, Kind, Options, SummaryValue, Value};
+use super::store::{Family, HistogramValue, Kind, Options, SummaryValue, Value};
 use crate::batch::fields::{NotCanonical, Scalar, bytes, fixed64, once, scalars, sint32, varint};
 
 /// One metric's family, and where its points lie in [`Updates::points`].
@@ -34,12 +42,28 @@ pub(super) struct FamilyUpdate<'a> {
     /// Whether the points are deltas, to be added to what their series hold.
     pub delta: bool,
     pub points: Range<usize>,
+    /// The label set every point's set starts from (its resource's, encoded as a `LabelSet`).
+    pub base: Arc<[u8]>,
 }
 
-/// One point: its series' encoded label set (a range of [`Updates::labels`]) and its value.
+/// What a point's series is, as [`Updates::read`] found it.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// The family's series at this position; `remember`: its memo is not this point's.
+    Held { at: u32, remember: bool },
+    /// A series not held before this request: its encoded label set, a range of
+    /// [`Updates::labels`].
+    New(Range<usize>),
+}
+
+/// One point: its series, its attributes and its value.
 #[derive(Debug)]
 pub(super) struct PointUpdate {
-    pub labels: Range<usize>,
+    pub target: Target,
+    /// The point's attribute fields as sent, a range of the request: under the family's base
+    /// they name the series. None for `target_info`, whose set is not built from its own, and
+    /// for attributes that are not one run of fields.
+    pub attributes: Option<Range<usize>>,
     pub value: Value,
 }
 
@@ -47,9 +71,68 @@ pub(super) struct PointUpdate {
 #[derive(Debug, Default)]
 pub(super) struct Updates {
     pub points: Vec<PointUpdate>,
-    /// Every point's encoded label set, one after another.
+    /// The encoded label sets of new series, one after another.
     pub labels: Vec<u8>,
     builder: LabelsBuilder,
+}
+
+/// What reading a request looks at besides the message in hand.
+struct Context<'c> {
+    /// The whole request, which points' attribute ranges are of.
+    request: &'c [u8],
+    options: &'c Options,
+    /// The families the store holds.
+    known: &'c BTreeMap<Arc<str>, Family>,
+}
+
+/// A point's attribute fields (each a `KeyValue`), gathered as its fields are walked.
+struct PointAttributes<'a> {
+    point: &'a [u8],
+    number: u32,
+    /// Where they lie in `point`: empty until one is found.
+    span: Range<usize>,
+    /// Whether other fields lie between them.
+    scattered: bool,
+}
+
+impl<'a> PointAttributes<'a> {
+    /// The attributes of `point`, field `number`, none found yet.
+    fn new(point: &'a [u8], number: u32) -> Self {
+        Self { point, number, span: 0..0, scattered: false }
+    }
+
+    /// Takes note of an attribute field.
+    fn add(&mut self, field: &sluice_wire::Field<'a>) {
+        let end = field.offset + field.raw.len();
+        if self.span.is_empty() {
+            self.span = field.offset..end;
+        } else if self.span.end == field.offset {
+            self.span.end = end;
+        } else {
+            self.scattered = true;
+        }
+    }
+
+    /// The attribute fields, where they are one run, as every encoder writes them (none is an
+    /// empty run).
+    fn run(&self) -> Option<&'a [u8]> {
+        (!self.scattered).then(|| &self.point[self.span.clone()])
+    }
+
+    /// Each attribute's key and encoded value.
+    fn each(&self) -> impl Iterator<Item = Result<(&'a str, &'a [u8]), NotCanonical>> + use<'a> {
+        match self.run() {
+            Some(run) => attributes(run, self.number),
+            None => attributes(self.point, self.number),
+        }
+    }
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    debug_assert!(start + part.len() <= whole.len(), "a slice of the request");
+    start..start + part.len()
 }
 
 /// A label value read from an attribute's `AnyValue`.
@@ -151,18 +234,21 @@ impl Updates {
     /// Reads an encoded `ExportMetricsServiceRequest` into [`points`](Self::points) and
     /// [`labels`](Self::labels), returning its families in order; `NotCanonical` leaves nothing
     /// that should be applied.
+    /// The points' series are looked for in `known`, which this does not change.
     pub(super) fn read<'a>(
         &mut self,
         request: &'a [u8],
         options: &Options,
+        known: &BTreeMap<Arc<str>, Family>,
     ) -> Result<Vec<FamilyUpdate<'a>>, NotCanonical> {
         self.points.clear();
         self.labels.clear();
         let mut families = Vec::new();
+        let context = Context { request, options, known };
         for field in Fields::new(request) {
             let field = field?;
             if field.number == 1 {
-                self.resource_metrics(bytes(&field)?, options, &mut families)?;
+                self.resource_metrics(bytes(&field)?, &context, &mut families)?;
             }
         }
         Ok(families)
@@ -172,9 +258,10 @@ impl Updates {
     fn resource_metrics<'a>(
         &mut self,
         buf: &'a [u8],
-        options: &Options,
+        context: &Context<'_>,
         families: &mut Vec<FamilyUpdate<'a>>,
     ) -> Result<(), NotCanonical> {
+        let options = context.options;
         let resource = single(buf, 1)?;
         // `job` and `instance` as the compatibility spec derives them.
         let name = find(resource, "service.name")?.unwrap_or_default();
@@ -199,21 +286,28 @@ impl Updates {
                 self.attribute(key, value)?;
             }
         }
-        self.end(Value::Number(1.0));
         let name = Cow::Borrowed("target_info");
+        let family = context.known.get(&*name).filter(|family| family.takes(Kind::Gauge));
+        let target = self.target(family, None);
+        self.points.push(PointUpdate { target, attributes: None, value: Value::Number(1.0) });
+        // Every point's set starts from these; a constant label wins over a derived one.
+        let constant = options.const_labels.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        let derived = [("job", job.as_str()), ("instance", instance.as_str())].into_iter();
+        let copied_pairs = copied.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        self.builder.set_base(constant.chain(derived).chain(copied_pairs));
+        self.builder.clear();
+        let mut base = Vec::new();
+        self.builder.encode_into(&mut base);
+        let base: Arc<[u8]> = base.into();
         let info = FamilyUpdate {
             name,
             kind: Kind::Gauge,
             help: "Target metadata",
             delta: false,
             points: start..start + 1,
+            base: base.clone(),
         };
         families.push(info);
-        // Every point's set starts from these; a constant label wins over a derived one.
-        let constant = options.const_labels.iter().map(|(name, value)| (name.as_str(), value.as_str()));
-        let derived = [("job", job.as_str()), ("instance", instance.as_str())].into_iter();
-        let copied_pairs = copied.iter().map(|(name, value)| (name.as_str(), value.as_str()));
-        self.builder.set_base(constant.chain(derived).chain(copied_pairs));
         for scope in Fields::new(buf) {
             let scope = scope?;
             if scope.number != 2 {
@@ -222,7 +316,7 @@ impl Updates {
             for metric in Fields::new(bytes(&scope)?) {
                 let metric = metric?;
                 if metric.number == 2 {
-                    self.metric(bytes(&metric)?, families)?;
+                    self.metric(bytes(&metric)?, context, &base, families)?;
                 }
             }
         }
@@ -233,6 +327,8 @@ impl Updates {
     fn metric<'a>(
         &mut self,
         buf: &'a [u8],
+        context: &Context<'_>,
+        base: &Arc<[u8]>,
         families: &mut Vec<FamilyUpdate<'a>>,
     ) -> Result<(), NotCanonical> {
         let (mut name, mut help, mut unit) = ("", "", "");
@@ -250,21 +346,12 @@ impl Updates {
             }
         }
         let Some((kind_field, data)) = data else { return Ok(()) };
-        let start = self.points.len();
-        // `aggregation_temporality` (2) and `is_monotonic` (3), where the kind has them.
+        // `aggregation_temporality` (2) and `is_monotonic` (3), where the kind has them: the
+        // family, and so where its points' series are, depends on them.
         let (mut temporality, mut monotonic) = (0, false);
         for field in Fields::new(data) {
             let field = field?;
             match field.number {
-                1 => {
-                    let point = bytes(&field)?;
-                    match kind_field {
-                        5 | 7 => self.number_point(point)?,
-                        9 => self.histogram_point(point)?,
-                        10 => self.exponential_point(point)?,
-                        _ => self.summary_point(point)?,
-                    }
-                }
                 2 if kind_field != 5 && kind_field != 11 => temporality = varint(&field)? as i32,
                 3 if kind_field == 7 => monotonic = varint(&field)? != 0,
                 _ => {}
@@ -281,9 +368,62 @@ impl Updates {
             9 | 10 => (Kind::Histogram, metric_name(name, unit, false, false), temporality == DELTA),
             _ => (Kind::Summary, metric_name(name, unit, false, false), false),
         };
+        let family = context.known.get(name.as_str()).filter(|family| family.takes(kind));
+        let start = self.points.len();
+        // The series of the point before, where it is held.
+        let mut last = None;
+        for field in Fields::new(data) {
+            let field = field?;
+            if field.number != 1 {
+                continue;
+            }
+            let point = bytes(&field)?;
+            let (value, attributes) = match kind_field {
+                5 | 7 => number_point(point)?,
+                9 => histogram_point(point)?,
+                10 => exponential_point(point)?,
+                _ => summary_point(point)?,
+            };
+            let run = attributes.run();
+            // A client sends its series in the same order request after request: the series
+            // after the last point's is the likely one, and the memo says whether it is.
+            let follows =
+                family.zip(last).zip(run).and_then(|((family, last), run)| family.follows(last, base, run));
+            let target = match follows {
+                Some(at) => Target::Held { at, remember: false },
+                None => {
+                    self.builder.clear();
+                    for attribute in attributes.each() {
+                        let (key, value) = attribute?;
+                        self.attribute(key, value)?;
+                    }
+                    self.target(family, run.map(|run| (base, run)))
+                }
+            };
+            last = match target {
+                Target::Held { at, .. } => Some(at),
+                Target::New(_) => None,
+            };
+            let attributes = run.map(|run| range_in(context.request, run));
+            self.points.push(PointUpdate { target, attributes, value });
+        }
         let points = start..self.points.len();
-        families.push(FamilyUpdate { name: Cow::Owned(name), kind, help, delta, points });
+        families.push(FamilyUpdate { name: Cow::Owned(name), kind, help, delta, points, base: base.clone() });
         Ok(())
+    }
+
+    /// The series of the label set built: where `family` holds it, or its encoding for a new
+    /// one. `memo`: the base and attributes the set was built from, where they name it.
+    fn target(&mut self, family: Option<&Family>, memo: Option<(&Arc<[u8]>, &[u8])>) -> Target {
+        let start = self.labels.len();
+        self.builder.encode_into(&mut self.labels);
+        match family.and_then(|family| family.position(&self.labels[start..], memo)) {
+            Some((at, remember)) => {
+                self.labels.truncate(start);
+                Target::Held { at, remember }
+            }
+            None => Target::New(start..self.labels.len()),
+        }
     }
 
     /// Adds one attribute to the point's label set.
@@ -292,128 +432,112 @@ impl Updates {
         self.builder.attribute(|out| write_label(out, key), |out| value.write(out));
         Ok(())
     }
+}
 
-    /// Ends the point begun last: its label set is encoded after the others'.
-    fn end(&mut self, value: Value) {
-        let start = self.labels.len();
-        self.builder.encode_into(&mut self.labels);
-        self.points.push(PointUpdate { labels: start..self.labels.len(), value });
-    }
-
-    /// A `NumberDataPoint`: attributes 7, `as_double` 4 or `as_int` 6 (none reads as 0).
-    fn number_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
-        self.builder.clear();
-        let mut value = 0.0;
-        for field in Fields::new(buf) {
-            let field = field?;
-            match field.number {
-                7 => self.attribute_field(&field)?,
-                4 => value = f64::from_bits(fixed64(&field)?),
-                6 => value = fixed64(&field)? as i64 as f64,
-                _ => {}
-            }
+/// A `NumberDataPoint`: attributes 7, `as_double` 4 or `as_int` 6 (none reads as 0).
+fn number_point(buf: &[u8]) -> Result<(Value, PointAttributes<'_>), NotCanonical> {
+    let mut attributes = PointAttributes::new(buf, 7);
+    let mut value = 0.0;
+    for field in Fields::new(buf) {
+        let field = field?;
+        match field.number {
+            7 => attributes.add(&field),
+            4 => value = f64::from_bits(fixed64(&field)?),
+            6 => value = fixed64(&field)? as i64 as f64,
+            _ => {}
         }
-        self.end(Value::Number(value));
-        Ok(())
     }
+    Ok((Value::Number(value), attributes))
+}
 
-    /// A `HistogramDataPoint`: attributes 9, count 4, sum 5, bucket counts 6, bounds 7. Missing
-    /// counts read as 0, one per bound and one for +Inf.
-    fn histogram_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
-        self.builder.clear();
-        let mut histogram = HistogramValue { bounds: Vec::new(), counts: Vec::new(), sum: 0.0, count: 0 };
-        for field in Fields::new(buf) {
-            let field = field?;
-            match field.number {
-                9 => self.attribute_field(&field)?,
-                4 => histogram.count = fixed64(&field)?,
-                5 => histogram.sum = f64::from_bits(fixed64(&field)?),
-                6 => scalars(&field, Scalar::Fixed64, |count| histogram.counts.push(count))?,
-                7 => scalars(&field, Scalar::Fixed64, |bits| histogram.bounds.push(f64::from_bits(bits)))?,
-                _ => {}
-            }
+/// A `HistogramDataPoint`: attributes 9, count 4, sum 5, bucket counts 6, bounds 7. Missing
+/// counts read as 0, one per bound and one for +Inf.
+fn histogram_point(buf: &[u8]) -> Result<(Value, PointAttributes<'_>), NotCanonical> {
+    let mut attributes = PointAttributes::new(buf, 9);
+    let mut histogram = HistogramValue { bounds: Vec::new(), counts: Vec::new(), sum: 0.0, count: 0 };
+    for field in Fields::new(buf) {
+        let field = field?;
+        match field.number {
+            9 => attributes.add(&field),
+            4 => histogram.count = fixed64(&field)?,
+            5 => histogram.sum = f64::from_bits(fixed64(&field)?),
+            6 => scalars(&field, Scalar::Fixed64, |count| histogram.counts.push(count))?,
+            7 => scalars(&field, Scalar::Fixed64, |bits| histogram.bounds.push(f64::from_bits(bits)))?,
+            _ => {}
         }
-        histogram.counts.resize(histogram.bounds.len() + 1, 0);
-        self.end(Value::Histogram(Box::new(histogram)));
-        Ok(())
     }
+    histogram.counts.resize(histogram.bounds.len() + 1, 0);
+    Ok((Value::Histogram(Box::new(histogram)), attributes))
+}
 
-    /// An `ExponentialHistogramDataPoint` (attributes 1, count 4, sum 5, scale 6, zero count 7,
-    /// positive 8, negative 9, zero threshold 14) as classic buckets: each populated bucket's
-    /// upper bound is base^(index+1), base = 2^(2^-scale); negative buckets and the zero bucket
-    /// count below the first bound.
-    fn exponential_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
-        self.builder.clear();
-        let (mut count, mut sum, mut scale, mut zero_count, mut zero_threshold) = (0, 0.0, 0, 0u64, 0.0);
-        let (mut positive, mut negative) = (None, None);
-        for field in Fields::new(buf) {
-            let field = field?;
-            match field.number {
-                1 => self.attribute_field(&field)?,
-                4 => count = fixed64(&field)?,
-                5 => sum = f64::from_bits(fixed64(&field)?),
-                6 => scale = sint32(&field)?,
-                7 => zero_count = fixed64(&field)?,
-                8 => once(&mut positive, &field)?,
-                9 => once(&mut negative, &field)?,
-                14 => zero_threshold = f64::from_bits(fixed64(&field)?),
-                _ => {}
-            }
+/// An `ExponentialHistogramDataPoint` (attributes 1, count 4, sum 5, scale 6, zero count 7,
+/// positive 8, negative 9, zero threshold 14) as classic buckets: each populated bucket's
+/// upper bound is base^(index+1), base = 2^(2^-scale); negative buckets and the zero bucket
+/// count below the first bound.
+fn exponential_point(buf: &[u8]) -> Result<(Value, PointAttributes<'_>), NotCanonical> {
+    let mut attributes = PointAttributes::new(buf, 1);
+    let (mut count, mut sum, mut scale, mut zero_count, mut zero_threshold) = (0, 0.0, 0, 0u64, 0.0);
+    let (mut positive, mut negative) = (None, None);
+    for field in Fields::new(buf) {
+        let field = field?;
+        match field.number {
+            1 => attributes.add(&field),
+            4 => count = fixed64(&field)?,
+            5 => sum = f64::from_bits(fixed64(&field)?),
+            6 => scale = sint32(&field)?,
+            7 => zero_count = fixed64(&field)?,
+            8 => once(&mut positive, &field)?,
+            9 => once(&mut negative, &field)?,
+            14 => zero_threshold = f64::from_bits(fixed64(&field)?),
+            _ => {}
         }
-        let base = 2f64.powf(2f64.powi(scale.saturating_neg()));
-        let (mut bounds, mut counts) = (Vec::new(), Vec::new());
-        // Counts come off the wire as any u64: saturate rather than wrap.
-        let mut negatives = 0u64;
-        buckets(negative.unwrap_or_default(), |_, count| negatives = negatives.saturating_add(count))?;
-        let below = zero_count.saturating_add(negatives);
-        buckets(positive.unwrap_or_default(), |index, count| {
-            bounds.push(base.powi((index + 1) as i32));
-            counts.push(count);
-        })?;
-        if let Some(first) = counts.first_mut() {
-            *first = first.saturating_add(below);
-        } else {
-            bounds.push(zero_threshold.max(0.0));
-            counts.push(below);
-        }
-        counts.push(0); // +Inf holds nothing beyond the last bucket
-        self.end(Value::Histogram(Box::new(HistogramValue { bounds, counts, sum, count })));
-        Ok(())
     }
+    let base = 2f64.powf(2f64.powi(scale.saturating_neg()));
+    let (mut bounds, mut counts) = (Vec::new(), Vec::new());
+    // Counts come off the wire as any u64: saturate rather than wrap.
+    let mut negatives = 0u64;
+    buckets(negative.unwrap_or_default(), |_, count| negatives = negatives.saturating_add(count))?;
+    let below = zero_count.saturating_add(negatives);
+    buckets(positive.unwrap_or_default(), |index, count| {
+        bounds.push(base.powi((index + 1) as i32));
+        counts.push(count);
+    })?;
+    if let Some(first) = counts.first_mut() {
+        *first = first.saturating_add(below);
+    } else {
+        bounds.push(zero_threshold.max(0.0));
+        counts.push(below);
+    }
+    counts.push(0); // +Inf holds nothing beyond the last bucket
+    Ok((Value::Histogram(Box::new(HistogramValue { bounds, counts, sum, count })), attributes))
+}
 
-    /// A `SummaryDataPoint`: attributes 7, count 4, sum 5, quantile values 6.
-    fn summary_point(&mut self, buf: &[u8]) -> Result<(), NotCanonical> {
-        self.builder.clear();
-        let mut summary = SummaryValue { quantiles: Vec::new(), sum: 0.0, count: 0 };
-        for field in Fields::new(buf) {
-            let field = field?;
-            match field.number {
-                7 => self.attribute_field(&field)?,
-                4 => summary.count = fixed64(&field)?,
-                5 => summary.sum = f64::from_bits(fixed64(&field)?),
-                6 => {
-                    let (mut quantile, mut value) = (0.0, 0.0);
-                    for part in Fields::new(bytes(&field)?) {
-                        let part = part?;
-                        match part.number {
-                            1 => quantile = f64::from_bits(fixed64(&part)?),
-                            2 => value = f64::from_bits(fixed64(&part)?),
-                            _ => {}
-                        }
+/// A `SummaryDataPoint`: attributes 7, count 4, sum 5, quantile values 6.
+fn summary_point(buf: &[u8]) -> Result<(Value, PointAttributes<'_>), NotCanonical> {
+    let mut attributes = PointAttributes::new(buf, 7);
+    let mut summary = SummaryValue { quantiles: Vec::new(), sum: 0.0, count: 0 };
+    for field in Fields::new(buf) {
+        let field = field?;
+        match field.number {
+            7 => attributes.add(&field),
+            4 => summary.count = fixed64(&field)?,
+            5 => summary.sum = f64::from_bits(fixed64(&field)?),
+            6 => {
+                let (mut quantile, mut value) = (0.0, 0.0);
+                for part in Fields::new(bytes(&field)?) {
+                    let part = part?;
+                    match part.number {
+                        1 => quantile = f64::from_bits(fixed64(&part)?),
+                        2 => value = f64::from_bits(fixed64(&part)?),
+                        _ => {}
                     }
-                    summary.quantiles.push((quantile, value));
                 }
-                _ => {}
+                summary.quantiles.push((quantile, value));
             }
+            _ => {}
         }
-        self.end(Value::Summary(Box::new(summary)));
-        Ok(())
     }
-
-    fn attribute_field(&mut self, field: &sluice_wire::Field<'_>) -> Result<(), NotCanonical> {
-        let (key, value) = key_value(bytes(field)?)?;
-        self.attribute(key, value)
-    }
+    Ok((Value::Summary(Box::new(summary)), attributes))
 }
 
 /// Hands `each` every bucket of an exponential histogram's `Buckets` (offset 1, counts 2) with
