@@ -186,20 +186,19 @@ impl Family {
         Some((at, stale))
     }
 
-    /// Stores `points` (label sets of new series in `labels`, attributes in `request`, under
-    /// `base`), adding deltas to what their series hold; lists each series updated in `touched`
-    /// once, when remote write tracks them.
-    #[expect(clippy::too_many_arguments, reason = "one call, from `Store::apply`")]
+    /// Stores `points`, of the family update `meta` (label sets of new series in `labels`,
+    /// attributes in `request`), adding deltas to what their series hold; lists each series
+    /// updated in `touched` once, when remote write tracks them.
     fn put(
         &mut self,
         points: impl Iterator<Item = PointUpdate>,
+        meta: &FamilyUpdate<'_>,
         labels: &[u8],
         request: &[u8],
-        base: &Arc<[u8]>,
-        delta: bool,
         now: Instant,
         mut touched: Option<&mut Vec<Touched>>,
     ) {
+        let (base, delta) = (&meta.base, meta.delta);
         let Self { name, entries, index, hasher, .. } = self;
         // The entry of the point before, if it had one.
         let mut last: Option<u32> = None;
@@ -420,10 +419,7 @@ impl Store {
         for meta in &families {
             let family_points = points.by_ref().take(meta.points.len());
             match family(&mut self.families, meta) {
-                Some(family) => {
-                    let (base, delta) = (&meta.base, meta.delta);
-                    family.put(family_points, labels, request, base, delta, now, touched.as_deref_mut());
-                }
+                Some(family) => family.put(family_points, meta, labels, request, now, touched.as_deref_mut()),
                 None => family_points.for_each(drop),
             }
         }
