@@ -171,19 +171,19 @@ impl Family {
     }
 
     /// Where the series `labels` is, and whether its memo is not `memo` (a base and attributes
-    /// that name it, or none).
-    pub(super) fn position(&self, labels: &[u8], memo: Option<(&Arc<[u8]>, &[u8])>) -> Option<(u32, bool)> {
+    /// that name it, or none); or, when the family doesn't hold it, the set's hash here.
+    pub(super) fn position(
+        &self,
+        labels: &[u8],
+        memo: Option<(&Arc<[u8]>, &[u8])>,
+    ) -> Result<(u32, bool), u64> {
         let hash = self.hasher.hash_one(labels);
-        let entries = &self.entries;
-        let &at = self.index.find(hash, |&at| {
-            let entry = &entries[at as usize];
-            entry.hash == hash && entry.labels.bytes() == labels
-        })?;
-        let stale = match (&entries[at as usize].memo, memo) {
+        let at = find(&self.index, &self.entries, hash, labels).ok_or(hash)?;
+        let stale = match (&self.entries[at as usize].memo, memo) {
             (Some(held), Some((base, attributes))) => !held.names(base, attributes),
             (held, memo) => held.is_some() != memo.is_some(),
         };
-        Some((at, stale))
+        Ok((at, stale))
     }
 
     /// Stores `points`, of the family update `meta` (label sets of new series in `labels`,
@@ -211,16 +211,12 @@ impl Family {
                     }
                     (at, false)
                 }
-                Target::New(range) => {
+                Target::New { labels: range, hash } => {
                     let labels = &labels[range];
-                    let hash = hasher.hash_one(labels);
+                    let hash = hash.unwrap_or_else(|| hasher.hash_one(labels));
                     // Sent twice in this request: stored by the first.
-                    let found = index.find(hash, |&at| {
-                        let entry = &entries[at as usize];
-                        entry.hash == hash && entry.labels.bytes() == labels
-                    });
-                    match found {
-                        Some(&at) => (at, false),
+                    match find(index, entries, hash, labels) {
+                        Some(at) => (at, false),
                         None => {
                             // Past 2^32 series a family's entries alone would fill 256 GiB.
                             let Ok(at) = u32::try_from(entries.len()) else {
@@ -299,6 +295,15 @@ impl Family {
             index.insert_unique(entry.hash, at, |&at| entries[at as usize].hash);
         }
     }
+}
+
+/// The position of the series `labels` (of hash `hash`) in a family's `entries`, by its `index`.
+fn find(index: &HashTable<u32>, entries: &[Entry], hash: u64, labels: &[u8]) -> Option<u32> {
+    let holds = |&at: &u32| {
+        let entry = &entries[at as usize];
+        entry.hash == hash && entry.labels.bytes() == labels
+    };
+    index.find(hash, holds).copied()
 }
 
 /// What the exporter's settings add to every series.

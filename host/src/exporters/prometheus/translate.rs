@@ -52,8 +52,8 @@ pub(super) enum Target {
     /// The family's series at this position; `remember`: its memo is not this point's.
     Held { at: u32, remember: bool },
     /// A series not held before this request: its encoded label set, a range of
-    /// [`Updates::labels`].
-    New(Range<usize>),
+    /// [`Updates::labels`], and that set's hash where its family was looked in.
+    New { labels: Range<usize>, hash: Option<u64> },
 }
 
 /// One point: its series, its attributes and its value.
@@ -234,6 +234,7 @@ impl Updates {
     /// Reads an encoded `ExportMetricsServiceRequest` into [`points`](Self::points) and
     /// [`labels`](Self::labels), returning its families in order; `NotCanonical` leaves nothing
     /// that should be applied.
+    ///
     /// The points' series are looked for in `known`, which this does not change.
     pub(super) fn read<'a>(
         &mut self,
@@ -402,7 +403,7 @@ impl Updates {
             };
             last = match target {
                 Target::Held { at, .. } => Some(at),
-                Target::New(_) => None,
+                Target::New { .. } => None,
             };
             let attributes = run.map(|run| range_in(context.request, run));
             self.points.push(PointUpdate { target, attributes, value });
@@ -417,12 +418,14 @@ impl Updates {
     fn target(&mut self, family: Option<&Family>, memo: Option<(&Arc<[u8]>, &[u8])>) -> Target {
         let start = self.labels.len();
         self.builder.encode_into(&mut self.labels);
-        match family.and_then(|family| family.position(&self.labels[start..], memo)) {
-            Some((at, remember)) => {
+        let found = family.map(|family| family.position(&self.labels[start..], memo));
+        match found {
+            Some(Ok((at, remember))) => {
                 self.labels.truncate(start);
                 Target::Held { at, remember }
             }
-            None => Target::New(start..self.labels.len()),
+            Some(Err(hash)) => Target::New { labels: start..self.labels.len(), hash: Some(hash) },
+            None => Target::New { labels: start..self.labels.len(), hash: None },
         }
     }
 
