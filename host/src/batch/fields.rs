@@ -128,3 +128,32 @@ mod tests {
         }
     }
 }
+
+/// Where the occurrences of a repeated field lie in a message: from the first one's tag to the
+/// end of the last, so reading the list walks only that stretch (other fields may lie within it).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// All of `buf` (a message whose only field is the repeated one).
+    pub(crate) fn whole(buf: &[u8]) -> Self {
+        Self { start: 0, end: buf.len() }
+    }
+
+    /// Takes in one more occurrence.
+    #[inline]
+    pub(crate) fn add(&mut self, field: &Field<'_>) {
+        if self.end == 0 {
+            self.start = field.offset;
+        }
+        self.end = field.offset + field.raw.len();
+    }
+
+    /// The stretch of `buf` it covers.
+    pub(crate) fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.start..self.end]
+    }
+}

@@ -5,11 +5,13 @@
 //! escaping unless they need none, floats through `serde_json` itself, integers through `itoa`,
 //! IDs through `digits`, eight bytes at a time.
 
-use sluice_wire::{Field, Fields};
+use sluice_wire::Fields;
 
 use super::digits::hex8;
 use crate::batch::fields::scalars;
-pub(super) use crate::batch::fields::{NotCanonical, Scalar, bytes, fixed32, fixed64, once, sint32, varint};
+pub(super) use crate::batch::fields::{
+    NotCanonical, Run, Scalar, bytes, fixed32, fixed64, once, sint32, varint,
+};
 
 /// What every renderer returns.
 pub(super) type Render = Result<(), NotCanonical>;
@@ -319,35 +321,6 @@ pub(super) fn is_plain(bytes: &[u8]) -> bool {
     let whole = chunks.by_ref().fold(0, |found, chunk| found | escaped(word(chunk)));
     // The last eight bytes, overlapping the chunks: the remainder without a copy.
     whole | escaped(word(&bytes[bytes.len() - 8..])) == 0
-}
-
-/// Where the occurrences of a repeated field lie in a message: from the first one's tag to the
-/// end of the last, so writing the list walks only that stretch.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Run {
-    start: usize,
-    end: usize,
-}
-
-impl Run {
-    /// All of `buf` (a message whose only field is the repeated one).
-    pub(super) fn whole(buf: &[u8]) -> Self {
-        Self { start: 0, end: buf.len() }
-    }
-
-    /// Takes in one more occurrence.
-    #[inline]
-    pub(super) fn add(&mut self, field: &Field<'_>) {
-        if self.end == 0 {
-            self.start = field.offset;
-        }
-        self.end = field.offset + field.raw.len();
-    }
-
-    /// The stretch of `buf` it covers.
-    pub(super) fn of<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
-        &buf[self.start..self.end]
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!
 //! Most points don't need even that: the store remembers, for each series, the attribute bytes
 //! and resource labels that named it last, and which series came next. When a point's
-//! attributes are byte for byte the memo of the series after the last point's, that is its
+//! attribute fields are byte for byte the memo of the series after the last point's, that is its
 //! series, and its label set is not built at all. A point that is not is looked up by its label
 //! set, as before.
 //!
@@ -29,7 +29,7 @@ use sluice_wire::otlp::AnyValue;
 use super::labels::{LabelsBuilder, write_display};
 use super::names::{metric_name, sanitize_label, write_label};
 use super::store::{Family, HistogramValue, Kind, Options, SummaryValue, Value};
-use crate::batch::fields::{NotCanonical, Scalar, bytes, fixed64, once, scalars, sint32, varint};
+use crate::batch::fields::{NotCanonical, Run, Scalar, bytes, fixed64, once, scalars, sint32, varint};
 
 /// One metric's family, and where its points lie in [`Updates::points`].
 #[derive(Debug)]
@@ -60,9 +60,9 @@ pub(super) enum Target {
 #[derive(Debug)]
 pub(super) struct PointUpdate {
     pub target: Target,
-    /// The point's attribute fields as sent, a range of the request: under the family's base
-    /// they name the series. None for `target_info`, whose set is not built from its own, and
-    /// for attributes that are not one run of fields.
+    /// The stretch of the point's attribute fields as sent, a range of the request: under the
+    /// family's base they name the series. None for `target_info`, whose set is not built from
+    /// its own.
     pub attributes: Option<Range<usize>>,
     pub value: Value,
 }
@@ -89,42 +89,30 @@ struct Context<'c> {
 struct PointAttributes<'a> {
     point: &'a [u8],
     number: u32,
-    /// Where they lie in `point`: empty until one is found.
-    span: Range<usize>,
-    /// Whether other fields lie between them.
-    scattered: bool,
+    run: Run,
 }
 
 impl<'a> PointAttributes<'a> {
     /// The attributes of `point`, field `number`, none found yet.
     fn new(point: &'a [u8], number: u32) -> Self {
-        Self { point, number, span: 0..0, scattered: false }
+        Self { point, number, run: Run::default() }
     }
 
     /// Takes note of an attribute field.
     fn add(&mut self, field: &sluice_wire::Field<'a>) {
-        let end = field.offset + field.raw.len();
-        if self.span.is_empty() {
-            self.span = field.offset..end;
-        } else if self.span.end == field.offset {
-            self.span.end = end;
-        } else {
-            self.scattered = true;
-        }
+        self.run.add(field);
     }
 
-    /// The attribute fields, where they are one run, as every encoder writes them (none is an
-    /// empty run).
-    fn run(&self) -> Option<&'a [u8]> {
-        (!self.scattered).then(|| &self.point[self.span.clone()])
+    /// From the first attribute field to the end of the last (empty when there are none).
+    /// Equal stretches hold equal attributes, whatever else lies between them: this is what a
+    /// memo compares.
+    fn stretch(&self) -> &'a [u8] {
+        self.run.of(self.point)
     }
 
     /// Each attribute's key and encoded value.
     fn each(&self) -> impl Iterator<Item = Result<(&'a str, &'a [u8]), NotCanonical>> + use<'a> {
-        match self.run() {
-            Some(run) => attributes(run, self.number),
-            None => attributes(self.point, self.number),
-        }
+        attributes(self.stretch(), self.number)
     }
 }
 
@@ -385,11 +373,10 @@ impl Updates {
                 10 => exponential_point(point)?,
                 _ => summary_point(point)?,
             };
-            let run = attributes.run();
+            let stretch = attributes.stretch();
             // A client sends its series in the same order request after request: the series
             // after the last point's is the likely one, and the memo says whether it is.
-            let follows =
-                family.zip(last).zip(run).and_then(|((family, last), run)| family.follows(last, base, run));
+            let follows = family.zip(last).and_then(|(family, last)| family.follows(last, base, stretch));
             let target = match follows {
                 Some(at) => Target::Held { at, remember: false },
                 None => {
@@ -398,14 +385,14 @@ impl Updates {
                         let (key, value) = attribute?;
                         self.attribute(key, value)?;
                     }
-                    self.target(family, run.map(|run| (base, run)))
+                    self.target(family, Some((base, stretch)))
                 }
             };
             last = match target {
                 Target::Held { at, .. } => Some(at),
                 Target::New { .. } => None,
             };
-            let attributes = run.map(|run| range_in(context.request, run));
+            let attributes = Some(range_in(context.request, stretch));
             self.points.push(PointUpdate { target, attributes, value });
         }
         let points = start..self.points.len();
