@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,23 +74,23 @@ struct Series {
 }
 
 /// A series updated since the last [`Store::take_updated`]: its family's name, its label set (the
-/// one its family holds, so it is found again by pointer), that set's hash in its family and its
-/// position there. Taking an update finds its series without hashing or comparing label bytes
-/// again (that second lookup was a tenth of remote write), and where no series expired since, at
-/// its position, without probing the family's table (the probe's cache miss was a sixth).
+/// one its family holds, so it is found again by pointer) and its position there. Taking an
+/// update finds its series without hashing or comparing label bytes again (that second lookup
+/// was a tenth of remote write), and where no series expired since, at its position, without
+/// probing the family's table (the probe's cache miss was a sixth).
 #[derive(Debug)]
 struct Touched {
     family: Arc<str>,
     labels: LabelSet,
-    hash: u64,
     at: u32,
 }
 
-/// A series with what finds it: its label set and that set's hash in its family.
+/// A series with what finds it: its label set, and the memo of the point that named it last.
+/// Its hash is kept in the family's table, not here: every byte of an entry is paid for in
+/// copying as the family's `Vec` grows, and in the pages it touches.
 #[derive(Debug)]
 struct Entry {
     labels: LabelSet,
-    hash: u64,
     series: Series,
     /// The entry whose point came right after this one's in the last request: the guess for
     /// the next point (or [`NO_ENTRY`]).
@@ -98,25 +99,116 @@ struct Entry {
 }
 
 /// What named an entry's series last: the resource's base label set (encoded as a
-/// [`LabelSet`]) and the point's attributes as sent. A point with the same attributes under the
-/// same base names the same series, so its label set is not built again: building it was 40% of
-/// scrape ingest.
-#[derive(Debug)]
+/// [`LabelSet`]) and the point's attributes as sent, both held by the family's [`Memos`]. A
+/// point with the same attributes under the same base names the same series, so its label set
+/// is not built again: building it was 40% of scrape ingest.
+#[derive(Debug, Clone, Copy)]
 struct Memo {
-    base: Arc<[u8]>,
-    attributes: Box<[u8]>,
+    /// One past the base's position in [`Memos::bases`] (so that `Option<Memo>` takes no more
+    /// room than a memo).
+    base: NonZeroU32,
+    /// Where the attribute bytes lie in [`Memos::bytes`].
+    start: u32,
+    len: u32,
 }
 
-impl Memo {
-    fn new(base: &Arc<[u8]>, attributes: Option<&[u8]>) -> Option<Self> {
-        Some(Memo { base: base.clone(), attributes: attributes?.into() })
+/// The memos of a family's series side by side: attribute bytes in one buffer (a series once
+/// took an allocation of its own for them), and each base once.
+#[derive(Debug, Default)]
+struct Memos {
+    bytes: Vec<u8>,
+    bases: Vec<Arc<[u8]>>,
+    /// What memos no entry holds any more take: their bytes, and one for each memo. When it
+    /// outweighs the rest, the memos held are written out again without them.
+    stale: usize,
+}
+
+impl Memos {
+    /// Whether `memo` says a point with `attributes` under `base` names its series.
+    fn names(&self, memo: Memo, base: &Arc<[u8]>, attributes: &[u8]) -> bool {
+        // `Arc`'s `==` compares pointers first.
+        self.attributes(memo) == attributes && self.bases[memo.base.get() as usize - 1] == *base
     }
 
-    /// Whether a point with `attributes` under `base` is what this memo says.
-    fn names(&self, base: &Arc<[u8]>, attributes: &[u8]) -> bool {
-        // `Arc`'s `==` compares pointers first: the base is one allocation per resource.
-        *self.attributes == *attributes && self.base == *base
+    /// The attribute bytes `memo` holds.
+    fn attributes(&self, memo: Memo) -> &[u8] {
+        let start = memo.start as usize;
+        &self.bytes[start..start + memo.len as usize]
     }
+
+    /// The position (plus one) of `base` in [`Memos::bases`], if held.
+    fn find_base(&self, base: &Arc<[u8]>) -> Option<NonZeroU32> {
+        let at = self.bases.iter().rposition(|held| held == base)?;
+        NonZeroU32::new(u32::try_from(at + 1).ok()?)
+    }
+
+    /// The position (plus one) of `base` in [`Memos::bases`], added if new. A family update has
+    /// one base, so this runs at most once per family and request.
+    fn base(&mut self, base: &Arc<[u8]>) -> Option<NonZeroU32> {
+        if let Some(at) = self.find_base(base) {
+            return Some(at);
+        }
+        self.bases.push(base.clone());
+        NonZeroU32::new(u32::try_from(self.bases.len()).ok()?)
+    }
+
+    /// A memo of `attributes` under the base at `base`; none past 4 GiB of memo bytes, where
+    /// the series is simply looked up by its label set.
+    fn add(&mut self, base: NonZeroU32, attributes: &[u8]) -> Option<Memo> {
+        let start = u32::try_from(self.bytes.len()).ok()?;
+        let len = u32::try_from(attributes.len()).ok()?;
+        start.checked_add(len)?;
+        self.bytes.extend_from_slice(attributes);
+        Some(Memo { base, start, len })
+    }
+
+    /// Counts `memo` as no longer held.
+    fn retire(&mut self, memo: Option<Memo>) {
+        if let Some(memo) = memo {
+            self.stale += memo.len as usize + 1;
+        }
+    }
+
+    /// Writes the memos `entries` hold out again, without the stale ones, once those outweigh
+    /// the rest (and a page's worth at least, so a small family is not rewritten for each
+    /// retired memo).
+    fn compact(&mut self, entries: &mut [Entry]) {
+        let held = (self.bytes.len() + entries.len()).saturating_sub(self.stale);
+        if self.stale < held.max(4096) {
+            return;
+        }
+        let (old_bytes, old_bases) = (std::mem::take(&mut self.bytes), std::mem::take(&mut self.bases));
+        // The new position (plus one) of each old base, once some memo is found to hold it.
+        let mut moved: Vec<Option<NonZeroU32>> = vec![None; old_bases.len()];
+        for entry in entries {
+            let Some(memo) = entry.memo else { continue };
+            let old_base = memo.base.get() as usize - 1;
+            let base = *moved[old_base].get_or_insert_with(|| {
+                self.bases.push(old_bases[old_base].clone());
+                NonZeroU32::new(self.bases.len() as u32).expect("one past a position")
+            });
+            let start = memo.start as usize;
+            // Fewer bytes than were held before: still within 4 GiB.
+            let new_start = self.bytes.len() as u32;
+            self.bytes.extend_from_slice(&old_bytes[start..start + memo.len as usize]);
+            entry.memo = Some(Memo { base, start: new_start, len: memo.len });
+        }
+        self.stale = 0;
+    }
+}
+
+/// A position in a family's `entries`, with (half) the hash of its label set: the table grows
+/// and is probed without reading the entries it points at.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    at: u32,
+    hash: u32,
+}
+
+/// The hash a family's table files a label set of hash `hash` under. hashbrown takes a
+/// bucket from the low bits and a tag from the top seven; both come from the 32 kept.
+fn spread(hash: u32) -> u64 {
+    u64::from(hash) << 32 | u64::from(hash)
 }
 
 /// No entry: past any position [`Family::index`] holds.
@@ -132,16 +224,16 @@ pub(super) struct Family {
     /// The series, in the order they first came.
     entries: Vec<Entry>,
     /// Positions in `entries`, by label set, hashed with hashbrown's seeded foldhash (SipHash
-    /// was a sixth of remote write's time). The hash is kept in the entry, so a [`Touched`]
-    /// series is found by it.
+    /// was a sixth of remote write's time).
     ///
     /// A client sends its series in the same order request after request, so a point's series
     /// is first looked for where the last point's series' [`Entry::next`] says, by its
     /// [`Memo`], and the table is probed only when that guess is wrong. A probe lands at a
     /// random place in a table larger than the cache: one miss per point was a fifth of scrape
     /// ingest.
-    index: HashTable<u32>,
+    index: HashTable<Slot>,
     hasher: DefaultHashBuilder,
+    memos: Memos,
 }
 
 impl Family {
@@ -153,6 +245,7 @@ impl Family {
             entries: Vec::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
+            memos: Memos::default(),
         }
     }
 
@@ -162,12 +255,19 @@ impl Family {
         self.kind == kind
     }
 
+    /// Where this family's memos hold `base`, if any does: a memo names a point's series only
+    /// under the base the point's family update has, found once per update this way, not
+    /// compared per point.
+    pub(super) fn memo_base(&self, base: &Arc<[u8]>) -> Option<NonZeroU32> {
+        self.memos.find_base(base)
+    }
+
     /// The entry that came right after `last`'s in the last request, if a point with
-    /// `attributes` under `base` names its series.
-    pub(super) fn follows(&self, last: u32, base: &Arc<[u8]>, attributes: &[u8]) -> Option<u32> {
+    /// `attributes` under the base [`Family::memo_base`] found names its series.
+    pub(super) fn follows(&self, last: u32, base: NonZeroU32, attributes: &[u8]) -> Option<u32> {
         let next = self.entries.get(last as usize)?.next;
-        let memo = self.entries.get(next as usize)?.memo.as_ref()?;
-        memo.names(base, attributes).then_some(next)
+        let memo = self.entries.get(next as usize)?.memo?;
+        (memo.base == base && self.memos.attributes(memo) == attributes).then_some(next)
     }
 
     /// Where the series `labels` is, and whether its memo is not `memo` (a base and attributes
@@ -176,14 +276,19 @@ impl Family {
         &self,
         labels: &[u8],
         memo: Option<(&Arc<[u8]>, &[u8])>,
-    ) -> Result<(u32, bool), u64> {
-        let hash = self.hasher.hash_one(labels);
+    ) -> Result<(u32, bool), u32> {
+        let hash = self.hash(labels);
         let at = find(&self.index, &self.entries, hash, labels).ok_or(hash)?;
-        let stale = match (&self.entries[at as usize].memo, memo) {
-            (Some(held), Some((base, attributes))) => !held.names(base, attributes),
+        let stale = match (self.entries[at as usize].memo, memo) {
+            (Some(held), Some((base, attributes))) => !self.memos.names(held, base, attributes),
             (held, memo) => held.is_some() != memo.is_some(),
         };
         Ok((at, stale))
+    }
+
+    /// The hash `labels` is filed under in this family.
+    fn hash(&self, labels: &[u8]) -> u32 {
+        set_hash(&self.hasher, labels)
     }
 
     /// Stores `points`, of the family update `meta` (label sets of new series in `labels`,
@@ -198,8 +303,16 @@ impl Family {
         now: Instant,
         mut touched: Option<&mut Vec<Touched>>,
     ) {
-        let (base, delta) = (&meta.base, meta.delta);
-        let Self { name, entries, index, hasher, .. } = self;
+        let delta = meta.delta;
+        // The update's base in `memos`, found when a first memo is written.
+        let mut base = None;
+        let mut memo = |memos: &mut Memos, attributes: Option<&[u8]>| {
+            let base = match base {
+                Some(base) => base,
+                None => *base.insert(memos.base(&meta.base)?),
+            };
+            memos.add(base, attributes?)
+        };
         // The entry of the point before, if it had one.
         let mut last: Option<u32> = None;
         for PointUpdate { target, attributes, value } in points {
@@ -207,13 +320,16 @@ impl Family {
             let (at, fresh) = match target {
                 Target::Held { at, remember } => {
                     if remember {
-                        entries[at as usize].memo = Memo::new(base, attributes);
+                        let memo = memo(&mut self.memos, attributes);
+                        let old = std::mem::replace(&mut self.entries[at as usize].memo, memo);
+                        self.memos.retire(old);
                     }
                     (at, false)
                 }
                 Target::New { labels: range, hash } => {
                     let labels = &labels[range];
-                    let hash = hash.unwrap_or_else(|| hasher.hash_one(labels));
+                    let hash = hash.unwrap_or_else(|| self.hash(labels));
+                    let Self { name, entries, index, .. } = self;
                     // Sent twice in this request: stored by the first.
                     match find(index, entries, hash, labels) {
                         Some(at) => (at, false),
@@ -225,25 +341,20 @@ impl Family {
                             };
                             // Its value and its listing are set below, as an update's are.
                             let series = Series { value: Value::Number(0.0), updated: now, pending: false };
-                            let memo = Memo::new(base, attributes);
-                            entries.push(Entry {
-                                labels: intern(labels),
-                                hash,
-                                series,
-                                next: NO_ENTRY,
-                                memo,
-                            });
-                            index.insert_unique(hash, at, |&at| entries[at as usize].hash);
+                            let memo = memo(&mut self.memos, attributes);
+                            entries.push(Entry { labels: intern(labels), series, next: NO_ENTRY, memo });
+                            index.insert_unique(spread(hash), Slot { at, hash }, |slot| spread(slot.hash));
                             (at, true)
                         }
                     }
                 }
             };
+            let entries = &mut self.entries;
             if let Some(last) = last {
                 entries[last as usize].next = at;
             }
             last = Some(at);
-            let Entry { labels: interned, series, hash, .. } = &mut entries[at as usize];
+            let Entry { labels: interned, series, .. } = &mut entries[at as usize];
             series.value = match (&series.value, value) {
                 (_, value) if fresh => value,
                 (Value::Number(old), Value::Number(add)) if delta => Value::Number(old + add),
@@ -265,45 +376,62 @@ impl Family {
             if let Some(touched) = touched.as_deref_mut()
                 && !std::mem::replace(&mut series.pending, true)
             {
-                touched.push(Touched { family: name.clone(), labels: interned.clone(), hash: *hash, at });
+                touched.push(Touched { family: self.name.clone(), labels: interned.clone(), at });
             }
         }
+        self.memos.compact(&mut self.entries);
     }
 
     /// The series `touched` lists, if this family still holds it: where it was listed, or,
-    /// when series expired since and positions moved, wherever its hash finds it.
+    /// when series expired since and positions moved, wherever its label set's hash finds it.
     fn listed(&mut self, touched: &Touched) -> Option<&mut Series> {
-        let Self { entries, index, .. } = self;
-        let holds =
-            |at: u32| entries.get(at as usize).is_some_and(|entry| entry.labels.same(&touched.labels));
-        let at = if holds(touched.at) { touched.at } else { *index.find(touched.hash, |&at| holds(at))? };
-        Some(&mut entries[at as usize].series)
+        let holds = |entries: &[Entry], at: u32| {
+            entries.get(at as usize).is_some_and(|entry| entry.labels.same(&touched.labels))
+        };
+        let at = if holds(&self.entries, touched.at) {
+            touched.at
+        } else {
+            let hash = self.hash(touched.labels.bytes());
+            self.index.find(spread(hash), |slot| holds(&self.entries, slot.at))?.at
+        };
+        Some(&mut self.entries[at as usize].series)
     }
 
     /// Drops the series that `expired` picks.
     fn expire(&mut self, expired: impl Fn(&Series) -> bool) {
         let before = self.entries.len();
-        self.entries.retain(|entry| !expired(&entry.series));
-        if self.entries.len() == before {
+        let Self { entries, index, memos, hasher, .. } = self;
+        entries.retain(|entry| {
+            let expired = expired(&entry.series);
+            if expired {
+                memos.retire(entry.memo);
+            }
+            !expired
+        });
+        if entries.len() == before {
             return;
         }
-        // Positions moved: index them again, by the hashes kept, and forget the guesses.
-        let Self { entries, index, .. } = self;
+        // Positions moved: index them again and forget the guesses.
         index.clear();
-        entries.iter_mut().for_each(|entry| entry.next = NO_ENTRY);
-        for (at, entry) in (0..).zip(entries.iter()) {
-            index.insert_unique(entry.hash, at, |&at| entries[at as usize].hash);
+        for (at, entry) in (0..).zip(entries.iter_mut()) {
+            entry.next = NO_ENTRY;
+            let hash = set_hash(hasher, entry.labels.bytes());
+            index.insert_unique(spread(hash), Slot { at, hash }, |slot| spread(slot.hash));
         }
+        memos.compact(entries);
     }
 }
 
+/// The hash a label set is filed under with `hasher`: half of foldhash's, which mixes every bit
+/// into either half.
+fn set_hash(hasher: &DefaultHashBuilder, labels: &[u8]) -> u32 {
+    hasher.hash_one(labels) as u32
+}
+
 /// The position of the series `labels` (of hash `hash`) in a family's `entries`, by its `index`.
-fn find(index: &HashTable<u32>, entries: &[Entry], hash: u64, labels: &[u8]) -> Option<u32> {
-    let holds = |&at: &u32| {
-        let entry = &entries[at as usize];
-        entry.hash == hash && entry.labels.bytes() == labels
-    };
-    index.find(hash, holds).copied()
+fn find(index: &HashTable<Slot>, entries: &[Entry], hash: u32, labels: &[u8]) -> Option<u32> {
+    let holds = |slot: &Slot| slot.hash == hash && entries[slot.at as usize].labels.bytes() == labels;
+    index.find(spread(hash), holds).map(|slot| slot.at)
 }
 
 /// What the exporter's settings add to every series.
@@ -591,4 +719,44 @@ fn sample(
     out.push(' ');
     write_float(out, value);
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Memos replaced round after round, each under a base of its own: once the stale outweigh
+    /// the held, they are written out again, so bytes and bases stay bounded, and every memo
+    /// held still names what it named.
+    #[test]
+    fn stale_memos_are_dropped_and_held_ones_kept() {
+        let mut memos = Memos::default();
+        let series = || Series { value: Value::Number(0.0), updated: Instant::now(), pending: false };
+        let mut entries: Vec<Entry> = (0..3)
+            .map(|_| Entry { labels: intern(b""), series: series(), next: NO_ENTRY, memo: None })
+            .collect();
+        let attributes = |round: u32, entry: usize| format!("{round}:{entry}");
+        let mut previous_base: Option<Arc<[u8]>> = None;
+        for round in 0..5_000 {
+            let base: Arc<[u8]> = format!("base {round}").as_bytes().into();
+            let at = memos.base(&base).expect("room for the base");
+            for (i, entry) in entries.iter_mut().enumerate() {
+                let memo = memos.add(at, attributes(round, i).as_bytes());
+                let old = std::mem::replace(&mut entry.memo, memo);
+                memos.retire(old);
+            }
+            memos.compact(&mut entries);
+            assert!(memos.bytes.len() < 4096 + 64, "round {round}: {} bytes", memos.bytes.len());
+            assert!(memos.bases.len() < 4096, "round {round}: {} bases", memos.bases.len());
+            for (i, entry) in entries.iter().enumerate() {
+                let memo = entry.memo.expect("a memo");
+                assert!(memos.names(memo, &base, attributes(round, i).as_bytes()), "round {round}");
+                assert!(!memos.names(memo, &base, attributes(round + 1, i).as_bytes()));
+                if let Some(previous) = &previous_base {
+                    assert!(!memos.names(memo, previous, attributes(round, i).as_bytes()));
+                }
+            }
+            previous_base = Some(base);
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub(super) enum Target {
     Held { at: u32, remember: bool },
     /// A series not held before this request: its encoded label set, a range of
     /// [`Updates::labels`], and that set's hash where its family was looked in.
-    New { labels: Range<usize>, hash: Option<u64> },
+    New { labels: Range<usize>, hash: Option<u32> },
 }
 
 /// One point: its series, its attributes and its value.
@@ -358,6 +358,9 @@ impl Updates {
             _ => (Kind::Summary, metric_name(name, unit, false, false), false),
         };
         let family = context.known.get(name.as_str()).filter(|family| family.takes(kind));
+        // Where the family's memos hold this resource's base: none names a point's series
+        // under another.
+        let memo_base = family.and_then(|family| family.memo_base(base));
         let start = self.points.len();
         // The series of the point before, where it is held.
         let mut last = None;
@@ -376,7 +379,10 @@ impl Updates {
             let stretch = attributes.stretch();
             // A client sends its series in the same order request after request: the series
             // after the last point's is the likely one, and the memo says whether it is.
-            let follows = family.zip(last).and_then(|(family, last)| family.follows(last, base, stretch));
+            let follows = family
+                .zip(last)
+                .zip(memo_base)
+                .and_then(|((family, last), base)| family.follows(last, base, stretch));
             let target = match follows {
                 Some(at) => Target::Held { at, remember: false },
                 None => {
