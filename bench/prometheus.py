@@ -140,12 +140,12 @@ exporters = ["scrape"]
             for exporter in costs:
                 cost, extra = measure(exporter, config, (http_port, scrape_port), bodies, args)
                 costs[exporter].append(cost)
-                print(f"{exporter}: {points:,} data points, {cost:.2f} µs CPU per data point{extra}", flush=True)
+                print(f"{exporter}: {points:,} data points, {cost:.3f} µs CPU per data point{extra}", flush=True)
         for exporter, runs in costs.items():
-            listed = ", ".join(f"{c:.2f}" for c in runs)
+            listed = ", ".join(f"{c:.3f}" for c in runs)
             # A neighbour's load only adds to a run's CPU: the fastest run is the least disturbed.
-            print(f"{exporter} median: {statistics.median(runs):.2f} µs CPU per data point ({listed}); "
-                  f"fastest {min(runs):.2f}")
+            print(f"{exporter} median: {statistics.median(runs):.3f} µs CPU per data point ({listed}); "
+                  f"fastest {min(runs):.3f}")
     sink.shutdown()
 
 

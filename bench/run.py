@@ -50,9 +50,17 @@ def wait_port(port, process, timeout=20):
 
 
 def cpu_seconds(pid):
-    """utime + stime of a process and all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of a process and all its threads, to the nanosecond.
+
+    Read from the process's CPU-time clock (Linux's clock id for another process's
+    `CLOCK_PROCESS_CPUTIME_ID`, as `clock_getcpuclockid` makes it). `/proc/<pid>/stat` counts
+    in clock ticks (10 ms): on a run of 0.1 CPU-seconds that is ±10%. It is the fallback where the
+    clock cannot be read."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def peak_rss_kib(pid):
