@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use super::labels::{LabelSet, intern, write_display};
 use super::translate::{FamilyUpdate, PointUpdate, Target, Updates};
@@ -118,6 +118,9 @@ struct Memo {
 struct Memos {
     bytes: Vec<u8>,
     bases: Vec<Arc<[u8]>>,
+    /// Each base's position (plus one) in `bases`: a family can be fed by thousands of
+    /// resources, and each family update looks its base up.
+    positions: HashMap<Arc<[u8]>, NonZeroU32>,
     /// What memos no entry holds any more take: their bytes, and one for each memo. When it
     /// outweighs the rest, the memos held are written out again without them.
     stale: usize,
@@ -138,8 +141,7 @@ impl Memos {
 
     /// The position (plus one) of `base` in [`Memos::bases`], if held.
     fn find_base(&self, base: &Arc<[u8]>) -> Option<NonZeroU32> {
-        let at = self.bases.iter().rposition(|held| held == base)?;
-        NonZeroU32::new(u32::try_from(at + 1).ok()?)
+        self.positions.get(&**base).copied()
     }
 
     /// The position (plus one) of `base` in [`Memos::bases`], added if new. A family update has
@@ -148,8 +150,10 @@ impl Memos {
         if let Some(at) = self.find_base(base) {
             return Some(at);
         }
+        let at = NonZeroU32::new(u32::try_from(self.bases.len() + 1).ok()?)?;
         self.bases.push(base.clone());
-        NonZeroU32::new(u32::try_from(self.bases.len()).ok()?)
+        self.positions.insert(base.clone(), at);
+        Some(at)
     }
 
     /// A memo of `attributes` under the base at `base`; none past 4 GiB of memo bytes, where
@@ -178,14 +182,18 @@ impl Memos {
             return;
         }
         let (old_bytes, old_bases) = (std::mem::take(&mut self.bytes), std::mem::take(&mut self.bases));
+        self.positions.clear();
         // The new position (plus one) of each old base, once some memo is found to hold it.
         let mut moved: Vec<Option<NonZeroU32>> = vec![None; old_bases.len()];
         for entry in entries {
             let Some(memo) = entry.memo else { continue };
             let old_base = memo.base.get() as usize - 1;
             let base = *moved[old_base].get_or_insert_with(|| {
-                self.bases.push(old_bases[old_base].clone());
-                NonZeroU32::new(self.bases.len() as u32).expect("one past a position")
+                let base = &old_bases[old_base];
+                self.bases.push(base.clone());
+                let at = NonZeroU32::new(self.bases.len() as u32).expect("one past a position");
+                self.positions.insert(base.clone(), at);
+                at
             });
             let start = memo.start as usize;
             // Fewer bytes than were held before: still within 4 GiB.
@@ -748,8 +756,10 @@ mod tests {
             memos.compact(&mut entries);
             assert!(memos.bytes.len() < 4096 + 64, "round {round}: {} bytes", memos.bytes.len());
             assert!(memos.bases.len() < 4096, "round {round}: {} bases", memos.bases.len());
+            assert_eq!(memos.positions.len(), memos.bases.len(), "round {round}");
             for (i, entry) in entries.iter().enumerate() {
                 let memo = entry.memo.expect("a memo");
+                assert_eq!(memos.find_base(&base), Some(memo.base), "round {round}");
                 assert!(memos.names(memo, &base, attributes(round, i).as_bytes()), "round {round}");
                 assert!(!memos.names(memo, &base, attributes(round + 1, i).as_bytes()));
                 if let Some(previous) = &previous_base {
