@@ -315,11 +315,13 @@ impl Family {
         // The update's base in `memos`, found when a first memo is written.
         let mut base = None;
         let mut memo = |memos: &mut Memos, attributes: Option<&[u8]>| {
+            // No attributes (`target_info`), no memo: its base would be held for nothing.
+            let attributes = attributes?;
             let base = match base {
                 Some(base) => base,
                 None => *base.insert(memos.base(&meta.base)?),
             };
-            memos.add(base, attributes?)
+            memos.add(base, attributes)
         };
         // The entry of the point before, if it had one.
         let mut last: Option<u32> = None;
@@ -731,6 +733,14 @@ fn sample(
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+
     use super::*;
 
     /// Memos replaced round after round, each under a base of its own: once the stale outweigh
@@ -768,5 +778,49 @@ mod tests {
             }
             previous_base = Some(base);
         }
+    }
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+            ..Default::default()
+        }
+    }
+
+    /// One gauge point from the resource `instance`.
+    fn request(instance: &str) -> Vec<u8> {
+        let point = NumberDataPoint { attributes: vec![text("gpu", "0")], ..Default::default() };
+        let metric = Metric {
+            name: "gpu.temperature".into(),
+            data: Some(metric::Data::Gauge(Gauge { data_points: vec![point] })),
+            ..Default::default()
+        };
+        let attributes = vec![text("service.name", "api"), text("service.instance.id", instance)];
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource { attributes, ..Default::default() }),
+                scope_metrics: vec![ScopeMetrics { metrics: vec![metric], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// Resources come and go (pods, say): a family keeps only the bases its memos name. A
+    /// `target_info` series has no memo, so its family keeps none.
+    #[test]
+    fn a_family_keeps_only_the_bases_its_memos_name() {
+        let mut store = Store::new(Options { expiry: Duration::from_secs(60), ..Options::default() });
+        let now = Instant::now();
+        for instance in 0..2_000 {
+            store.update(&request(&instance.to_string()), now).expect("decodes");
+        }
+        let target_info = &store.families["target_info"];
+        assert_eq!(target_info.memos.bases.len(), 0);
+        let gauge = &store.families["gpu_temperature"];
+        let memos = gauge.entries.iter().filter(|entry| entry.memo.is_some()).count();
+        assert_eq!(memos, 2_000);
+        assert!(gauge.memos.bases.len() <= memos, "{} bases", gauge.memos.bases.len());
     }
 }
