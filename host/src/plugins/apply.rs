@@ -94,18 +94,37 @@ fn weight(signal: Signal, item: &[u8]) -> u64 {
     }
 }
 
-/// A batch an edit rewrote: new bytes, so checked as the receivers check a request.
-fn rebuilt(signal: Signal, bytes: Vec<u8>) -> Result<Applied, InvalidAnswer> {
-    let summary = sluice_wire::summarize(signal, &bytes)
-        .map_err(|e| InvalidAnswer(format!("rebuilt batch is invalid: {e}")))?;
-    // The batch came in with none (the receivers refuse them); an answer must not make any.
-    if summary.invalid_items > 0 {
-        return Err(InvalidAnswer(format!(
-            "the answer leaves {} item(s) a receiver would refuse (bad IDs, a point without a value)",
-            summary.invalid_items
-        )));
+/// What an edit wrote new bytes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewritten {
+    /// A resource.
+    Resource,
+    /// An item (a span, metric or log record).
+    Item,
+}
+
+/// Checks bytes an edit wrote, as the receivers check a request: the rest of the batch was
+/// checked when it came in and is copied verbatim, so only the new parts need it. An item must
+/// also not become one a receiver refuses (the batch came in with none).
+fn check_rewritten(signal: Signal, what: Rewritten, bytes: &[u8]) -> Result<(), String> {
+    let invalid_items = match what {
+        Rewritten::Resource => {
+            sluice_wire::check::check_resource(bytes)
+                .map_err(|e| format!("an edited resource is invalid: {e}"))?;
+            0
+        }
+        Rewritten::Item => {
+            sluice_wire::check::check_item(signal, bytes)
+                .map_err(|e| format!("an edited item is invalid: {e}"))?
+                .invalid_items
+        }
+    };
+    if invalid_items > 0 {
+        return Err(format!(
+            "the answer leaves {invalid_items} item(s) a receiver would refuse (bad IDs, a point without a value)"
+        ));
     }
-    Ok(Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), summary.items)))
+    Ok(())
 }
 
 /// Applies a processor's answer to `batch`: the one place drops, edits and routes become new
@@ -246,8 +265,17 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
     let signal = batch.signal();
     let grouped = group(edits, signal, limits)?;
     let failure: RefCell<Option<String>> = RefCell::new(None);
-    let fail = |e: sluice_wire::Error| {
-        failure.borrow_mut().get_or_insert_with(|| e.to_string());
+    let fail = |e: String| {
+        failure.borrow_mut().get_or_insert(e);
+    };
+    // Only what an edit wrote is checked (the rest was checked on receipt); a failure is kept
+    // and the bytes kept as they were, so the rebuild runs to the end and the answer is refused.
+    let checked = |what: Rewritten, bytes: Vec<u8>| match check_rewritten(signal, what, &bytes) {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            fail(e);
+            None
+        }
     };
     let (mut resources_seen, mut items_seen) = (0, 0);
     let bytes = rebuild(
@@ -256,7 +284,8 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
         |n, resource| {
             resources_seen = n + 1;
             let edits = grouped.resources.get(&n)?;
-            edit_attributes(resource, 1, edits).map_err(&fail).ok()
+            let edited = edit_attributes(resource, 1, edits).map_err(|e| fail(e.to_string())).ok()?;
+            checked(Rewritten::Resource, edited)
         },
         |n, item| {
             items_seen = n + 1;
@@ -275,7 +304,7 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
                 match result {
                     Ok(bytes) => edited = Cow::Owned(bytes),
                     Err(e) => {
-                        fail(e);
+                        fail(e.to_string());
                         return ItemAction::Keep;
                     }
                 }
@@ -283,10 +312,10 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
             if let Some(name) = rename {
                 match set_string_field(&edited, 1, name) {
                     Ok(bytes) => edited = Cow::Owned(bytes),
-                    Err(e) => fail(e),
+                    Err(e) => fail(e.to_string()),
                 }
             }
-            ItemAction::Replace(edited.into_owned())
+            checked(Rewritten::Item, edited.into_owned()).map_or(ItemAction::Keep, ItemAction::Replace)
         },
     )
     .map_err(|e| InvalidAnswer(e.to_string()))?;
@@ -305,7 +334,8 @@ pub fn edit(batch: &Batch, edits: &[types::Edit], limits: &AnswerLimits) -> Resu
             limits.grown(before)
         )));
     }
-    rebuilt(signal, bytes)
+    // An edit changes attributes and names, never how many items (or data points) there are.
+    Ok(Applied::Changed(Batch::from_encoded(signal, Bytes::from(bytes), batch.items())))
 }
 
 /// The route indexes (0: the default route) a router's answer sends some item of a batch of
@@ -432,6 +462,50 @@ mod tests {
             value: types::Value::String(value.into()),
             mode: types::SetMode::Upsert,
         })
+    }
+
+    /// What an edit writes is checked as a request is on receipt, and only that: a batch
+    /// holding parts no receiver would pass (built here, unchecked) takes edits elsewhere but
+    /// not to those parts.
+    #[test]
+    fn what_an_edit_rewrites_is_checked_as_on_receipt() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::KeyValue;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message as _;
+        let span =
+            |trace_id: usize| Span { trace_id: vec![1; trace_id], span_id: vec![2; 8], ..Default::default() };
+        let resource = |key: &str| Resource {
+            attributes: vec![KeyValue { key: key.into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let group = |key: &str, spans: Vec<Span>| ResourceSpans {
+            resource: Some(resource(key)),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![group("ok", vec![span(8), span(16)]), group("k\u{e9}", vec![span(16)])],
+        };
+        let mut bytes = request.encode_to_vec();
+        // The second resource's key becomes `k`, 0xc3, 0xff: not UTF-8.
+        let at = bytes.windows(2).position(|w| w == [0xc3, 0xa9]).expect("the key");
+        bytes[at + 1] = 0xff;
+        let batch = Batch::from_encoded(Signal::Traces, Bytes::from(bytes), 3);
+        let limits = AnswerLimits::default();
+        let edited = |target| edit(&batch, &[set(target, "k", "v")], &limits).map(changed);
+        assert_eq!(edited(types::Target::Item(1)).expect("a good span").items(), 3);
+        assert_eq!(edited(types::Target::Resource(0)).expect("a good resource").items(), 3);
+        let refused = edited(types::Target::Item(0)).expect_err("a span with an 8-byte trace ID").0;
+        assert!(refused.contains("1 item(s) a receiver would refuse"), "{refused}");
+        let refused = edited(types::Target::Resource(1)).expect_err("a key that is not UTF-8").0;
+        assert!(
+            refused.contains("an edited resource is invalid: string field 1 is not valid UTF-8"),
+            "{refused}"
+        );
+        let truncated = check_rewritten(Signal::Traces, Rewritten::Item, &span(16).encode_to_vec()[..10]);
+        assert!(truncated.expect_err("cut short").contains("an edited item is invalid: truncated"));
     }
 
     /// An answer past its limits, or making no sense for the batch, is refused whole.

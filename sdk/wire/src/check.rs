@@ -276,6 +276,35 @@ pub fn check(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
     Ok(walk.summary)
 }
 
+/// How many levels a resource sits below the request (request → resource group → resource),
+/// and so how many fewer may open below it.
+const RESOURCE_LEVEL: u32 = 2;
+
+/// How many levels an item sits below the request (request → resource group → scope group →
+/// item).
+const ITEM_LEVEL: u32 = 3;
+
+/// Checks one encoded `Resource` exactly as [`check`] checks it inside a request: rebuilding a
+/// checked request around an edited resource needs only the new bytes checked.
+pub fn check_resource(buf: &[u8]) -> Result<(), Error> {
+    let mut walk = Walk { summary: Summary::default() };
+    walk.message(buf, 0, &RESOURCE, RECURSION_LIMIT - RESOURCE_LEVEL)
+}
+
+/// Checks one encoded item of `signal` — a `Span`, a `Metric` or a `LogRecord` — exactly as
+/// [`check`] checks it inside a request, and counts it: one span or log record, or the metric's
+/// data points, with those a receiver must refuse among `invalid_items`.
+pub fn check_item(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
+    let schema = match signal {
+        Signal::Traces => &SPAN,
+        Signal::Metrics => &METRIC,
+        Signal::Logs => &LOG_RECORD,
+    };
+    let mut walk = Walk { summary: Summary::default() };
+    walk.message(buf, 0, schema, RECURSION_LIMIT - ITEM_LEVEL)?;
+    Ok(walk.summary)
+}
+
 struct Walk {
     summary: Summary,
 }

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use prost::Message;
 use sluice_bench::generate::Generator;
 use sluice_wire::Signal;
-use sluice_wire::check::check;
+use sluice_wire::check::{check, check_item, check_resource};
+use sluice_wire::rewrite::{ItemAction, rebuild};
 
 fn request(rng: &mut Generator, signal: Signal) -> Vec<u8> {
     match signal {
@@ -222,8 +223,87 @@ fn bad_utf8_is_refused_in_the_common_shapes() {
     }
 }
 
+/// `bytes` as field `number` of a message: tag, length, value.
+fn framed(number: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut value in [u64::from(number << 3 | 2), bytes.len() as u64] {
+        while value >= 0x80 {
+            out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A request of one resource group holding `resource`, or one scope group holding `item`.
+fn request_around(resource: Option<&[u8]>, item: Option<&[u8]>) -> Vec<u8> {
+    let mut group = resource.map(|r| framed(1, r)).unwrap_or_default();
+    if let Some(item) = item {
+        group.extend(framed(2, &framed(2, item)));
+    }
+    framed(1, &group)
+}
+
+/// A resource or an item checked alone gets the verdict, and the counts, the whole request
+/// around it would: what [`check_resource`] and [`check_item`] pass, a request check passes.
+fn parts_agree(signal: Signal, resource: &[u8], item: &[u8]) -> Result<(), TestCaseError> {
+    let whole = check(signal, &request_around(Some(resource), None));
+    prop_assert_eq!(check_resource(resource).is_ok(), whole.is_ok(), "resource {:02x?}", resource);
+    let whole = check(signal, &request_around(None, Some(item)));
+    let alone = check_item(signal, item);
+    prop_assert_eq!(alone.is_ok(), whole.is_ok(), "{} item {:02x?}", signal, item);
+    if let (Ok(alone), Ok(whole)) = (alone, whole) {
+        prop_assert_eq!((alone.items, alone.invalid_items), (whole.items, whole.invalid_items));
+    }
+    Ok(())
+}
+
+#[test]
+fn an_item_nested_past_the_limit_is_refused_alone_as_in_a_request() {
+    let mut verdicts = Vec::new();
+    for (depth, list) in (40..55).flat_map(|depth| [(depth, false), (depth, true)]) {
+        let request = nested_body(depth, list);
+        let mut log = Vec::new();
+        rebuild(
+            Signal::Logs,
+            &request,
+            |_, _| None,
+            |_, item| {
+                log = item.to_vec();
+                ItemAction::Keep
+            },
+        )
+        .expect("a well-framed request");
+        let alone = check_item(Signal::Logs, &log).is_ok();
+        assert_eq!(alone, check(Signal::Logs, &request).is_ok(), "depth {depth}, list {list}");
+        verdicts.push(alone);
+    }
+    assert!(verdicts.first() == Some(&true) && verdicts.last() == Some(&false), "{verdicts:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parts_are_checked_alone_as_in_a_request(seed in any::<u64>(), mutations in 0..3u32, signal in 0..3usize) {
+        let signal = Signal::ALL[signal];
+        let mut rng = Generator(seed);
+        let bytes = request(&mut rng, signal);
+        let (mut resource, mut item) = (Vec::new(), Vec::new());
+        rebuild(signal, &bytes, |_, r| { resource = r.to_vec(); None }, |_, i| {
+            if item.is_empty() {
+                item = i.to_vec();
+            }
+            ItemAction::Keep
+        }).expect("a generated request");
+        for _ in 0..mutations {
+            mutate(&mut rng, &mut resource);
+            mutate(&mut rng, &mut item);
+        }
+        parts_agree(signal, &resource, &item)?;
+    }
 
     #[test]
     fn the_check_accepts_exactly_what_prost_decodes(seed in any::<u64>(), mutations in 0..4u32, signal in 0..3usize) {
