@@ -260,6 +260,9 @@ pub struct DiskQueueMetrics {
     pub replayed: Counter,
     /// Records lost to damage (a torn write, a bad sector).
     pub corrupt: Counter,
+    /// Bytes read back from its files: a replay after a restart, or records the exporter fell
+    /// so far behind on that their copies in memory were let go.
+    pub read_back: Counter,
     /// Items dropped because it was full (`on_full = "drop"`), per signal: the exporter's own
     /// dropped counters.
     pub dropped: PerSignal<Counter>,
@@ -344,6 +347,8 @@ pub struct Metrics {
     pub disk_queue_replayed_items: Family<ExporterNameLabels, Counter>,
     /// Disk queue records lost to damage.
     pub disk_queue_corrupt_records: Family<ExporterNameLabels, Counter>,
+    /// Bytes disk queues read back from their files.
+    pub disk_queue_read_back_bytes: Family<ExporterNameLabels, Counter>,
     /// Backends each load-balancing exporter has.
     pub loadbalancer_backends: Family<ExporterNameLabels, Gauge>,
     /// Failed lookups of each load-balancing exporter's resolver.
@@ -414,6 +419,7 @@ impl Metrics {
             disk_queue_oldest_age: Family::default(),
             disk_queue_replayed_items: Family::default(),
             disk_queue_corrupt_records: Family::default(),
+            disk_queue_read_back_bytes: Family::default(),
             loadbalancer_backends: Family::default(),
             loadbalancer_resolve_failures: Family::default(),
             loadbalancer_routed_items: Family::default(),
@@ -575,6 +581,11 @@ impl Metrics {
             "sluice_disk_queue_corrupt_records",
             "Disk queue records lost to damage: a torn write, a bad sector",
             metrics.disk_queue_corrupt_records.clone(),
+        );
+        registry.register(
+            "sluice_disk_queue_read_back_bytes",
+            "Bytes a disk queue read back from its files: a replay, or a backlog past its copies in memory",
+            metrics.disk_queue_read_back_bytes.clone(),
         );
         registry.register(
             "sluice_loadbalancer_backends",
@@ -743,6 +754,7 @@ impl Metrics {
             oldest_age: self.disk_queue_oldest_age.get_or_create(&labels).clone(),
             replayed: self.disk_queue_replayed_items.get_or_create(&labels).clone(),
             corrupt: self.disk_queue_corrupt_records.get_or_create(&labels).clone(),
+            read_back: self.disk_queue_read_back_bytes.get_or_create(&labels).clone(),
             dropped: PerSignal::new(|signal| self.delivery(exporter, signal).dropped),
         }
     }

@@ -1,6 +1,7 @@
 //! The feeder: reads records in order and hands each, as a batch carrying its [`Claim`], to
 //! the exporter's memory queue — waiting while that queue is full, and following the exporter
-//! when a reload replaces it.
+//! when a reload replaces it. A record this run appended comes from its copy in memory when one
+//! is still kept, and is read from the file otherwise.
 //!
 //! A damaged record (a bad sector, a file changed behind the host's back) is stepped over: the
 //! next good record is found by its magic number and checksum, and the records lost in between
@@ -230,14 +231,22 @@ enum Read {
 
 fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Result<Read> {
     let segment = position.segment;
+    if let Some(copy) = lock(&queue.recent).take(segment, position.offset)
+        && copy.meta.seq >= position.expected
+    {
+        let end = copy.end();
+        return Ok(Read::Record(Record { meta: copy.meta, payload: copy.payload, end }));
+    }
     if position.file.as_ref().is_none_or(|(open, _)| *open != segment) {
         position.file = Some((segment, File::open(log::segment_path(&queue.directory, segment))?));
     }
     let (_, file) = position.file.as_ref().expect("opened above");
     let offset = position.offset;
+    let read_back = |bytes: usize| queue.metrics.read_back.inc_by(bytes as u64);
     let mut raw = [0u8; HEADER_LEN];
     let header = if offset + HEADER_LEN as u64 <= length {
         file.read_exact_at(&mut raw, offset)?;
+        read_back(raw.len());
         Header::parse(&raw).filter(|h| offset + h.record_len() as u64 <= length)
     } else {
         None
@@ -246,6 +255,7 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     if let Some(header) = header.filter(|h| h.meta.seq >= position.expected) {
         let mut payload = vec![0u8; header.payload_len];
         file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)?;
+        read_back(payload.len());
         if header.matches(&payload) {
             let end = offset + header.record_len() as u64;
             return Ok(Read::Record(Record { meta: header.meta, payload: payload.into(), end }));
@@ -253,6 +263,7 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     }
     let mut rest = vec![0u8; usize::try_from(length - offset).unwrap_or(usize::MAX)];
     file.read_exact_at(&mut rest, offset)?;
+    read_back(rest.len());
     let resume = record::next_good(&rest, 1, position.expected).map(|found| offset + found.offset as u64);
     Ok(Read::Damaged { resume })
 }

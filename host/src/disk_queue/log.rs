@@ -21,6 +21,17 @@ pub struct Segment {
     pub bytes: u64,
 }
 
+/// Where [`Log::append`] put a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The record's seq.
+    pub seq: u64,
+    /// The segment it is in (its first seq).
+    pub segment: u64,
+    /// Its byte offset in that segment.
+    pub offset: u64,
+}
+
 /// The file of the segment starting at `first_seq`.
 pub fn segment_path(directory: &Path, first_seq: u64) -> PathBuf {
     directory.join(format!("{first_seq:020}.seg"))
@@ -150,10 +161,10 @@ impl Log {
         &self.segments
     }
 
-    /// Appends one record; returns its seq. On failure nothing of it stays in the file. It is
-    /// on the device only after [`Log::sync`]; until then a killed process keeps it (the page
-    /// cache does) but a lost machine may not.
-    pub fn append(&mut self, mut meta: Meta, payload: &[u8]) -> io::Result<u64> {
+    /// Appends one record; returns its seq and where it went. On failure nothing of it stays in
+    /// the file. It is on the device only after [`Log::sync`]; until then a killed process keeps
+    /// it (the page cache does) but a lost machine may not.
+    pub fn append(&mut self, mut meta: Meta, payload: &[u8]) -> io::Result<Placed> {
         let record_len = (HEADER_LEN + payload.len()) as u64;
         let active = *self.segments.back().expect("one at least");
         if active.bytes > 0 && active.bytes + record_len > self.segment_limit {
@@ -168,11 +179,12 @@ impl Log {
             let _ = self.active.set_len(active.bytes);
             return Err(error);
         }
+        let placed = Placed { seq: meta.seq, segment: active.first_seq, offset: active.bytes };
         active.bytes += record_len;
         self.total_bytes += record_len;
         self.next_seq += 1;
         self.unsynced = true;
-        Ok(meta.seq)
+        Ok(placed)
     }
 
     /// Puts every record appended so far on the device.
@@ -254,7 +266,7 @@ mod tests {
         let (mut log, recovered) = Log::open(dir.path(), 2, 1 << 20).expect("reopens");
         assert_eq!(recovered, Recovered { items: 3 + 4, records: 2, torn_bytes: 6 });
         assert_eq!(log.next_seq(), 4);
-        assert_eq!(log.append(meta(5), b"next").expect("appends"), 4);
+        assert_eq!(log.append(meta(5), b"next").expect("appends").seq, 4);
         let scan = record::scan(&fs::read(&path).expect("reads"), 0);
         assert_eq!(scan.records.len(), 5, "the new record follows the last whole one");
     }

@@ -21,7 +21,8 @@
 //! memory queue as a batch carrying a [`Claim`]. It is woken once per pipeline group, after the
 //! group's sync, and reads what the group appended. The exporter holds the batch until its outcome
 //! is known (delivered, rejected, or given up on after its retries), and dropping it settles the
-//! record. The cursor file remembers the first unsettled record; whole segments before it are
+//! record. What this run appended it takes from copies kept in memory (`recent`, sharing the
+//! batches' buffers, within a budget) rather than reading back the bytes it just wrote. The cursor file remembers the first unsettled record; whole segments before it are
 //! deleted. After a restart every record from the cursor on is delivered again: duplicates come
 //! only from records the exporter held (in its queue or in flight) when the host died — at most
 //! its `queue_size` batches plus its requests in flight — and every replayed item is counted.
@@ -30,11 +31,13 @@
 //! - `record`: one record's bytes, checksums, and finding good records after damage.
 //! - `log`: segment files — append and sync, recover after a crash, delete what is settled.
 //! - `acks`: which records are settled, and the cursor file.
+//! - `recent`: copies of records appended and not yet read, so the feeder needn't read them.
 //! - `feeder`: reads records back and hands them to the exporter.
 
 mod acks;
 mod feeder;
 mod log;
+mod recent;
 pub mod record;
 
 use std::collections::HashMap;
@@ -126,6 +129,8 @@ pub struct DiskQueue {
     /// Signalled when a record is appended (something for the feeder).
     grown: Notify,
     acks: Mutex<acks::Acks>,
+    /// Copies of what this run appended and the feeder has not read yet.
+    recent: Mutex<recent::Recent>,
     /// The cursor, readable without the lock.
     cursor: AtomicU64,
     /// Records below this seq were written by an earlier run: handing them out is a replay.
@@ -264,6 +269,7 @@ impl DiskQueue {
             space: Condvar::new(),
             grown: Notify::new(),
             acks: Mutex::new(acks),
+            recent: Mutex::default(),
             cursor: AtomicU64::new(cursor),
             replay_before,
             position: Mutex::new(feeder::Position::new(cursor, first_segment)),
@@ -371,7 +377,8 @@ impl DiskQueue {
             log = self.space.wait_timeout(log, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
         }
         let meta = Meta { seq: 0, written_at_ms: now_ms(), items: batch.items(), signal: batch.signal() };
-        log.append(meta, payload).map_err(|e| self.io_error("writing", &e))?;
+        let placed = log.append(meta, payload).map_err(|e| self.io_error("writing", &e))?;
+        lock(&self.recent).push(meta, placed, payload.clone());
         self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
         drop(log);
         self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
@@ -506,6 +513,43 @@ mod tests {
 
     async fn next(rx: &mut queue::Receiver) -> Arc<Batch> {
         tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("open")
+    }
+
+    /// While the exporter keeps up, records come from their copies in memory; those let go past
+    /// the copies' budget (the exporter fell behind) come from the file, in the same order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_come_in_order_from_their_copies_or_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (tx, mut rx) = queue::bounded(&metrics, "exporter", "copies", 16);
+        let mut config = config(dir.path(), OnFull::Backpressure);
+        config.max_size = Spanned::new(0..0, ByteSize::mib(64));
+        let id = ComponentId::new("copies").expect("id");
+        let handles = metrics.disk_queue("copies");
+        let attachment =
+            attach(&id, &config, handles.clone(), tx, tokio::runtime::Handle::current()).expect("opens");
+        let size = recent::BUDGET / 4;
+        // Sixteen fill the memory queue and the feeder holds one: of the rest, more than the
+        // budget, the oldest are let go.
+        let records = 17 + 12;
+        for items in 1..=records {
+            attachment.append(&batch(items, size)).expect("stored");
+        }
+        attachment.sync().expect("syncs");
+        for items in 1..=records {
+            let batch = next(&mut rx).await;
+            assert_eq!(batch.items(), items);
+            assert!(batch.payload().iter().all(|&b| b == items as u8), "record {items}'s own bytes");
+        }
+        // Whole records only were read back: at least the eight let go while the feeder waited
+        // (18..=25), and never the last four, whose copies nothing pushed out.
+        let (read_back, record) = (handles.read_back.get(), (HEADER_LEN + size) as u64);
+        assert_eq!(read_back % record, 0, "{read_back} bytes are whole records of {record}");
+        assert!(
+            (8..=records - 4).contains(&(read_back / record)),
+            "{} records read back",
+            read_back / record
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
