@@ -223,12 +223,8 @@ impl<'a> Attributes<'a> {
     /// The value of the first attribute named `key`. Only the matching attribute's value is
     /// parsed; the others are skipped after their key.
     pub fn get(mut self, key: &str) -> Result<Option<AnyValue<'a>>, Error> {
-        for field in self.fields.by_ref() {
-            let field = field?;
-            if field.number != self.number {
-                continue;
-            }
-            let kv = field.bytes()?;
+        while let Some(kv) = self.fields.next_bytes_of(self.number) {
+            let kv = kv?;
             // Encoders write the key first (tag 0x0a, one-byte length): compare it in place and
             // skip the attribute without walking it when it doesn't match.
             if let [0x0a, len, rest @ ..] = kv
@@ -240,7 +236,7 @@ impl<'a> Attributes<'a> {
             }
             let mut value = None;
             let mut matched = false;
-            for part in Fields::new(field.bytes()?) {
+            for part in Fields::new(kv) {
                 let part = part?;
                 match part.number {
                     KEY_VALUE_KEY => matched = part.bytes()? == key.as_bytes(),

@@ -7,7 +7,7 @@ use crate::otlp::{AnyValue, Attributes, Request, Signal};
 use crate::wire::{Fields, Value};
 
 fn first_bytes(buf: &[u8], number: u32) -> Option<&[u8]> {
-    Fields::new(buf).map_while(Result::ok).find(|f| f.number == number).and_then(|f| f.bytes().ok())
+    Fields::new(buf).next_bytes_of(number).and_then(Result::ok)
 }
 
 fn first_varint(buf: &[u8], number: u32) -> Option<u64> {
