@@ -124,6 +124,13 @@ pub trait Transform: Sized + 'static {
     /// Builds the plugin from its config; an error refuses the plugin with that message.
     fn init(config: &Config) -> Result<Self, String>;
 
+    /// Whether [`Transform::span`], [`Transform::metric`] or [`Transform::log`] may edit
+    /// anything, given the config: a transform that edits only resources answers `false`, and
+    /// the batch's items are then not walked at all.
+    fn visits_items(&self) -> bool {
+        true
+    }
+
     /// Visits each resource of a batch.
     fn resource(&self, _signal: Signal, _resource: &ResourceView<'_>, _edits: &mut Edits) {}
 
@@ -143,6 +150,9 @@ pub fn edits<T: Transform>(plugin: &T, signal: Signal, batch: &[u8]) -> Vec<wit:
     for (index, resource) in views::resources(signal, batch).enumerate() {
         edits.target = wit::Target::Resource(index as u32);
         plugin.resource(signal, &resource, &mut edits);
+    }
+    if !plugin.visits_items() {
+        return edits.edits;
     }
     for item in views::items(signal, batch) {
         edits.target = wit::Target::Item(item.index);
@@ -181,4 +191,44 @@ macro_rules! export_transform {
             $crate::bindings::transform::export_transform_world!(Exports with_types_in $crate::bindings::transform);
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Signal;
+
+    /// Tags resources only; a span visited would panic.
+    struct ResourcesOnly;
+
+    impl Transform for ResourcesOnly {
+        fn init(_: &Config) -> Result<Self, String> {
+            Ok(Self)
+        }
+
+        fn visits_items(&self) -> bool {
+            false
+        }
+
+        fn resource(&self, _: Signal, _: &ResourceView<'_>, edits: &mut Edits) {
+            edits.upsert("system", "graphistry");
+        }
+
+        fn span(&self, _: &SpanView<'_>, _: &ResourceView<'_>, _: &mut Edits) {
+            panic!("a transform of resources only is never shown a span");
+        }
+    }
+
+    #[test]
+    fn a_transform_of_resources_only_is_not_shown_the_items() {
+        // One resource group (field 1) holding one scope group (field 2) holding one span
+        // (field 2) named "s" (field 5).
+        let batch = [0x0a, 0x07, 0x12, 0x05, 0x12, 0x03, 0x2a, 0x01, b's'];
+        assert_eq!(views::items(Signal::Traces, &batch).count(), 1, "the batch has a span");
+        let edits = edits(&ResourcesOnly, Signal::Traces, &batch);
+        assert_eq!(edits.len(), 1);
+        assert!(
+            matches!(&edits[0], wit::Edit::SetAttribute(set) if matches!(set.target, wit::Target::Resource(0)))
+        );
+    }
 }

@@ -178,6 +178,10 @@ impl Transform for SetAttributes {
         Ok(plugin)
     }
 
+    fn visits_items(&self) -> bool {
+        !(self.attributes.is_empty() && self.redact.is_empty() && self.rename_metrics.is_empty())
+    }
+
     fn resource(&self, _signal: Signal, _resource: &ResourceView<'_>, edits: &mut Edits) {
         apply(&self.resource, edits);
     }
@@ -217,5 +221,15 @@ mod tests {
         let no_new_key =
             Config::from_json(r#"{"attributes": [{"key": "a", "action": "rename"}]}"#).expect("json");
         assert!(SetAttributes::init(&no_new_key).is_err());
+    }
+
+    #[test]
+    fn resource_rules_alone_leave_the_items_unread() {
+        let plugin =
+            |json: &str| SetAttributes::init(&Config::from_json(json).expect("json")).expect("valid");
+        assert!(!plugin(r#"{"resource": [{"key": "system", "value": "graphistry"}]}"#).visits_items());
+        assert!(plugin(r#"{"attributes": [{"key": "a", "value": "b"}]}"#).visits_items());
+        assert!(plugin(r#"{"redact": [{"keys": "*password*", "mode": "mask"}]}"#).visits_items());
+        assert!(plugin(r#"{"rename_metrics": {"a": "b"}}"#).visits_items());
     }
 }
