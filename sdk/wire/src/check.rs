@@ -271,8 +271,13 @@ pub fn check(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
         Signal::Metrics => &METRICS_REQUEST,
         Signal::Logs => &LOGS_REQUEST,
     };
+    walk(buf, schema, RECURSION_LIMIT)
+}
+
+/// Walks the message of `schema` in `buf`, with `depth` levels left below it, and counts it.
+fn walk(buf: &[u8], schema: &Schema, depth: u32) -> Result<Summary, Error> {
     let mut walk = Walk { summary: Summary::default() };
-    walk.message(buf, 0, schema, RECURSION_LIMIT)?;
+    walk.message(buf, 0, schema, depth)?;
     Ok(walk.summary)
 }
 
@@ -287,8 +292,7 @@ const ITEM_LEVEL: u32 = 3;
 /// Checks one encoded `Resource` exactly as [`check`] checks it inside a request: rebuilding a
 /// checked request around an edited resource needs only the new bytes checked.
 pub fn check_resource(buf: &[u8]) -> Result<(), Error> {
-    let mut walk = Walk { summary: Summary::default() };
-    walk.message(buf, 0, &RESOURCE, RECURSION_LIMIT - RESOURCE_LEVEL)
+    walk(buf, &RESOURCE, RECURSION_LIMIT - RESOURCE_LEVEL).map(drop)
 }
 
 /// Checks one encoded item of `signal` — a `Span`, a `Metric` or a `LogRecord` — exactly as
@@ -300,9 +304,7 @@ pub fn check_item(signal: Signal, buf: &[u8]) -> Result<Summary, Error> {
         Signal::Metrics => &METRIC,
         Signal::Logs => &LOG_RECORD,
     };
-    let mut walk = Walk { summary: Summary::default() };
-    walk.message(buf, 0, schema, RECURSION_LIMIT - ITEM_LEVEL)?;
-    Ok(walk.summary)
+    walk(buf, schema, RECURSION_LIMIT - ITEM_LEVEL)
 }
 
 struct Walk {
