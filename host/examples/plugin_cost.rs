@@ -38,13 +38,14 @@ enum Expect {
     Edits,
 }
 
-/// A shipped rules file as the JSON config its plugin receives, with `${VAR:-default}` at its
-/// default.
+/// A shipped rules file as the JSON config its plugin receives, `${VAR:-default}` substituted
+/// as the host does it.
 fn shipped_rules(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let text = text.replace("${GRAPHISTRY_INSTANCE:-default}", "default");
-    let value: serde_json::Value = toml_edit::de::from_str(&text).expect("valid rules");
+    let expanded = sluice::config::env::expand(&text, &|name| std::env::var(name).ok());
+    assert!(expanded.errors.is_empty(), "{}: {:?}", path.display(), expanded.errors);
+    let value: serde_json::Value = toml_edit::de::from_str(&expanded.text).expect("valid rules");
     value.to_string()
 }
 

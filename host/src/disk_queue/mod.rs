@@ -22,8 +22,8 @@
 //! group's sync, and reads what the group appended. The exporter holds the batch until its outcome
 //! is known (delivered, rejected, or given up on after its retries), and dropping it settles the
 //! record. What this run appended it takes from copies kept in memory (`recent`, sharing the
-//! batches' buffers, within a budget) rather than reading back the bytes it just wrote. The cursor file remembers the first unsettled record; whole segments before it are
-//! deleted. After a restart every record from the cursor on is delivered again: duplicates come
+//! batches' buffers, within a budget) rather than reading back the bytes it just wrote. The
+//! cursor file remembers the first unsettled record; whole segments before it are deleted. After a restart every record from the cursor on is delivered again: duplicates come
 //! only from records the exporter held (in its queue or in flight) when the host died — at most
 //! its `queue_size` batches plus its requests in flight — and every replayed item is counted.
 //!

@@ -22,7 +22,7 @@ pub const BUDGET: usize = 8 << 20;
 pub struct Appended {
     /// Its header's fields.
     pub meta: Meta,
-    /// The segment it is in, and its offset there.
+    /// The segment it is in (its first seq).
     pub segment: u64,
     /// Its byte offset in that segment.
     pub offset: u64,

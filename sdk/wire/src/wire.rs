@@ -181,9 +181,7 @@ impl<'a> Fields<'a> {
         };
         Ok(Field { number, value, offset, raw: &self.buf[offset..self.pos] })
     }
-}
 
-impl<'a> Fields<'a> {
     /// The value of the next length-delimited field numbered `number`, stepping over the
     /// fields before it: what `find` over the iterator gives, but without building a [`Field`]
     /// for each field passed. Nearly every field of a span is short and length-delimited (IDs,

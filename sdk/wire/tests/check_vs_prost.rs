@@ -14,6 +14,7 @@ use sluice_bench::generate::Generator;
 use sluice_wire::Signal;
 use sluice_wire::check::{check, check_item, check_resource};
 use sluice_wire::rewrite::{ItemAction, rebuild};
+use sluice_wire::wire::put_bytes_field;
 
 fn request(rng: &mut Generator, signal: Signal) -> Vec<u8> {
     match signal {
@@ -226,14 +227,7 @@ fn bad_utf8_is_refused_in_the_common_shapes() {
 /// `bytes` as field `number` of a message: tag, length, value.
 fn framed(number: u32, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    for mut value in [u64::from(number << 3 | 2), bytes.len() as u64] {
-        while value >= 0x80 {
-            out.push(value as u8 | 0x80);
-            value >>= 7;
-        }
-        out.push(value as u8);
-    }
-    out.extend_from_slice(bytes);
+    put_bytes_field(&mut out, number, bytes);
     out
 }
 
