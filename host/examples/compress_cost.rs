@@ -49,6 +49,10 @@ fn main() {
             libdeflate.gzip_compress(data, &mut out).expect("the bound is enough")
         });
         measure(&host, &requests, spans, |data| sluice::gzip::compress(data).expect("in memory").len());
+        // What a disk queue stores for an exporter that sends gzip: the map for joining known.
+        measure("host, joinable (a disk queue's record)", &requests, spans, |data| {
+            sluice::gzip::compress_joinable(data).expect("in memory").0.len()
+        });
         // Clients compress at zlib's default level (the load generator's `--gzip` too).
         let compressed: Vec<Vec<u8>> = requests.iter().map(|r| client_gzip(r)).collect();
         measure("gunzip: the receivers'", &compressed, spans, |data| {

@@ -25,10 +25,48 @@ pub fn compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
 /// a frame's prefix): merged requests are compressed without first being copied together.
 pub fn compress_parts(parts: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
     #[cfg(feature = "isal")]
-    if igzip::compress_parts(parts, out).is_some() {
+    if igzip::compress_parts(parts, out, igzip::Ending::Member).is_some() {
         return Ok(());
     }
     zlib_parts(parts, out)
+}
+
+/// `data` as one gzip member, with its map for [`splice::join`] known without inflating it: the
+/// data is compressed and sync-flushed (so it ends on a byte), and an empty final block and the
+/// trailer follow. A few bytes larger than [`compress`]'s; what a disk queue stores for an
+/// exporter that sends gzip, so that the exporter joins or sends it without compressing again.
+pub fn compress_joinable(data: &[u8]) -> std::io::Result<(Vec<u8>, splice::Member)> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&splice::PLAIN_HEADER);
+    #[cfg(feature = "isal")]
+    let flushed = igzip::compress_parts(&[data], &mut out, igzip::Ending::Flushed).is_some();
+    #[cfg(not(feature = "isal"))]
+    let flushed = false;
+    if !flushed {
+        out.truncate(splice::PLAIN_HEADER.len());
+        zlib_flushed(data, &mut out)?;
+    }
+    let crc = crc32fast::hash(data);
+    let member = splice::Member::end_flushed(&mut out, splice::PLAIN_HEADER.len(), crc, data.len() as u64);
+    Ok((out, member))
+}
+
+/// `data` as raw deflate data through zlib-rs at its fastest level, appended to `out` and
+/// sync-flushed to a byte boundary, without a final block.
+fn zlib_flushed(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut deflate = flate2::Compress::new(flate2::Compression::fast(), false);
+    out.reserve(data.len() / 3 + 64);
+    loop {
+        let consumed = usize::try_from(deflate.total_in()).unwrap_or(usize::MAX);
+        deflate
+            .compress_vec(&data[consumed..], out, flate2::FlushCompress::Sync)
+            .map_err(std::io::Error::other)?;
+        // The flush is complete once all input is taken and the output did not fill up.
+        if deflate.total_in() == data.len() as u64 && out.len() < out.capacity() {
+            return Ok(());
+        }
+        out.reserve(out.capacity().max(4096));
+    }
 }
 
 /// Why a gzip body was not decompressed.
@@ -148,10 +186,20 @@ mod igzip {
         static LEVEL_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; LEVEL_BUFFER]);
     }
 
-    /// `parts` as one gzip member appended to `out`, or `None` (and `out` as it was) when ISA-L
-    /// refused; the caller then falls back to zlib-rs.
+    /// How a stream [`compress_parts`] writes ends.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Ending {
+        /// A whole gzip member: header, deflate data ending in its final block, trailer.
+        Member,
+        /// Raw deflate data, sync-flushed to a byte boundary, with no final block: the caller
+        /// ends the stream.
+        Flushed,
+    }
+
+    /// `parts` compressed and appended to `out`, ending `ending`'s way, or `None` (and `out` as
+    /// it was) when ISA-L refused; the caller then falls back to zlib-rs.
     #[allow(unsafe_code)] // a C library's calls; what they are given is checked below
-    pub fn compress_parts(parts: &[&[u8]], out: &mut Vec<u8>) -> Option<()> {
+    pub fn compress_parts(parts: &[&[u8]], out: &mut Vec<u8>, ending: Ending) -> Option<()> {
         let total: usize = parts.iter().map(|part| part.len()).sum();
         // Incompressible input is stored: 5 bytes per 64 KiB block, plus gzip's 18-byte frame.
         let bound = total + total / 16_000 * 5 + 1024;
@@ -169,8 +217,8 @@ mod igzip {
                 stream.level = 1;
                 stream.level_buf = level_buf.as_mut_ptr();
                 stream.level_buf_size = level_buf.len() as u32;
-                stream.gzip_flag = ffi::IGZIP_GZIP as u16;
-                stream.flush = ffi::NO_FLUSH as u16;
+                let member = ending == Ending::Member;
+                stream.gzip_flag = if member { ffi::IGZIP_GZIP } else { ffi::IGZIP_DEFLATE } as u16;
                 stream.next_out = out.as_mut_ptr().add(start);
                 stream.avail_out = avail_out;
                 let last = parts.len().saturating_sub(1);
@@ -178,15 +226,21 @@ mod igzip {
                 {
                     stream.next_in = part.as_ptr().cast_mut();
                     stream.avail_in = u32::try_from(part.len()).ok()?;
-                    stream.end_of_stream = u16::from(i == last);
+                    stream.end_of_stream = u16::from(member && i == last);
+                    let flush = !member && i == last;
+                    stream.flush = if flush { ffi::SYNC_FLUSH } else { ffi::NO_FLUSH } as u16;
                     loop {
                         if ffi::isal_deflate(stream) != ffi::COMP_OK as i32 {
                             return None;
                         }
-                        let done = if i == last {
-                            stream.internal_state.state == ffi::isal_zstate_state_ZSTATE_END
-                        } else {
+                        let state = stream.internal_state.state;
+                        let done = if i < last {
                             stream.avail_in == 0
+                        } else if member {
+                            state == ffi::isal_zstate_state_ZSTATE_END
+                        } else {
+                            // ISA-L's word for a finished flush: all input taken and written.
+                            stream.avail_in == 0 && state == ffi::isal_zstate_state_ZSTATE_NEW_HDR
                         };
                         if done {
                             break;

@@ -28,8 +28,8 @@ use libz_rs_sys as zlib;
 
 use super::GunzipError;
 
-/// Where the parts of one gzip member lie, as [`join`] needs them. Only [`gunzip_mapped`] makes
-/// one, from the body it describes.
+/// Where the parts of one gzip member lie, as [`join`] needs them. Only [`gunzip_mapped`], from
+/// the body it describes, and [`Member::end_flushed`], ending a body it then describes, make one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
     /// Bytes of gzip header before the deflate data.
@@ -44,12 +44,28 @@ pub struct Member {
     size: u64,
 }
 
+impl Member {
+    /// Ends the gzip member in `out`: its `header` bytes of gzip header, then raw deflate data
+    /// flushed to a byte boundary (a sync flush) and never finished. Appends an empty final block
+    /// and the trailer for content of CRC-32 `crc` and `size` bytes, and returns the member's map.
+    pub fn end_flushed(out: &mut Vec<u8>, header: usize, crc: u32, size: u64) -> Self {
+        let final_block = out.len() as u64 * 8;
+        // `BFINAL` 1 and `BTYPE` 01 (fixed Huffman codes) in the low three bits, then the seven
+        // zero bits of the end-of-block code: ten bits, the last byte padded with zeros.
+        out.extend_from_slice(&[0x03, 0x00]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        // ISIZE is the length modulo 2^32.
+        out.extend_from_slice(&(size as u32).to_le_bytes());
+        Self { header, final_block, end: final_block + 10, crc, size }
+    }
+}
+
 /// An empty stored block's length fields (`LEN` 0, `NLEN` its complement), after its three
 /// header bits of zero and the padding to a byte boundary.
 const EMPTY_STORED_LENGTHS: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// A gzip header without optional fields: deflate, no flags, no time, unknown OS.
-const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+pub const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
 
 /// `members`, each with the body it maps, as one gzip member appended to `out` (which may already
 /// hold a frame's prefix): it decompresses to the bodies' contents in order.
@@ -397,6 +413,7 @@ mod tests {
             ("zlib-rs level 6", |d| level(d, 6)),
             ("zlib-rs level 9", |d| level(d, 9)),
             ("the host's gzip", |d| super::super::compress(d).expect("in memory")),
+            ("the host's joinable gzip", |d| super::super::compress_joinable(d).expect("in memory").0),
             ("sync flush mid-stream", |d| {
                 let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
                 encoder.write_all(&d[..d.len() / 2]).expect("in memory");
@@ -516,6 +533,32 @@ mod tests {
         }
         // zlib-rs's levels write the 100 KB samples in several blocks.
         assert_eq!(deferred > 0, cfg!(feature = "isal"), "maps deferred: {deferred}");
+    }
+
+    /// A joinable body's map, known as it is written, is the map inflating it finds, and joins
+    /// with other bodies (its own map used) as theirs do.
+    #[test]
+    fn a_joinable_body_is_mapped_as_it_is_written() {
+        let others: Vec<(Vec<u8>, Member, Vec<u8>)> = bodies()
+            .into_iter()
+            .filter(|(name, _, _)| name.starts_with("zlib-rs level"))
+            .map(|(_, data, body)| {
+                let member = zlib_mapped(&body, usize::MAX - 1).expect("valid").1.expect("one member");
+                (body, member, data)
+            })
+            .collect();
+        for data in samples() {
+            let (body, member) = super::super::compress_joinable(&data).expect("in memory");
+            assert_eq!(super::super::gunzip_limited(&body, usize::MAX - 1).expect("valid"), data);
+            let (out, by_blocks) = zlib_mapped(&body, usize::MAX - 1).expect("valid");
+            assert_eq!(out, data);
+            assert_eq!(by_blocks, Some(member), "{} bytes", data.len());
+            for (other, other_member, other_data) in &others {
+                let mut out = Vec::new();
+                join(&[(&body[..], member), (other, *other_member), (&body, member)], &mut out);
+                assert!(one_member_reader(&out) == [&data[..], other_data, &data].concat());
+            }
+        }
     }
 
     #[test]
