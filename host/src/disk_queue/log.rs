@@ -172,7 +172,7 @@ impl Log {
         }
         meta.seq = self.next_seq;
         let header = record::header(&meta, payload);
-        let written = self.active.write_all(&header).and_then(|()| self.active.write_all(payload));
+        let written = write_both(&mut self.active, &header, payload);
         let active = self.segments.back_mut().expect("one at least");
         if let Err(error) = written {
             // Leave no partial record behind for the next append to follow.
@@ -224,13 +224,30 @@ impl Log {
     }
 }
 
+/// `header` then `payload`, in one `writev` when the file takes both at once (it nearly always
+/// does): a record is one system call, not two.
+fn write_both(file: &mut File, header: &[u8], payload: &[u8]) -> io::Result<()> {
+    let written = loop {
+        match file.write_vectored(&[io::IoSlice::new(header), io::IoSlice::new(payload)]) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            written => break written?,
+        }
+    };
+    if written < header.len() {
+        file.write_all(&header[written..])?;
+        return file.write_all(payload);
+    }
+    file.write_all(&payload[written - header.len()..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Signal;
+    use crate::disk_queue::record::Form;
 
     fn meta(items: u64) -> Meta {
-        Meta { seq: 0, written_at_ms: 1, items, signal: Signal::Traces }
+        Meta { seq: 0, written_at_ms: 1, items, signal: Signal::Traces, form: Form::Encoded }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! A record is a fixed header and the batch's encoded request:
 //!
 //! ```text
-//! magic u32 | payload length u32 | CRC-32 u32 | seq u64 | written at (ms) u64 | items u64 | signal u8 | payload
+//! magic u32 | payload length u32 | CRC-32 u32 | seq u64 | written at (ms) u64 | items u64 | kind u8 | payload
 //! ```
 //!
-//! All little-endian. The CRC covers everything after itself (the rest of the header and the
+//! All little-endian. `kind` is the signal's index (0 traces, 1 metrics, 2 logs), plus 0x80 when
+//! the payload is the request gzipped ([`Form::Gzip`]); records written before that bit existed
+//! read as they always did, while a host older than it takes a gzip record for damage. The CRC covers everything after itself (the rest of the header and the
 //! payload), so a torn write, a flipped bit or a record from another sequence is caught before
 //! a byte of it is trusted. The magic number is what [`scan`] looks for to find the next
 //! record after a damaged stretch.
@@ -24,6 +26,19 @@ const MAGIC: u32 = u32::from_le_bytes(*b"SLQ1");
 /// any request a receiver accepts.
 pub const MAX_PAYLOAD: usize = 1 << 30;
 
+/// The `kind` bit of a gzip payload.
+const GZIP: u8 = 0x80;
+
+/// How a record's payload holds its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// The encoded `Export*ServiceRequest` itself.
+    #[default]
+    Encoded,
+    /// One gzip member that decompresses to it: what an exporter that sends gzip would send.
+    Gzip,
+}
+
 /// What a record says about its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
@@ -35,6 +50,8 @@ pub struct Meta {
     pub items: u64,
     /// The batch's signal.
     pub signal: Signal,
+    /// How the payload holds the batch.
+    pub form: Form,
 }
 
 /// The header for `payload` described by `meta`.
@@ -46,7 +63,8 @@ pub fn header(meta: &Meta, payload: &[u8]) -> [u8; HEADER_LEN] {
     out[12..20].copy_from_slice(&meta.seq.to_le_bytes());
     out[20..28].copy_from_slice(&meta.written_at_ms.to_le_bytes());
     out[28..36].copy_from_slice(&meta.items.to_le_bytes());
-    out[36] = u8::try_from(meta.signal.index()).expect("three signals");
+    let signal = u8::try_from(meta.signal.index()).expect("three signals");
+    out[36] = signal | if meta.form == Form::Gzip { GZIP } else { 0 };
     let crc = checksum(&out, payload);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
@@ -80,15 +98,16 @@ pub struct Header {
 
 impl Header {
     /// Reads a header; `None` when it can't be one (wrong magic, a length past
-    /// [`MAX_PAYLOAD`], an unknown signal).
+    /// [`MAX_PAYLOAD`], an unknown kind).
     pub fn parse(raw: &[u8; HEADER_LEN]) -> Option<Self> {
         if u32_at(raw, 0) != MAGIC {
             return None;
         }
         let payload_len = usize::try_from(u32_at(raw, 4)).ok().filter(|&n| n <= MAX_PAYLOAD)?;
-        let signal = *Signal::ALL.get(usize::from(raw[36]))?;
-        let meta =
-            Meta { seq: u64_at(raw, 12), written_at_ms: u64_at(raw, 20), items: u64_at(raw, 28), signal };
+        let signal = *Signal::ALL.get(usize::from(raw[36] & !GZIP))?;
+        let form = if raw[36] & GZIP == 0 { Form::Encoded } else { Form::Gzip };
+        let (seq, written_at_ms, items) = (u64_at(raw, 12), u64_at(raw, 20), u64_at(raw, 28));
+        let meta = Meta { seq, written_at_ms, items, signal, form };
         Some(Self { meta, payload_len, crc: u32_at(raw, 8), raw: *raw })
     }
 
@@ -183,7 +202,9 @@ mod tests {
     use super::*;
 
     fn record(seq: u64, payload: &[u8]) -> Vec<u8> {
-        let meta = Meta { seq, written_at_ms: 1_700_000_000_000 + seq, items: seq + 1, signal: Signal::Logs };
+        let form = if seq.is_multiple_of(2) { Form::Encoded } else { Form::Gzip };
+        let meta =
+            Meta { seq, written_at_ms: 1_700_000_000_000 + seq, items: seq + 1, signal: Signal::Logs, form };
         let mut out = header(&meta, payload).to_vec();
         out.extend_from_slice(payload);
         out
@@ -197,11 +218,36 @@ mod tests {
     fn a_record_reads_back_as_written() {
         let bytes = record(7, b"payload");
         let found = record_at(&bytes, 0).expect("whole");
-        assert_eq!(
-            found.meta,
-            Meta { seq: 7, written_at_ms: 1_700_000_000_007, items: 8, signal: Signal::Logs }
-        );
+        let meta = Meta {
+            seq: 7,
+            written_at_ms: 1_700_000_000_007,
+            items: 8,
+            signal: Signal::Logs,
+            form: Form::Gzip,
+        };
+        assert_eq!(found.meta, meta);
         assert_eq!((found.offset, found.len), (0, HEADER_LEN + 7));
+        assert_eq!(record_at(&record(8, b"payload"), 0).expect("whole").meta.form, Form::Encoded);
+    }
+
+    /// Records laid out by hand: one written before the gzip bit existed (the kind byte the
+    /// signal alone) reads as it always did; the bit marks a gzip payload; other kinds are damage.
+    #[test]
+    fn the_kind_byte_is_the_signal_and_the_gzip_bit() {
+        let record = |kind: u8| {
+            let header = ["534c5131", "07000000", "00000000", "0500000000000000", "0100000000000000"];
+            let mut bytes = hex::decode(header.concat() + "0200000000000000").expect("hex");
+            bytes.push(kind);
+            bytes.extend_from_slice(b"payload");
+            let crc = crc32fast::hash(&bytes[12..]);
+            bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+            record_at(&bytes, 0).map(|found| (found.meta.signal, found.meta.form))
+        };
+        assert_eq!(record(1), Some((Signal::Metrics, Form::Encoded)));
+        assert_eq!(record(0x82), Some((Signal::Logs, Form::Gzip)));
+        for kind in [3, 0x40, 0x83, 0xff] {
+            assert_eq!(record(kind), None, "kind {kind:#x}");
+        }
     }
 
     #[test]
