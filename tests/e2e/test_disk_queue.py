@@ -27,7 +27,7 @@ MAX_ITEMS = 100
 SPANS_PER_REQUEST = 50
 
 
-def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, sync="always"):
+def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, sync="always", compression="none"):
     return f"""
         [receivers.otlp]
         type = "otlp"
@@ -38,7 +38,7 @@ def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, s
         type = "otlp"
         protocol = "http/protobuf"
         endpoint = "http://127.0.0.1:{destination_port}"
-        compression = "none"
+        compression = "{compression}"
         timeout = "2s"
         queue_size = {QUEUE_SIZE}
         concurrency = {CONCURRENCY}
@@ -120,9 +120,9 @@ def delivered_names(destination):
     return Counter(destination.delivered())
 
 
-def run_and_kill(make_sluice, queue_dir, destination_port, seed, pad, sync="always"):
+def run_and_kill(make_sluice, queue_dir, destination_port, seed, pad, sync="always", compression="none"):
     """Starts a host, loads it, kills it at a seeded moment; returns the acknowledged names."""
-    host = make_sluice(config(destination_port, queue_dir, sync=sync))
+    host = make_sluice(config(destination_port, queue_dir, sync=sync, compression=compression))
     clients = Clients(host, count=4, pad=pad)
     wait_until(lambda: len(clients.acknowledged) >= SPANS_PER_REQUEST * 4, "requests acknowledged", host.logs)
     time.sleep(random.Random(seed).uniform(0.2, 1.2))
@@ -131,12 +131,17 @@ def run_and_kill(make_sluice, queue_dir, destination_port, seed, pad, sync="alwa
     return clients.acknowledged
 
 
-def restart_and_deliver(make_sluice, queue_dir, destination, acknowledged):
-    host = make_sluice(config(destination.port, queue_dir))
+def restart_and_deliver(make_sluice, queue_dir, destination, acknowledged, compression="none"):
+    host = make_sluice(config(destination.port, queue_dir, compression=compression))
     wait_until(lambda: acknowledged <= set(delivered_names(destination)),
                f"all {len(acknowledged)} acknowledged spans delivered", host.logs, timeout=90)
     wait_until(lambda: host.metric("sluice_disk_queue_items") == 0, "the queue drained", host.logs)
     return host
+
+
+# (first run's compression, after the restart): a gzip exporter's records are gzip bodies, read
+# back whatever the exporter after the restart sends.
+GZIP_RUNS = {2: ("gzip", "gzip"), 4: ("gzip", "none"), 5: ("none", "gzip")}
 
 
 @pytest.mark.parametrize("seed,sync", [(1, "always"), (2, "always"), (3, "always"), (4, "periodic"), (5, "periodic")])
@@ -146,11 +151,16 @@ def test_a_killed_host_delivers_everything_it_acknowledged(make_sluice, tmp_path
     which a killed process (unlike a crashed machine) doesn't lose either."""
     queue_dir = tmp_path / "queue"
     port = reserve_port()
-    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=0, sync=sync)
+    before, after = GZIP_RUNS.get(seed, ("none", "none"))
+    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=0, sync=sync, compression=before)
 
     destination = Downstream(port=port)
     try:
-        host = restart_and_deliver(make_sluice, queue_dir, destination, acknowledged)
+        host = restart_and_deliver(make_sluice, queue_dir, destination, acknowledged, compression=after)
+        encodings = {r["headers"].get("content-encoding") for r in destination.requests}
+        assert encodings == {"gzip" if after == "gzip" else None}, encodings
+        # Records are merged into requests of up to batch.max_items, their gzip bodies joined.
+        assert max(len(r["names"]) for r in destination.requests) > SPANS_PER_REQUEST
         counts = delivered_names(destination)
         duplicates = sum(n - 1 for n in counts.values() if n > 1)
         assert duplicates == 0, f"{duplicates} spans arrived twice though none was delivered before the kill"
@@ -168,12 +178,13 @@ def test_a_kill_during_a_disk_write_loses_nothing_acknowledged(make_sluice, tmp_
     every acknowledged span still arrives."""
     queue_dir = tmp_path / "queue"
     port = reserve_port()
-    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=100_000)
+    compression = "gzip" if seed % 2 == 0 else "none"
+    acknowledged = run_and_kill(make_sluice, queue_dir, port, seed, pad=100_000, compression=compression)
     torn = torn_tail(queue_dir)
 
     destination = Downstream(port=port)
     try:
-        host = restart_and_deliver(make_sluice, queue_dir, destination, acknowledged)
+        host = restart_and_deliver(make_sluice, queue_dir, destination, acknowledged, compression=compression)
         assert host.metric("sluice_disk_queue_corrupt_records_total") == (1 if torn else 0)
         print(f"seed {seed}: {len(acknowledged)} acknowledged; the kill {'cut' if torn else 'missed'} a write")
     finally:

@@ -13,7 +13,7 @@ import trustme
 from conftest import ARCHIVE, PLUGINS, PROTOBUF, RECEIVER, free_port, grpc_call, pipeline, post, rotel_binary, wait_port, wait_until
 from downstream import Downstream, partial_success
 from http_sink import HttpSink
-from otlp_payloads import attributes, points_in, records_in, spans_in, traces
+from otlp_payloads import attributes, logs, points_in, records_in, spans_in, traces
 
 FAST_RETRY = 'retry = {{ initial_backoff = "100ms", max_backoff = "500ms", max_elapsed = "20s" }}'
 
@@ -219,6 +219,87 @@ def test_gzipped_requests_merged_while_waiting_are_joined_not_compressed_again(m
     names = sorted(s["name"] for _, s in spans_in(archive.lines("traces")))
     assert names == sorted(f"r{i}-{j}" for i in range(20) for j in range(5))
     sink.close()
+
+
+def gzip_records(queue_dir):
+    """(signal index, payload) of every record in a disk queue's segments that holds a gzip body
+    (the kind byte's 0x80 bit); asserts each one's checksum."""
+    import struct
+    header = struct.Struct("<IIIQQQB")  # magic, payload length, CRC-32, seq, written at, items, kind
+    found = []
+    for segment in sorted(queue_dir.glob("*.seg")):
+        data, offset = segment.read_bytes(), 0
+        while offset < len(data):
+            _, length, crc, *_, kind = header.unpack_from(data, offset)
+            end = offset + header.size + length
+            assert zlib.crc32(data[offset + 12:end]) == crc
+            if kind & 0x80:
+                found.append((kind & 0x7f, data[offset + header.size:end]))
+            offset = end
+    return found
+
+
+def test_a_disk_queue_keeps_gzip_bodies_that_rotel_reads_merged(make_sluice, tmp_path):
+    """A disk-queued exporter that sends gzip stores what it will send: a client's gzip body as it
+    came (logs, no plugin) and a batch a plugin changed compressed as it is written (traces). Once
+    rotel-agent comes up, the records go out merged, their bodies joined into one gzip member,
+    and rotel-agent (tonic reads only a body's first member) reads every span and record."""
+    archive = make_sluice(RECEIVER + ARCHIVE + pipeline())
+    rotel_grpc = free_port()
+    queue_dir = tmp_path / "queue"
+    host = make_sluice(RECEIVER + f"""
+        [exporters.rotel]
+        type = "otlp"
+        endpoint = "http://127.0.0.1:{rotel_grpc}"
+        compression = "gzip"
+        concurrency = 1
+        batch = {{{{ timeout = "100ms" }}}}
+        queue = {{{{ type = "disk", directory = "{queue_dir}" }}}}
+        {FAST_RETRY}
+
+        [pipelines.traces]
+        signals = ["traces"]
+        receivers = ["otlp"]
+        exporters = ["rotel"]
+        [[pipelines.traces.processors]]
+        plugin = "{PLUGINS}/set-attributes.wasm"
+        config = {{{{ resource = [{{{{ key = "deployment.environment", value = "test" }}}}] }}}}
+
+        [pipelines.logs]
+        signals = ["logs"]
+        receivers = ["otlp"]
+        exporters = ["rotel"]
+    """)
+    log_bodies = [gzip.compress(logs(bodies=(f"log-{i}",)).SerializeToString()) for i in range(5)]
+    for i in range(10):
+        request = traces(5, service="queued", prefix=f"r{i}").SerializeToString()
+        body, headers = (gzip.compress(request), {**PROTOBUF, "Content-Encoding": "gzip"}) if i % 2 else (request, PROTOBUF)
+        status, _, answer = post(host, "/v1/traces", body, headers)
+        assert status == 200, answer
+    for body in log_bodies:
+        status, _, answer = post(host, "/v1/logs", body, {**PROTOBUF, "Content-Encoding": "gzip"})
+        assert status == 200, answer
+    stored = gzip_records(queue_dir)
+    assert len(stored) == 15, f"every record holds a gzip body: {len(stored)}"
+    assert [payload for signal, payload in stored if signal == 2] == log_bodies, "the clients' own bodies"
+    assert all(b"deployment.environment" in gzip.decompress(p) for signal, p in stored if signal == 0)
+
+    rotel = start_rotel(tmp_path, rotel_grpc, free_port(), archive)
+    try:
+        def archived(signal):
+            return archive.metric("sluice_exporter_sent_items_total", exporter="archive", signal=signal)
+        wait_until(lambda: (archived("traces"), archived("logs")) == (50, 5), "rotel-agent delivered everything",
+                   lambda: host.logs()[-3000:], timeout=30)
+    finally:
+        rotel.terminate()
+        rotel.wait(timeout=20)
+    assert host.metric("sluice_exporter_failed_items_total", exporter="rotel", signal="traces") == 0
+    assert host.stop() == 0, host.logs()
+    assert archive.stop() == 0
+    spans = spans_in(archive.lines("traces"))
+    assert sorted(s["name"] for _, s in spans) == sorted(f"r{i}-{j}" for i in range(10) for j in range(5))
+    assert sorted(r["body"]["stringValue"] for _, r in records_in(archive.lines("logs"))) == \
+        [f"log-{i}" for i in range(5)]
 
 
 def send_with_the_sdk(host, gzip=False):

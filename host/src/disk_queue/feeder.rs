@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::record::{self, HEADER_LEN, Header, Meta};
+use super::record::{self, Form, HEADER_LEN, Header, Meta};
 use super::{Claim, DiskQueue, lock, log};
-use crate::batch::Batch;
+use crate::batch::{Batch, Compressed};
+use crate::config::CompressionConfig;
 
 /// How often the oldest-item gauge is refreshed while the feeder waits.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -51,7 +52,10 @@ impl Position {
 /// A record read back, not yet handed out.
 struct Record {
     meta: Meta,
+    /// The batch's encoded request.
     payload: Bytes,
+    /// The gzip body the record holds, which decompresses to `payload`.
+    gzip: Option<Compressed>,
     end: u64,
 }
 
@@ -137,9 +141,12 @@ fn hand_over(queue: &Arc<DiskQueue>, record: &Record, runtime: &tokio::runtime::
                 queue.metrics.replayed.inc_by(meta.items);
             }
             let claim = Claim { queue: queue.clone(), seq: meta.seq, items: meta.items };
-            let batch =
-                Batch::from_encoded(meta.signal, record.payload.clone(), meta.items).with_claim(claim);
-            slot.send(Arc::new(batch));
+            let mut batch = Batch::from_encoded(meta.signal, record.payload.clone(), meta.items);
+            if let Some(gzip) = &record.gzip {
+                // The exporter sends it as it is, or joins it with others, compressing nothing.
+                batch = batch.with_compressed(gzip.clone());
+            }
+            slot.send(Arc::new(batch.with_claim(claim)));
             return true;
         }
     })
@@ -235,7 +242,7 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
         && copy.meta.seq >= position.expected
     {
         let end = copy.end();
-        return Ok(Read::Record(Record { meta: copy.meta, payload: copy.payload, end }));
+        return Ok(Read::Record(Record { meta: copy.meta, payload: copy.payload, gzip: copy.gzip, end }));
     }
     if position.file.as_ref().is_none_or(|(open, _)| *open != segment) {
         position.file = Some((segment, File::open(log::segment_path(&queue.directory, segment))?));
@@ -258,7 +265,11 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
         read_back(payload.len());
         if header.matches(&payload) {
             let end = offset + header.record_len() as u64;
-            return Ok(Read::Record(Record { meta: header.meta, payload: payload.into(), end }));
+            let Some((payload, gzip)) = unpack(header.meta.form, payload) else {
+                // Checked, yet not gzip: not a record this host could have written.
+                return Ok(Read::Damaged { resume: Some(end) });
+            };
+            return Ok(Read::Record(Record { meta: header.meta, payload, gzip, end }));
         }
     }
     let mut rest = vec![0u8; usize::try_from(length - offset).unwrap_or(usize::MAX)];
@@ -266,4 +277,17 @@ fn read_at(queue: &DiskQueue, position: &mut Position, length: u64) -> io::Resul
     read_back(rest.len());
     let resume = record::next_good(&rest, 1, position.expected).map(|found| offset + found.offset as u64);
     Ok(Read::Damaged { resume })
+}
+
+/// A record's batch from its checked payload: the encoded request, and the gzip body it was
+/// stored as, if it was (inflated here: only records read back from the file pay for it).
+/// `None` for a gzip payload that does not inflate.
+fn unpack(form: Form, stored: Vec<u8>) -> Option<(Bytes, Option<Compressed>)> {
+    match form {
+        Form::Encoded => Some((stored.into(), None)),
+        Form::Gzip => {
+            let (payload, map) = crate::gzip::splice::gunzip_mapped(&stored, record::MAX_PAYLOAD).ok()?;
+            Some((payload.into(), Some(Compressed::new(CompressionConfig::Gzip, stored.into(), map))))
+        }
+    }
 }

@@ -16,6 +16,13 @@
 //! applied, and nothing a filter dropped takes disk space. `sync = "periodic"` answers once the
 //! kernel has the write (which a killed process doesn't lose) and syncs once a second.
 //!
+//! # What a record holds
+//! The batch as its exporter will send it: for one that sends gzip protobuf, a gzip body — the
+//! client's own while it still holds exactly the batch, else the batch compressed at append with
+//! its map for joining known ([`crate::gzip::compress_joinable`]) — so the write and the sync move
+//! a fifth of the bytes and the exporter compresses nothing again. Other exporters' records hold
+//! the encoded request ([`record::Form`]).
+//!
 //! # Reading back
 //! A feeder thread per queue reads records in order and hands each to the exporter's own bounded
 //! memory queue as a batch carrying a [`Claim`]. It is woken once per pipeline group, after the
@@ -49,12 +56,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
-use crate::batch::Batch;
-use crate::config::{ComponentId, DiskQueueConfig, OnFull, SyncPolicy};
+use crate::batch::{Batch, Compressed};
+use crate::config::{ComponentId, CompressionConfig, DiskQueueConfig, OnFull, SyncPolicy};
+use crate::gzip::splice::MemberMap;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::DiskQueueMetrics;
 use crate::queue;
-use record::{HEADER_LEN, Meta};
+use record::{Form, HEADER_LEN, Meta};
 
 /// Set when the host stops before its exporters finished (the shutdown grace ran out): from
 /// then on nothing settles, so what was cut off is delivered after the next start.
@@ -80,6 +88,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a queue for an exporter that sends gzip stores of `batch`: the body its client gzipped,
+/// when it still holds exactly the batch, or the batch compressed now with its map for joining
+/// known. `None` (stored as it is) only if compressing fails, which memory never makes it do.
+fn gzipped(batch: &Batch) -> Option<Compressed> {
+    if let Some(body) = batch.compressed_as(CompressionConfig::Gzip) {
+        return Some(body.clone());
+    }
+    let (body, member) = crate::gzip::compress_joinable(batch.payload()).ok()?;
+    Some(Compressed::new(CompressionConfig::Gzip, body.into(), MemberMap::known(Some(member))))
+}
+
 /// Segment size for a queue of `max_size` bytes: an eighth of it, so space comes back in
 /// steps of an eighth, within 64 KiB..64 MiB.
 fn segment_limit(max_size: u64) -> u64 {
@@ -101,6 +120,8 @@ struct Limits {
     max_size: u64,
     on_full: OnFull,
     sync: SyncPolicy,
+    /// The exporter sends gzip protobuf: records hold what it sends ([`record::Form::Gzip`]).
+    gzip: bool,
 }
 
 /// How often `sync = "periodic"` forces writes to the device.
@@ -172,11 +193,12 @@ impl Drop for Claim {
 }
 
 /// Opens (or finds open) the queue `config` names for exporter `name`, and attaches `consumer`
-/// (the exporter's memory queue) to it. Reads the whole directory when it opens: call it off
+/// (the exporter's memory queue) to it. `gzip`: the exporter sends gzip protobuf, so records
+/// are stored gzipped, as it sends them. Reads the whole directory when it opens: call it off
 /// the runtime's workers.
 pub fn attach(
     name: &ComponentId,
-    config: &DiskQueueConfig,
+    (config, gzip): (&DiskQueueConfig, bool),
     metrics: DiskQueueMetrics,
     consumer: queue::Sender,
     runtime: tokio::runtime::Handle,
@@ -184,7 +206,8 @@ pub fn attach(
     let directory = config.directory.get_ref();
     std::fs::create_dir_all(directory).map_err(|e| format!("cannot create {}: {e}", directory.display()))?;
     let key = directory.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", directory.display()))?;
-    let limits = Limits { max_size: config.max_size.get_ref().0, on_full: config.on_full, sync: config.sync };
+    let max_size = config.max_size.get_ref().0;
+    let limits = Limits { max_size, on_full: config.on_full, sync: config.sync, gzip };
     let mut open = lock(&OPEN);
     open.retain(|_, queue| queue.strong_count() > 0);
     let queue = match open.get(&key).and_then(Weak::upgrade) {
@@ -349,7 +372,9 @@ impl DiskQueue {
     /// or drops it, counted (`"drop"`). Blocks: call it from a thread that may.
     pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
         let payload = batch.payload();
-        let length = (HEADER_LEN + payload.len()) as u64;
+        let gzip = lock(&self.limits).gzip.then(|| gzipped(batch)).flatten();
+        let stored = gzip.as_ref().map_or(&payload[..], |gzip| gzip.body());
+        let length = (HEADER_LEN + stored.len()) as u64;
         let mut log = lock(&self.log);
         loop {
             let Limits { max_size, on_full, .. } = *lock(&self.limits);
@@ -376,9 +401,11 @@ impl DiskQueue {
             }
             log = self.space.wait_timeout(log, Duration::from_secs(1)).unwrap_or_else(|p| p.into_inner()).0;
         }
-        let meta = Meta { seq: 0, written_at_ms: now_ms(), items: batch.items(), signal: batch.signal() };
-        let placed = log.append(meta, payload).map_err(|e| self.io_error("writing", &e))?;
-        lock(&self.recent).push(meta, placed, payload.clone());
+        let form = if gzip.is_some() { Form::Gzip } else { Form::Encoded };
+        let meta =
+            Meta { seq: 0, written_at_ms: now_ms(), items: batch.items(), signal: batch.signal(), form };
+        let placed = log.append(meta, stored).map_err(|e| self.io_error("writing", &e))?;
+        lock(&self.recent).push(meta, placed, payload.clone(), gzip);
         self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
         drop(log);
         self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
@@ -493,12 +520,22 @@ mod tests {
         metrics: &Metrics,
         name: &str,
     ) -> (Attachment, queue::Receiver, DiskQueueMetrics) {
+        open_for(directory, (on_full, false), metrics, name)
+    }
+
+    /// [`open`], for an exporter that sends gzip (`gzip`) or not.
+    fn open_for(
+        directory: &Path,
+        (on_full, gzip): (OnFull, bool),
+        metrics: &Metrics,
+        name: &str,
+    ) -> (Attachment, queue::Receiver, DiskQueueMetrics) {
         let (tx, rx) = queue::bounded(metrics, "exporter", name, 16);
         let handles = metrics.disk_queue(name);
         let id = ComponentId::new(name).expect("id");
-        let config = config(directory, on_full);
+        let config = (&config(directory, on_full), gzip);
         let attachment =
-            attach(&id, &config, handles.clone(), tx, tokio::runtime::Handle::current()).expect("opens");
+            attach(&id, config, handles.clone(), tx, tokio::runtime::Handle::current()).expect("opens");
         (attachment, rx, handles)
     }
 
@@ -527,7 +564,8 @@ mod tests {
         let id = ComponentId::new("copies").expect("id");
         let handles = metrics.disk_queue("copies");
         let attachment =
-            attach(&id, &config, handles.clone(), tx, tokio::runtime::Handle::current()).expect("opens");
+            attach(&id, (&config, false), handles.clone(), tx, tokio::runtime::Handle::current())
+                .expect("opens");
         let size = recent::BUDGET / 4;
         // Sixteen fill the memory queue and the feeder holds one: of the rest, more than the
         // budget, the oldest are let go.
@@ -646,6 +684,62 @@ mod tests {
             assert!(batch.payload() == &payload(n), "record {n} differs");
         }
         assert_eq!(handles.corrupt.get(), 0);
+    }
+
+    /// For an exporter that sends gzip, records hold gzip bodies: a fraction of the bytes on
+    /// disk, and each batch comes with the body the exporter sends (a client's own, when it still
+    /// holds the batch), from its copy and, after a restart, from the file — whatever the
+    /// exporter reading it back sends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gzip_records_come_back_with_their_bodies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let payload = |n: usize| -> Bytes {
+            (0..20_000 + n * 977).map(|i| b'a' + (i % (n + 7)) as u8).collect::<Vec<u8>>().into()
+        };
+        let client_body = Bytes::from(crate::gzip::compress(&payload(3)).expect("in memory"));
+        let batches: Vec<Batch> = (0..8)
+            .map(|n| {
+                let batch = Batch::from_encoded(Signal::Logs, payload(n), n as u64 + 1);
+                if n != 3 {
+                    return batch;
+                }
+                let body =
+                    Compressed::new(CompressionConfig::Gzip, client_body.clone(), MemberMap::deferred());
+                batch.with_compressed(body)
+            })
+            .collect();
+        let (attachment, mut rx, _) = open_for(&first, (OnFull::Backpressure, true), &metrics, "first");
+        for batch in &batches {
+            attachment.append(batch).expect("stored");
+        }
+        attachment.sync().expect("syncs");
+        let check = |n: usize, batch: &Batch| {
+            assert_eq!((batch.items(), batch.payload()), (n as u64 + 1, &payload(n)), "record {n}");
+            let gzip = batch.compressed_as(CompressionConfig::Gzip).expect("its gzip body");
+            let body = gzip.body();
+            assert_eq!(crate::gzip::gunzip_limited(body, usize::MAX - 1).expect("gzip"), payload(n));
+            assert!(gzip.gzip_member().is_some(), "record {n}'s body joins");
+            assert_eq!(n == 3, body == &client_body, "record {n}: the client's body is kept as it came");
+        };
+        let mut handed = Vec::new();
+        for n in 0..8 {
+            let batch = next(&mut rx).await;
+            check(n, &batch);
+            handed.push(batch);
+        }
+        let on_disk = std::fs::metadata(log::segment_path(&first, 0)).expect("the segment").len();
+        let encoded: usize = (0..8).map(|n| payload(n).len()).sum();
+        assert!(on_disk * 3 < encoded as u64, "{on_disk} bytes on disk for {encoded} encoded");
+        snapshot(&first, &second);
+        let (_restarted, mut rx, handles) = open(&second, OnFull::Backpressure, &metrics, "second");
+        for n in 0..8 {
+            check(n, &*next(&mut rx).await);
+        }
+        assert_eq!(handles.corrupt.get(), 0);
+        assert!(handles.read_back.get() >= on_disk, "read from the file after the restart");
+        drop(handed);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,9 @@ use bytes::Bytes;
 
 use super::log::Placed;
 use super::record::{HEADER_LEN, Meta};
+use crate::batch::Compressed;
 
-/// How many payload bytes the copies may hold together.
+/// How many bytes the copies may hold together (encoded requests and gzip bodies).
 pub const BUDGET: usize = 8 << 20;
 
 /// One record as it was appended.
@@ -26,14 +27,22 @@ pub struct Appended {
     pub segment: u64,
     /// Its byte offset in that segment.
     pub offset: u64,
-    /// Its payload.
+    /// Its batch's encoded request.
     pub payload: Bytes,
+    /// The gzip body the record holds instead of `payload`, when it holds one.
+    pub gzip: Option<Compressed>,
 }
 
 impl Appended {
     /// The offset just past it in its segment.
     pub fn end(&self) -> u64 {
-        self.offset + (HEADER_LEN + self.payload.len()) as u64
+        let stored = self.gzip.as_ref().map_or(self.payload.len(), |gzip| gzip.body().len());
+        self.offset + (HEADER_LEN + stored) as u64
+    }
+
+    /// The bytes it keeps in memory.
+    fn held(&self) -> usize {
+        self.payload.len() + self.gzip.as_ref().map_or(0, |gzip| gzip.body().len())
     }
 }
 
@@ -47,14 +56,15 @@ pub struct Recent {
 impl Recent {
     /// Keeps a copy of the record `placed` says was just appended, letting the oldest go while
     /// the budget is passed.
-    pub fn push(&mut self, mut meta: Meta, placed: Placed, payload: Bytes) {
+    pub fn push(&mut self, mut meta: Meta, placed: Placed, payload: Bytes, gzip: Option<Compressed>) {
         meta.seq = placed.seq;
-        self.bytes += payload.len();
-        self.records.push_back(Appended { meta, segment: placed.segment, offset: placed.offset, payload });
+        let appended = Appended { meta, segment: placed.segment, offset: placed.offset, payload, gzip };
+        self.bytes += appended.held();
+        self.records.push_back(appended);
         while self.bytes > BUDGET
             && let Some(oldest) = self.records.pop_front()
         {
-            self.bytes -= oldest.payload.len();
+            self.bytes -= oldest.held();
         }
     }
 
@@ -66,7 +76,7 @@ impl Recent {
                 return None;
             }
             let oldest = self.records.pop_front().expect("looked at");
-            self.bytes -= oldest.payload.len();
+            self.bytes -= oldest.held();
             if (oldest.segment, oldest.offset) == (segment, offset) {
                 return Some(oldest);
             }
@@ -79,13 +89,14 @@ impl Recent {
 mod tests {
     use super::*;
     use crate::config::Signal;
+    use crate::disk_queue::record::Form;
 
     fn meta() -> Meta {
-        Meta { seq: 0, written_at_ms: 1, items: 1, signal: Signal::Traces }
+        Meta { seq: 0, written_at_ms: 1, items: 1, signal: Signal::Traces, form: Form::Encoded }
     }
 
     fn push(recent: &mut Recent, seq: u64, segment: u64, offset: u64, len: usize) {
-        recent.push(meta(), Placed { seq, segment, offset }, Bytes::from(vec![0; len]));
+        recent.push(meta(), Placed { seq, segment, offset }, Bytes::from(vec![0; len]), None);
     }
 
     #[test]
@@ -99,6 +110,27 @@ mod tests {
         assert_eq!((record.meta.seq, record.end()), (1, 42 + HEADER_LEN as u64 + 10));
         assert!(recent.take(0, 0).is_none(), "let go when the feeder passed it");
         assert_eq!(recent.take(2, 0).expect("kept").meta.seq, 2);
+        assert_eq!(recent.bytes, 0);
+    }
+
+    /// A record holding a gzip body ends where that body does, and both count against the
+    /// budget.
+    #[test]
+    fn a_gzip_record_ends_after_its_body() {
+        let mut recent = Recent::default();
+        let payload = Bytes::from(vec![7; 1000]);
+        let (body, member) = crate::gzip::compress_joinable(&payload).expect("in memory");
+        let body_len = body.len();
+        let gzip = Compressed::new(
+            crate::config::CompressionConfig::Gzip,
+            body.into(),
+            crate::gzip::splice::MemberMap::known(Some(member)),
+        );
+        let meta = Meta { form: Form::Gzip, ..meta() };
+        recent.push(meta, Placed { seq: 0, segment: 0, offset: 0 }, payload, Some(gzip));
+        assert_eq!(recent.bytes, 1000 + body_len);
+        let record = recent.take(0, 0).expect("kept");
+        assert_eq!(record.end(), (HEADER_LEN + body_len) as u64);
         assert_eq!(recent.bytes, 0);
     }
 

@@ -87,8 +87,8 @@ pub trait Exporter: Send + 'static {
 pub struct ExporterInput {
     name: ComponentId,
     entry: Entry,
-    /// The compression whose client bodies it sends on as they came (never through a disk
-    /// queue, which stores payloads only).
+    /// The compression whose client bodies it sends on as they came (through a disk queue,
+    /// gzip only: the queue stores such bodies as its records).
     sends_client_bodies: Option<CompressionConfig>,
 }
 
@@ -225,14 +225,21 @@ pub async fn spawn(
     let task = config.kind.start(start).await?;
     // Attached only once the exporter runs: what the disk queue hands its memory queue is
     // settled when dropped, so nothing may be handed to a queue nobody drains.
+    // A disk queue stores gzip bodies for an exporter that sends gzip, and then keeps clients'.
+    let sends_client_bodies = config.kind.sends_client_bodies().filter(|encoding| match config.queue {
+        QueueConfig::Memory => true,
+        QueueConfig::Disk(_) => *encoding == CompressionConfig::Gzip,
+    });
     let entry = match &config.queue {
         QueueConfig::Memory => Entry::Memory { queue: tx, overflow },
         QueueConfig::Disk(disk) => {
             let (id, disk, handles) = (name.clone(), disk.clone(), metrics.disk_queue(name.as_str()));
+            let gzip = sends_client_bodies.is_some();
             let runtime = tokio::runtime::Handle::current();
-            let attached =
-                tokio::task::spawn_blocking(move || disk_queue::attach(&id, &disk, handles, tx, runtime))
-                    .await;
+            let attached = tokio::task::spawn_blocking(move || {
+                disk_queue::attach(&id, (&disk, gzip), handles, tx, runtime)
+            })
+            .await;
             let attachment =
                 attached.map_err(|e| e.to_string()).and_then(|a| a).map_err(|message| BuildError {
                     name: name.clone(),
@@ -244,8 +251,6 @@ pub async fn spawn(
             Entry::Disk(Arc::new(attachment))
         }
     };
-    let sends_client_bodies =
-        config.kind.sends_client_bodies().filter(|_| matches!(entry, Entry::Memory { .. }));
     Ok((ExporterInput { name: name.clone(), entry, sends_client_bodies }, task))
 }
 
