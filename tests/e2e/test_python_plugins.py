@@ -26,8 +26,8 @@ PYTHON_RULES = """
 
 
 def test_python_rules_drop_and_tag_live_traffic(make_sluice):
-    """Default limits (64 MiB, 100 ms) fit a Python guest: the filter drops the health checks
-    the SDK sends, the transform tags the rest with their status class."""
+    """Default limits (64 MiB, 100 ms a call, 1 s to start) fit a Python guest: the filter drops
+    the health checks the SDK sends, the transform tags the rest with their status class."""
     host = make_sluice(RECEIVER + ARCHIVE + pipeline(processors=PYTHON_RULES))
     span_exporter, _, _ = exporters("http", host)
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))

@@ -613,6 +613,10 @@ pub struct PluginLimits {
     pub memory: Spanned<ByteSize>,
     /// Wall-clock time one call may take: `timeout = "100ms"` (rounded up to 5 ms ticks).
     pub timeout: Spanned<HumanDuration>,
+    /// Wall-clock time starting an instance may take — creating it and its `init` — once per
+    /// instance (at load, on a reload, after a fault): `init_timeout = "1s"`. Longer than a
+    /// call's: a Python guest sets up its interpreter there.
+    pub init_timeout: Spanned<HumanDuration>,
     /// The longest attribute key an answer may set or rename to: `key_size = "1KiB"`.
     pub key_size: Spanned<ByteSize>,
     /// The longest string value an answer may set: `value_size = "64KiB"`.
@@ -627,6 +631,7 @@ impl Default for PluginLimits {
         Self {
             memory: Spanned::new(0..0, ByteSize::mib(64)),
             timeout: Spanned::new(0..0, HumanDuration(Duration::from_millis(100))),
+            init_timeout: Spanned::new(0..0, HumanDuration(Duration::from_secs(1))),
             key_size: Spanned::new(0..0, ByteSize::kib(1)),
             value_size: Spanned::new(0..0, ByteSize::kib(64)),
             growth: Spanned::new(0..0, 4.0),

@@ -494,10 +494,13 @@ fn check_plugin(what: &str, plugin: &PluginRef, base_dir: &std::path::Path, out:
         let span = or_header(plugin.limits.memory.span(), &span);
         out.error(span, format!("{what}: `limits.memory` must be at least 1MiB"));
     }
-    let timeout = plugin.limits.timeout.get_ref().0;
-    if timeout.is_zero() || timeout > std::time::Duration::from_secs(60) {
-        let span = or_header(plugin.limits.timeout.span(), &span);
-        out.error(span, format!("{what}: `limits.timeout` must be between 1ms and 60s"));
+    for (timeout, key) in [(&plugin.limits.timeout, "timeout"), (&plugin.limits.init_timeout, "init_timeout")]
+    {
+        let duration = timeout.get_ref().0;
+        if duration.is_zero() || duration > std::time::Duration::from_secs(60) {
+            let span = or_header(timeout.span(), &span);
+            out.error(span, format!("{what}: `limits.{key}` must be between 1ms and 60s"));
+        }
     }
     for (size, key) in [(&plugin.limits.key_size, "key_size"), (&plugin.limits.value_size, "value_size")] {
         if size.get_ref().0 == 0 {

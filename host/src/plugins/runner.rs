@@ -38,6 +38,8 @@ pub struct Spec {
     pub max_memory: usize,
     /// Per-call deadline.
     pub timeout: Duration,
+    /// Deadline for creating an instance and running its `init`.
+    pub init_timeout: Duration,
     /// What a fault does to the batch.
     pub on_error: OnError,
     /// Environment variables granted to the plugin (name, value).
@@ -58,6 +60,7 @@ impl Spec {
             config_json: use_.config_json(),
             max_memory: use_.reference.limits.memory.get_ref().as_usize(),
             timeout: use_.reference.limits.timeout.get_ref().0,
+            init_timeout: use_.reference.limits.init_timeout.get_ref().0,
             on_error: use_.on_error,
             env: granted_env(&use_.reference.env),
             cache_dir,
@@ -71,7 +74,7 @@ impl Spec {
 
 impl Spec {
     /// A plugin run on its own, outside any config (`sluice plugin test`): any world, generous
-    /// limits (64 MiB, 5 s a call), no environment, faults passed on.
+    /// limits (64 MiB, 5 s a call and to start), no environment, faults passed on.
     pub fn standalone(path: &std::path::Path, config_json: &str) -> Self {
         Spec {
             name: Arc::from(path.file_stem().map_or("plugin".into(), |s| s.to_string_lossy().into_owned())),
@@ -80,6 +83,7 @@ impl Spec {
             config_json: config_json.to_string(),
             max_memory: 64 << 20,
             timeout: Duration::from_secs(5),
+            init_timeout: Duration::from_secs(5),
             on_error: OnError::Pass,
             env: Vec::new(),
             cache_dir: loader::default_cache_dir(),
@@ -367,7 +371,7 @@ impl Plugin {
             self.load(true)?;
         }
         let mut store = self.new_store();
-        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
+        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.init_timeout));
         let config = self.spec.config_json.as_str();
         let init_fault = |store: &Store<StoreState>, e: wasmtime::Error| classify(store, &e, "init");
         // Instantiates with `pre`, calls `init`, and binds the instance as `$bound`.
@@ -524,6 +528,21 @@ mod tests {
         let (mut plugin, load) = Plugin::new(spec("fixture-loop-forever", "{}", OnError::Pass));
         assert!(load.is_none(), "{load:?}");
         assert_eq!(fault(plugin.run(Signal::Traces, spans(&["a"]).payload())).kind, "deadline");
+    }
+
+    /// Starting an instance has its own deadline: an `init` that never returns is interrupted
+    /// once `init_timeout` has passed, not the shorter `timeout` of a call.
+    #[test]
+    fn init_runs_under_its_own_deadline() {
+        let mut spec = spec("fixture-loop-forever", r#"{"in": "init"}"#, OnError::Pass);
+        (spec.timeout, spec.init_timeout) = (Duration::from_millis(10), Duration::from_millis(400));
+        let mut plugin = Plugin::unloaded(spec);
+        plugin.load(true).expect("loads");
+        let started = Instant::now();
+        let fault = plugin.instantiate().err().expect("interrupted");
+        let took = started.elapsed();
+        assert_eq!(fault.kind, "deadline");
+        assert!(took >= Duration::from_millis(400), "interrupted after {took:?}, before init_timeout");
     }
 
     #[test]

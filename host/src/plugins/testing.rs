@@ -31,6 +31,7 @@ pub fn spec(name: &str, config_json: &str, on_error: OnError) -> Spec {
         config_json: config_json.into(),
         max_memory: 16 << 20,
         timeout: Duration::from_millis(100),
+        init_timeout: Duration::from_secs(1),
         on_error,
         env: Vec::new(),
         // Compiled components are cached beside the build, so each test compiles a plugin once.

@@ -65,6 +65,8 @@ pub struct InstanceKey {
     pub max_memory: usize,
     /// The per-call deadline.
     pub timeout: Duration,
+    /// The deadline for starting an instance.
+    pub init_timeout: Duration,
     /// The fault policy, as its name.
     pub on_error: &'static str,
     /// The environment variables it may read (their names; values are read when it is built).
@@ -88,6 +90,7 @@ impl InstanceKey {
             config_json: plugin.config_json(),
             max_memory: reference.limits.memory.get_ref().as_usize(),
             timeout: reference.limits.timeout.get_ref().0,
+            init_timeout: reference.limits.init_timeout.get_ref().0,
             on_error: plugin.on_error.as_str(),
             env: reference.env.iter().map(|name| name.get_ref().clone()).collect(),
             pin: reference.sha256.as_ref().map(|pin| pin.get_ref().clone()),
