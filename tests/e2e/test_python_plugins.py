@@ -28,7 +28,10 @@ PYTHON_RULES = """
 def test_python_rules_drop_and_tag_live_traffic(make_sluice):
     """Default limits (64 MiB, 100 ms a call, 1 s to start) fit a Python guest: the filter drops
     the health checks the SDK sends, the transform tags the rest with their status class."""
-    host = make_sluice(RECEIVER + ARCHIVE + pipeline(processors=PYTHON_RULES))
+    host = make_sluice(RECEIVER + ARCHIVE + pipeline(processors=PYTHON_RULES), wait=False)
+    # On a cold compile cache (the first test of a run to load them) the two 18 MB components are
+    # compiled before the host is ready: tens of seconds each in a debug build on two cores.
+    host.wait_ready(timeout=120)
     span_exporter, _, _ = exporters("http", host)
     provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     provider.add_span_processor(BatchSpanProcessor(span_exporter))
