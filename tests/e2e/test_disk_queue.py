@@ -27,7 +27,8 @@ MAX_ITEMS = 100
 SPANS_PER_REQUEST = 50
 
 
-def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, sync="always", compression="none"):
+def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, sync="always", compression="none",
+           batch_timeout="50ms"):
     return f"""
         [receivers.otlp]
         type = "otlp"
@@ -42,7 +43,7 @@ def config(destination_port, queue_dir, max_size="512MiB", pipeline_queue=128, s
         timeout = "2s"
         queue_size = {QUEUE_SIZE}
         concurrency = {CONCURRENCY}
-        batch = {{{{ max_items = {MAX_ITEMS}, timeout = "50ms" }}}}
+        batch = {{{{ max_items = {MAX_ITEMS}, timeout = "{batch_timeout}" }}}}
         retry = {{{{ initial_backoff = "50ms", max_backoff = "200ms", max_elapsed = "10m" }}}}
         queue = {{{{ type = "disk", directory = "{queue_dir}", max_size = "{max_size}", sync = "{sync}" }}}}
 
@@ -167,6 +168,26 @@ def test_a_killed_host_delivers_everything_it_acknowledged(make_sluice, tmp_path
         replayed = host.metric("sluice_disk_queue_replayed_items_total")
         assert replayed >= len(acknowledged), "every acknowledged span came back from the disk"
         print(f"seed {seed}: {len(acknowledged)} acknowledged, {len(counts)} delivered, replayed {replayed}")
+    finally:
+        destination.close()
+
+
+def test_gzip_records_go_out_merged_to_the_batch_size(make_sluice, tmp_path):
+    """Records a disk queue holds as gzip bodies are merged into requests of `batch.max_items`
+    (their bodies joined), as every queued batch is, even while a sender is free — unlike a
+    client's body reaching an idle exporter from memory, which goes on alone."""
+    destination = Downstream()
+    try:
+        host = make_sluice(config(destination.port, tmp_path / "queue", compression="gzip", batch_timeout="10s"))
+        for k in range(10):
+            request = traces(SPANS_PER_REQUEST, prefix=f"m{k}")
+            status, _, body = post(host, "/v1/traces", request.SerializeToString(), PROTOBUF)
+            assert status == 200, body
+        wait_until(lambda: len(delivered_names(destination)) == 10 * SPANS_PER_REQUEST, "every span delivered",
+                   host.logs)
+        sizes = [len(r["names"]) for r in destination.requests]
+        assert sizes == [MAX_ITEMS] * 5, f"requests of {sizes} spans"
+        assert {r["headers"].get("content-encoding") for r in destination.requests} == {"gzip"}
     finally:
         destination.close()
 
