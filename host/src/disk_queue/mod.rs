@@ -20,7 +20,7 @@
 //! The batch as its exporter will send it: for one that sends gzip protobuf, a gzip body — the
 //! client's own while it still holds exactly the batch, else the batch compressed at append with
 //! its map for joining known ([`crate::gzip::compress_joinable`]) — so the write and the sync move
-//! a fifth of the bytes and the exporter compresses nothing again. Other exporters' records hold
+//! a few times fewer bytes and the exporter compresses nothing again. Other exporters' records hold
 //! the encoded request ([`record::Form`]).
 //!
 //! # Reading back
