@@ -24,6 +24,9 @@ pub struct Batch {
     /// Boxed: most batches have none, and the others pay one allocation to keep every batch
     /// small.
     compressed: Option<Box<Compressed>>,
+    /// The batch gzipped by this host (when it has no client's gzip body), made once however
+    /// many disk queues store it: see [`Batch::gzip`].
+    gzipped: OnceLock<Option<Compressed>>,
     /// The claimed batch this one was split from, kept alive (and its record unsettled) until
     /// every part is dropped.
     whole: Option<Arc<Batch>>,
@@ -78,7 +81,8 @@ impl Compressed {
 impl Batch {
     /// A batch from an encoded `Export*ServiceRequest` holding `items` items.
     pub fn from_encoded(signal: Signal, payload: Bytes, items: u64) -> Self {
-        Self { signal, payload, items, decoded: OnceLock::new(), claim: None, compressed: None, whole: None }
+        let (decoded, gzipped) = (OnceLock::new(), OnceLock::new());
+        Self { signal, payload, items, decoded, claim: None, compressed: None, gzipped, whole: None }
     }
 
     /// A batch whose owned form already exists (it arrived as JSON, say), so nobody decodes again.
@@ -113,6 +117,20 @@ impl Batch {
         self.compressed.as_deref().filter(|c| c.encoding == encoding)
     }
 
+    /// The batch as one gzip member whose map for joining is known: its client's gzip body when
+    /// it came as one, else the payload compressed now ([`crate::gzip::compress_joinable`]) —
+    /// once, however many disk queues store it. `None` only if compressing failed.
+    pub fn gzip(&self) -> Option<&Compressed> {
+        if let Some(body) = self.compressed_as(CompressionConfig::Gzip) {
+            return Some(body);
+        }
+        let made = self.gzipped.get_or_init(|| {
+            let (body, member) = crate::gzip::compress_joinable(&self.payload).ok()?;
+            Some(Compressed::new(CompressionConfig::Gzip, body.into(), MemberMap::known(Some(member))))
+        });
+        made.as_ref()
+    }
+
     /// Whether it was read from a disk queue, or split from a batch that was (and settles its
     /// record when dropped).
     pub fn is_claimed(&self) -> bool {
@@ -142,5 +160,28 @@ impl Batch {
     /// The owned request, decoded on first use and shared afterwards.
     pub fn decoded(&self) -> Result<&Decoded, &DecodeError> {
         self.decoded.get_or_init(|| Decoded::from_protobuf(self.signal, &self.payload)).as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch is gzipped once however often it is asked (every disk queue storing it asks), and
+    /// a client's gzip body is used as it came.
+    #[test]
+    fn a_batch_is_gzipped_once_or_keeps_its_clients_body() {
+        let payload = Bytes::from(b"spans and more spans, spans again".repeat(100));
+        let batch = Batch::from_encoded(Signal::Traces, payload.clone(), 1);
+        let first = batch.gzip().expect("compresses").clone();
+        let again = batch.gzip().expect("kept");
+        assert_eq!(first.body().as_ptr(), again.body().as_ptr(), "compressed once");
+        assert_eq!(crate::gzip::gunzip_limited(first.body(), usize::MAX - 1).expect("gzip"), payload);
+        assert!(first.gzip_member().is_some(), "joinable");
+
+        let client = Bytes::from(crate::gzip::compress(&payload).expect("in memory"));
+        let body = Compressed::new(CompressionConfig::Gzip, client.clone(), MemberMap::deferred());
+        let batch = Batch::from_encoded(Signal::Traces, payload, 1).with_compressed(body);
+        assert_eq!(batch.gzip().expect("the client's").body(), &client);
     }
 }

@@ -56,9 +56,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
-use crate::batch::{Batch, Compressed};
-use crate::config::{ComponentId, CompressionConfig, DiskQueueConfig, OnFull, SyncPolicy};
-use crate::gzip::splice::MemberMap;
+use crate::batch::Batch;
+use crate::config::{ComponentId, DiskQueueConfig, OnFull, SyncPolicy};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::DiskQueueMetrics;
 use crate::queue;
@@ -86,17 +85,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What a queue for an exporter that sends gzip stores of `batch`: the body its client gzipped,
-/// when it still holds exactly the batch, or the batch compressed now with its map for joining
-/// known. `None` (stored as it is) only if compressing fails, which memory never makes it do.
-fn gzipped(batch: &Batch) -> Option<Compressed> {
-    if let Some(body) = batch.compressed_as(CompressionConfig::Gzip) {
-        return Some(body.clone());
-    }
-    let (body, member) = crate::gzip::compress_joinable(batch.payload()).ok()?;
-    Some(Compressed::new(CompressionConfig::Gzip, body.into(), MemberMap::known(Some(member))))
 }
 
 /// Segment size for a queue of `max_size` bytes: an eighth of it, so space comes back in
@@ -372,7 +360,8 @@ impl DiskQueue {
     /// or drops it, counted (`"drop"`). Blocks: call it from a thread that may.
     pub fn append(&self, batch: &Batch) -> Result<Appended, String> {
         let payload = batch.payload();
-        let gzip = lock(&self.limits).gzip.then(|| gzipped(batch)).flatten();
+        // What the exporter sends ([`Batch::gzip`]: made once for every queue that stores it).
+        let gzip = lock(&self.limits).gzip.then(|| batch.gzip().cloned()).flatten();
         let stored = gzip.as_ref().map_or(&payload[..], |gzip| gzip.body());
         let length = (HEADER_LEN + stored.len()) as u64;
         let mut log = lock(&self.log);
@@ -497,7 +486,9 @@ mod tests {
     use serde_spanned::Spanned;
 
     use super::*;
-    use crate::config::{Signal, units::ByteSize};
+    use crate::batch::Compressed;
+    use crate::config::{CompressionConfig, Signal, units::ByteSize};
+    use crate::gzip::splice::MemberMap;
     use crate::metrics::Metrics;
 
     fn config(directory: &Path, on_full: OnFull) -> DiskQueueConfig {
