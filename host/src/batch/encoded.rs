@@ -85,6 +85,15 @@ impl Batch {
         Self { signal, payload, items, decoded, claim: None, compressed: None, gzipped, whole: None }
     }
 
+    /// One batch of `signal` holding `parts` in order: their payloads concatenated, which is one
+    /// request (an `Export*ServiceRequest`'s only field is repeated, and repeated fields
+    /// concatenate). The parts' client bodies do not carry over.
+    pub fn concatenated(signal: Signal, parts: &[&Batch]) -> Self {
+        let mut payload = Vec::with_capacity(parts.iter().map(|part| part.payload.len()).sum());
+        parts.iter().for_each(|part| payload.extend_from_slice(&part.payload));
+        Self::from_encoded(signal, payload.into(), parts.iter().map(|part| part.items).sum())
+    }
+
     /// A batch whose owned form already exists (it arrived as JSON, say), so nobody decodes again.
     pub fn from_decoded(decoded: Decoded, items: u64) -> Self {
         let payload = Bytes::from(decoded.encode());
@@ -183,5 +192,33 @@ mod tests {
         let body = Compressed::new(CompressionConfig::Gzip, client.clone(), MemberMap::deferred());
         let batch = Batch::from_encoded(Signal::Traces, payload, 1).with_compressed(body);
         assert_eq!(batch.gzip().expect("the client's").body(), &client);
+    }
+
+    /// Concatenated batches are one request holding every part's resources in order, counted
+    /// as the sum of the parts.
+    #[test]
+    fn concatenated_batches_are_one_request_of_every_part_in_order() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use prost::Message;
+        let request = |names: &[&str]| {
+            let spans = names.iter().map(|name| Span { name: (*name).into(), ..Span::default() }).collect();
+            let scope_spans = vec![ScopeSpans { spans, ..ScopeSpans::default() }];
+            let resource_spans = vec![ResourceSpans { scope_spans, ..ResourceSpans::default() }];
+            let payload = ExportTraceServiceRequest { resource_spans }.encode_to_vec();
+            Batch::from_encoded(Signal::Traces, payload.into(), names.len() as u64)
+        };
+        let (first, second) = (request(&["a", "b"]), request(&["c"]));
+        let merged = Batch::concatenated(Signal::Traces, &[&first, &second]);
+        assert_eq!(merged.items(), 3);
+        let Ok(Decoded::Traces(decoded)) = merged.decoded() else { panic!("decodes as traces") };
+        let names: Vec<&str> = decoded
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| span.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

@@ -98,8 +98,20 @@ enum Entry {
     /// Its memory queue; with `on_full = "drop"`, what a full queue drops is counted per
     /// signal.
     Memory { queue: queue::Sender, overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)> },
-    /// Its disk queue, which feeds its memory queue.
-    Disk(Arc<disk_queue::Attachment>),
+    /// Its disk queue, which feeds its memory queue, and how large a record a pipeline group's
+    /// batches may be merged into (`None`: a record per batch).
+    Disk(Arc<disk_queue::Attachment>, Option<RecordLimits>),
+}
+
+/// How far a pipeline may merge the batches one group routes to a disk-queued exporter into one
+/// record: the sizes the exporter merges requests up to anyway (`batch.max_items`,
+/// `batch.max_bytes`), so a record is never more than one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Items per record.
+    pub max_items: u64,
+    /// Encoded bytes per record.
+    pub max_bytes: usize,
 }
 
 impl ExporterInput {
@@ -115,7 +127,16 @@ impl ExporterInput {
 
     /// Whether batches for it are written to disk (and the client waits for that).
     pub fn durable(&self) -> bool {
-        matches!(self.entry, Entry::Disk(_))
+        matches!(self.entry, Entry::Disk(..))
+    }
+
+    /// How large a record a pipeline group's batches for its disk queue may be merged into;
+    /// `None` for a memory queue, or an exporter that sends each batch on its own.
+    pub fn record_limits(&self) -> Option<RecordLimits> {
+        match self.entry {
+            Entry::Memory { .. } => None,
+            Entry::Disk(_, limits) => limits,
+        }
     }
 
     /// With a drop-on-full policy: queues `batch` if there is room, else drops it (counted,
@@ -155,7 +176,7 @@ impl ExporterInput {
     pub fn send_blocking(&self, batch: Arc<Batch>) -> Result<(), String> {
         let queue = match &self.entry {
             Entry::Memory { queue, .. } => queue,
-            Entry::Disk(attachment) => return attachment.append(&batch).map(drop),
+            Entry::Disk(attachment, _) => return attachment.append(&batch).map(drop),
         };
         let Some(batch) = self.try_without_waiting(queue, batch) else { return Ok(()) };
         if queue.blocking_send(batch).is_err() {
@@ -172,7 +193,7 @@ impl ExporterInput {
     pub fn sync(&self) -> Result<(), String> {
         match &self.entry {
             Entry::Memory { .. } => Ok(()),
-            Entry::Disk(attachment) => attachment.sync(),
+            Entry::Disk(attachment, _) => attachment.sync(),
         }
     }
 }
@@ -248,7 +269,11 @@ pub async fn spawn(
                         source: std::io::Error::other(message),
                     },
                 })?;
-            Entry::Disk(Arc::new(attachment))
+            let limits = config.kind.merges_up_to().map(|batch| RecordLimits {
+                max_items: batch.max_items,
+                max_bytes: batch.max_bytes.as_usize(),
+            });
+            Entry::Disk(Arc::new(attachment), limits)
         }
     };
     Ok((ExporterInput { name: name.clone(), entry, sends_client_bodies }, task))

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use super::{BuildError, ExportError, Exporter, Outcomes, Runner};
 use crate::config::{
-    ClientConfig, ComponentId, CompressionConfig, Config, Credential, ListenAddress, PluginRef, Problem,
-    SeriesConfig,
+    BatchConfig, ClientConfig, ComponentId, CompressionConfig, Config, Credential, ListenAddress, PluginRef,
+    Problem, SeriesConfig,
 };
 use crate::metrics::{DeliveryCounters, Metrics, PerSignal, PluginMetrics};
 use crate::queue;
@@ -62,6 +62,12 @@ pub trait ExporterType:
     /// [`Batch::compressed_as`](crate::batch::Batch::compressed_as)); receivers keep a client's
     /// compressed body on a batch only for exporters that do.
     fn sends_client_bodies(&self) -> Option<CompressionConfig> {
+        None
+    }
+
+    /// The sizes it merges batches up to in one request, if it merges them: a pipeline then
+    /// writes the batches a group routes to its disk queue as one record of up to these sizes.
+    fn merges_up_to(&self) -> Option<&BatchConfig> {
         None
     }
 
@@ -218,6 +224,11 @@ macro_rules! exporter_types {
             /// The compression whose client bodies it sends on as they came, if any.
             pub fn sends_client_bodies(&self) -> Option<crate::config::CompressionConfig> {
                 match self { $( Self::$variant(c) => registry::ExporterType::sends_client_bodies(c.as_ref()), )* }
+            }
+
+            /// The sizes it merges batches up to in one request, if it does.
+            pub fn merges_up_to(&self) -> Option<&crate::config::BatchConfig> {
+                match self { $( Self::$variant(c) => registry::ExporterType::merges_up_to(c.as_ref()), )* }
             }
 
             /// Starts it.

@@ -34,7 +34,7 @@ use super::BuildError;
 use super::otlp::Handback;
 use super::registry::{ExporterType, SharedKeys, Start};
 use crate::batch::Batch;
-use crate::config::{ClientConfig, ComponentId, CompressionConfig, Problem};
+use crate::config::{BatchConfig, ClientConfig, ComponentId, CompressionConfig, Problem};
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{BalancerMetrics, DeliveryCounters, Metrics, PerSignal};
 use crate::queue;
@@ -311,6 +311,10 @@ impl ExporterType for LoadBalancingExporterConfig {
         // A batch with one owner reaches its backend as it came, and goes on as the otlp
         // exporter would send it.
         self.backend("").sends_client_bodies()
+    }
+
+    fn merges_up_to(&self) -> Option<&BatchConfig> {
+        Some(&self.batch)
     }
 
     fn check(&self) -> Vec<Problem> {

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::http::delivery::{Delivery, Judge, Outgoing, Settings, Undelivered};
 use crate::batch::{Batch, Compressed, JsonRenderer};
-use crate::config::{ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
+use crate::config::{BatchConfig, ComponentId, CompressionConfig, OtlpExporterConfig, OtlpProtocol, Signal};
 use crate::metrics::{DeliveryCounters, PerSignal};
 use crate::queue;
 
@@ -369,6 +369,10 @@ impl ExporterType for OtlpExporterConfig {
     fn sends_client_bodies(&self) -> Option<CompressionConfig> {
         let protobuf = self.protocol != OtlpProtocol::HttpJson;
         (protobuf && self.compression != CompressionConfig::None).then_some(self.compression)
+    }
+
+    fn merges_up_to(&self) -> Option<&BatchConfig> {
+        Some(&self.batch)
     }
 
     fn check(&self) -> Vec<Problem> {
