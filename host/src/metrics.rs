@@ -256,6 +256,8 @@ pub struct DiskQueueMetrics {
     pub items: Gauge,
     /// Seconds since the oldest unsettled item was written (0 when empty).
     pub oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Records written: several batches share one when a pipeline group merges them.
+    pub records: Counter,
     /// Items delivered again after a restart.
     pub replayed: Counter,
     /// Records lost to damage (a torn write, a bad sector).
@@ -343,6 +345,8 @@ pub struct Metrics {
     pub disk_queue_items: Family<ExporterNameLabels, Gauge>,
     /// Age of each disk queue's oldest item.
     pub disk_queue_oldest_age: Family<ExporterNameLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Records disk queues wrote.
+    pub disk_queue_records: Family<ExporterNameLabels, Counter>,
     /// Items replayed from disk queues after a restart.
     pub disk_queue_replayed_items: Family<ExporterNameLabels, Counter>,
     /// Disk queue records lost to damage.
@@ -417,6 +421,7 @@ impl Metrics {
             disk_queue_capacity_bytes: Family::default(),
             disk_queue_items: Family::default(),
             disk_queue_oldest_age: Family::default(),
+            disk_queue_records: Family::default(),
             disk_queue_replayed_items: Family::default(),
             disk_queue_corrupt_records: Family::default(),
             disk_queue_read_back_bytes: Family::default(),
@@ -571,6 +576,11 @@ impl Metrics {
             "Time since the oldest unsettled item in a disk queue was written (0 when empty)",
             prometheus_client::registry::Unit::Seconds,
             metrics.disk_queue_oldest_age.clone(),
+        );
+        registry.register(
+            "sluice_disk_queue_records",
+            "Records a disk queue wrote: one per pipeline group, signal and request-sized run of batches",
+            metrics.disk_queue_records.clone(),
         );
         registry.register(
             "sluice_disk_queue_replayed_items",
@@ -752,6 +762,7 @@ impl Metrics {
             capacity: self.disk_queue_capacity_bytes.get_or_create(&labels).clone(),
             items: self.disk_queue_items.get_or_create(&labels).clone(),
             oldest_age: self.disk_queue_oldest_age.get_or_create(&labels).clone(),
+            records: self.disk_queue_records.get_or_create(&labels).clone(),
             replayed: self.disk_queue_replayed_items.get_or_create(&labels).clone(),
             corrupt: self.disk_queue_corrupt_records.get_or_create(&labels).clone(),
             read_back: self.disk_queue_read_back_bytes.get_or_create(&labels).clone(),

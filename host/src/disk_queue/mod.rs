@@ -17,7 +17,10 @@
 //! kernel has the write (which a killed process doesn't lose) and syncs once a second.
 //!
 //! # What a record holds
-//! The batch as its exporter will send it: for one that sends gzip protobuf, a gzip body — the
+//! What one pipeline group routed to the exporter, of one signal, merged up to the exporter's
+//! own request sizes (`batch.max_items`, `batch.max_bytes`) where it merges requests at all: a
+//! record is one write, one checksum and (for gzip) one compression for several requests. Each
+//! is the batch as its exporter will send it: for one that sends gzip protobuf, a gzip body — the
 //! client's own while it still holds exactly the batch, else the batch compressed at append with
 //! its map for joining known ([`crate::gzip::compress_joinable`]) — so the write and the sync move
 //! a few times fewer bytes and the exporter compresses nothing again. Other exporters' records hold
@@ -32,7 +35,7 @@
 //! batches' buffers, within a budget) rather than reading back the bytes it just wrote. The
 //! cursor file remembers the first unsettled record; whole segments before it are deleted. After a restart every record from the cursor on is delivered again: duplicates come
 //! only from records the exporter held (in its queue or in flight) when the host died — at most
-//! its `queue_size` batches plus its requests in flight — and every replayed item is counted.
+//! its `queue_size` records plus its requests in flight — and every replayed item is counted.
 //!
 //! # Layout
 //! - `record`: one record's bytes, checksums, and finding good records after damage.
@@ -398,6 +401,7 @@ impl DiskQueue {
         self.metrics.bytes.set(i64::try_from(log.total_bytes()).unwrap_or(i64::MAX));
         drop(log);
         self.metrics.items.inc_by(i64::try_from(batch.items()).unwrap_or(i64::MAX));
+        self.metrics.records.inc();
         Ok(Appended::Stored)
     }
 

@@ -7,11 +7,14 @@
 //! the receivers then report as backpressure) but never drops or reorders another exporter's
 //! batches, which are already queued and keep flowing.
 //!
-//! A pipeline that routes to a disk-queued exporter writes each batch to that queue during the
-//! fan-out, and keeps the batch's [`Pledge`] only once every such write is done: the receiver
-//! answers its client then (see [`crate::disk_queue`]).
+//! A pipeline that routes to disk-queued exporters takes a group of batches from its queue, runs
+//! them all, then writes what each such exporter was routed as a few records up to that
+//! exporter's request sizes (see [`records`]) and syncs once; it keeps each batch's [`Pledge`]
+//! only once every write holding part of it is done: the receiver answers its client then (see
+//! [`crate::disk_queue`]).
 
 mod admitted;
+mod records;
 
 pub use admitted::{Admitted, Pledge, Receipt};
 
@@ -173,19 +176,25 @@ pub fn spawn(
     let group_size = if durable.is_empty() { 1 } else { GROUP_COMMIT };
     let task = tokio::task::spawn_blocking(move || {
         let mut group = Vec::with_capacity(group_size);
+        let mut records = records::GroupRecords::new(&durable);
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
             while group.len() < group_size {
                 let Ok(next) = rx.try_recv() else { break };
                 group.push(next);
             }
-            for admitted in &group {
+            for (request, admitted) in group.iter().enumerate() {
                 for part in run_chain(&name, &mut chain, admitted.batch.clone(), &taps, &destinations) {
                     for exporter in destinations.for_route(part.route.as_ref()) {
-                        unstored(admitted, exporter.send_blocking(part.batch.clone()));
+                        if exporter.durable() {
+                            records.add(exporter, request, part.batch.clone());
+                        } else {
+                            unstored(admitted, exporter.send_blocking(part.batch.clone()));
+                        }
                     }
                 }
             }
+            records.write(|request, reason| unstored(&group[request], Err(reason)));
             for exporter in &durable {
                 if let Err(reason) = exporter.sync() {
                     group.iter().for_each(|admitted| unstored(admitted, Err(reason.clone())));
