@@ -9,7 +9,7 @@
 //!
 //! A pipeline that routes to disk-queued exporters takes a group of batches from its queue, runs
 //! them all, then writes what each such exporter was routed as a few records up to that
-//! exporter's request sizes (see [`records`]) and syncs once; it keeps each batch's [`Pledge`]
+//! exporter's request sizes (the `records` module) and syncs once; it keeps each batch's [`Pledge`]
 //! only once every write holding part of it is done: the receiver answers its client then (see
 //! [`crate::disk_queue`]).
 
