@@ -38,7 +38,9 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, DecodeError};
-use crate::config::{ComponentId, CompressionConfig, Config, ExporterConfig, OnFull, QueueConfig};
+use crate::config::{
+    BatchConfig, ComponentId, CompressionConfig, Config, ExporterConfig, OnFull, QueueConfig,
+};
 use crate::disk_queue;
 use crate::log_throttle::LogThrottle;
 use crate::metrics::{Metrics, PerSignal};
@@ -98,20 +100,9 @@ enum Entry {
     /// Its memory queue; with `on_full = "drop"`, what a full queue drops is counted per
     /// signal.
     Memory { queue: queue::Sender, overflow: Option<(PerSignal<Counter>, Arc<LogThrottle>)> },
-    /// Its disk queue, which feeds its memory queue, and how large a record a pipeline group's
-    /// batches may be merged into (`None`: a record per batch).
-    Disk(Arc<disk_queue::Attachment>, Option<RecordLimits>),
-}
-
-/// How far a pipeline may merge the batches one group routes to a disk-queued exporter into one
-/// record: the sizes the exporter merges requests up to anyway (`batch.max_items`,
-/// `batch.max_bytes`), so a record is never more than one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordLimits {
-    /// Items per record.
-    pub max_items: u64,
-    /// Encoded bytes per record.
-    pub max_bytes: usize,
+    /// Its disk queue, which feeds its memory queue, and the sizes it merges requests up to
+    /// (`None`: it sends each batch on its own).
+    Disk(Arc<disk_queue::Attachment>, Option<BatchConfig>),
 }
 
 impl ExporterInput {
@@ -130,12 +121,13 @@ impl ExporterInput {
         matches!(self.entry, Entry::Disk(..))
     }
 
-    /// How large a record a pipeline group's batches for its disk queue may be merged into;
-    /// `None` for a memory queue, or an exporter that sends each batch on its own.
-    pub fn record_limits(&self) -> Option<RecordLimits> {
-        match self.entry {
+    /// The sizes a pipeline group's batches for its disk queue may be merged up to in one record:
+    /// those it merges requests up to anyway. `None` for a memory queue, or an exporter that
+    /// sends each batch on its own.
+    pub fn record_limits(&self) -> Option<&BatchConfig> {
+        match &self.entry {
             Entry::Memory { .. } => None,
-            Entry::Disk(_, limits) => limits,
+            Entry::Disk(_, limits) => limits.as_ref(),
         }
     }
 
@@ -269,11 +261,7 @@ pub async fn spawn(
                         source: std::io::Error::other(message),
                     },
                 })?;
-            let limits = config.kind.merges_up_to().map(|batch| RecordLimits {
-                max_items: batch.max_items,
-                max_bytes: batch.max_bytes.as_usize(),
-            });
-            Entry::Disk(Arc::new(attachment), limits)
+            Entry::Disk(Arc::new(attachment), config.kind.merges_up_to().cloned())
         }
     };
     Ok((ExporterInput { name: name.clone(), entry, sends_client_bodies }, task))

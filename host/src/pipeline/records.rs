@@ -14,8 +14,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::batch::Batch;
+use crate::config::BatchConfig;
 use crate::config::{CompressionConfig, Signal};
-use crate::exporters::{ExporterInput, RecordLimits};
+use crate::exporters::ExporterInput;
 
 /// The batches a group routes to each disk-queued exporter, waiting to be written.
 #[derive(Debug)]
@@ -59,8 +60,7 @@ impl GroupRecords {
                 let sizes = of_signal.iter().map(|(_, batch)| Size {
                     items: batch.items(),
                     bytes: batch.payload().len(),
-                    alone: batch.is_claimed()
-                        || (gzip_records && batch.compressed_as(CompressionConfig::Gzip).is_some()),
+                    alone: gzip_records && batch.compressed_as(CompressionConfig::Gzip).is_some(),
                 });
                 for run in runs(sizes, exporter.record_limits()) {
                     let parts = &of_signal[run];
@@ -102,18 +102,15 @@ struct Size {
 /// Splits batches of `sizes`, in order, into consecutive runs, each written as one record: as
 /// long as `limits` allow (a batch larger than them on its own is a run of one), never across a
 /// batch that goes alone. Without limits every batch is a run.
-fn runs(sizes: impl Iterator<Item = Size>, limits: Option<RecordLimits>) -> Vec<Range<usize>> {
+fn runs(sizes: impl Iterator<Item = Size>, limits: Option<&BatchConfig>) -> Vec<Range<usize>> {
     let mut runs: Vec<Range<usize>> = Vec::new();
     let (mut items, mut bytes) = (0, 0);
     // Whether the last run may take the next batch, room permitting.
     let mut open = false;
     for (at, size) in sizes.enumerate() {
         let joins = open
-            && limits.is_some_and(|limits| {
-                !size.alone
-                    && items + size.items <= limits.max_items
-                    && bytes + size.bytes <= limits.max_bytes
-            });
+            && !size.alone
+            && limits.is_some_and(|limits| limits.holds(items + size.items, bytes + size.bytes));
         if let (true, Some(run)) = (joins, runs.last_mut()) {
             run.end = at + 1;
             items += size.items;
@@ -135,33 +132,39 @@ mod tests {
         Size { items, bytes, alone: false }
     }
 
-    const LIMITS: RecordLimits = RecordLimits { max_items: 250, max_bytes: 10_000 };
+    fn limits() -> BatchConfig {
+        BatchConfig {
+            max_items: 250,
+            max_bytes: crate::config::units::ByteSize(10_000),
+            ..BatchConfig::default()
+        }
+    }
 
     #[test]
     fn batches_run_together_up_to_the_exporters_request_sizes() {
         let sizes = [sized(100, 1_000), sized(100, 1_000), sized(100, 1_000), sized(50, 500)];
-        assert_eq!(runs(sizes.into_iter(), Some(LIMITS)), [0..2, 2..4]);
+        assert_eq!(runs(sizes.into_iter(), Some(&limits())), [0..2, 2..4]);
         let bytes = [sized(1, 6_000), sized(1, 4_000), sized(1, 1)];
-        assert_eq!(runs(bytes.into_iter(), Some(LIMITS)), [0..2, 2..3]);
+        assert_eq!(runs(bytes.into_iter(), Some(&limits())), [0..2, 2..3]);
     }
 
     #[test]
     fn a_batch_over_the_limits_is_a_record_of_its_own() {
         let sizes = [sized(10, 10), sized(300, 10), sized(10, 10), sized(10, 10)];
-        assert_eq!(runs(sizes.into_iter(), Some(LIMITS)), [0..1, 1..2, 2..4]);
+        assert_eq!(runs(sizes.into_iter(), Some(&limits())), [0..1, 1..2, 2..4]);
     }
 
     #[test]
     fn a_batch_that_goes_alone_splits_the_runs_around_it() {
         let alone = Size { alone: true, ..sized(1, 1) };
         let sizes = [sized(1, 1), sized(1, 1), alone, alone, sized(1, 1), sized(1, 1)];
-        assert_eq!(runs(sizes.into_iter(), Some(LIMITS)), [0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(runs(sizes.into_iter(), Some(&limits())), [0..2, 2..3, 3..4, 4..6]);
     }
 
     #[test]
     fn without_limits_every_batch_is_a_record() {
         let sizes = [sized(1, 1), sized(1, 1), sized(1, 1)];
         assert_eq!(runs(sizes.into_iter(), None), [0..1, 1..2, 2..3]);
-        assert!(runs(std::iter::empty(), Some(LIMITS)).is_empty());
+        assert!(runs(std::iter::empty(), Some(&limits())).is_empty());
     }
 }

@@ -113,6 +113,14 @@ pub struct BatchConfig {
     pub timeout: HumanDuration,
 }
 
+impl BatchConfig {
+    /// Whether a request of `items` items and `bytes` encoded bytes is within these sizes: the
+    /// one rule for merging batches, in the exporter and in a pipeline's disk-queue records.
+    pub fn holds(&self, items: u64, bytes: usize) -> bool {
+        items <= self.max_items && bytes <= self.max_bytes.as_usize()
+    }
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {

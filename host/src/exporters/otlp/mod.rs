@@ -189,9 +189,7 @@ async fn batch_and_send(shared: Arc<Shared>, mut rx: queue::Receiver) {
                 }
                 let part = &mut pending[signal.index()];
                 let size = batch.payload().len();
-                if !part.parts.is_empty()
-                    && (part.items + batch.items() > limits.max_items || part.bytes + size > limits.max_bytes.as_usize())
-                {
+                if !part.parts.is_empty() && !limits.holds(part.items + batch.items(), part.bytes + size) {
                     send(&shared, &senders, signal, part.take()).await;
                 }
                 part.push(&batch, shared.joinable(&batch));
