@@ -17,17 +17,13 @@ Arguments after the known ones go to `bench/run.py` unchanged.
 """
 
 import argparse
-import glob
-import json
-import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from run import REPO, run_and_read
 
 
 def compressor_ns():
@@ -41,13 +37,9 @@ def compressor_ns():
 
 
 def forward_runs(connections, extra):
-    """One `bench/run.py` run of Sluice's plain forward; its results."""
-    before = set(glob.glob(str(REPO / "bench" / "results" / "*.json")))
-    subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--runs", "1", "--hosts", "sluice",
-                    "--scenarios", "forward/grpc", "--connections", connections, *extra],
-                   cwd=REPO, capture_output=True, check=True)
-    (written,) = set(glob.glob(str(REPO / "bench" / "results" / "*.json"))) - before
-    return json.loads(Path(written).read_text())["results"], os.path.basename(written)
+    """One `bench/run.py` run of Sluice's plain forward; its results and their file's name."""
+    return run_and_read(["--runs", "1", "--hosts", "sluice", "--scenarios", "forward/grpc",
+                         "--connections", connections, *extra])
 
 
 def main():

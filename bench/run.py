@@ -520,6 +520,17 @@ def main():
     print(table(results))
 
 
+def run_and_read(arguments):
+    """Runs this script with `arguments` in a process of its own (for scripts that build on its
+    runs) and returns the results it wrote, and the name of their file in bench/results/."""
+    results = REPO / "bench" / "results"
+    before = set(results.glob("*.json"))
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), *arguments], cwd=REPO, capture_output=True,
+                   check=True)
+    (written,) = set(results.glob("*.json")) - before
+    return json.loads(written.read_text())["results"], written.name
+
+
 def ms(value):
     """A latency for the table; `—` where a scenario has none (kafka-read has no requests)."""
     return "—" if value is None else f"{value:.2f}"
