@@ -422,7 +422,8 @@ impl Family {
             return;
         }
         let order = |a: &u32, b: &u32| entries[*a as usize].labels.cmp_pairs(&entries[*b as usize].labels);
-        let mut came: Vec<u32> = (0..).zip(entries.iter()).skip(sorted).map(|(at, _)| at).collect();
+        // Positions fit in a u32: `position` refuses a family's 2^32nd series.
+        let mut came: Vec<u32> = (sorted..entries.len()).map(|at| at as u32).collect();
         came.sort_unstable_by(order);
         let (mut old, mut came) =
             (std::mem::take(scrape_order).into_iter().peekable(), came.into_iter().peekable());
