@@ -28,7 +28,7 @@ import sys
 import time
 
 from compressor_ratio import compressor_ns, forward_runs
-from run import REPO, run_and_read
+from run import REPO, medians, run_and_read
 
 BENCH = REPO / "bench"
 
@@ -38,16 +38,6 @@ def run_bench(arguments, sources):
     results, name = run_and_read(arguments)
     sources.append(name)
     return results
-
-
-def medians(results):
-    """Median of each figure per (scenario, connections, host)."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["exporter"], r["connections"], r["host"]), []).append(r)
-    return {key: {field: statistics.median(r[field] for r in runs)
-                  for field in ("spans_per_cpu_second", "p99_ms", "peak_rss_kib")}
-            for key, runs in groups.items()}
 
 
 def prometheus_costs(runs):
@@ -99,12 +89,12 @@ def main():
     forward = medians(run_bench(["--runs", str(args.runs), "--connections", "16,64", "--hosts", "sluice,rotel",
                                  "--scenarios", "forward/grpc,forward.toml/grpc", *common], sources))
     for connections in (16, 64):
-        rotel = forward[("forward", connections, "rotel")]
+        rotel = forward[("forward", "grpc", connections, "rotel")]
         table.ratio("forward ≥ 8× rotel-agent", f"spans per CPU-s, {connections} conns, {clients}",
-                    forward[("forward", connections, "sluice")]["spans_per_cpu_second"],
+                    forward[("forward", "grpc", connections, "sluice")]["spans_per_cpu_second"],
                     rotel["spans_per_cpu_second"], 8)
         table.ratio("forward.toml ≥ 4× rotel-agent's forward", f"spans per CPU-s, {connections} conns, {clients}",
-                    forward[("forward.toml", connections, "sluice")]["spans_per_cpu_second"],
+                    forward[("forward.toml", "grpc", connections, "sluice")]["spans_per_cpu_second"],
                     rotel["spans_per_cpu_second"], 4)
 
     pairs = {16: [], 64: []}
@@ -129,8 +119,8 @@ def main():
                                         "--duration", args.duration, "--warmup", args.warmup], sources))
         for scenario, name in (("file", "file exporter"), ("otlp-json", "OTLP http/json")):
             table.ratio(f"{name} ≥ 3× owned decoding", "spans per CPU-s, 16 conns, against --baseline",
-                        json_paths[(scenario, 16, "sluice")]["spans_per_cpu_second"],
-                        json_paths[(scenario, 16, "baseline")]["spans_per_cpu_second"], 3)
+                        json_paths[(scenario, "grpc", 16, "sluice")]["spans_per_cpu_second"],
+                        json_paths[(scenario, "grpc", 16, "baseline")]["spans_per_cpu_second"], 3)
 
     costs = prometheus_costs(runs=3)
     for name, measure, goal in (("remote", "remote write", 1.0), ("scrape", "scrape endpoint", 0.4)):
@@ -138,11 +128,12 @@ def main():
                   f"{costs[name]:.3f} µs", "", "", costs[name] <= goal)
 
     for scenario in ("forward", "forward.toml"):
-        ours, rotel = forward[(scenario, 64, "sluice")], forward[("forward", 64, "rotel")]
+        ours, rotel = forward[(scenario, "grpc", 64, "sluice")], forward[("forward", "grpc", 64, "rotel")]
         table.row(f"{scenario}: p99 ≤ rotel-agent's", f"64 conns, {clients}", f"{ours['p99_ms']:.2f} ms",
                   f"{rotel['p99_ms']:.2f} ms", "", ours["p99_ms"] <= rotel["p99_ms"])
         for connections in (16, 64):
-            ours, rotel = forward[(scenario, connections, "sluice")], forward[("forward", connections, "rotel")]
+            ours = forward[(scenario, "grpc", connections, "sluice")]
+            rotel = forward[("forward", "grpc", connections, "rotel")]
             table.row(f"{scenario}: peak RSS ≤ rotel-agent's", f"{connections} conns, {clients}",
                       f"{ours['peak_rss_kib'] / 1024:.1f} MiB", f"{rotel['peak_rss_kib'] / 1024:.1f} MiB", "",
                       ours["peak_rss_kib"] <= rotel["peak_rss_kib"])

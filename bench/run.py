@@ -542,32 +542,38 @@ def median(values):
     return None if None in values else statistics.median(values)
 
 
+def medians(results):
+    """The median of each figure per (exporter, protocol, connections, host), and how many runs
+    it is over (`runs`)."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["exporter"], r["protocol"], r.get("connections"), r["host"]), []).append(r)
+    return {key: {**{field: median(r[field] for r in runs) for field in
+                     ("spans_per_second", "spans_per_cpu_second", "peak_rss_kib", "p50_ms", "p99_ms")},
+                  "runs": len(runs)}
+            for key, runs in groups.items()}
+
+
 def table(results):
     """The Markdown table: medians per scenario, connections and host, and each Sluice row's
     spans per CPU-second against rotel-agent's in the same run — the same scenario, or rotel's
     plain forward for a forward scenario with plugins (rotel-agent runs no Wasm rules)."""
-    groups = {}
-    for r in results:
-        groups.setdefault((r["exporter"], r["protocol"], r.get("connections"), r["host"]), []).append(r)
-    medians = {key: {field: median(r[field] for r in runs) for field in
-                     ("spans_per_second", "spans_per_cpu_second", "peak_rss_kib", "p50_ms", "p99_ms")}
-               for key, runs in groups.items()}
+    figures = medians(results)
     lines = ["| scenario | conns | host | spans/s (median) | spans per CPU-second (median) | × rotel per CPU-s "
              "| peak RSS MiB (median) | p50 ms | p99 ms | runs |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for (exporter, protocol, connections, host), runs in groups.items():
-        m = medians[(exporter, protocol, connections, host)]
+    for (exporter, protocol, connections, host), m in figures.items():
         ratio = ""
         if host != "rotel":
-            peer = medians.get((exporter, protocol, connections, "rotel"))
+            peer = figures.get((exporter, protocol, connections, "rotel"))
             peer_name = ""
             if peer is None and exporter.startswith(("forward", "loadbalancing")) and exporter != "forward":
-                peer, peer_name = medians.get(("forward", protocol, connections, "rotel")), " (rotel forward)"
+                peer, peer_name = figures.get(("forward", protocol, connections, "rotel")), " (rotel forward)"
             if peer:
                 ratio = f"{m['spans_per_cpu_second'] / peer['spans_per_cpu_second']:.2f}×{peer_name}"
         lines.append(f"| {exporter} / {protocol} | {connections} | {host} | {m['spans_per_second']:,.0f} | "
                      f"{m['spans_per_cpu_second']:,.0f} | {ratio} | {m['peak_rss_kib'] / 1024:.1f} | "
-                     f"{ms(m['p50_ms'])} | {ms(m['p99_ms'])} | {len(runs)} |")
+                     f"{ms(m['p50_ms'])} | {ms(m['p99_ms'])} | {m['runs']} |")
     return "\n".join(lines)
 
 

@@ -14,8 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::batch::Batch;
-use crate::config::BatchConfig;
-use crate::config::{CompressionConfig, Signal};
+use crate::config::{BatchConfig, CompressionConfig, Signal};
 use crate::exporters::ExporterInput;
 
 /// The batches a group routes to each disk-queued exporter, waiting to be written.
