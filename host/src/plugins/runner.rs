@@ -19,7 +19,7 @@ use super::bindings::v1::{exporter, filter, router, transform};
 use super::bindings::{types, v2};
 use super::loader::{self, Contract, Kind, LoadError};
 use super::sandbox::{self, StoreState};
-use super::view::BatchView;
+use super::view::{self, BatchView};
 use crate::config::{Config, OnError, PluginPlace, PluginUse, Signal};
 use crate::log_throttle::LogThrottle;
 
@@ -234,6 +234,7 @@ fn linker() -> &'static Linker<StoreState> {
         filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).expect("0.1.0 links once");
         v2::filter::Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .expect("0.2.0 links once");
+        view::host::serve_bytes_without_copy(&mut linker).expect("0.2.0 defines batch.bytes");
         linker
     })
 }

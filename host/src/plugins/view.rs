@@ -58,6 +58,11 @@ impl BatchView {
         &self.bytes
     }
 
+    /// The encoded request, sharing its buffer.
+    pub fn shared_bytes(&self) -> Bytes {
+        self.bytes.clone()
+    }
+
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
             let base = self.bytes.as_ptr() as usize;
@@ -220,8 +225,8 @@ pub fn nested_json(value: &AnyValue<'_>) -> String {
 }
 
 /// The `batch` resource's methods, answered from the view the call's resource names.
-mod host {
-    use wasmtime::component::Resource;
+pub mod host {
+    use wasmtime::component::{Linker, Resource};
 
     use super::{BatchView, MetricData, Value, nested_json};
     use crate::config::Signal;
@@ -257,6 +262,22 @@ mod host {
 
     fn lookup(found: Option<sluice_wire::otlp::Attributes<'_>>, key: &str) -> Option<types::AttributeValue> {
         found.and_then(|attributes| attributes.get(key).ok().flatten()).map(value)
+    }
+
+    /// The import `batch.bytes` is served by, replacing the generated binding's: the bytes go
+    /// from the batch's own buffer straight into the guest's memory. The generated host method
+    /// returns a `Vec`, which copies the whole batch once more on the way (a copy that was 2.4% of
+    /// a host running `pipelines/forward.toml`, more than lowering it into the guest).
+    pub fn serve_bytes_without_copy(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+        linker.allow_shadowing(true);
+        let served = linker.instance("sluice:plugin/batches@0.2.0").and_then(|mut batches| {
+            batches.func_wrap("[method]batch.bytes", |mut store, (this,): (Resource<BatchView>,)| {
+                let state: &mut StoreState = store.data_mut();
+                Ok((state.view(&this).shared_bytes(),))
+            })
+        });
+        linker.allow_shadowing(false);
+        served
     }
 
     impl StoreState {
@@ -385,6 +406,8 @@ mod host {
             })
         }
 
+        /// What the generated binding would serve; the linker serves
+        /// [`serve_bytes_without_copy`]'s instead, which returns the same bytes without copying.
         fn bytes(&mut self, this: Resource<BatchView>) -> Vec<u8> {
             self.view(&this).bytes().to_vec()
         }
