@@ -16,18 +16,41 @@ use tokio::sync::mpsc;
 /// How often the files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Files up to this size are also compared by content, so a rewrite that keeps the size and
-/// lands within the file system's timestamp granularity is still seen. Configs and rule files
-/// are far smaller; plugin components are compared by metadata alone.
+/// Files up to this size are also compared by content while recently modified, so a rewrite
+/// that keeps the size and lands within the file system's timestamp granularity is still seen.
+/// Configs and rule files are far smaller; larger plugin components are compared by metadata
+/// alone.
 const HASHED_UP_TO: u64 = 256 * 1024;
 
+/// How long after its last modification a file is compared by content too. A rewrite that
+/// leaves the metadata as it was has to land within the timestamp granularity of the write
+/// before it (the kernel's clock tick, two seconds on FAT), so only while the modification time
+/// is that recent; later, a write moves the time. Past this an idle host reads no file, only
+/// metadata: hashing every watched file up to 256 KiB every interval was a quarter of an idle
+/// `forward.toml` host's CPU.
+const HASHED_WHILE_RECENT: Duration = Duration::from_secs(3);
+
 /// What one look at a file saw: `None` when it can't be read (absent, a dangling link).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Stamp {
     len: u64,
     modified: SystemTime,
     inode: u64,
+    /// The content's SHA-256, while the file was modified recently enough to be hashed.
     digest: Option<[u8; 32]>,
+}
+
+/// The same file as far as two looks can tell: the same metadata and, where both hashed it,
+/// the same content. A look that didn't hash (the file had aged past [`HASHED_WHILE_RECENT`])
+/// compares by metadata alone, so the file aging is not a change.
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        let same_content = match (self.digest, other.digest) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => true,
+        };
+        self.len == other.len && self.modified == other.modified && self.inode == other.inode && same_content
+    }
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -37,20 +60,18 @@ fn stamp(path: &Path) -> Option<Stamp> {
     let inode = std::os::unix::fs::MetadataExt::ino(&meta);
     #[cfg(not(unix))]
     let inode = 0;
-    let digest = (meta.len() <= HASHED_UP_TO)
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    // A time in the future (a skewed clock) counts as recent.
+    let recent = SystemTime::now().duration_since(modified).map_or(true, |age| age <= HASHED_WHILE_RECENT);
+    let digest = (recent && meta.len() <= HASHED_UP_TO)
         .then(|| std::fs::read(path).ok())
         .flatten()
         .map(|bytes| sha2::Sha256::digest(bytes).into());
-    Some(Stamp {
-        len: meta.len(),
-        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        inode,
-        digest,
-    })
+    Some(Stamp { len: meta.len(), modified, inode, digest })
 }
 
 /// The watched files as one look saw them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Look(Vec<(PathBuf, Option<Stamp>)>);
 
 impl Look {
@@ -194,6 +215,24 @@ mod tests {
         }
         write(&plugin, "wasm2");
         assert!(sees_change(&mut watcher).await, "the plugin's change was missed");
+    }
+
+    #[tokio::test]
+    async fn a_file_is_read_only_while_recently_modified_and_aging_is_no_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("c.toml");
+        write(&config, "a = 1\n");
+        let fresh = stamp(&config).expect("exists");
+        assert!(fresh.digest.is_some(), "a file just written is compared by content too");
+        let old = SystemTime::now() - HASHED_WHILE_RECENT * 2;
+        std::fs::File::options().write(true).open(&config).and_then(|f| f.set_modified(old)).expect("sets");
+        let aged = stamp(&config).expect("exists");
+        assert_eq!(aged.digest, None, "an old file is compared by its metadata alone");
+        assert_eq!(aged, Stamp { digest: fresh.digest, ..aged.clone() }, "aging is not a change");
+        let mut watcher = Watcher::new(&config, Vec::new());
+        assert!(!sees_change(&mut watcher).await, "nothing changed");
+        write(&config, "a = 2\n");
+        assert!(sees_change(&mut watcher).await, "a write moves the time and is seen");
     }
 
     #[tokio::test]
