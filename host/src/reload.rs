@@ -24,10 +24,10 @@ const HASHED_UP_TO: u64 = 256 * 1024;
 
 /// How long after its last modification a file is compared by content too. A rewrite that
 /// leaves the metadata as it was has to land within the timestamp granularity of the write
-/// before it (the kernel's clock tick, two seconds on FAT), so only while the modification time
-/// is that recent; later, a write moves the time. Past this an idle host reads no file, only
-/// metadata: hashing every watched file up to 256 KiB every interval was a quarter of an idle
-/// `forward.toml` host's CPU.
+/// before it (the kernel's clock tick, two seconds on FAT): it can hide only from a look taken
+/// while the modification time was that recent. Against a look taken later, any write moves the
+/// time, so the watcher then reads no file, only metadata (hashing every watched file up to
+/// 256 KiB every interval was a quarter of an idle `forward.toml` host's CPU).
 const HASHED_WHILE_RECENT: Duration = Duration::from_secs(3);
 
 /// What one look at a file saw: `None` when it can't be read (absent, a dangling link).
@@ -36,13 +36,15 @@ struct Stamp {
     len: u64,
     modified: SystemTime,
     inode: u64,
-    /// The content's SHA-256, while the file was modified recently enough to be hashed.
+    /// The content's SHA-256, when this look hashed it.
     digest: Option<[u8; 32]>,
+    /// Whether the file had been modified within [`HASHED_WHILE_RECENT`] of this look.
+    recent: bool,
 }
 
 /// The same file as far as two looks can tell: the same metadata and, where both hashed it,
-/// the same content. A look that didn't hash (the file had aged past [`HASHED_WHILE_RECENT`])
-/// compares by metadata alone, so the file aging is not a change.
+/// the same content. A look hashes wherever the look it is compared with did ([`stamp`]), so
+/// content is left out only where the earlier look could not have missed a rewrite.
 impl PartialEq for Stamp {
     fn eq(&self, other: &Self) -> bool {
         let same_content = match (self.digest, other.digest) {
@@ -53,7 +55,9 @@ impl PartialEq for Stamp {
     }
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
+/// A look at `path`, hashing it if it is small and either recently modified or hashed by
+/// `reference`, the look this one will be compared with.
+fn stamp(path: &Path, reference: Option<&Stamp>) -> Option<Stamp> {
     // `metadata` follows symlinks: a swapped `..data` link changes what it returns.
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
@@ -63,11 +67,12 @@ fn stamp(path: &Path) -> Option<Stamp> {
     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     // A time in the future (a skewed clock) counts as recent.
     let recent = SystemTime::now().duration_since(modified).map_or(true, |age| age <= HASHED_WHILE_RECENT);
-    let digest = (recent && meta.len() <= HASHED_UP_TO)
+    let hashed_before = reference.is_some_and(|stamp| stamp.digest.is_some());
+    let digest = ((recent || hashed_before) && meta.len() <= HASHED_UP_TO)
         .then(|| std::fs::read(path).ok())
         .flatten()
         .map(|bytes| sha2::Sha256::digest(bytes).into());
-    Some(Stamp { len: meta.len(), modified, inode, digest })
+    Some(Stamp { len: meta.len(), modified, inode, digest, recent })
 }
 
 /// The watched files as one look saw them.
@@ -75,8 +80,30 @@ fn stamp(path: &Path) -> Option<Stamp> {
 pub struct Look(Vec<(PathBuf, Option<Stamp>)>);
 
 impl Look {
-    fn of(paths: impl IntoIterator<Item = PathBuf>) -> Self {
-        Self(paths.into_iter().map(|path| (path.clone(), stamp(&path))).collect())
+    /// The files at `paths`, each hashed where `reference` hashed it (see [`stamp`]).
+    fn of(paths: impl IntoIterator<Item = PathBuf>, reference: Option<&Look>) -> Self {
+        let stamps = paths.into_iter().map(|path| {
+            let earlier = reference.and_then(|look| look.stamp_of(&path));
+            let now = stamp(&path, earlier);
+            (path, now)
+        });
+        Self(stamps.collect())
+    }
+
+    /// This look, compared equal to the reference it was taken against (so by content where
+    /// that one hashed), as the reference for later looks: files no longer recent drop their
+    /// content, so later looks read only their metadata.
+    fn without_aged_content(mut self) -> Self {
+        for stamp in self.0.iter_mut().filter_map(|(_, stamp)| stamp.as_mut()) {
+            if !stamp.recent {
+                stamp.digest = None;
+            }
+        }
+        self
+    }
+
+    fn stamp_of(&self, path: &Path) -> Option<&Stamp> {
+        self.0.iter().find(|(p, _)| p == path).and_then(|(_, stamp)| stamp.as_ref())
     }
 
     fn paths(&self) -> impl Iterator<Item = &PathBuf> {
@@ -94,14 +121,14 @@ impl Watcher {
     /// Watches `config_path` and `files`, as they are now.
     pub fn new(config_path: &Path, files: Vec<PathBuf>) -> Self {
         let config_path = config_path.to_path_buf();
-        let seen = Look::of(std::iter::once(config_path.clone()).chain(files));
+        let seen = Look::of(std::iter::once(config_path.clone()).chain(files), None);
         Self { config_path, seen }
     }
 
     /// The watched files as they are now: take it just before a reload reads them, and hand it
     /// to [`Watcher::rewatch`] after.
     pub fn look(&self) -> Look {
-        Look::of(self.seen.paths().cloned())
+        Look::of(self.seen.paths().cloned(), Some(&self.seen))
     }
 
     /// After a reload, successful or not: watch the config and `files` (what the serving config
@@ -117,7 +144,7 @@ impl Watcher {
             .map(|path| match before.0.iter().find(|(p, _)| *p == path) {
                 Some((_, was)) => (path, was.clone()),
                 None => {
-                    let now = stamp(&path);
+                    let now = stamp(&path, None);
                     (path, now)
                 }
             })
@@ -131,6 +158,7 @@ impl Watcher {
             tokio::time::sleep(POLL_INTERVAL).await;
             let now = self.look();
             if now == self.seen {
+                self.seen = now.without_aged_content();
                 continue;
             }
             // Let the writer finish: wait until two looks in a row agree.
@@ -222,17 +250,58 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("c.toml");
         write(&config, "a = 1\n");
-        let fresh = stamp(&config).expect("exists");
+        let fresh = stamp(&config, None).expect("exists");
         assert!(fresh.digest.is_some(), "a file just written is compared by content too");
         let old = SystemTime::now() - HASHED_WHILE_RECENT * 2;
-        std::fs::File::options().write(true).open(&config).and_then(|f| f.set_modified(old)).expect("sets");
-        let aged = stamp(&config).expect("exists");
+        let set_time = |time| {
+            std::fs::File::options()
+                .write(true)
+                .open(&config)
+                .and_then(|f| f.set_modified(time))
+                .expect("sets")
+        };
+        set_time(old);
+        let aged = stamp(&config, None).expect("exists");
         assert_eq!(aged.digest, None, "an old file is compared by its metadata alone");
-        assert_eq!(aged, Stamp { digest: fresh.digest, ..aged.clone() }, "aging is not a change");
+        let against_fresh = stamp(&config, Some(&fresh)).expect("exists");
+        assert!(against_fresh.digest.is_some(), "compared with a look that hashed it, it is hashed too");
         let mut watcher = Watcher::new(&config, Vec::new());
         assert!(!sees_change(&mut watcher).await, "nothing changed");
         write(&config, "a = 2\n");
         assert!(sees_change(&mut watcher).await, "a write moves the time and is seen");
+        // Seen fresh, then aged: the watcher's later looks stop reading it.
+        let seen_fresh = stamp(&config, None).expect("exists");
+        set_time(old);
+        let mut watcher = Watcher::new(&config, Vec::new());
+        watcher.seen.0[0].1.as_mut().expect("exists").digest = seen_fresh.digest;
+        assert!(!sees_change(&mut watcher).await, "aging is no change");
+        assert_eq!(
+            watcher.look().0[0].1.as_ref().expect("exists").digest,
+            None,
+            "an aged file is read no more"
+        );
+    }
+
+    /// A rewrite that keeps size and time, after a look taken while the file was fresh, is seen
+    /// however long the watcher takes to look again (a reload compiling a plugin takes seconds).
+    #[tokio::test]
+    async fn a_rewrite_hidden_from_the_metadata_is_seen_after_a_long_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("c.toml");
+        write(&config, "a = 1\n");
+        let written = std::fs::metadata(&config).and_then(|m| m.modified()).expect("has a time");
+        let mut watcher = Watcher::new(&config, Vec::new());
+        let mut before = watcher.look();
+        // Lands in the same clock tick as the first write (so its time is the first one's),
+        // and the reload then takes longer than the file stays recent: both looks see it old.
+        write(&config, "a = 2\n");
+        let aged = written - HASHED_WHILE_RECENT * 2;
+        std::fs::File::options().write(true).open(&config).and_then(|f| f.set_modified(aged)).expect("sets");
+        for stamp in before.0.iter_mut().filter_map(|(_, stamp)| stamp.as_mut()) {
+            stamp.modified = aged;
+        }
+        watcher.rewatch(Vec::new(), before);
+        assert!(sees_change(&mut watcher).await, "the hidden rewrite was missed");
     }
 
     #[tokio::test]
