@@ -5,6 +5,10 @@ sink that answers 200). Sluice is pinned to --host-core; the sender and the sink
 cores, off Sluice's.
 
   python3 bench/prometheus.py --series 100000 --rounds 3 --runs 3
+
+With --baseline <another build>, that build is measured too, run for run alternating with this one:
+this machine's speed drifts by a fifth or more within minutes, so a ratio of the two builds taken
+in one run is steadier than either build's µs.
 """
 
 import argparse
@@ -61,14 +65,14 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
-def measure(exporter, config, ports, bodies, args):
-    """Runs the host with `exporter` alone, sends every body and returns µs CPU per data point,
-    and what else this exporter reports."""
+def measure(exporter, binary, config, ports, bodies, args):
+    """Runs the host `binary` with `exporter` alone, sends every body and returns µs CPU per data
+    point, and what else this exporter reports."""
     http_port, scrape_port = ports
     text = config.read_text()
     other = "remote" if exporter == "scrape" else "scrape"
     config.write_text(text.replace(f'exporters = ["{other}"]', f'exporters = ["{exporter}"]'))
-    host = subprocess.Popen(["taskset", "-c", str(args.host_core), args.sluice, "run",
+    host = subprocess.Popen(["taskset", "-c", str(args.host_core), binary, "run",
                              "--config", str(config)], stderr=subprocess.DEVNULL)
     try:
         wait_port(http_port, host)
@@ -103,8 +107,9 @@ def main():
                         help="runs of each exporter, alternating (the first host started pays more for "
                              "fresh pages); the medians are reported")
     parser.add_argument("--host-core", type=int, default=0)
-    parser.add_argument("--sluice", default=str(REPO / "target/release/sluice"),
-                        help="the host binary (another build, to compare against)")
+    parser.add_argument("--sluice", default=str(REPO / "target/release/sluice"), help="the host binary")
+    parser.add_argument("--baseline", default=None,
+                        help="another build, measured alternately with --sluice; ratios are reported")
     args = parser.parse_args()
     others = set(range(os.cpu_count() or 1)) - {args.host_core}
     if others:
@@ -134,18 +139,27 @@ receivers = ["otlp"]
 exporters = ["scrape"]
 """)
         bodies = [request(first, 5000, float(r)) for r in range(args.rounds) for first in range(0, args.series, 5000)]
-        costs = {"scrape": [], "remote": []}
+        builds = {"sluice": args.sluice, **({"baseline": args.baseline} if args.baseline else {})}
+        costs = {(exporter, build): [] for exporter in ("scrape", "remote") for build in builds}
         points = args.series * args.rounds
         for _ in range(args.runs):
-            for exporter in costs:
-                cost, extra = measure(exporter, config, (http_port, scrape_port), bodies, args)
-                costs[exporter].append(cost)
-                print(f"{exporter}: {points:,} data points, {cost:.3f} µs CPU per data point{extra}", flush=True)
-        for exporter, runs in costs.items():
+            for exporter, build in costs:
+                cost, extra = measure(exporter, builds[build], config, (http_port, scrape_port), bodies, args)
+                costs[exporter, build].append(cost)
+                print(f"{exporter} ({build}): {points:,} data points, {cost:.3f} µs CPU per data point{extra}",
+                      flush=True)
+        for (exporter, build), runs in costs.items():
             listed = ", ".join(f"{c:.3f}" for c in runs)
             # A neighbour's load only adds to a run's CPU: the fastest run is the least disturbed.
-            print(f"{exporter} median: {statistics.median(runs):.3f} µs CPU per data point ({listed}); "
+            name = exporter if build == "sluice" else f"{exporter} {build}"
+            print(f"{name} median: {statistics.median(runs):.3f} µs CPU per data point ({listed}); "
                   f"fastest {min(runs):.3f}")
+        if args.baseline:
+            for exporter in ("scrape", "remote"):
+                ratios = [ours / theirs for ours, theirs in zip(costs[exporter, "sluice"], costs[exporter, "baseline"])]
+                listed = ", ".join(f"{r:.3f}" for r in ratios)
+                print(f"{exporter} ratio median: {statistics.median(ratios):.3f} of the baseline's CPU per data "
+                      f"point, run by run ({listed})")
     sink.shutdown()
 
 
