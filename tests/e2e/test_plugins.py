@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -261,6 +262,21 @@ def test_faulting_plugins_never_stop_the_host(make_sluice, fixture, on_error):
         assert names == (sorted([trigger] + good) if on_error == "pass" else [])
     if fixture == "panic":
         assert "a plugin bug" in logs_text, "the panic message reaches the log"
+
+
+def test_a_runaway_plugin_is_interrupted_after_the_host_sat_idle(make_sluice):
+    """The thread that advances plugin deadlines sleeps once no call ran for a second; a call
+    starting wakes it, so a plugin that never returns is still stopped at its deadline."""
+    host = make_sluice(one_plugin_pipeline("""
+        [[pipelines.all.processors]]
+        plugin = "{plugins}/fixture-loop-forever.wasm"
+        limits = {{ timeout = "50ms" }}
+    """))
+    time.sleep(2)  # past the second of no calls after which the epoch thread parks
+    send(host, traces(1))
+    assert host.wait_metric("sluice_plugin_faults_total", 1, plugin="fixture-loop-forever", kind="deadline") == 1, \
+        host.logs()
+    assert host.admin("/healthz")[0] == 200
 
 
 @pytest.mark.parametrize("fixture,content,message", [

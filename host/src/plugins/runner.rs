@@ -372,7 +372,7 @@ impl Plugin {
             self.load(true)?;
         }
         let mut store = self.new_store();
-        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.init_timeout));
+        let _ticking = sandbox::arm(&mut store, self.spec.init_timeout);
         let config = self.spec.config_json.as_str();
         let init_fault = |store: &Store<StoreState>, e: wasmtime::Error| classify(store, &e, "init");
         // Instantiates with `pre`, calls `init`, and binds the instance as `$bound`.
@@ -432,7 +432,7 @@ impl Plugin {
             Signal::Logs => types::Signal::Logs,
         };
         let store = &mut live.store;
-        store.set_epoch_deadline(sandbox::deadline_ticks(self.spec.timeout));
+        let _ticking = sandbox::arm(store, self.spec.timeout);
         let result = match &live.instance {
             Bound::Filter(i) => i.call_filter(&mut *store, wit_signal, batch).map(|r| r.map(Answer::Drop)),
             Bound::Transform(i) => {

@@ -1,11 +1,13 @@
 //! The sandbox every plugin call runs in: one engine with epoch interruption, a store per
 //! instance with a memory cap, and a WASI context that grants nothing.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -15,37 +17,118 @@ use crate::log_throttle::LogThrottle;
 /// How often the engine's epoch advances; call deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Ticks without plugin code running after which the epoch thread sleeps until a call starts.
+/// Waking every 5 ms with nothing to interrupt was a third of an idle host's CPU.
+const PARK_AFTER_IDLE_TICKS: u32 = 200;
+
 /// Bytes of a plugin's stderr kept for the fault log (a panic message fits).
 const STDERR_CAPTURE: usize = 4096;
 
-/// The process-wide engine, with its epoch ticker thread started on first use.
-pub fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+/// The process-wide engine and the ticker that advances its epoch, started on first use.
+fn sandbox() -> &'static (Engine, Ticker) {
+    static SANDBOX: OnceLock<(Engine, Ticker)> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
         let mut config = Config::new();
         // Deadlines: the store traps once the epoch passes its deadline.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).expect("the engine configuration is valid");
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("sluice-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .expect("can spawn the epoch thread");
-        engine
+        let weak = engine.weak();
+        let tick = move || weak.upgrade().map(|engine| engine.increment_epoch()).is_some();
+        let ticker = Ticker::start("sluice-epoch", EPOCH_TICK, PARK_AFTER_IDLE_TICKS, tick);
+        (engine, ticker)
     })
 }
 
+/// The process-wide engine.
+pub fn engine() -> &'static Engine {
+    &sandbox().0
+}
+
+/// Gives `store`'s next call `timeout` to run, and keeps the epoch advancing until the
+/// returned guard drops: hold it (`let _ticking = …`) until the call has returned. The epoch
+/// thread sleeps while no call runs, so a deadline set without this would never pass.
+pub fn arm<T>(store: &mut Store<T>, timeout: Duration) -> Ticking<'static> {
+    let ticking = sandbox().1.ticking();
+    store.set_epoch_deadline(deadline_ticks(timeout));
+    ticking
+}
+
 /// The deadline, in epoch ticks, for a call allowed to run for `timeout`.
-pub fn deadline_ticks(timeout: Duration) -> u64 {
+fn deadline_ticks(timeout: Duration) -> u64 {
     (timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1) + 1
+}
+
+/// A thread that calls `tick` every period while some call may be running, and parks once
+/// `park_after` periods passed with none.
+struct Ticker {
+    state: Arc<TickerState>,
+    thread: Thread,
+}
+
+#[derive(Debug, Default)]
+struct TickerState {
+    /// Calls running now (each holds a [`Ticking`]).
+    running: AtomicUsize,
+    /// Whether the thread parked (or is about to): a call starting must wake it.
+    parked: AtomicBool,
+}
+
+impl Ticker {
+    /// Starts the thread `name`; it ends once `tick` returns false.
+    fn start(
+        name: &str,
+        period: Duration,
+        park_after: u32,
+        mut tick: impl FnMut() -> bool + Send + 'static,
+    ) -> Self {
+        let state = Arc::new(TickerState::default());
+        let shared = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let mut idle = 0;
+                while tick() {
+                    std::thread::sleep(period);
+                    idle = if shared.running.load(SeqCst) > 0 { 0 } else { idle + 1 };
+                    if idle < park_after {
+                        continue;
+                    }
+                    // The other half of `ticking`'s handshake: with both sides storing before
+                    // they load (all SeqCst), either this sees the call's count or the call sees
+                    // `parked` and unparks (an unpark before the park makes it return at once).
+                    shared.parked.store(true, SeqCst);
+                    while shared.running.load(SeqCst) == 0 {
+                        std::thread::park();
+                    }
+                    shared.parked.store(false, SeqCst);
+                    idle = 0;
+                }
+            })
+            .expect("can spawn the epoch thread");
+        Ticker { thread: thread.thread().clone(), state }
+    }
+
+    /// Counts a call as running until the guard drops, waking the thread if it parked.
+    fn ticking(&self) -> Ticking<'_> {
+        self.state.running.fetch_add(1, SeqCst);
+        if self.state.parked.load(SeqCst) {
+            self.thread.unpark();
+        }
+        Ticking(&self.state)
+    }
+}
+
+/// A call running: the epoch keeps advancing while this is held.
+#[must_use = "the epoch may stop advancing once this is dropped: hold it until the call returns"]
+#[derive(Debug)]
+pub struct Ticking<'a>(&'a TickerState);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Caps linear memory and remembers whether the cap was what stopped the guest.
@@ -184,3 +267,53 @@ impl v2::host::Host for StoreState {
 }
 
 impl v2::types::Host for StoreState {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Polls `done` for up to ten seconds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < until, "never: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The ticker parks once no call ran for a while and stops ticking; a call starting wakes
+    /// it (so a deadline set then still passes), and it parks again once the call is done.
+    #[test]
+    fn the_ticker_sleeps_while_no_call_runs_and_a_call_wakes_it() {
+        let (ticks, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (counted, stopped) = (ticks.clone(), stop.clone());
+        let ticker = Ticker::start("test-epoch", Duration::from_millis(1), 5, move || {
+            counted.fetch_add(1, SeqCst);
+            !stopped.load(SeqCst)
+        });
+        let parked = || ticker.state.parked.load(SeqCst);
+        eventually("parked with no call running", parked);
+        let at_park = ticks.load(SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ticks.load(SeqCst), at_park, "no ticks while parked");
+
+        let call = ticker.ticking();
+        eventually("ticking again once a call started", || ticks.load(SeqCst) >= at_park + 20);
+        assert!(!parked(), "never parks while a call runs");
+        drop(call);
+        eventually("parked again after the call", parked);
+
+        // Calls that start and end while it is parked leave it parked, ticking or not.
+        for _ in 0..100 {
+            drop(ticker.ticking());
+        }
+        eventually("parked after short calls", parked);
+
+        // Woken to its next tick, the thread ends.
+        stop.store(true, SeqCst);
+        drop(ticker.ticking());
+    }
+}
