@@ -8,7 +8,8 @@ cores, off Sluice's.
 
 With --baseline <another build>, that build is measured too, run for run alternating with this one:
 this machine's speed drifts by a fifth or more within minutes, so a ratio of the two builds taken
-in one run is steadier than either build's µs.
+in one run is steadier than either build's µs. With --per-round, each round's cost and page faults
+too: the first round creates the series, the later ones update them.
 """
 
 import argparse
@@ -65,6 +66,11 @@ class Sink(BaseHTTPRequestHandler):
         pass
 
 
+def minor_faults(pid):
+    """Page faults the process took that needed no I/O: first touches of fresh memory."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def measure(exporter, binary, config, ports, bodies, args):
     """Runs the host `binary` with `exporter` alone, sends every body and returns µs CPU per data
     point, and what else this exporter reports."""
@@ -77,12 +83,24 @@ def measure(exporter, binary, config, ports, bodies, args):
     try:
         wait_port(http_port, host)
         cpu = cpu_seconds(host.pid)
-        for body in bodies:
+        # With --per-round: µs per data point and page faults of each round (the first creates
+        # the series, the later ones update them), read after the exporter had time to finish it.
+        rounds, mark = [], (cpu, minor_faults(host.pid))
+        bodies_per_round = len(bodies) // args.rounds
+        for sent, body in enumerate(bodies, 1):
             post(http_port, body)
+            if args.per_round and sent % bodies_per_round == 0:
+                time.sleep(0.3)
+                now = (cpu_seconds(host.pid), minor_faults(host.pid))
+                rounds.append(((now[0] - mark[0]) / args.series * 1e6, now[1] - mark[1]))
+                mark = now
         time.sleep(1.0)  # let the exporter finish what it was given
         points = args.series * args.rounds
         used = cpu_seconds(host.pid) - cpu
         extra = ""
+        if rounds:
+            extra = ("; per round " + ", ".join(f"{cost:.3f}" for cost, _ in rounds) + " µs, page faults "
+                     + ", ".join(f"{faults:,}" for _, faults in rounds))
         if exporter == "scrape":
             latencies = []
             for _ in range(5):
@@ -90,7 +108,7 @@ def measure(exporter, binary, config, ports, bodies, args):
                 body = urllib.request.urlopen(f"http://127.0.0.1:{scrape_port}/metrics", timeout=60).read()
                 latencies.append((time.perf_counter() - started) * 1000)
             series = sum(1 for line in body.decode().splitlines() if line.startswith("bench_value_bytes"))
-            extra = (f"; scrape of {series:,} series: median {statistics.median(latencies):.0f} ms, "
+            extra += (f"; scrape of {series:,} series: median {statistics.median(latencies):.0f} ms, "
                      f"{len(body) / 1e6:.1f} MB")
         extra += f"; peak RSS {peak_rss_kib(host.pid) / 1024:.0f} MiB"
         return used / points * 1e6, extra
@@ -107,6 +125,8 @@ def main():
                         help="runs of each exporter, alternating (the first host started pays more for "
                              "fresh pages); the medians are reported")
     parser.add_argument("--host-core", type=int, default=0)
+    parser.add_argument("--per-round", action="store_true",
+                        help="also report each round's cost and page faults (adds 0.3 s of idle per round)")
     parser.add_argument("--sluice", default=str(REPO / "target/release/sluice"), help="the host binary")
     parser.add_argument("--baseline", default=None,
                         help="another build, measured alternately with --sluice; ratios are reported")
