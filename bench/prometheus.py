@@ -28,7 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from run import REPO, cpu_seconds, free_port, peak_rss_kib, wait_port
+from run import REPO, cpu_seconds, free_port, peak_rss_kib, stat_fields, wait_port
 
 
 def request(first, count, value):
@@ -68,7 +68,7 @@ class Sink(BaseHTTPRequestHandler):
 
 def minor_faults(pid):
     """Page faults the process took that needed no I/O: first touches of fresh memory."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return int(stat_fields(pid)[7])
 
 
 def measure(exporter, binary, config, ports, bodies, args):

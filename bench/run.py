@@ -49,6 +49,12 @@ def wait_port(port, process, timeout=20):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def stat_fields(pid):
+    """The fields of `/proc/<pid>/stat` after the command name (which may hold spaces): the
+    process state is `[0]`, field N of proc(5) is `[N - 3]`."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid):
     """CPU time of a process and all its threads, to the nanosecond.
 
@@ -59,7 +65,7 @@ def cpu_seconds(pid):
     try:
         return time.clock_gettime(((~pid) << 3) | 2)
     except OSError:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_fields(pid)
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
